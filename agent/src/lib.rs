@@ -1,0 +1,2 @@
+//! wtd-agent (being written).
+pub mod sensors;

@@ -1,0 +1,1 @@
+//! Pi sensors (being written).

@@ -1,0 +1,1 @@
+//! wtd-cli (being written).

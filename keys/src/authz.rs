@@ -1,0 +1,290 @@
+//! Authorization as one pure function: may this key call this function on this agent, now?
+//!
+//! [`evaluate`] looks at every grant the caller holds for the mission and says, for each,
+//! why it does or does not apply; [`authorize`] does the same and, on Allow, takes a token
+//! from the grant's bucket and a slot from its concurrency cap. Nothing here reads a
+//! clock, a file or a socket, so every branch is tested with a fake clock.
+//!
+//! Default deny: the answer is Allow only when some grant
+//! 1. was issued by a key this agent obeys,
+//! 2. names the caller as its subject (holder binding) and this mission,
+//! 3. covers this agent,
+//! 4. is valid now (with [`CLOCK_SKEW_MS`] of slack each way, and "now" never earlier than
+//!    the persisted time floor),
+//! 5. is not revoked,
+//! 6. has a token in its bucket and a free concurrency slot.
+
+use std::collections::HashMap;
+
+use crate::defaults::CLOCK_SKEW_MS;
+use crate::grant::{Grant, GrantId};
+use crate::identity::{AgentId, OwnerKey, UserKey};
+use crate::names::{FunctionName, MissionName};
+use crate::revocation::{Revocation, Target};
+use crate::time::{TimeFloor, Timestamp};
+
+/// One call, as the agent sees it after checking the caller's signature.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub caller: &'a UserKey,
+    pub agent: &'a AgentId,
+    pub mission: &'a MissionName,
+    pub function: &'a FunctionName,
+    /// The agent's clock. It is raised to the time floor before use.
+    pub now: Timestamp,
+}
+
+/// What the agent knows: whom it obeys, and the grants and revocations it has verified.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    pub owners: &'a [OwnerKey],
+    pub grants: &'a [&'a Grant],
+    pub revocations: &'a [&'a Revocation],
+}
+
+/// Why one grant does not let this call through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantStatus {
+    /// It would allow the call.
+    Usable,
+    /// Signed by a key this agent does not obey.
+    IssuerNotOwner,
+    /// Covers other agents, not this one.
+    NotForThisAgent,
+    /// Starts later; `in_ms` from the effective now.
+    NotYetValid { in_ms: u64 },
+    /// Ended `ago_ms` before the effective now.
+    Expired { ago_ms: u64 },
+    /// Cancelled by this revocation.
+    Revoked(Target),
+    /// Its bucket is empty; a token is back in `retry_after_ms`.
+    RateLimited { retry_after_ms: u64 },
+    /// `limit` calls under it are already running on this agent.
+    AtConcurrencyLimit { limit: u32 },
+}
+
+/// Why a call was refused, precise enough for `wtd why` and for an error a beginner can act
+/// on. When several grants fail, the one closest to working is reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deny {
+    /// The caller holds no grant for this mission from any key this agent obeys.
+    NoGrant,
+    /// The caller's grants for this mission are signed by keys this agent does not obey.
+    IssuerNotOwner { grant: GrantId },
+    NotForThisAgent { grant: GrantId },
+    NotYetValid { grant: GrantId, in_ms: u64 },
+    Expired { grant: GrantId, ago_ms: u64 },
+    Revoked { grant: GrantId, by: Target },
+    RateLimited { grant: GrantId, retry_after_ms: u64 },
+    AtConcurrencyLimit { grant: GrantId, limit: u32 },
+}
+
+impl Deny {
+    /// Lower is closer to working.
+    fn rank(&self) -> u8 {
+        match self {
+            Deny::RateLimited { .. } => 0,
+            Deny::AtConcurrencyLimit { .. } => 1,
+            Deny::NotYetValid { .. } => 2,
+            Deny::Revoked { .. } => 3,
+            Deny::Expired { .. } => 4,
+            Deny::NotForThisAgent { .. } => 5,
+            Deny::IssuerNotOwner { .. } => 6,
+            Deny::NoGrant => 7,
+        }
+    }
+
+    fn from_status(grant: GrantId, status: GrantStatus) -> Option<Deny> {
+        Some(match status {
+            GrantStatus::Usable => return None,
+            GrantStatus::IssuerNotOwner => Deny::IssuerNotOwner { grant },
+            GrantStatus::NotForThisAgent => Deny::NotForThisAgent { grant },
+            GrantStatus::NotYetValid { in_ms } => Deny::NotYetValid { grant, in_ms },
+            GrantStatus::Expired { ago_ms } => Deny::Expired { grant, ago_ms },
+            GrantStatus::Revoked(by) => Deny::Revoked { grant, by },
+            GrantStatus::RateLimited { retry_after_ms } => Deny::RateLimited { grant, retry_after_ms },
+            GrantStatus::AtConcurrencyLimit { limit } => Deny::AtConcurrencyLimit { grant, limit },
+        })
+    }
+}
+
+/// A running call's hold on a concurrency slot. Hand it back with [`RateLimits::release`]
+/// when the call ends, however it ends.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a permit must be released when the call ends, or its slot is lost"]
+pub struct Permit {
+    pub grant: GrantId,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Permit),
+    Deny(Deny),
+}
+
+/// Every grant the caller holds for the mission, each with its status; and the decision
+/// that would follow. Used by `wtd why`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    pub grants: Vec<(GrantId, GrantStatus)>,
+    /// The grant that would be used, if any.
+    pub usable: Option<GrantId>,
+    pub deny: Option<Deny>,
+}
+
+/// Token buckets and in-flight counts, one per grant.
+///
+/// One token is stored as `period_ms` units and refills at `calls` units per millisecond,
+/// so the arithmetic is exact in integers.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimits {
+    buckets: HashMap<GrantId, Bucket>,
+}
+
+#[derive(Clone, Debug)]
+struct Bucket {
+    level: u128,
+    last: Timestamp,
+    in_flight: u32,
+}
+
+impl Bucket {
+    fn full(grant: &Grant, now: Timestamp) -> Self {
+        Bucket {
+            level: u128::from(grant.burst) * u128::from(grant.rate.period_ms),
+            last: now,
+            in_flight: 0,
+        }
+    }
+
+    fn refill(&mut self, grant: &Grant, now: Timestamp) {
+        let cap = u128::from(grant.burst) * u128::from(grant.rate.period_ms);
+        let elapsed = u128::from(self.last.until(now));
+        self.level = (self.level + elapsed * u128::from(grant.rate.calls)).min(cap);
+        self.last = self.last.max(now);
+    }
+
+    fn retry_after_ms(&self, grant: &Grant) -> Option<u64> {
+        let token = u128::from(grant.rate.period_ms);
+        if self.level >= token {
+            return None;
+        }
+        let missing = token - self.level;
+        let calls = u128::from(grant.rate.calls);
+        Some(u64::try_from(missing.div_ceil(calls)).unwrap_or(u64::MAX))
+    }
+}
+
+impl RateLimits {
+    /// Status of `grant`'s limits at `now`, without taking anything.
+    fn status(&self, grant: &Grant, now: Timestamp) -> GrantStatus {
+        let mut bucket = self.buckets.get(&grant.id).cloned().unwrap_or_else(|| Bucket::full(grant, now));
+        bucket.refill(grant, now);
+        if bucket.in_flight >= grant.concurrency {
+            return GrantStatus::AtConcurrencyLimit {
+                limit: grant.concurrency,
+            };
+        }
+        match bucket.retry_after_ms(grant) {
+            Some(retry_after_ms) => GrantStatus::RateLimited { retry_after_ms },
+            None => GrantStatus::Usable,
+        }
+    }
+
+    fn take(&mut self, grant: &Grant, now: Timestamp) -> Permit {
+        let bucket = self.buckets.entry(grant.id).or_insert_with(|| Bucket::full(grant, now));
+        bucket.refill(grant, now);
+        bucket.level -= u128::from(grant.rate.period_ms);
+        bucket.in_flight += 1;
+        Permit { grant: grant.id }
+    }
+
+    /// Gives a concurrency slot back.
+    pub fn release(&mut self, permit: Permit) {
+        if let Some(b) = self.buckets.get_mut(&permit.grant) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Calls running under `grant` right now.
+    pub fn in_flight(&self, grant: &GrantId) -> u32 {
+        self.buckets.get(grant).map_or(0, |b| b.in_flight)
+    }
+
+    /// Drops state for grants no longer known, so memory stays bounded by the grant set.
+    pub fn retain(&mut self, keep: impl Fn(&GrantId) -> bool) {
+        self.buckets.retain(|id, b| keep(id) || b.in_flight > 0);
+    }
+}
+
+/// The status of one grant for `req`, ignoring rate limits.
+fn grant_status(req: &Request<'_>, policy: &Policy<'_>, grant: &Grant, now: Timestamp) -> GrantStatus {
+    if !policy.owners.contains(&grant.issuer) {
+        return GrantStatus::IssuerNotOwner;
+    }
+    if !grant.audience.covers(req.agent) {
+        return GrantStatus::NotForThisAgent;
+    }
+    if let Some(r) = policy.revocations.iter().find(|r| r.revokes(grant)) {
+        return GrantStatus::Revoked(r.target.clone());
+    }
+    // Valid on [not_before - skew, expires + skew).
+    if now.plus_ms(CLOCK_SKEW_MS) < grant.not_before {
+        return GrantStatus::NotYetValid {
+            in_ms: now.until(grant.not_before),
+        };
+    }
+    if now >= grant.expires.plus_ms(CLOCK_SKEW_MS) {
+        return GrantStatus::Expired {
+            ago_ms: grant.expires.until(now),
+        };
+    }
+    GrantStatus::Usable
+}
+
+/// Looks at every grant the caller holds for the mission. Takes nothing.
+pub fn evaluate(req: &Request<'_>, policy: &Policy<'_>, limits: &RateLimits, floor: TimeFloor) -> Evaluation {
+    let now = floor.effective(req.now);
+    let mut grants = Vec::new();
+    let mut usable = None;
+    let mut deny: Option<Deny> = None;
+    let mine = policy
+        .grants
+        .iter()
+        .filter(|g| g.subject == *req.caller && g.mission == *req.mission);
+    for grant in mine {
+        let mut status = grant_status(req, policy, grant, now);
+        if status == GrantStatus::Usable {
+            status = limits.status(grant, now);
+        }
+        if status == GrantStatus::Usable {
+            usable.get_or_insert(grant.id);
+        } else if let Some(d) = Deny::from_status(grant.id, status.clone()) {
+            if deny.as_ref().is_none_or(|best| d.rank() < best.rank()) {
+                deny = Some(d);
+            }
+        }
+        grants.push((grant.id, status));
+    }
+    let deny = match usable {
+        Some(_) => None,
+        None => Some(deny.unwrap_or(Deny::NoGrant)),
+    };
+    Evaluation { grants, usable, deny }
+}
+
+/// Decides a call and, on Allow, charges the grant's bucket and takes a concurrency slot.
+pub fn authorize(req: &Request<'_>, policy: &Policy<'_>, limits: &mut RateLimits, floor: TimeFloor) -> Decision {
+    let eval = evaluate(req, policy, limits, floor);
+    match (eval.usable, eval.deny) {
+        (Some(id), _) => {
+            let grant = policy
+                .grants
+                .iter()
+                .find(|g| g.id == id)
+                .expect("evaluate returned a grant from the policy");
+            Decision::Allow(limits.take(grant, floor.effective(req.now)))
+        }
+        (None, deny) => Decision::Deny(deny.unwrap_or(Deny::NoGrant)),
+    }
+}

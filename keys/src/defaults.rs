@@ -1,0 +1,44 @@
+//! Every number in the security core that has a reason, with the reason.
+
+/// Largest encoded record (grant, revocation, log entry) we will decode, in bytes.
+/// A grant naming 256 agents is about 9 KiB; anything bigger is an attack or a bug,
+/// and refusing it before parsing keeps memory bounded.
+pub const MAX_RECORD_LEN: usize = 16 * 1024;
+
+/// Largest ticket we will decode, in bytes (before the text encoding).
+/// A ticket carries a few grants plus the proxy's address; 64 KiB is generous.
+pub const MAX_TICKET_LEN: usize = 64 * 1024;
+
+/// How far two clocks may disagree and still agree a grant is valid, in milliseconds.
+/// Pis without a real-time clock get their time from NTP, or from a teacher's laptop;
+/// a minute covers a sloppy sync without letting an expired grant live much longer.
+pub const CLOCK_SKEW_MS: u64 = 60 * 1000;
+
+/// A grant without `--expires` lives this long. Expiry is always finite so that a
+/// revocation the proxy withholds cannot keep a grant alive forever.
+pub const DEFAULT_GRANT_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The longest a grant may live. A year is long enough for a lab kit, short enough that
+/// a lost laptop's grants die on their own.
+pub const MAX_GRANT_TTL_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// Rate used when `--rate` is not given: 60 calls a minute.
+pub const DEFAULT_RATE: (u32, u64) = (60, 60 * 1000);
+
+/// Calls a grantee may run at once on one agent when `--concurrency` is not given.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
+
+/// Most agents a grant's audience may name; use `all` beyond that.
+pub const MAX_AUDIENCE: usize = 256;
+
+/// Longest mission or function name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Most grants one ticket may carry.
+pub const MAX_TICKET_GRANTS: usize = 64;
+
+/// Most proxy addresses one ticket may carry.
+pub const MAX_TICKET_ADDRS: usize = 8;
+
+/// Largest owner-log entry: one record plus the entry's own fields and signature.
+pub const MAX_LOG_ENTRY_LEN: usize = MAX_RECORD_LEN + 256;

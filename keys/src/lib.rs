@@ -1,0 +1,40 @@
+//! The security core of wtd: who you are, what you may do, and how that is written down.
+//!
+//! This crate is pure: no sockets, no async runtime, and no clock of its own (every check
+//! takes `now`). The agent, the proxy and the CLI all build on it, so a bug here is a bug
+//! everywhere, and a fix here fixes everything; every rejecting branch has a test.
+//!
+//! # Layout
+//! - [`defaults`]: every limit and duration, each with its reason.
+//! - [`identity`]: ed25519 keys, their text form (`wtd1...`), domain-separated signing.
+//! - [`names`]: canonical mission and function names.
+//! - [`time`]: timestamps and the persisted time floor.
+//! - [`encoding`]: the one canonical binary encoding of every signed record.
+//! - [`record`]: the signature envelope shared by every record type.
+//! - [`grant`]: holder-bound, owner-signed grants.
+//! - [`revocation`]: owner-signed, permanent revocations.
+//! - [`log`]: the owner's hash-chained log of grants and revocations.
+//! - [`authz`]: authorization as one pure function, with token buckets.
+//! - [`ticket`]: the pasteable string a newcomer imports.
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod defaults;
+pub mod encoding;
+pub mod grant;
+pub mod identity;
+pub mod log;
+pub mod names;
+pub mod record;
+pub mod revocation;
+pub mod ticket;
+pub mod time;
+
+pub use authz::{authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request};
+pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
+pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};
+pub use log::{OwnerLog, Record, SignedEntry};
+pub use names::{FunctionName, MissionName};
+pub use revocation::{Revocation, SignedRevocation, Target};
+pub use ticket::{ProxyInfo, Ticket};
+pub use time::{TimeFloor, Timestamp};

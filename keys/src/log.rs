@@ -1,0 +1,343 @@
+//! The owner log: an append-only, hash-chained, owner-signed list of grants and revocations.
+//!
+//! Each entry names its owner, its sequence number (1, 2, 3, ...) and the hash of the entry
+//! before it, and is signed by the owner. So whoever relays the log (the proxy) can drop
+//! the tail or delay it, but cannot:
+//! - forge an entry (it would need the owner's key),
+//! - reorder or splice entries (each names its predecessor's hash and its number),
+//! - roll a reader back (the reader keeps what it has and notices an older head),
+//! - hide an entry in the middle (the next one would not chain).
+//!
+//! ```text
+//! entry = kind(3) version(1)
+//!         1 owner       owner key (32)
+//!         2 seq         u64, first entry is 1
+//!         3 prev        32-byte hash of the previous entry, zeros for the first
+//!         4 grant       a signed grant (exactly one of 4 and 5)
+//!         5 revocation  a signed revocation
+//!       255 signature   by owner, domain "wtd owner log v1"
+//! hash(entry) = SHA-256("wtd log hash v1" || 0 || entry bytes)
+//! ```
+//!
+//! This module is pure: it checks and builds entries in memory. `wtd-store` puts them on
+//! disk, one fsynced append at a time.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::defaults::MAX_LOG_ENTRY_LEN;
+use crate::encoding::{fixed, DecodeError, Reader, Writer};
+use crate::grant::{GrantId, SignedGrant};
+use crate::identity::{Domain, OwnerKey, SecretKey};
+use crate::record::{self, RecordError, SIGNATURE_TAG};
+use crate::revocation::SignedRevocation;
+use crate::time::Timestamp;
+
+pub const KIND: u8 = 3;
+pub const VERSION: u8 = 1;
+pub const DOMAIN: Domain = Domain("wtd owner log v1");
+const HASH_DOMAIN: &[u8] = b"wtd log hash v1\0";
+const KNOWN: &[u8] = &[1, 2, 3, 4, 5, SIGNATURE_TAG];
+
+/// The hash that links an entry to the next one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EntryHash(pub [u8; 32]);
+
+impl fmt::Debug for EntryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntryHash({})", data_encoding::HEXLOWER.encode(&self.0[..6]))
+    }
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Grant(SignedGrant),
+    Revocation(SignedRevocation),
+}
+
+impl Record {
+    fn issuer(&self) -> OwnerKey {
+        match self {
+            Record::Grant(g) => g.grant().issuer,
+            Record::Revocation(r) => r.revocation().issuer,
+        }
+    }
+
+    /// When the owner made the record.
+    pub fn issued_at(&self) -> Timestamp {
+        match self {
+            Record::Grant(g) => g.grant().issued_at,
+            Record::Revocation(r) => r.revocation().issued_at,
+        }
+    }
+}
+
+/// A verified log entry, with its bytes and hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedEntry {
+    pub owner: OwnerKey,
+    pub seq: u64,
+    pub prev: EntryHash,
+    pub record: Record,
+    bytes: Vec<u8>,
+    hash: EntryHash,
+}
+
+impl fmt::Debug for SignedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedEntry")
+            .field("owner", &self.owner)
+            .field("seq", &self.seq)
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+impl SignedEntry {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn hash(&self) -> EntryHash {
+        self.hash
+    }
+
+    fn hash_of(bytes: &[u8]) -> EntryHash {
+        EntryHash(Sha256::new_with_prefix(HASH_DOMAIN).chain_update(bytes).finalize().into())
+    }
+
+    /// Decodes an entry and verifies its signature, and the signature of the record inside
+    /// it, and that both are by the same owner. Chaining is checked by [`OwnerLog`].
+    pub fn decode(bytes: &[u8]) -> Result<SignedEntry, RecordError> {
+        let mut r = Reader::new(bytes, MAX_LOG_ENTRY_LEN, "log entry", KIND, VERSION, KNOWN)?;
+        let owner = OwnerKey(r.key(1, "owner")?);
+        let seq = r.u64(2, "seq")?;
+        let prev = EntryHash(fixed(r.field(3, "prev")?, "prev")?);
+        let grant = r.optional(4, "grant")?;
+        let revocation = r.optional(5, "revocation")?;
+        let record = match (grant, revocation) {
+            (Some(g), None) => Record::Grant(SignedGrant::decode(g)?),
+            (None, Some(v)) => Record::Revocation(SignedRevocation::decode(v)?),
+            _ => {
+                return Err(DecodeError::BadValue {
+                    field: "record",
+                    reason: "an entry holds exactly one grant or revocation",
+                }
+                .into())
+            }
+        };
+        if seq == 0 {
+            return Err(DecodeError::BadValue {
+                field: "seq",
+                reason: "sequence numbers start at 1",
+            }
+            .into());
+        }
+        if record.issuer() != owner {
+            return Err(DecodeError::BadValue {
+                field: "record",
+                reason: "the record inside is signed by someone other than the log's owner",
+            }
+            .into());
+        }
+        record::open(r, DOMAIN, owner.key())?;
+        Ok(SignedEntry {
+            owner,
+            seq,
+            prev,
+            record,
+            hash: Self::hash_of(bytes),
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
+/// Why an entry could not be added to a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The entry's bytes or signatures are bad.
+    #[error("log entry refused: {0}")]
+    Record(#[from] RecordError),
+    /// The entry belongs to another owner's log.
+    #[error("log entry belongs to owner {found}, not {expected}")]
+    WrongOwner { expected: OwnerKey, found: OwnerKey },
+    /// An entry is missing before this one: someone dropped it.
+    #[error("owner log has a gap: expected entry {expected}, got {found}; an entry was dropped on the way")]
+    Gap { expected: u64, found: u64 },
+    /// The entry does not name the previous entry's hash: reordered or spliced.
+    #[error("owner log entry {seq} does not chain to entry {}; the log was altered", seq - 1)]
+    BrokenChain { seq: u64 },
+    /// Two different entries with the same number, both signed by the owner. Either the
+    /// owner restored an old backup and kept writing, or their key is in two places.
+    #[error("owner log forked at entry {seq}: two different signed entries share that number")]
+    Fork { seq: u64 },
+    /// A grant id the log already holds.
+    #[error("{0} is already in the owner log")]
+    DuplicateGrantId(GrantId),
+}
+
+/// Where a log ends: how many entries, and the last one's hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: EntryHash,
+}
+
+/// What [`OwnerLog::sync`] did with entries offered by someone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Entries that were new and were appended.
+    pub added: usize,
+    /// The offer ended before our head: whoever sent it has an older copy (or is
+    /// withholding entries). We keep ours; the caller may want to warn.
+    pub offered_older: bool,
+}
+
+/// One owner's log, checked entry by entry.
+#[derive(Clone, Debug)]
+pub struct OwnerLog {
+    owner: OwnerKey,
+    entries: Vec<SignedEntry>,
+    grant_ids: HashSet<GrantId>,
+}
+
+impl OwnerLog {
+    pub fn new(owner: OwnerKey) -> Self {
+        OwnerLog {
+            owner,
+            entries: Vec::new(),
+            grant_ids: HashSet::new(),
+        }
+    }
+
+    pub fn owner(&self) -> OwnerKey {
+        self.owner
+    }
+
+    pub fn entries(&self) -> &[SignedEntry] {
+        &self.entries
+    }
+
+    pub fn head(&self) -> Head {
+        self.entries
+            .last()
+            .map(|e| Head {
+                seq: e.seq,
+                hash: e.hash,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The latest `issued_at` in the log. The owner's CLI issues every new record after it,
+    /// so "revoke everything up to now" has a clear meaning even if the clock is coarse.
+    pub fn last_issued_at(&self) -> Timestamp {
+        self.entries.iter().map(|e| e.record.issued_at()).max().unwrap_or_default()
+    }
+
+    pub fn grants(&self) -> impl Iterator<Item = &SignedGrant> {
+        self.entries.iter().filter_map(|e| match &e.record {
+            Record::Grant(g) => Some(g),
+            Record::Revocation(_) => None,
+        })
+    }
+
+    pub fn revocations(&self) -> impl Iterator<Item = &SignedRevocation> {
+        self.entries.iter().filter_map(|e| match &e.record {
+            Record::Revocation(r) => Some(r),
+            Record::Grant(_) => None,
+        })
+    }
+
+    /// Checks that `entry` is the next one, without adding it.
+    pub fn check_next(&self, entry: &SignedEntry) -> Result<(), LogError> {
+        if entry.owner != self.owner {
+            return Err(LogError::WrongOwner {
+                expected: self.owner,
+                found: entry.owner,
+            });
+        }
+        let head = self.head();
+        if entry.seq != head.seq + 1 {
+            return Err(LogError::Gap {
+                expected: head.seq + 1,
+                found: entry.seq,
+            });
+        }
+        if entry.prev != head.hash {
+            return Err(LogError::BrokenChain { seq: entry.seq });
+        }
+        if let Record::Grant(g) = &entry.record {
+            if self.grant_ids.contains(&g.grant().id) {
+                return Err(LogError::DuplicateGrantId(g.grant().id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a verified entry if it is exactly the next one.
+    pub fn append(&mut self, entry: SignedEntry) -> Result<(), LogError> {
+        self.check_next(&entry)?;
+        if let Record::Grant(g) = &entry.record {
+            self.grant_ids.insert(g.grant().id);
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Builds and signs the entry that would come next, without appending it (the caller
+    /// writes it to disk first, then appends).
+    pub fn next_entry(&self, owner: &SecretKey, record: Record) -> Result<SignedEntry, LogError> {
+        let head = self.head();
+        let mut w = Writer::new(KIND, VERSION);
+        w.key(1, self.owner.key()).u64(2, head.seq + 1).bytes(3, &head.hash.0);
+        match &record {
+            Record::Grant(g) => w.bytes(4, g.bytes()),
+            Record::Revocation(r) => w.bytes(5, r.bytes()),
+        };
+        assert_eq!(owner.public(), *self.owner.key(), "only the owner writes its log");
+        let bytes = record::seal(w, DOMAIN, owner);
+        let entry = SignedEntry {
+            owner: self.owner,
+            seq: head.seq + 1,
+            prev: head.hash,
+            record,
+            hash: SignedEntry::hash_of(&bytes),
+            bytes,
+        };
+        self.check_next(&entry)?;
+        Ok(entry)
+    }
+
+    /// Merges entries someone else sent (the proxy relaying the owner's log). Entries we
+    /// already have must match ours exactly; new ones must chain on. Stops at the first
+    /// bad entry, keeping everything good before it.
+    pub fn sync(&mut self, offered: impl IntoIterator<Item = SignedEntry>) -> Result<SyncOutcome, LogError> {
+        let mut added = 0;
+        let mut last_seen = 0;
+        for entry in offered {
+            if entry.owner != self.owner {
+                return Err(LogError::WrongOwner {
+                    expected: self.owner,
+                    found: entry.owner,
+                });
+            }
+            last_seen = entry.seq;
+            let have = self.entries.len() as u64;
+            if entry.seq >= 1 && entry.seq <= have {
+                if self.entries[(entry.seq - 1) as usize].hash != entry.hash {
+                    return Err(LogError::Fork { seq: entry.seq });
+                }
+                continue;
+            }
+            self.append(entry)?;
+            added += 1;
+        }
+        Ok(SyncOutcome {
+            added,
+            offered_older: last_seen < self.head().seq,
+        })
+    }
+}

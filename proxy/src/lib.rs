@@ -1,0 +1,1 @@
+//! wtd-proxy (being written).

@@ -1,0 +1,1 @@
+//! wtd-store (being written).

@@ -1,0 +1,1 @@
+//! wtd-transport (being written).

@@ -1,0 +1,1 @@
+//! wtd-wire (being written).
