@@ -96,10 +96,16 @@ name_type!(
     /// The name of one function inside a mission (`echo`).
     FunctionName
 );
+name_type!(
+    /// A local nickname for someone's key in the keyring (`bob`).
+    Nickname
+);
 
 /// Parses `mission/function`, as typed in `wtd call demo/echo`.
 pub fn parse_target(s: &str) -> Result<(MissionName, FunctionName), NameError> {
-    let (m, f) = s.split_once('/').ok_or_else(|| NameError::NotATarget(s.to_string()))?;
+    let (m, f) = s
+        .split_once('/')
+        .ok_or_else(|| NameError::NotATarget(s.to_string()))?;
     Ok((MissionName::new(m)?, FunctionName::new(f)?))
 }
 
