@@ -1,1 +1,55 @@
-//! wtd-cli (being written).
+//! The `wtd` command line, as a library: each subcommand is one file under [`cmd`], and
+//! the `wtd` binary only parses arguments and calls [`run`].
+//!
+//! This crate is application code, so it uses `anyhow` for errors; every message it
+//! prints says what happened and what to do next.
+//!
+//! # Exit codes
+//! - 0: done.
+//! - 1: an error (the message says what to do).
+//! - 2: the command line itself was wrong (printed by the argument parser).
+//!
+//! # Layout
+//! - [`cmd`]: one module per subcommand.
+//! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
+//! - [`parse`]: parsing of rates, durations and agent lists.
+//! - [`show`]: how grants and their status are printed.
+#![forbid(unsafe_code)]
+
+pub mod cmd;
+pub mod context;
+pub mod parse;
+pub mod show;
+
+use clap::Subcommand;
+
+/// The user-facing subcommands (the binary adds `agent` and `proxy`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create your identity (an ed25519 key) in $WTD_HOME or ~/.config/wtd.
+    Init(cmd::init::Args),
+    /// Print your public id, to give to people who will grant you missions.
+    Id(cmd::id::Args),
+    /// Name other people's ids: `wtd keys add bob wtd1...`.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+    /// Let someone call one of your missions.
+    Grant(cmd::grant::Args),
+    /// List grants you issued and received, or import one from a ticket.
+    Grants(cmd::grants::Args),
+    /// Cancel grants, permanently.
+    Revoke(cmd::revoke::Args),
+}
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    let ctx = context::Context::from_env()?;
+    match command {
+        Command::Init(a) => cmd::init::run(&ctx, a),
+        Command::Id(a) => cmd::id::run(&ctx, a),
+        Command::Keys(c) => cmd::keys::run(&ctx, c),
+        Command::Grant(a) => cmd::grant::run(&ctx, a),
+        Command::Grants(a) => cmd::grants::run(&ctx, a),
+        Command::Revoke(a) => cmd::revoke::run(&ctx, a),
+    }
+}

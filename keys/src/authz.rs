@@ -70,13 +70,32 @@ pub enum Deny {
     /// The caller holds no grant for this mission from any key this agent obeys.
     NoGrant,
     /// The caller's grants for this mission are signed by keys this agent does not obey.
-    IssuerNotOwner { grant: GrantId },
-    NotForThisAgent { grant: GrantId },
-    NotYetValid { grant: GrantId, in_ms: u64 },
-    Expired { grant: GrantId, ago_ms: u64 },
-    Revoked { grant: GrantId, by: Target },
-    RateLimited { grant: GrantId, retry_after_ms: u64 },
-    AtConcurrencyLimit { grant: GrantId, limit: u32 },
+    IssuerNotOwner {
+        grant: GrantId,
+    },
+    NotForThisAgent {
+        grant: GrantId,
+    },
+    NotYetValid {
+        grant: GrantId,
+        in_ms: u64,
+    },
+    Expired {
+        grant: GrantId,
+        ago_ms: u64,
+    },
+    Revoked {
+        grant: GrantId,
+        by: Target,
+    },
+    RateLimited {
+        grant: GrantId,
+        retry_after_ms: u64,
+    },
+    AtConcurrencyLimit {
+        grant: GrantId,
+        limit: u32,
+    },
 }
 
 impl Deny {
@@ -102,7 +121,10 @@ impl Deny {
             GrantStatus::NotYetValid { in_ms } => Deny::NotYetValid { grant, in_ms },
             GrantStatus::Expired { ago_ms } => Deny::Expired { grant, ago_ms },
             GrantStatus::Revoked(by) => Deny::Revoked { grant, by },
-            GrantStatus::RateLimited { retry_after_ms } => Deny::RateLimited { grant, retry_after_ms },
+            GrantStatus::RateLimited { retry_after_ms } => Deny::RateLimited {
+                grant,
+                retry_after_ms,
+            },
             GrantStatus::AtConcurrencyLimit { limit } => Deny::AtConcurrencyLimit { grant, limit },
         })
     }
@@ -178,7 +200,11 @@ impl Bucket {
 impl RateLimits {
     /// Status of `grant`'s limits at `now`, without taking anything.
     fn status(&self, grant: &Grant, now: Timestamp) -> GrantStatus {
-        let mut bucket = self.buckets.get(&grant.id).cloned().unwrap_or_else(|| Bucket::full(grant, now));
+        let mut bucket = self
+            .buckets
+            .get(&grant.id)
+            .cloned()
+            .unwrap_or_else(|| Bucket::full(grant, now));
         bucket.refill(grant, now);
         if bucket.in_flight >= grant.concurrency {
             return GrantStatus::AtConcurrencyLimit {
@@ -192,7 +218,10 @@ impl RateLimits {
     }
 
     fn take(&mut self, grant: &Grant, now: Timestamp) -> Permit {
-        let bucket = self.buckets.entry(grant.id).or_insert_with(|| Bucket::full(grant, now));
+        let bucket = self
+            .buckets
+            .entry(grant.id)
+            .or_insert_with(|| Bucket::full(grant, now));
         bucket.refill(grant, now);
         bucket.level -= u128::from(grant.rate.period_ms);
         bucket.in_flight += 1;
@@ -244,9 +273,22 @@ fn grant_status(req: &Request<'_>, policy: &Policy<'_>, grant: &Grant, now: Time
 
 /// Looks at every grant the caller holds for the mission. Takes nothing.
 pub fn evaluate(req: &Request<'_>, policy: &Policy<'_>, limits: &RateLimits, floor: TimeFloor) -> Evaluation {
+    evaluate_and_choose(req, policy, limits, floor).0
+}
+
+/// [`evaluate`], also returning the grant it chose. [`authorize`] must charge that very
+/// grant: another grant in the policy may carry the same id (ids are picked by whoever
+/// signs, so a grant from a key we do not obey can copy one) with other limits.
+fn evaluate_and_choose<'p>(
+    req: &Request<'_>,
+    policy: &Policy<'p>,
+    limits: &RateLimits,
+    floor: TimeFloor,
+) -> (Evaluation, Option<&'p Grant>) {
     let now = floor.effective(req.now);
     let mut grants = Vec::new();
     let mut usable = None;
+    let mut chosen: Option<&'p Grant> = None;
     let mut deny: Option<Deny> = None;
     let mine = policy
         .grants
@@ -258,7 +300,10 @@ pub fn evaluate(req: &Request<'_>, policy: &Policy<'_>, limits: &RateLimits, flo
             status = limits.status(grant, now);
         }
         if status == GrantStatus::Usable {
-            usable.get_or_insert(grant.id);
+            if chosen.is_none() {
+                chosen = Some(*grant);
+                usable = Some(grant.id);
+            }
         } else if let Some(d) = Deny::from_status(grant.id, status.clone()) {
             if deny.as_ref().is_none_or(|best| d.rank() < best.rank()) {
                 deny = Some(d);
@@ -270,21 +315,18 @@ pub fn evaluate(req: &Request<'_>, policy: &Policy<'_>, limits: &RateLimits, flo
         Some(_) => None,
         None => Some(deny.unwrap_or(Deny::NoGrant)),
     };
-    Evaluation { grants, usable, deny }
+    (Evaluation { grants, usable, deny }, chosen)
 }
 
 /// Decides a call and, on Allow, charges the grant's bucket and takes a concurrency slot.
-pub fn authorize(req: &Request<'_>, policy: &Policy<'_>, limits: &mut RateLimits, floor: TimeFloor) -> Decision {
-    let eval = evaluate(req, policy, limits, floor);
-    match (eval.usable, eval.deny) {
-        (Some(id), _) => {
-            let grant = policy
-                .grants
-                .iter()
-                .find(|g| g.id == id)
-                .expect("evaluate returned a grant from the policy");
-            Decision::Allow(limits.take(grant, floor.effective(req.now)))
-        }
-        (None, deny) => Decision::Deny(deny.unwrap_or(Deny::NoGrant)),
+pub fn authorize(
+    req: &Request<'_>,
+    policy: &Policy<'_>,
+    limits: &mut RateLimits,
+    floor: TimeFloor,
+) -> Decision {
+    match evaluate_and_choose(req, policy, limits, floor) {
+        (_, Some(grant)) => Decision::Allow(limits.take(grant, floor.effective(req.now))),
+        (eval, None) => Decision::Deny(eval.deny.unwrap_or(Deny::NoGrant)),
     }
 }

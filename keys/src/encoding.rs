@@ -37,7 +37,9 @@ pub enum DecodeError {
     #[error("expected a {expected} record, found record kind {found}")]
     WrongKind { expected: &'static str, found: u8 },
     /// The record was written by a newer (or corrupt) wtd.
-    #[error("{what} uses format version {found}, but this wtd understands only version {supported}; upgrade wtd")]
+    #[error(
+        "{what} uses format version {found}, but this wtd understands only version {supported}; upgrade wtd"
+    )]
     UnknownVersion {
         what: &'static str,
         found: u8,
@@ -48,10 +50,7 @@ pub enum DecodeError {
     UnknownField { what: &'static str, tag: u8 },
     /// A required field is absent (or fields are out of order, which hides it).
     #[error("{what} is missing field `{field}` (or its fields are out of order)")]
-    MissingField {
-        what: &'static str,
-        field: &'static str,
-    },
+    MissingField { what: &'static str, field: &'static str },
     /// A field's length is wrong for its type.
     #[error("field `{field}` has length {len}, which is invalid for its type")]
     BadLength { field: &'static str, len: usize },
@@ -66,16 +65,10 @@ pub enum DecodeError {
     TrailingBytes { count: usize },
     /// A key field does not hold an acceptable ed25519 public key.
     #[error("field `{field}`: {source}")]
-    BadKey {
-        field: &'static str,
-        source: KeyError,
-    },
+    BadKey { field: &'static str, source: KeyError },
     /// A mission or function name is not canonical.
     #[error("field `{field}`: {source}")]
-    BadName {
-        field: &'static str,
-        source: NameError,
-    },
+    BadName { field: &'static str, source: NameError },
 }
 
 /// Builds one record. Fields must be written in increasing tag order; that is checked in
@@ -233,7 +226,9 @@ impl<'a> Reader<'a> {
             .and_then(|b| b.try_into().ok())
             .ok_or(DecodeError::Truncated { what: name })?;
         let len = u32::from_be_bytes(len_bytes) as usize;
-        let value = rest.get(4..4 + len).ok_or(DecodeError::Truncated { what: name })?;
+        let value = rest
+            .get(4..4 + len)
+            .ok_or(DecodeError::Truncated { what: name })?;
         self.pos += 1 + 4 + len;
         Ok(Some(value))
     }
@@ -278,7 +273,9 @@ impl<'a> Reader<'a> {
     pub fn finish(self) -> Result<(), DecodeError> {
         match self.peek_tag() {
             None => Ok(()),
-            Some(tag) if !self.known.contains(&tag) => Err(DecodeError::UnknownField { what: self.what, tag }),
+            Some(tag) if !self.known.contains(&tag) => {
+                Err(DecodeError::UnknownField { what: self.what, tag })
+            }
             Some(_) => Err(DecodeError::TrailingBytes {
                 count: self.input.len() - self.pos,
             }),
@@ -296,7 +293,8 @@ pub fn fixed<const N: usize>(value: &[u8], name: &'static str) -> Result<[u8; N]
 
 /// Parses a field's value as a public key, strictly.
 pub fn key_value(value: &[u8], name: &'static str) -> Result<PublicId, DecodeError> {
-    PublicId::from_bytes(&fixed::<32>(value, name)?).map_err(|source| DecodeError::BadKey { field: name, source })
+    PublicId::from_bytes(&fixed::<32>(value, name)?)
+        .map_err(|source| DecodeError::BadKey { field: name, source })
 }
 
 /// Parses a field's value as a canonical name.
@@ -308,5 +306,6 @@ where
         field: name,
         source: NameError::BadChar { at: 0 },
     })?;
-    s.parse().map_err(|source| DecodeError::BadName { field: name, source })
+    s.parse()
+        .map_err(|source| DecodeError::BadName { field: name, source })
 }

@@ -49,7 +49,11 @@ impl GrantId {
 
 impl fmt::Display for GrantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "grant-{}", data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+        write!(
+            f,
+            "grant-{}",
+            data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase()
+        )
     }
 }
 
@@ -145,7 +149,9 @@ pub struct Grant {
 impl Grant {
     fn encode_body(&self) -> Writer {
         let mut w = Writer::new(KIND, VERSION);
-        w.bytes(1, &self.id.0).key(2, self.issuer.key()).key(3, self.subject.key());
+        w.bytes(1, &self.id.0)
+            .key(2, self.issuer.key())
+            .key(3, self.subject.key());
         match &self.audience {
             Audience::AllAgents => w.bytes(4, &[0]),
             Audience::Agents(list) => {
@@ -202,7 +208,11 @@ impl Grant {
     /// Signs the grant. Panics if `issuer` is not the signer's key or the grant is invalid:
     /// both are programming errors in the caller.
     pub fn sign(self, issuer: &SecretKey) -> SignedGrant {
-        assert_eq!(issuer.public(), *self.issuer.key(), "a grant is signed by its issuer");
+        assert_eq!(
+            issuer.public(),
+            *self.issuer.key(),
+            "a grant is signed by its issuer"
+        );
         self.validate().expect("signing an invalid grant");
         let bytes = record::seal(self.encode_body(), DOMAIN, issuer);
         SignedGrant { grant: self, bytes }

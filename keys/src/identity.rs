@@ -104,7 +104,8 @@ impl PublicId {
     pub fn verify(&self, domain: Domain, msg: &[u8], signature: &Signature) -> Result<(), SignatureError> {
         let vk = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        vk.verify_strict(&domain.message(msg), &sig).map_err(|_| SignatureError)
+        vk.verify_strict(&domain.message(msg), &sig)
+            .map_err(|_| SignatureError)
     }
 
     /// The first characters of the text form: enough to tell a handful of machines apart
@@ -115,13 +116,17 @@ impl PublicId {
 
     /// A short fingerprint to compare aloud ("is yours 4f2a-91c3-...?").
     pub fn fingerprint(&self) -> String {
-        let h = Sha256::new_with_prefix(b"wtd fingerprint\0").chain_update(self.0).finalize();
+        let h = Sha256::new_with_prefix(b"wtd fingerprint\0")
+            .chain_update(self.0)
+            .finalize();
         let hex = data_encoding::HEXLOWER.encode(&h[..8]);
         format!("{}-{}-{}-{}", &hex[0..4], &hex[4..8], &hex[8..12], &hex[12..16])
     }
 
     fn checksum(bytes: &[u8; 32]) -> [u8; 3] {
-        let h = Sha256::new_with_prefix(b"wtd id checksum\0").chain_update(bytes).finalize();
+        let h = Sha256::new_with_prefix(b"wtd id checksum\0")
+            .chain_update(bytes)
+            .finalize();
         [h[0], h[1], h[2]]
     }
 }
@@ -131,7 +136,11 @@ impl fmt::Display for PublicId {
         let mut raw = [0u8; 35];
         raw[..32].copy_from_slice(&self.0);
         raw[32..].copy_from_slice(&Self::checksum(&self.0));
-        write!(f, "{PUBLIC_PREFIX}{}", BASE32_NOPAD.encode(&raw).to_ascii_lowercase())
+        write!(
+            f,
+            "{PUBLIC_PREFIX}{}",
+            BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
+        )
     }
 }
 
@@ -205,9 +214,16 @@ impl SecretKey {
     }
 
     pub fn from_text(text: &str) -> Result<Self, KeyError> {
-        let body = text.trim().strip_prefix(SECRET_PREFIX).ok_or(KeyError::BadSecret)?;
+        let body = text
+            .trim()
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or(KeyError::BadSecret)?;
         let upper = Zeroizing::new(body.to_ascii_uppercase());
-        let raw = Zeroizing::new(BASE32_NOPAD.decode(upper.as_bytes()).map_err(|_| KeyError::BadSecret)?);
+        let raw = Zeroizing::new(
+            BASE32_NOPAD
+                .decode(upper.as_bytes())
+                .map_err(|_| KeyError::BadSecret)?,
+        );
         let seed: Zeroizing<[u8; 32]> =
             Zeroizing::new(raw.as_slice().try_into().map_err(|_| KeyError::BadSecret)?);
         Ok(SecretKey::from_seed(&seed))
@@ -216,7 +232,11 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretKey(public: {}, secret: <redacted>)", self.public().short())
+        write!(
+            f,
+            "SecretKey(public: {}, secret: <redacted>)",
+            self.public().short()
+        )
     }
 }
 
@@ -296,7 +316,10 @@ mod tests {
         assert!(bad.parse::<PublicId>().is_err());
         assert_eq!("wtd2abc".parse::<PublicId>(), Err(KeyError::BadPrefix));
         assert_eq!("wtd1!!!".parse::<PublicId>(), Err(KeyError::BadText));
-        assert_eq!(text.to_uppercase().replace("WTD1", "wtd1").parse::<PublicId>(), Err(KeyError::BadText));
+        assert_eq!(
+            text.to_uppercase().replace("WTD1", "wtd1").parse::<PublicId>(),
+            Err(KeyError::BadText)
+        );
         assert_eq!(text[..text.len() - 8].parse::<PublicId>(), Err(KeyError::BadText));
     }
 

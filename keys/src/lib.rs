@@ -30,7 +30,9 @@ pub mod revocation;
 pub mod ticket;
 pub mod time;
 
-pub use authz::{authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request};
+pub use authz::{
+    authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request,
+};
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};
 pub use log::{OwnerLog, Record, SignedEntry};

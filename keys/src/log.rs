@@ -106,7 +106,12 @@ impl SignedEntry {
     }
 
     fn hash_of(bytes: &[u8]) -> EntryHash {
-        EntryHash(Sha256::new_with_prefix(HASH_DOMAIN).chain_update(bytes).finalize().into())
+        EntryHash(
+            Sha256::new_with_prefix(HASH_DOMAIN)
+                .chain_update(bytes)
+                .finalize()
+                .into(),
+        )
     }
 
     /// Decodes an entry and verifies its signature, and the signature of the record inside
@@ -234,7 +239,11 @@ impl OwnerLog {
     /// The latest `issued_at` in the log. The owner's CLI issues every new record after it,
     /// so "revoke everything up to now" has a clear meaning even if the clock is coarse.
     pub fn last_issued_at(&self) -> Timestamp {
-        self.entries.iter().map(|e| e.record.issued_at()).max().unwrap_or_default()
+        self.entries
+            .iter()
+            .map(|e| e.record.issued_at())
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn grants(&self) -> impl Iterator<Item = &SignedGrant> {
@@ -292,7 +301,9 @@ impl OwnerLog {
     pub fn next_entry(&self, owner: &SecretKey, record: Record) -> Result<SignedEntry, LogError> {
         let head = self.head();
         let mut w = Writer::new(KIND, VERSION);
-        w.key(1, self.owner.key()).u64(2, head.seq + 1).bytes(3, &head.hash.0);
+        w.key(1, self.owner.key())
+            .u64(2, head.seq + 1)
+            .bytes(3, &head.hash.0);
         match &record {
             Record::Grant(g) => w.bytes(4, g.bytes()),
             Record::Revocation(r) => w.bytes(5, r.bytes()),

@@ -80,7 +80,11 @@ impl Revocation {
     }
 
     pub fn sign(self, issuer: &SecretKey) -> SignedRevocation {
-        assert_eq!(issuer.public(), *self.issuer.key(), "a revocation is signed by its issuer");
+        assert_eq!(
+            issuer.public(),
+            *self.issuer.key(),
+            "a revocation is signed by its issuer"
+        );
         let mut w = Writer::new(KIND, VERSION);
         w.key(1, self.issuer.key());
         match &self.target {
@@ -90,7 +94,10 @@ impl Revocation {
         };
         w.u64(6, self.issued_at.0);
         let bytes = record::seal(w, DOMAIN, issuer);
-        SignedRevocation { revocation: self, bytes }
+        SignedRevocation {
+            revocation: self,
+            bytes,
+        }
     }
 }
 
@@ -121,8 +128,15 @@ impl SignedRevocation {
         let issuer = OwnerKey(r.key(1, "issuer")?);
         let kind = r.u8(2, "target")?;
         let grant = r.optional(3, "grant")?;
-        let subject = r.optional(4, "subject")?.map(|v| key_value(v, "subject")).transpose()?.map(UserKey);
-        let mission = r.optional(5, "mission")?.map(|v| name_value(v, "mission")).transpose()?;
+        let subject = r
+            .optional(4, "subject")?
+            .map(|v| key_value(v, "subject"))
+            .transpose()?
+            .map(UserKey);
+        let mission = r
+            .optional(5, "mission")?
+            .map(|v| name_value(v, "mission"))
+            .transpose()?;
         let shape = DecodeError::BadValue {
             field: "target",
             reason: "the fields present do not match the target kind",

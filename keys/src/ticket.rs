@@ -3,7 +3,9 @@
 //! A ticket may carry a proxy to join (its pinned id and addresses) and grants made out to
 //! the holder. It is not signed as a whole: each grant inside is signed by its owner, and
 //! the proxy id is pinned because the ticket came to you out of band (a chat message, a QR
-//! code on the projector). Text form: `wtdt1` + lowercase base32.
+//! code on the projector). Text form: `wtdt1` + lowercase base32 of the bytes followed by
+//! a 4-byte checksum, so a typo or a cut-off paste is refused rather than read as another
+//! (or a smaller) ticket: the bytes alone cannot tell, because every field is optional.
 //!
 //! ```text
 //! ticket = kind(4) version(1)
@@ -15,6 +17,7 @@
 use std::net::SocketAddr;
 
 use data_encoding::BASE32_NOPAD;
+use sha2::{Digest, Sha256};
 
 use crate::defaults::{MAX_TICKET_ADDRS, MAX_TICKET_GRANTS, MAX_TICKET_LEN};
 use crate::encoding::{key_value, DecodeError, Reader, Writer};
@@ -117,12 +120,18 @@ impl Ticket {
                     .get(..4)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
                     .ok_or(DecodeError::Truncated { what: "grants" })?;
-                let g = raw.get(4..4 + len).ok_or(DecodeError::Truncated { what: "grants" })?;
+                let g = raw
+                    .get(4..4 + len)
+                    .ok_or(DecodeError::Truncated { what: "grants" })?;
                 grants.push(SignedGrant::decode(g)?);
                 raw = &raw[4 + len..];
             }
             if grants.is_empty() {
-                return Err(DecodeError::BadLength { field: "grants", len: 0 }.into());
+                return Err(DecodeError::BadLength {
+                    field: "grants",
+                    len: 0,
+                }
+                .into());
             }
         }
         r.finish()?;
@@ -130,17 +139,29 @@ impl Ticket {
     }
 
     pub fn to_text(&self) -> String {
-        format!("{PREFIX}{}", BASE32_NOPAD.encode(&self.encode()).to_ascii_lowercase())
+        let mut raw = self.encode();
+        raw.extend_from_slice(&text_checksum(&raw));
+        format!("{PREFIX}{}", BASE32_NOPAD.encode(&raw).to_ascii_lowercase())
     }
 
     pub fn from_text(s: &str) -> Result<Ticket, TicketError> {
         let body = s.trim().strip_prefix(PREFIX).ok_or(TicketError::BadPrefix)?;
-        if body.len() > MAX_TICKET_LEN * 8 / 5 + 8 || body.bytes().any(|b| b.is_ascii_uppercase()) {
+        if body.len() > (MAX_TICKET_LEN + 4) * 8 / 5 + 8 || body.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(TicketError::BadText);
         }
         let raw = BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| TicketError::BadText)?;
-        Ticket::decode(&raw)
+        let (bytes, sum) = raw.split_at(raw.len().checked_sub(4).ok_or(TicketError::BadText)?);
+        if sum != text_checksum(bytes) {
+            return Err(TicketError::BadText);
+        }
+        Ticket::decode(bytes)
     }
+}
+
+/// The checksum that ends a ticket's text form.
+fn text_checksum(bytes: &[u8]) -> [u8; 4] {
+    let h = Sha256::new_with_prefix(b"wtd ticket checksum\0").chain_update(bytes).finalize();
+    [h[0], h[1], h[2], h[3]]
 }

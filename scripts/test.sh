@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every wtd test on a fresh Debian machine, installing what the tests need first.
+#
+#   bash scripts/test.sh
+#
+# Safe to run again: installs are skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "Installing what the tests need"
+need_apt=()
+for pkg in gcc-aarch64-linux-gnu qemu-user-static; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+rustup target list --installed | grep -q aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl
+
+say "Unit, property and end-to-end tests (x86_64)"
+cargo test --workspace --locked
