@@ -1,1 +1,45 @@
-//! wtd-wire (being written).
+//! The wire protocol between agents, the proxy and the `wtd` CLI. Pure: messages and their
+//! encoding, no sockets.
+//!
+//! # Protocol flow
+//!
+//! Everyone connects *out* to the proxy over QUIC (see `wtd-transport`); TLS has already
+//! proved each side's ed25519 key before any of this is read. Every message is one frame:
+//! a u32 big-endian length, then the message in postcard encoding.
+//!
+//! ```text
+//! agent                                   proxy                                  CLI
+//!   |-- open control stream ------------------>|                                     |
+//!   |-- AgentHello{version, advert, heads} --->|  admission: open or allowlist        |
+//!   |<-- Welcome | Refused{reason} ------------|                                     |
+//!   |<-- Log{owner, entries} (catch-up) -------|                                     |
+//!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
+//!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
+//!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
+//!                                              |<-- Request::Roster / Watch ---------|
+//!                                              |-- Response::Roster / Event... ----->|
+//! ```
+//!
+//! The proxy is trusted for nothing but delivery: owner-log entries travel as the owner's
+//! signed bytes and every agent verifies them (`wtd_keys::log`), so a proxy that alters,
+//! reorders, drops or rolls back entries is caught. Roster data (names, load) is
+//! self-reported by agents and only informs the choice of agent; it authorizes nothing.
+//!
+//! # Layout
+//! - [`defaults`]: frame and list limits, with reasons.
+//! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
+//! - [`messages`]: the messages of each stream.
+//! - [`codec`]: frames and postcard, with size caps and validation.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod defaults;
+pub mod messages;
+pub mod roster;
+
+/// Bumped on any incompatible change to the messages.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+pub use codec::{decode, encode, WireError};
+pub use messages::*;
+pub use roster::*;

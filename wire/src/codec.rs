@@ -1,0 +1,108 @@
+//! Messages to bytes and back: postcard, with a size cap and no trailing bytes.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::defaults::MAX_FRAME;
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0} unexpected bytes after the message")]
+    TrailingBytes(usize),
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_stdvec(msg).expect("wire messages always serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (msg, rest) = postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+    use proptest::prelude::*;
+
+    fn advert() -> Advert {
+        Advert {
+            name: "pi-1".into(),
+            owners: vec![Key::from(wtd_keys::SecretKey::from_seed(&[1; 32]).public())],
+            missions: vec![MissionInfo {
+                name: "demo".into(),
+                version: "1".into(),
+                description: "".into(),
+                functions: vec![FunctionInfo {
+                    name: "echo".into(),
+                    description: "".into(),
+                    idempotent: true,
+                }],
+            }],
+            tags: vec!["lab".into()],
+            model: None,
+            software: "wtd 0.1".into(),
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_trailing_bytes() {
+        let m = Open::Agent(AgentHello {
+            version: PROTOCOL_VERSION,
+            advert: advert(),
+            heads: vec![],
+        });
+        let mut bytes = encode(&m);
+        assert_eq!(decode::<Open>(&bytes), Ok(m));
+        bytes.push(0);
+        assert_eq!(decode::<Open>(&bytes), Err(WireError::TrailingBytes(1)));
+        assert!(matches!(decode::<Open>(&[0xff; 3]), Err(WireError::Malformed(_))));
+        assert!(matches!(decode::<Open>(&vec![0; MAX_FRAME + 1]), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn adverts_are_validated() {
+        assert_eq!(advert().validate(), Ok(()));
+        let mut a = advert();
+        a.missions[0].name = "Demo".into();
+        assert!(a.validate().is_err());
+        let mut a = advert();
+        a.owners.clear();
+        assert!(a.validate().is_err());
+        let mut a = advert();
+        a.owners[0] = Key([0; 32]);
+        assert!(a.validate().is_err());
+        let mut a = advert();
+        a.name = "evil\x1b[2J".into();
+        assert!(a.validate().is_err());
+        let mut a = advert();
+        a.tags = vec!["t".into(); 17];
+        assert!(a.validate().is_err());
+        let mut a = advert();
+        a.missions[0].functions.clear();
+        assert!(a.validate().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Open>(&bytes);
+            let _ = decode::<ToAgent>(&bytes);
+            let _ = decode::<FromAgent>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The messages, by stream. See the protocol flow in the crate docs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
+
+/// The first frame on every stream a client opens: what the stream is for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Open {
+    /// An agent's control stream (one per connection).
+    Agent(AgentHello),
+    /// One request from the CLI; the reply comes on the same stream.
+    Request(Request),
+}
+
+/// Where an agent's copy of an owner's log ends, so the proxy sends only what is new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHead {
+    pub owner: Key,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentHello {
+    pub version: u16,
+    pub advert: Advert,
+    pub heads: Vec<LogHead>,
+}
+
+/// Proxy to agent, on the control stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToAgent {
+    Welcome {
+        proxy_software: String,
+    },
+    Refused(Refusal),
+    /// Owner-log entries, in order, as the owner's signed bytes. The agent verifies each.
+    Log {
+        owner: Key,
+        entries: Vec<Vec<u8>>,
+    },
+}
+
+/// Agent to proxy, on the control stream after the hello.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromAgent {
+    Heartbeat(Load),
+    /// The missions changed.
+    Advert(Advert),
+    /// Shutting down: drop me from the roster now.
+    Leaving,
+}
+
+/// Why the proxy turned an agent away. The agent logs it and retries later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    VersionMismatch { proxy: u16 },
+    OwnerNotAllowed,
+    BadAdvert(String),
+    Full,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::VersionMismatch { proxy } => write!(
+                f,
+                "the proxy speaks protocol version {proxy} and this agent {}; upgrade the older one",
+                crate::PROTOCOL_VERSION
+            ),
+            Refusal::OwnerNotAllowed => write!(
+                f,
+                "the proxy only admits agents of allowed owners, and none of this agent's owners is on its \
+                 list; ask the proxy's operator to allow your owner key (wtd proxy --allow <owner id>)"
+            ),
+            Refusal::BadAdvert(why) => write!(f, "the proxy refused this agent's advert: {why}"),
+            Refusal::Full => write!(f, "the proxy has as many agents as it accepts; try again later"),
+        }
+    }
+}
+
+/// A request from the CLI.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// The roster, once.
+    Roster,
+    /// A snapshot, then deltas until the stream is closed.
+    Watch,
+    /// Store these entries of the sender's own owner log and pass them to its agents.
+    /// The proxy accepts only entries that chain onto what it has.
+    PublishLog { entries: Vec<Vec<u8>> },
+    /// An owner's log entries after `after_seq`.
+    FetchLog { owner: Key, after_seq: u64 },
+}
+
+/// A reply to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Roster(Vec<AgentInfo>),
+    Event(RosterEvent),
+    /// The proxy's copy of the owner's log now ends at `seq`.
+    LogStored { seq: u64 },
+    Log { entries: Vec<Vec<u8>> },
+    Error(String),
+}

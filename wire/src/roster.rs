@@ -1,0 +1,155 @@
+//! What the proxy knows of each agent, as it travels: the agent's advert (who it is, what
+//! it offers), its load, and when it was last heard from.
+
+use serde::{Deserialize, Serialize};
+use wtd_keys::{FunctionName, KeyError, MissionName, PublicId};
+
+use crate::defaults::*;
+
+/// A public key as raw bytes on the wire. Parse it with [`Key::parse`] before trusting it:
+/// that refuses weak and non-canonical keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn parse(&self) -> Result<PublicId, KeyError> {
+        PublicId::from_bytes(&self.0)
+    }
+}
+
+impl From<PublicId> for Key {
+    fn from(k: PublicId) -> Self {
+        Key(*k.as_bytes())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub description: String,
+    /// Safe to run twice: a caller may retry it on another agent if this one vanishes.
+    pub idempotent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MissionInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// What an agent says about itself when it connects (and again when its missions change).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Advert {
+    /// A name for people (`pi-kitchen`); ids are what count.
+    pub name: String,
+    /// The keys this agent obeys for grants and revocations.
+    pub owners: Vec<Key>,
+    pub missions: Vec<MissionInfo>,
+    pub tags: Vec<String>,
+    /// Hardware model (`Raspberry Pi 4 Model B Rev 1.4`), when known.
+    pub model: Option<String>,
+    /// The agent's software version.
+    pub software: String,
+    /// Problems the owner should see in `wtd ls`, such as a mission file that was skipped.
+    pub warnings: Vec<String>,
+}
+
+/// A load report, sent with every heartbeat.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Load {
+    /// 1-minute load average.
+    pub load1: f32,
+    /// CPU busy, 0 to 100 (all cores together).
+    pub cpu_percent: f32,
+    pub mem_used_kb: u64,
+    pub mem_total_kb: u64,
+    /// SoC temperature, on a Pi.
+    pub temperature_c: Option<f32>,
+    /// The firmware's throttling bits (`get_throttled`), on a Pi.
+    pub throttled: Option<u32>,
+}
+
+/// One agent in the roster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Verified by TLS: the agent proved it holds this key.
+    pub id: Key,
+    pub advert: Advert,
+    pub load: Load,
+    /// When the proxy last heard from it, in ms since the epoch (proxy clock).
+    pub last_seen_ms: u64,
+}
+
+/// Why an agent left the roster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// It said goodbye (SIGTERM, shutdown).
+    Graceful,
+    /// It went silent: killed, unplugged, or its network went away.
+    Silent,
+    /// It connected again, and the new connection replaced the old.
+    Replaced,
+}
+
+/// A change to the roster, for watchers: a snapshot first, then deltas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RosterEvent {
+    Snapshot(Vec<AgentInfo>),
+    /// A new agent, or an agent whose advert changed.
+    Upsert(AgentInfo),
+    Load { id: Key, load: Load, last_seen_ms: u64 },
+    Left { id: Key, reason: LeaveReason },
+}
+
+fn text_ok(s: &str) -> bool {
+    s.len() <= MAX_TEXT && !s.chars().any(char::is_control)
+}
+
+impl Advert {
+    /// Checks every limit and name; the proxy refuses an advert that fails.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() || !text_ok(&self.name) || self.name.len() > 64 {
+            return Err("the agent name must be 1 to 64 printable characters".into());
+        }
+        if self.owners.is_empty() || self.owners.len() > MAX_OWNERS {
+            return Err(format!("an agent needs 1 to {MAX_OWNERS} owners"));
+        }
+        for o in &self.owners {
+            o.parse().map_err(|e| format!("owner key: {e}"))?;
+        }
+        if self.missions.len() > MAX_MISSIONS {
+            return Err(format!("at most {MAX_MISSIONS} missions"));
+        }
+        for m in &self.missions {
+            MissionName::new(&m.name).map_err(|e| format!("mission `{}`: {e}", m.name.escape_debug()))?;
+            if !text_ok(&m.version) || !text_ok(&m.description) {
+                return Err(format!("mission `{}`: version or description too long", m.name));
+            }
+            if m.functions.is_empty() || m.functions.len() > MAX_FUNCTIONS {
+                return Err(format!("mission `{}` needs 1 to {MAX_FUNCTIONS} functions", m.name));
+            }
+            for f in &m.functions {
+                FunctionName::new(&f.name)
+                    .map_err(|e| format!("function `{}/{}`: {e}", m.name, f.name.escape_debug()))?;
+                if !text_ok(&f.description) {
+                    return Err(format!("function `{}/{}`: description too long", m.name, f.name));
+                }
+            }
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!("at most {MAX_TAGS} tags"));
+        }
+        for t in &self.tags {
+            MissionName::new(t).map_err(|e| format!("tag `{}`: {e}", t.escape_debug()))?;
+        }
+        if self.warnings.len() > MAX_WARNINGS || !self.warnings.iter().all(|w| w.len() <= MAX_TEXT) {
+            return Err(format!("at most {MAX_WARNINGS} warnings of {MAX_TEXT} bytes"));
+        }
+        if !text_ok(&self.software) || self.model.as_deref().is_some_and(|m| !text_ok(m)) {
+            return Err("software version or model too long".into());
+        }
+        Ok(())
+    }
+}
