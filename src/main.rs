@@ -10,12 +10,27 @@ use clap::Parser;
 #[command(name = "wtd", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
-    command: wtd_cli::Command,
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run a discovery proxy (agents and people connect out to it).
+    Proxy(wtd_proxy::cli::Args),
+    #[command(flatten)]
+    User(wtd_cli::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match wtd_cli::run(cli.command) {
+    let result = match cli.command {
+        Command::Proxy(args) => {
+            init_logging();
+            wtd_proxy::cli::run(args)
+        }
+        Command::User(command) => wtd_cli::run(command),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -25,4 +40,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Daemon logs: to stderr, `RUST_LOG` picks the level (default info).
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
 }

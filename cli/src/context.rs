@@ -47,6 +47,8 @@ impl Context {
 
 /// The wall clock, as the security core wants it.
 pub fn now() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     Timestamp(ms)
 }

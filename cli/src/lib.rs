@@ -13,12 +13,14 @@
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
 //! - [`parse`]: parsing of rates, durations and agent lists.
+//! - [`proxy`]: the joined proxy: where it is, and one request at a time.
 //! - [`show`]: how grants and their status are printed.
 #![forbid(unsafe_code)]
 
 pub mod cmd;
 pub mod context;
 pub mod parse;
+pub mod proxy;
 pub mod show;
 
 use clap::Subcommand;
@@ -39,6 +41,12 @@ pub enum Command {
     Grants(cmd::grants::Args),
     /// Cancel grants, permanently.
     Revoke(cmd::revoke::Args),
+    /// Remember a proxy from its join ticket.
+    Join(cmd::join::Args),
+    /// List the agents online: load, missions, tags.
+    Ls(cmd::ls::Args),
+    /// Send your grants and revocations to the proxy (grant and revoke do it themselves).
+    Sync(cmd::sync::Args),
 }
 
 /// Runs one subcommand.
@@ -51,5 +59,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Grant(a) => cmd::grant::run(&ctx, a),
         Command::Grants(a) => cmd::grants::run(&ctx, a),
         Command::Revoke(a) => cmd::revoke::run(&ctx, a),
+        Command::Join(a) => cmd::join::run(&ctx, a),
+        Command::Ls(a) => cmd::ls::run(&ctx, a),
+        Command::Sync(a) => cmd::sync::run(&ctx, a),
     }
 }

@@ -8,8 +8,13 @@ use wtd_keys::{Rate, Timestamp};
 /// `10/min`, `1/s`, `100/h`, `500/day`.
 pub fn rate(s: &str) -> anyhow::Result<Rate> {
     let help = "write a rate as COUNT/UNIT, for example 10/min (units: s, min, h, day)";
-    let (count, unit) = s.split_once('/').ok_or_else(|| anyhow!("`{s}` is not a rate; {help}"))?;
-    let calls: u32 = count.trim().parse().map_err(|_| anyhow!("`{count}` is not a count; {help}"))?;
+    let (count, unit) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("`{s}` is not a rate; {help}"))?;
+    let calls: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("`{count}` is not a count; {help}"))?;
     if calls == 0 {
         bail!("a rate of 0 would allow nothing; to stop someone, use `wtd revoke`");
     }
@@ -39,7 +44,9 @@ pub fn expiry(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
             }
             Ok(Timestamp(ms))
         }
-        Err(_) => bail!("`{s}` is neither a duration (like 2h or 7days) nor a date (like 2026-12-01T12:00:00Z)"),
+        Err(_) => {
+            bail!("`{s}` is neither a duration (like 2h or 7days) nor a date (like 2026-12-01T12:00:00Z)")
+        }
     }
 }
 
@@ -54,8 +61,20 @@ mod tests {
 
     #[test]
     fn rates() {
-        assert_eq!(rate("10/min").unwrap(), Rate { calls: 10, period_ms: 60_000 });
-        assert_eq!(rate("3/s").unwrap(), Rate { calls: 3, period_ms: 1000 });
+        assert_eq!(
+            rate("10/min").unwrap(),
+            Rate {
+                calls: 10,
+                period_ms: 60_000
+            }
+        );
+        assert_eq!(
+            rate("3/s").unwrap(),
+            Rate {
+                calls: 3,
+                period_ms: 1000
+            }
+        );
         for bad in ["10", "0/min", "x/min", "10/fortnight", "-1/s"] {
             assert!(rate(bad).is_err(), "{bad}");
         }
@@ -67,7 +86,10 @@ mod tests {
         assert_eq!(expiry("2h", now).unwrap(), Timestamp(1_000_000 + 7_200_000));
         assert!(expiry("0s", now).is_err());
         assert!(expiry("1970-01-01T00:00:01Z", now).is_err());
-        assert_eq!(expiry("1970-01-02T00:00:00Z", now).unwrap(), Timestamp(86_400_000));
+        assert_eq!(
+            expiry("1970-01-02T00:00:00Z", now).unwrap(),
+            Timestamp(86_400_000)
+        );
         assert!(expiry("soon", now).is_err());
     }
 }

@@ -44,7 +44,9 @@ pub fn status(grant: &Grant, revocations: &[&Revocation], now: Timestamp) -> Sta
 
 /// A key as people know it: their keyring name if there is one, else the short id.
 pub fn who(keyring: &Keyring, key: &PublicId) -> String {
-    keyring.name_of(key).map_or_else(|| key.short(), |n| n.to_string())
+    keyring
+        .name_of(key)
+        .map_or_else(|| key.short(), |n| n.to_string())
 }
 
 /// One row of `wtd grants`.
@@ -137,7 +139,10 @@ mod tests {
             subject: bob,
             audience: Audience::AllAgents,
             mission: "demo".parse().unwrap(),
-            rate: Rate { calls: 1, period_ms: 1000 },
+            rate: Rate {
+                calls: 1,
+                period_ms: 1000,
+            },
             burst: 1,
             concurrency: 1,
             not_before: Timestamp(100_000),
@@ -145,11 +150,18 @@ mod tests {
             issued_at: Timestamp(100_000),
         };
         let skew = CLOCK_SKEW_MS;
-        assert_eq!(status(&g, &[], Timestamp(100_000 - skew - 1)), Status::NotYetValid);
+        assert_eq!(
+            status(&g, &[], Timestamp(100_000 - skew - 1)),
+            Status::NotYetValid
+        );
         assert_eq!(status(&g, &[], Timestamp(100_000 - skew)), Status::Active);
         assert_eq!(status(&g, &[], Timestamp(200_000 + skew - 1)), Status::Active);
         assert_eq!(status(&g, &[], Timestamp(200_000 + skew)), Status::Expired);
-        let r = Revocation { issuer: g.issuer, target: Target::Grant(g.id), issued_at: Timestamp(0) };
+        let r = Revocation {
+            issuer: g.issuer,
+            target: Target::Grant(g.id),
+            issued_at: Timestamp(0),
+        };
         assert_eq!(status(&g, &[&r], Timestamp(150_000)), Status::Revoked);
     }
 }

@@ -1,1 +1,211 @@
-//! wtd-proxy (being written).
+//! The wtd discovery proxy: agents and users connect out to it; it admits agents, keeps
+//! the roster, streams it to watchers, and relays owners' logs to their agents.
+//!
+//! It is trusted for delivery only. It never holds a secret of anyone else, and what it
+//! relays that matters (owner logs) is signed by the owners and verified by the agents.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = wtd_proxy::ProxyConfig::new("/var/lib/wtd-proxy".into());
+//! let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let proxy = wtd_proxy::Proxy::bind(config, socket)?;
+//! println!("join ticket: {}", proxy.ticket(&[proxy.local_addr()?]));
+//! proxy.run(shutdown).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`defaults`]: timeouts and caps, each with its reason.
+//! - [`roster`]: pure bookkeeping of connected agents, producing roster events.
+//! - [`logs`]: the owner logs the proxy stores and relays.
+//! - `shared`: the state every connection task shares, and why each lock is there.
+//! - `session`: one agent's control stream: admission, heartbeats, log relay.
+//! - `requests`: one CLI request: roster, watch, publish and fetch logs.
+//! - [`cli`]: `wtd proxy`, the command that runs it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod defaults;
+pub mod logs;
+mod requests;
+pub mod roster;
+mod session;
+mod shared;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wtd_keys::{OwnerKey, ProxyId, SecretKey, Ticket};
+use wtd_transport::{Limits, Pending, Server};
+
+use crate::shared::Shared;
+
+/// Who may register agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Any agent (a classroom on its own LAN).
+    Open,
+    /// Only agents that name one of these owners.
+    Allow(Vec<OwnerKey>),
+}
+
+/// How to run a proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Holds the proxy's identity (`identity.key`) and the owner logs (`logs/`).
+    pub state_dir: PathBuf,
+    pub admission: Admission,
+    pub limits: Limits,
+    /// An agent silent this long is dropped.
+    pub reap_after: Duration,
+    pub max_agents: usize,
+}
+
+impl ProxyConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        ProxyConfig {
+            state_dir,
+            admission: Admission::Open,
+            limits: Limits::default(),
+            reap_after: defaults::REAP_AFTER,
+            max_agents: defaults::MAX_AGENTS,
+        }
+    }
+}
+
+/// A bound proxy, ready to run.
+#[derive(Debug)]
+pub struct Proxy {
+    id: ProxyId,
+    server: Server,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Loads (or creates) the proxy's identity and stored logs, and takes over `socket`.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(config: ProxyConfig, socket: std::net::UdpSocket) -> anyhow::Result<Proxy> {
+        wtd_store::atomic::ensure_dir(&config.state_dir, 0o700)?;
+        let (secret, created) = wtd_store::identity::load_or_create(&config.state_dir.join("identity.key"))?;
+        if created {
+            log::info!("created the proxy's identity {}", secret.public());
+        }
+        let server = Server::from_socket(&secret, socket, &config.limits)?;
+        let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
+        Ok(Proxy {
+            id: ProxyId(secret.public()),
+            server,
+            shared: Arc::new(Shared::new(config, logs)),
+        })
+    }
+
+    pub fn id(&self) -> ProxyId {
+        self.id
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// The join ticket: this proxy's id and the addresses to reach it at.
+    pub fn ticket(&self, addrs: &[SocketAddr]) -> String {
+        Ticket {
+            proxy: Some(wtd_keys::ProxyInfo {
+                id: self.id,
+                addrs: addrs.to_vec(),
+            }),
+            grants: Vec::new(),
+        }
+        .to_text()
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every connection and waits for
+    /// every task it started.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        tasks.spawn(shared::reaper(self.shared.clone(), shutdown.clone()));
+        loop {
+            let pending = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.server.accept() => p,
+            };
+            let Some(pending) = pending else { break };
+            tasks.spawn(connection(self.shared.clone(), pending, shutdown.clone()));
+        }
+        self.server.endpoint().close(0u32.into(), b"proxy shutting down");
+        tasks.close();
+        tasks.wait().await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.server.endpoint().wait_idle()).await;
+    }
+}
+
+/// Binds and runs a proxy until `shutdown`; the entry point tests use.
+pub async fn run(
+    config: ProxyConfig,
+    socket: std::net::UdpSocket,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Proxy::bind(config, socket)?.run(shutdown).await;
+    Ok(())
+}
+
+/// One client connection: accepts its streams until it closes or we shut down.
+async fn connection(shared: Arc<Shared>, pending: Pending, shutdown: CancellationToken) {
+    let addr = pending.remote_address();
+    let accepted = match tokio::time::timeout(defaults::OPEN_TIMEOUT, pending.handshake()).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            log::info!("handshake with {addr} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            log::info!("handshake with {addr} timed out");
+            return;
+        }
+    };
+    let conn = accepted.connection().clone();
+    let peer = accepted.peer();
+    let streams = TaskTracker::new();
+    let is_agent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let ctx = session::StreamCtx {
+            shared: shared.clone(),
+            conn: conn.clone(),
+            peer,
+            is_agent: is_agent.clone(),
+            shutdown: shutdown.clone(),
+        };
+        streams.spawn(session::stream(ctx, send, recv));
+    }
+    streams.close();
+    streams.wait().await;
+    // `accepted` holds this client's connection slot until here.
+    drop(accepted);
+}
+
+/// Closes a connection whose peer broke the protocol.
+pub(crate) fn close_offender(conn: &wtd_transport::Connection, why: &str) {
+    log::info!(
+        "closing {} ({}): {why}",
+        conn.remote_address(),
+        "protocol violation"
+    );
+    conn.close(1u32.into(), why.as_bytes());
+}
+
+/// The proxy's identity file inside a state dir, for tools that need its id.
+pub fn load_identity(state_dir: &std::path::Path) -> anyhow::Result<SecretKey> {
+    Ok(wtd_store::identity::load(&state_dir.join("identity.key"))?)
+}

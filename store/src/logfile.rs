@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wtd_keys::defaults::MAX_LOG_ENTRY_LEN;
-use wtd_keys::log::{LogError, OwnerLog, SignedEntry};
+use wtd_keys::log::{LogError, OwnerLog, SignedEntry, SyncOutcome};
 use wtd_keys::OwnerKey;
 
 use crate::atomic::sync_dir;
@@ -183,6 +183,39 @@ impl LogFile {
         self.log.append(entry).map_err(|source| LogFileError::Entry {
             path: self.path.clone(),
             source,
+        })
+    }
+}
+
+impl LogFile {
+    /// Merges entries someone else sent (the proxy relaying an owner's log, or an owner
+    /// publishing to the proxy): entries already held must match exactly, new ones must
+    /// chain on and are appended, each fsynced. Stops at the first bad entry, keeping the
+    /// good ones before it.
+    pub fn sync(
+        &mut self,
+        offered: impl IntoIterator<Item = SignedEntry>,
+    ) -> Result<SyncOutcome, LogFileError> {
+        let mut added = 0;
+        let mut last_seen = 0;
+        for entry in offered {
+            last_seen = entry.seq;
+            let have = self.log.head().seq;
+            if entry.seq >= 1 && entry.seq <= have {
+                if self.log.entries()[(entry.seq - 1) as usize].hash() != entry.hash() {
+                    return Err(LogFileError::Entry {
+                        path: self.path.clone(),
+                        source: LogError::Fork { seq: entry.seq },
+                    });
+                }
+                continue;
+            }
+            self.append(entry)?;
+            added += 1;
+        }
+        Ok(SyncOutcome {
+            added,
+            offered_older: last_seen < self.log.head().seq,
         })
     }
 }

@@ -70,7 +70,10 @@ mod tests {
         bytes.push(0);
         assert_eq!(decode::<Open>(&bytes), Err(WireError::TrailingBytes(1)));
         assert!(matches!(decode::<Open>(&[0xff; 3]), Err(WireError::Malformed(_))));
-        assert!(matches!(decode::<Open>(&vec![0; MAX_FRAME + 1]), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            decode::<Open>(&vec![0; MAX_FRAME + 1]),
+            Err(WireError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub enum Request {
     PublishLog { entries: Vec<Vec<u8>> },
     /// An owner's log entries after `after_seq`.
     FetchLog { owner: Key, after_seq: u64 },
+    /// How many entries of an owner's log the proxy holds (answered with `LogStored`).
+    LogHead { owner: Key },
 }
 
 /// A reply to a [`Request`].
@@ -101,7 +103,11 @@ pub enum Response {
     Roster(Vec<AgentInfo>),
     Event(RosterEvent),
     /// The proxy's copy of the owner's log now ends at `seq`.
-    LogStored { seq: u64 },
-    Log { entries: Vec<Vec<u8>> },
+    LogStored {
+        seq: u64,
+    },
+    Log {
+        entries: Vec<Vec<u8>>,
+    },
     Error(String),
 }

@@ -99,8 +99,15 @@ pub enum RosterEvent {
     Snapshot(Vec<AgentInfo>),
     /// A new agent, or an agent whose advert changed.
     Upsert(AgentInfo),
-    Load { id: Key, load: Load, last_seen_ms: u64 },
-    Left { id: Key, reason: LeaveReason },
+    Load {
+        id: Key,
+        load: Load,
+        last_seen_ms: u64,
+    },
+    Left {
+        id: Key,
+        reason: LeaveReason,
+    },
 }
 
 fn text_ok(s: &str) -> bool {
@@ -128,7 +135,10 @@ impl Advert {
                 return Err(format!("mission `{}`: version or description too long", m.name));
             }
             if m.functions.is_empty() || m.functions.len() > MAX_FUNCTIONS {
-                return Err(format!("mission `{}` needs 1 to {MAX_FUNCTIONS} functions", m.name));
+                return Err(format!(
+                    "mission `{}` needs 1 to {MAX_FUNCTIONS} functions",
+                    m.name
+                ));
             }
             for f in &m.functions {
                 FunctionName::new(&f.name)

@@ -92,6 +92,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let entry = log.log().next_entry(&me, Record::Grant(grant.clone()))?;
     log.append(entry)?;
 
+    drop(log); // publishing reopens (and locks) the log
+    crate::cmd::sync::publish_after_change(ctx, &me);
+
     let ticket = Ticket {
         proxy: None,
         grants: vec![grant.clone()],

@@ -68,7 +68,12 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
     let log = ctx.owner_log(&me)?;
     let revocations: Vec<&Revocation> = log.log().revocations().map(|r| r.revocation()).collect();
     for g in log.log().grants() {
-        rows.push(GrantRow::new("issued", g.grant(), status(g.grant(), &revocations, now), &keyring));
+        rows.push(GrantRow::new(
+            "issued",
+            g.grant(),
+            status(g.grant(), &revocations, now),
+            &keyring,
+        ));
     }
     drop(revocations);
     drop(log);
@@ -80,7 +85,12 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
     for g in &received {
         // Revocations reach agents, not grantees; until this machine hears the owner's
         // log from a proxy, a received grant shows as active until it expires.
-        rows.push(GrantRow::new("received", g.grant(), status(g.grant(), &[], now), &keyring));
+        rows.push(GrantRow::new(
+            "received",
+            g.grant(),
+            status(g.grant(), &[], now),
+            &keyring,
+        ));
     }
 
     if json {
@@ -110,6 +120,12 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["", "GRANT", "WITH", "MISSION", "RATE", "EXPIRES", "STATUS"], &cells));
+    print!(
+        "{}",
+        table(
+            &["", "GRANT", "WITH", "MISSION", "RATE", "EXPIRES", "STATUS"],
+            &cells
+        )
+    );
     Ok(())
 }

@@ -32,8 +32,10 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         }
         Command::Ls { json } => {
             if json {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    keyring.iter().map(|(n, k)| (n.to_string(), k.to_string().into())).collect();
+                let map: serde_json::Map<String, serde_json::Value> = keyring
+                    .iter()
+                    .map(|(n, k)| (n.to_string(), k.to_string().into()))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&map)?);
             } else if keyring.iter().next().is_none() {
                 println!("Your keyring is empty. Add someone with `wtd keys add <name> <their id>`.");
@@ -48,7 +50,10 @@ pub fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Rm { name } => {
             let key = keyring.remove(&name)?;
             keyring.save()?;
-            println!("Removed {name} ({}). Grants you made to them still stand; use `wtd revoke` to end them.", key.short());
+            println!(
+                "Removed {name} ({}). Grants you made to them still stand; use `wtd revoke` to end them.",
+                key.short()
+            );
         }
     }
     Ok(())

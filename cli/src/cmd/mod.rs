@@ -4,5 +4,8 @@ pub mod grant;
 pub mod grants;
 pub mod id;
 pub mod init;
+pub mod join;
 pub mod keys;
+pub mod ls;
 pub mod revoke;
+pub mod sync;

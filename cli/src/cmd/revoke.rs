@@ -56,15 +56,26 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         issued_at,
     };
     // How many grants this cancels, counted before it is written, to tell the user.
-    let hits = log.log().grants().filter(|g| revocation.revokes(g.grant())).count();
-    let entry = log.log().next_entry(&me, Record::Revocation(revocation.sign(&me)))?;
+    let hits = log
+        .log()
+        .grants()
+        .filter(|g| revocation.revokes(g.grant()))
+        .count();
+    let entry = log
+        .log()
+        .next_entry(&me, Record::Revocation(revocation.sign(&me)))?;
     log.append(entry)?;
+
+    drop(log); // publishing reopens (and locks) the log
+    crate::cmd::sync::publish_after_change(ctx, &me);
 
     let what = match &target {
         Target::Grant(id) => format!("{id}"),
         Target::SubjectMission(s, m) => format!("{}'s grants for mission `{m}`", who(&keyring, s.key())),
         Target::SubjectAll(s) => format!("all of {}'s grants", who(&keyring, s.key())),
     };
-    println!("Revoked {what} ({hits} grant(s)). This is permanent; agents refuse them as soon as they hear of it.");
+    println!(
+        "Revoked {what} ({hits} grant(s)). This is permanent; agents refuse them as soon as they hear of it."
+    );
     Ok(())
 }

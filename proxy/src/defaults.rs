@@ -1,0 +1,32 @@
+//! Every number the proxy uses, with its reason.
+
+use std::time::Duration;
+
+/// An agent not heard from for this long is dropped from the roster. Agents heartbeat
+/// every second by default, so this is two missed heartbeats; with the reaper's tick
+/// below, a killed agent is gone within 2.25 s, inside the 3 s promise.
+pub const REAP_AFTER: Duration = Duration::from_millis(2_000);
+
+/// How often the reaper looks for silent agents.
+pub const REAP_TICK: Duration = Duration::from_millis(250);
+
+/// A new stream must say what it is for within this time, or the connection is closed.
+/// Generous for a Pi on a slow Wi-Fi, short enough that idle connections cannot pile up.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most agents in the roster: a classroom of 30 Pis, several times over.
+pub const MAX_AGENTS: usize = 512;
+
+/// Most owner logs the proxy stores. Each costs an open file and its entries in memory;
+/// anyone can make a key, so this must be bounded.
+pub const MAX_OWNER_LOGS: usize = 256;
+
+/// Most entries one owner log may hold on the proxy (about 5 MB of grants).
+pub const MAX_LOG_ENTRIES: u64 = 10_000;
+
+/// Roster events buffered per watcher; a watcher that falls further behind gets a fresh
+/// snapshot instead, so a slow projector never holds memory hostage.
+pub const EVENT_BUFFER: usize = 256;
+
+/// The UDP port the proxy listens on by default.
+pub const PORT: u16 = 4433;

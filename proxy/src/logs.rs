@@ -1,0 +1,129 @@
+//! The owner logs the proxy keeps and hands to agents.
+//!
+//! The proxy is not trusted with these: every entry is the owner's signed bytes, and
+//! agents verify them again. The proxy still verifies what it stores, for two reasons:
+//! garbage must not take disk space, and an owner who publishes a broken log should hear
+//! so at once rather than from every agent later.
+//!
+//! One file per owner, `logs/<owner id>.log`, in the same crash-safe format the owner
+//! keeps (`wtd_store::logfile`), so a restarted proxy still has every log.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use wtd_keys::log::SignedEntry;
+use wtd_keys::record::RecordError;
+use wtd_keys::OwnerKey;
+use wtd_store::logfile::{LogFile, LogFileError};
+use wtd_wire::defaults::MAX_LOG_BATCH_BYTES;
+
+use crate::defaults::{MAX_LOG_ENTRIES, MAX_OWNER_LOGS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no entries to publish")]
+    Empty,
+    #[error("a log entry is invalid: {0}")]
+    Entry(#[from] RecordError),
+    #[error("all entries in one publish must belong to one owner")]
+    MixedOwners,
+    #[error("the proxy stores at most {MAX_OWNER_LOGS} owners' logs and is full")]
+    TooManyLogs,
+    #[error("this owner log is over the proxy's limit of {MAX_LOG_ENTRIES} entries")]
+    TooManyEntries,
+    #[error("the proxy could not store the log: {0}")]
+    Store(#[from] LogFileError),
+}
+
+#[derive(Debug)]
+pub struct LogStore {
+    dir: PathBuf,
+    logs: HashMap<OwnerKey, LogFile>,
+}
+
+impl LogStore {
+    /// Opens every log in `dir` (creating `dir` if needed).
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        wtd_store::atomic::ensure_dir(dir, 0o700)?;
+        let mut logs = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(owner) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<OwnerKey>().ok())
+            else {
+                continue;
+            };
+            let (file, report) = LogFile::open(&path, owner)?;
+            if report.torn_tail_bytes > 0 {
+                log::warn!(
+                    "{}: cut off a torn last record ({} bytes)",
+                    path.display(),
+                    report.torn_tail_bytes
+                );
+            }
+            logs.insert(owner, file);
+        }
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            logs,
+        })
+    }
+
+    /// How many entries the proxy holds for `owner`.
+    pub fn head(&self, owner: &OwnerKey) -> u64 {
+        self.logs.get(owner).map_or(0, |f| f.log().head().seq)
+    }
+
+    /// Entries after `seq`, in batches that each fit one message.
+    pub fn batches_after(&self, owner: &OwnerKey, seq: u64) -> Vec<Vec<Vec<u8>>> {
+        let Some(file) = self.logs.get(owner) else {
+            return Vec::new();
+        };
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for e in file.log().entries().iter().skip(seq as usize) {
+            if size + e.bytes().len() > MAX_LOG_BATCH_BYTES && !batch.is_empty() {
+                batches.push(std::mem::take(&mut batch));
+                size = 0;
+            }
+            size += e.bytes().len();
+            batch.push(e.bytes().to_vec());
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// Stores entries of one owner's log. Entries the proxy already has must match; new
+    /// ones must chain on. Returns the owner and the new head.
+    pub fn publish(&mut self, entries: &[Vec<u8>]) -> Result<(OwnerKey, u64), PublishError> {
+        let decoded = entries
+            .iter()
+            .map(|b| SignedEntry::decode(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let owner = decoded.first().ok_or(PublishError::Empty)?.owner;
+        if decoded.iter().any(|e| e.owner != owner) {
+            return Err(PublishError::MixedOwners);
+        }
+        if !self.logs.contains_key(&owner) {
+            if self.logs.len() >= MAX_OWNER_LOGS {
+                return Err(PublishError::TooManyLogs);
+            }
+            let path = self.dir.join(format!("{owner}.log"));
+            let (file, _) = LogFile::open(&path, owner)?;
+            self.logs.insert(owner, file);
+        }
+        let file = self.logs.get_mut(&owner).expect("inserted above");
+        let last = decoded.last().map_or(0, |e| e.seq);
+        if last > MAX_LOG_ENTRIES {
+            return Err(PublishError::TooManyEntries);
+        }
+        file.sync(decoded)?;
+        Ok((owner, file.log().head().seq))
+    }
+}

@@ -1,0 +1,244 @@
+//! One stream from a client: what it is for, and, for an agent, its whole session.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use wtd_keys::{OwnerKey, PublicId};
+use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream};
+use wtd_wire::defaults::MAX_FRAME;
+use wtd_wire::{
+    decode, encode, AgentHello, FromAgent, Key, LeaveReason, Open, Refusal, ToAgent, PROTOCOL_VERSION,
+};
+
+use crate::defaults::OPEN_TIMEOUT;
+use crate::shared::{now_ms, Shared};
+use crate::{close_offender, requests, Admission};
+
+/// What a stream task needs.
+pub(crate) struct StreamCtx {
+    pub shared: Arc<Shared>,
+    pub conn: Connection,
+    pub peer: PublicId,
+    /// Set once this connection registered as an agent: one control stream per connection.
+    pub is_agent: Arc<AtomicBool>,
+    pub shutdown: CancellationToken,
+}
+
+/// Reads the stream's first frame and hands it to the agent session or a request.
+pub(crate) async fn stream(ctx: StreamCtx, send: SendStream, mut recv: RecvStream) {
+    let first = tokio::time::timeout(OPEN_TIMEOUT, read_frame(&mut recv, MAX_FRAME)).await;
+    let open = match first {
+        Ok(Ok(Some(bytes))) => decode::<Open>(&bytes),
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return close_offender(&ctx.conn, &format!("bad frame: {e}")),
+        Err(_) => return close_offender(&ctx.conn, "said nothing on a new stream"),
+    };
+    match open {
+        Ok(Open::Agent(hello)) => {
+            if ctx.is_agent.swap(true, Ordering::SeqCst) {
+                return close_offender(&ctx.conn, "a second agent control stream");
+            }
+            agent(ctx, send, recv, hello).await
+        }
+        Ok(Open::Request(req)) => requests::serve(ctx, send, req).await,
+        Err(e) => close_offender(&ctx.conn, &format!("malformed message: {e}")),
+    }
+}
+
+async fn send_msg(send: &mut SendStream, msg: &ToAgent) -> bool {
+    write_frame(send, &encode(msg)).await.is_ok()
+}
+
+/// Why an agent is turned away, if it is.
+fn admit(ctx: &StreamCtx, hello: &AgentHello) -> Result<(), Refusal> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Refusal::VersionMismatch {
+            proxy: PROTOCOL_VERSION,
+        });
+    }
+    hello.advert.validate().map_err(Refusal::BadAdvert)?;
+    if let Admission::Allow(allowed) = &ctx.shared.config.admission {
+        let owners = hello.advert.owners.iter().filter_map(|k| k.parse().ok());
+        if !owners.map(OwnerKey).any(|o| allowed.contains(&o)) {
+            return Err(Refusal::OwnerNotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// An agent's control stream: register, relay its owners' logs, take heartbeats.
+async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello: AgentHello) {
+    let id = Key::from(ctx.peer);
+    let name = hello.advert.name.clone();
+    if let Err(refusal) = admit(&ctx, &hello) {
+        log::info!("refused agent {name} ({}): {refusal}", ctx.peer.short());
+        send_msg(&mut send, &ToAgent::Refused(refusal)).await;
+        let _ = send.finish();
+        // Give the refusal time to arrive before the connection goes.
+        let _ = tokio::time::timeout(OPEN_TIMEOUT, send.stopped()).await;
+        ctx.conn.close(3u32.into(), b"refused");
+        return;
+    }
+    let owners: Vec<OwnerKey> = hello
+        .advert
+        .owners
+        .iter()
+        .filter_map(|k| k.parse().ok())
+        .map(OwnerKey)
+        .collect();
+
+    // Register, replacing an older connection of the same agent.
+    let full = {
+        let state = ctx.shared.roster();
+        !state.roster.contains(&id) && state.roster.len() >= ctx.shared.config.max_agents
+    };
+    if full {
+        send_msg(&mut send, &ToAgent::Refused(Refusal::Full)).await;
+        let _ = send.finish();
+        return;
+    }
+    let generation = {
+        let mut state = ctx.shared.roster();
+        let joined = state.roster.join(id, hello.advert.clone(), now_ms());
+        if let Some(old) = joined.replaced.and_then(|g| state.conns.remove(&g)) {
+            old.close(4u32.into(), b"replaced by a newer connection");
+        }
+        state.conns.insert(joined.generation, ctx.conn.clone());
+        ctx.shared.emit(&state, joined.event);
+        joined.generation
+    };
+    log::info!(
+        "agent {name} ({}) joined from {}",
+        ctx.peer.short(),
+        ctx.conn.remote_address()
+    );
+
+    // Subscribe before the catch-up, so an entry published in between is not missed.
+    let updates = ctx.shared.log_updates.subscribe();
+    let sent: HashMap<OwnerKey, u64> = owners
+        .iter()
+        .map(|o| {
+            let head = hello
+                .heads
+                .iter()
+                .find(|h| h.owner == Key::from(*o.key()))
+                .map_or(0, |h| h.seq);
+            (*o, head)
+        })
+        .collect();
+
+    let done = CancellationToken::new();
+    let reader = read_agent(&ctx, &mut recv, generation, &done);
+    let writer = write_agent(&ctx, &mut send, owners, sent, updates, &done);
+    let (reason, ()) = tokio::join!(reader, writer);
+
+    let mut state = ctx.shared.roster();
+    if let Some(event) = state.roster.leave(&id, generation, reason) {
+        state.conns.remove(&generation);
+        ctx.shared.emit(&state, event);
+        log::info!("agent {name} ({}) left: {reason:?}", ctx.peer.short());
+    }
+}
+
+/// Heartbeats and adverts from the agent, until it leaves, goes silent or breaks the
+/// protocol. Cancels `done` when it ends, so the writer stops too.
+async fn read_agent(
+    ctx: &StreamCtx,
+    recv: &mut RecvStream,
+    generation: u64,
+    done: &CancellationToken,
+) -> LeaveReason {
+    let _stop_writer = done.clone().drop_guard();
+    let id = Key::from(ctx.peer);
+    loop {
+        let frame = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return LeaveReason::Silent,
+            f = read_frame(recv, MAX_FRAME) => f,
+        };
+        let msg = match frame {
+            Ok(Some(bytes)) => decode::<FromAgent>(&bytes),
+            // Finished or lost without saying goodbye.
+            Ok(None) | Err(wtd_transport::FrameError::Read(_)) => return LeaveReason::Silent,
+            Err(e) => {
+                close_offender(&ctx.conn, &format!("bad frame: {e}"));
+                return LeaveReason::Silent;
+            }
+        };
+        let mut state = ctx.shared.roster();
+        let event = match msg {
+            Ok(FromAgent::Heartbeat(load)) => state.roster.heartbeat(&id, generation, load, now_ms()),
+            Ok(FromAgent::Advert(advert)) => match advert.validate() {
+                Ok(()) => state.roster.readvertise(&id, generation, advert, now_ms()),
+                Err(why) => {
+                    drop(state);
+                    close_offender(&ctx.conn, &format!("invalid advert: {why}"));
+                    return LeaveReason::Silent;
+                }
+            },
+            Ok(FromAgent::Leaving) => return LeaveReason::Graceful,
+            Err(e) => {
+                drop(state);
+                close_offender(&ctx.conn, &format!("malformed message: {e}"));
+                return LeaveReason::Silent;
+            }
+        };
+        match event {
+            Some(event) => ctx.shared.emit(&state, event),
+            // Replaced by a newer connection, or reaped: this session is over.
+            None => return LeaveReason::Replaced,
+        }
+    }
+}
+
+/// Sends the agent its owners' logs: what it missed, then every new entry as it comes.
+async fn write_agent(
+    ctx: &StreamCtx,
+    send: &mut SendStream,
+    owners: Vec<OwnerKey>,
+    mut sent: HashMap<OwnerKey, u64>,
+    mut updates: tokio::sync::broadcast::Receiver<OwnerKey>,
+    done: &CancellationToken,
+) {
+    if !send_msg(
+        send,
+        &ToAgent::Welcome {
+            proxy_software: format!("wtd {}", env!("CARGO_PKG_VERSION")),
+        },
+    )
+    .await
+    {
+        return;
+    }
+    let mut pending: Vec<OwnerKey> = owners.clone();
+    loop {
+        for owner in pending.drain(..) {
+            let from = sent.get(&owner).copied().unwrap_or(0);
+            let batches = ctx.shared.logs().batches_after(&owner, from);
+            for entries in batches {
+                let n = entries.len() as u64;
+                let msg = ToAgent::Log {
+                    owner: Key::from(*owner.key()),
+                    entries,
+                };
+                if !send_msg(send, &msg).await {
+                    return;
+                }
+                *sent.entry(owner).or_default() += n;
+            }
+        }
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
+            u = updates.recv() => match u {
+                Ok(owner) if owners.contains(&owner) => pending.push(owner),
+                Ok(_) => {}
+                // Missed some notices: check every owner.
+                Err(RecvError::Lagged(_)) => pending = owners.clone(),
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
