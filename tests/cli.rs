@@ -23,7 +23,10 @@ fn grant(alice: &common::User, args: &[&str]) -> (String, String) {
     all.extend_from_slice(args);
     all.push("--json");
     let out: Value = serde_json::from_str(&alice.ok(all)).unwrap();
-    (out["grant_id"].as_str().unwrap().to_string(), out["ticket"].as_str().unwrap().to_string())
+    (
+        out["grant_id"].as_str().unwrap().to_string(),
+        out["ticket"].as_str().unwrap().to_string(),
+    )
 }
 
 #[test]
@@ -33,7 +36,10 @@ fn init_makes_a_private_identity_once() {
     let out = alice.ok(["init"]);
     assert!(out.contains("Your id: wtd1"), "{out}");
     let key = alice.home.join("identity.key");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let secret = std::fs::read_to_string(&key).unwrap();
 
     // A second init refuses, and leaves the key alone.
@@ -70,14 +76,28 @@ fn keyring_names_people_once() {
     let ls = alice.ok(["keys", "ls"]);
     assert!(ls.contains("bob") && ls.contains(&bob_id), "{ls}");
 
-    assert!(alice.fails(["keys", "add", "bob", &carol_id]).contains("already in your keyring"));
-    assert!(alice.fails(["keys", "add", "bobby", &bob_id]).contains("already in your keyring as `bob`"));
-    assert!(alice.fails(["keys", "add", "Carol", &carol_id]).contains("lowercase"));
-    assert!(alice.fails(["keys", "add", "carol", "wtd1notanid"]).contains("damaged or incomplete"));
+    assert!(alice
+        .fails(["keys", "add", "bob", &carol_id])
+        .contains("already in your keyring"));
+    assert!(alice
+        .fails(["keys", "add", "bobby", &bob_id])
+        .contains("already in your keyring as `bob`"));
+    assert!(alice
+        .fails(["keys", "add", "Carol", &carol_id])
+        .contains("lowercase"));
+    assert!(alice
+        .fails(["keys", "add", "carol", "wtd1notanid"])
+        .contains("damaged or incomplete"));
     let typo = format!("{}a", &carol_id[..carol_id.len() - 1]);
-    let typo = if typo == carol_id { format!("{}b", &carol_id[..carol_id.len() - 1]) } else { typo };
+    let typo = if typo == carol_id {
+        format!("{}b", &carol_id[..carol_id.len() - 1])
+    } else {
+        typo
+    };
     assert!(alice.fails(["keys", "add", "carol", &typo]).contains("wtd id"));
-    assert!(alice.fails(["keys", "rm", "dave"]).contains("no one called `dave`"));
+    assert!(alice
+        .fails(["keys", "rm", "dave"])
+        .contains("no one called `dave`"));
 
     alice.ok(["keys", "rm", "bob"]);
     assert!(!alice.ok(["keys", "ls"]).contains(&bob_id));
@@ -92,7 +112,10 @@ fn grant_import_revoke_and_the_statuses_shown() {
     carol.init();
     alice.ok(["keys", "add", "bob", &bob_id]);
 
-    let (demo, ticket) = grant(&alice, &["bob", "--mission", "demo", "--rate", "10/min", "--expires", "2h"]);
+    let (demo, ticket) = grant(
+        &alice,
+        &["bob", "--mission", "demo", "--rate", "10/min", "--expires", "2h"],
+    );
     assert!(ticket.starts_with("wtdt1"));
     let out = bob.ok(["grants", "import", &ticket]);
     assert!(out.contains("Imported") && out.contains("demo"), "{out}");
@@ -128,13 +151,27 @@ fn grant_import_revoke_and_the_statuses_shown() {
 
     // Mistakes get clear errors and write nothing.
     assert!(alice.fails(["revoke", "bob"]).contains("say what to revoke"));
-    assert!(alice.fails(["revoke", "grant-aaaaaaaaaaaaaaaaaaaaaaaaaa"]).contains("no grant"));
-    assert!(alice.fails(["grant", "dave", "--mission", "demo"]).contains("no one called `dave`"));
-    assert!(alice.fails(["grant", "bob", "--mission", "Demo"]).contains("lowercase"));
-    assert!(alice.fails(["grant", "bob", "--mission", "../etc"]).contains("not allowed"));
-    assert!(alice.fails(["grant", "bob", "--mission", "demo", "--rate", "0/min"]).contains("revoke"));
-    assert!(alice.fails(["grant", "bob", "--mission", "demo", "--expires", "400days"]).contains("at most a year"));
-    assert!(alice.fails(["grant", "bob", "--mission", "demo", "--expires", "tomorrow"]).contains("neither"));
+    assert!(alice
+        .fails(["revoke", "grant-aaaaaaaaaaaaaaaaaaaaaaaaaa"])
+        .contains("no grant"));
+    assert!(alice
+        .fails(["grant", "dave", "--mission", "demo"])
+        .contains("no one called `dave`"));
+    assert!(alice
+        .fails(["grant", "bob", "--mission", "Demo"])
+        .contains("lowercase"));
+    assert!(alice
+        .fails(["grant", "bob", "--mission", "../etc"])
+        .contains("not allowed"));
+    assert!(alice
+        .fails(["grant", "bob", "--mission", "demo", "--rate", "0/min"])
+        .contains("revoke"));
+    assert!(alice
+        .fails(["grant", "bob", "--mission", "demo", "--expires", "400days"])
+        .contains("at most a year"));
+    assert!(alice
+        .fails(["grant", "bob", "--mission", "demo", "--expires", "tomorrow"])
+        .contains("neither"));
     assert_eq!(alice.grants().len(), 4, "failed commands wrote nothing");
 }
 
@@ -146,7 +183,13 @@ fn agent_lists_in_grants() {
     let bob_id = bob.init();
     let pi_id = pi.init();
     let (id, _) = grant(&alice, &[&bob_id, "--mission", "demo", "--agents", &pi_id]);
-    let g = alice.grants().into_iter().find(|g| g["id"] == id.as_str()).unwrap();
+    let g = alice
+        .grants()
+        .into_iter()
+        .find(|g| g["id"] == id.as_str())
+        .unwrap();
     assert_eq!(g["agents"], serde_json::json!([pi_id]));
-    assert!(alice.fails(["grant", &bob_id, "--mission", "demo", "--agents", "wtd1zzz"]).contains("--agents"));
+    assert!(alice
+        .fails(["grant", &bob_id, "--mission", "demo", "--agents", "wtd1zzz"])
+        .contains("--agents"));
 }

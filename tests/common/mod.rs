@@ -115,3 +115,125 @@ impl User {
         serde_json::from_str(&self.ok(["grants", "--json"])).expect("grants --json is JSON")
     }
 }
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns how long it took.
+/// Limits are generous on purpose: these machines are shared and noisy, and timing
+/// budgets are measured by benchmarks, not asserted here.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// A daemon this test started (`wtd proxy`, `wtd agent`): killed by PID when dropped.
+pub struct Daemon {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, log: PathBuf, args: &[&OsStr], home: &Path) -> Daemon {
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(wtd_bin())
+            .args(args)
+            .env("WTD_HOME", home)
+            .env("RUST_LOG", "debug,quinn=info,quinn_proto=info,rustls=info")
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn wtd");
+        Daemon {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().expect("wait")
+    }
+
+    /// Resident memory in kB, from /proc.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `wtd proxy` on 127.0.0.1.
+pub struct Proxy {
+    pub daemon: Daemon,
+    pub state_dir: PathBuf,
+    pub addr: std::net::SocketAddr,
+    pub ticket: String,
+    pub id: wtd_keys::ProxyId,
+}
+
+impl TestCluster {
+    /// Starts `wtd proxy` on a free port (or `port`), with extra arguments.
+    pub fn start_proxy_on(&self, port: u16, extra: &[&str]) -> Proxy {
+        let state_dir = self.dir().join("proxy");
+        let ticket_file = state_dir.join("ticket.txt");
+        let _ = std::fs::remove_file(&ticket_file);
+        let listen = format!("127.0.0.1:{port}");
+        let mut args: Vec<&OsStr> = vec!["proxy".as_ref(), "--listen".as_ref(), listen.as_ref()];
+        args.push("--state-dir".as_ref());
+        args.push(state_dir.as_os_str());
+        args.extend(extra.iter().map(|a| OsStr::new(*a)));
+        let daemon = Daemon::spawn("proxy", self.dir().join("proxy.log"), &args, &self.dir().join("proxy-home"));
+        wait_for("the proxy's ticket", std::time::Duration::from_secs(20), || ticket_file.exists());
+        let ticket = std::fs::read_to_string(&ticket_file).expect("ticket").trim().to_string();
+        let info = wtd_keys::Ticket::from_text(&ticket).expect("ticket parses").proxy.expect("has a proxy");
+        Proxy {
+            daemon,
+            state_dir,
+            addr: info.addrs[0],
+            ticket,
+            id: info.id,
+        }
+    }
+
+    pub fn start_proxy(&self) -> Proxy {
+        self.start_proxy_on(0, &[])
+    }
+}
