@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
 /// The first frame on every stream a client opens: what the stream is for.
+#[allow(clippy::large_enum_variant)] // one per stream, short-lived
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Open {
     /// An agent's control stream (one per connection).
@@ -98,6 +99,9 @@ pub enum Request {
 }
 
 /// A reply to a [`Request`].
+// Messages live one at a time, between decoding and handling; boxing the big variant
+// would cost an allocation per heartbeat event and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Roster(Vec<AgentInfo>),
