@@ -47,6 +47,8 @@ pub enum Command {
     Ls(cmd::ls::Args),
     /// Send your grants and revocations to the proxy (grant and revoke do it themselves).
     Sync(cmd::sync::Args),
+    /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
+    Up(cmd::up::Args),
 }
 
 /// Runs one subcommand.
@@ -62,5 +64,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Join(a) => cmd::join::run(&ctx, a),
         Command::Ls(a) => cmd::ls::run(&ctx, a),
         Command::Sync(a) => cmd::sync::run(&ctx, a),
+        Command::Up(a) => cmd::up::run(&ctx, a),
     }
 }

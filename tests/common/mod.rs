@@ -237,3 +237,74 @@ impl TestCluster {
         self.start_proxy_on(0, &[])
     }
 }
+
+/// A `wtd agent` process with its own state and missions.
+pub struct Agent {
+    pub name: String,
+    pub daemon: Daemon,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// The agent's id (`wtd1...`), once it has created its identity.
+    pub fn id(&self) -> String {
+        let key = self.dir.join("state").join("identity.key");
+        wait_for("the agent's identity", std::time::Duration::from_secs(20), || key.exists());
+        let text = std::fs::read_to_string(&key).expect("identity");
+        wtd_keys::SecretKey::from_text(&text).expect("key").public().to_string()
+    }
+
+    /// Starts it again after a stop, with the same state.
+    pub fn restart(&mut self) {
+        self.daemon.kill();
+        let args: Vec<&OsStr> = vec!["agent".as_ref(), "--config".as_ref(), self.config.as_os_str()];
+        self.daemon = Daemon::spawn(&self.name, self.dir.join("agent.log"), &args, &self.dir);
+    }
+}
+
+impl TestCluster {
+    /// Starts an agent called `name` that obeys `owners` (ids) and offers the example
+    /// `demo` mission; `extra` is appended to its agent.toml.
+    pub fn add_agent(&self, proxy: &Proxy, name: &str, owners: &[&str], extra: &str) -> Agent {
+        let dir = self.dir().join("agents").join(name);
+        let missions = dir.join("missions");
+        std::fs::create_dir_all(&missions).expect("mkdir");
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/missions/demo.toml");
+        std::fs::copy(demo, missions.join("demo.toml")).expect("copy demo mission");
+        let owners: Vec<String> = owners.iter().map(|o| format!("\"{o}\"")).collect();
+        let config = dir.join("agent.toml");
+        let toml = format!(
+            "name = \"{name}\"\nstate_dir = \"{}\"\nmissions_dir = \"{}\"\nproxy = \"{}\"\nowners = [{}]\n{extra}\n",
+            dir.join("state").display(),
+            missions.display(),
+            proxy.ticket,
+            owners.join(", "),
+        );
+        std::fs::write(&config, toml).expect("write agent.toml");
+        let args: Vec<&OsStr> = vec!["agent".as_ref(), "--config".as_ref(), config.as_os_str()];
+        let daemon = Daemon::spawn(name, dir.join("agent.log"), &args, &dir);
+        Agent {
+            name: name.to_string(),
+            daemon,
+            dir,
+            config,
+        }
+    }
+}
+
+impl User {
+    /// `wtd ls --json`, parsed (an empty list if the proxy is unreachable).
+    pub fn ls(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(["ls", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The names of the agents `wtd ls` shows.
+    pub fn agent_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.ls().iter().map(|a| a["name"].as_str().unwrap_or_default().to_string()).collect();
+        names.sort();
+        names
+    }
+}

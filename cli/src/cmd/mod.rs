@@ -9,3 +9,4 @@ pub mod keys;
 pub mod ls;
 pub mod revoke;
 pub mod sync;
+pub mod up;

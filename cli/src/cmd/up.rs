@@ -1,0 +1,220 @@
+//! `wtd up`: a whole cluster on this machine, for trying wtd or teaching with it.
+//!
+//! Starts a proxy on 127.0.0.1 and N agents, each with its own identity and state under
+//! one directory; makes you their owner (creating your identity if needed); grants you the
+//! example `demo` mission; and waits for Ctrl-C, then stops everything cleanly.
+//!
+//! The proxy and agents are this same binary (`wtd proxy`, `wtd agent`) run as child
+//! processes, exactly as they run on real machines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use wtd_keys::{Ticket, UserKey};
+use wtd_wire::{Request, Response};
+
+use crate::context::{now, Context};
+use crate::proxy;
+
+/// The example mission every agent gets.
+const DEMO_MISSION: &str = include_str!("../../../examples/missions/demo.toml");
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many agents to start.
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// Where the cluster keeps its files. Default: $WTD_HOME/up (or ~/.config/wtd/up).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The proxy's UDP port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
+struct Daemon {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop within 5 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> anyhow::Result<Daemon> {
+    let exe = std::env::current_exe().context("finding the wtd binary")?;
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Daemon {
+        name: name.to_string(),
+        child,
+    })
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    if args.agents == 0 || args.agents > 64 {
+        bail!("--agents takes 1 to 64");
+    }
+    let me = match wtd_store::identity::load_or_create(&ctx.home.identity())? {
+        (key, true) => {
+            println!("Created your identity {} in {}", key.public(), ctx.home.dir().display());
+            key
+        }
+        (key, false) => key,
+    };
+    let dir = args.dir.clone().unwrap_or_else(|| ctx.home.dir().join("up"));
+    wtd_store::atomic::ensure_dir(&dir, 0o700)?;
+    let missions = dir.join("missions");
+    wtd_store::atomic::ensure_dir(&missions, 0o755)?;
+    wtd_store::atomic::write_atomic(&missions.join("demo.toml"), DEMO_MISSION.as_bytes(), 0o644)?;
+
+    // The proxy.
+    let proxy_state = dir.join("proxy");
+    let ticket_file = proxy_state.join("ticket.txt");
+    let _ = std::fs::remove_file(&ticket_file);
+    let listen = format!("127.0.0.1:{}", args.port);
+    let mut children = Vec::new();
+    let proxy_log = dir.join("proxy.log");
+    children.push(spawn(
+        "the proxy",
+        &["proxy".as_ref(), "--listen".as_ref(), listen.as_ref(), "--state-dir".as_ref(), proxy_state.as_os_str()],
+        &proxy_log,
+    )?);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ticket_file.exists() {
+        if let Ok(Some(status)) = children[0].child.try_wait() {
+            bail!("the proxy exited ({status}); see {}", proxy_log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("the proxy did not start within 20 s; see {}", proxy_log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticket = std::fs::read_to_string(&ticket_file)?.trim().to_string();
+    let info = Ticket::from_text(&ticket)?.proxy.context("the proxy wrote a ticket without itself in it")?;
+    proxy::save(&ctx.home.proxy(), &info)?;
+
+    // The agents.
+    for i in 1..=args.agents {
+        let name = format!("pi-{i}");
+        let agent_dir = dir.join(&name);
+        wtd_store::atomic::ensure_dir(&agent_dir, 0o700)?;
+        let config = agent_dir.join("agent.toml");
+        let text = format!(
+            "# Written by `wtd up`.\nname = \"{name}\"\nstate_dir = \"{}\"\nmissions_dir = \"{}\"\n\
+             proxy = \"{ticket}\"\nowners = [\"{}\"]\ntags = [\"{}\"]\n",
+            agent_dir.join("state").display(),
+            missions.display(),
+            me.public(),
+            if i % 2 == 1 { "odd" } else { "even" },
+        );
+        wtd_store::atomic::write_atomic(&config, text.as_bytes(), 0o600)?;
+        children.push(spawn(&name, &["agent".as_ref(), "--config".as_ref(), config.as_os_str()], &agent_dir.join("agent.log"))?);
+    }
+
+    // Grant yourself the demo mission, unless an active grant is already there.
+    let mine = UserKey(me.public());
+    let has_grant = {
+        let log = ctx.owner_log(&me)?;
+        let revocations: Vec<_> = log.log().revocations().map(|r| r.revocation().clone()).collect();
+        let revs: Vec<&wtd_keys::Revocation> = revocations.iter().collect();
+        let found = log.log().grants().any(|g| {
+            g.grant().subject == mine
+                && g.grant().mission.as_str() == "demo"
+                && crate::show::status(g.grant(), &revs, now()) == crate::show::Status::Active
+        });
+        found
+    };
+    if !has_grant {
+        crate::cmd::grant::run(
+            ctx,
+            crate::cmd::grant::Args {
+                who: me.public().to_string(),
+                mission: "demo".into(),
+                rate: "600/min".into(),
+                burst: None,
+                concurrency: 16,
+                expires: Some("7days".into()),
+                agents: "all".into(),
+                json: true,
+            },
+        )?;
+    } else {
+        crate::cmd::sync::publish_after_change(ctx, &me);
+    }
+
+    // Wait for every agent to show up.
+    let runtime = proxy::runtime()?;
+    let online = runtime.block_on(async {
+        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut recv = proxy::request(&conn, Request::Roster).await?;
+            let n = match proxy::next(&mut recv).await? {
+                Some(Response::Roster(agents)) => agents.len(),
+                _ => 0,
+            };
+            if n >= args.agents || Instant::now() > deadline {
+                conn.close(0u32.into(), b"bye");
+                return anyhow::Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })?;
+    if online < args.agents {
+        eprintln!(
+            "warning: only {online} of {} agents came online; see the agent.log files in {}",
+            args.agents,
+            dir.display()
+        );
+    }
+
+    println!();
+    println!("wtd is up: a proxy on {} and {online} agents, owned by you.", info.addrs[0]);
+    println!("Files and logs: {}", dir.display());
+    println!();
+    println!("Try, in another terminal:");
+    println!("  wtd ls                    # the agents, their load and missions");
+    println!("  wtd ls --watch            # live, like a dashboard");
+    println!("  wtd grants                # the grant you just gave yourself");
+    println!();
+    println!("Press Ctrl-C to stop everything.");
+
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    println!("Stopping...");
+    // Agents first (they say goodbye to the proxy), then the proxy.
+    while let Some(child) = children.pop() {
+        drop(child);
+    }
+    println!("Stopped.");
+    Ok(())
+}
