@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Run the agent daemon: offer this machine's missions through a proxy.
+    Agent(wtd_agent::cli::Args),
     /// Run a discovery proxy (agents and people connect out to it).
     Proxy(wtd_proxy::cli::Args),
     #[command(flatten)]
@@ -24,6 +26,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => wtd_agent::cli::run(args),
         Command::Proxy(args) => {
             init_logging();
             wtd_proxy::cli::run(args)

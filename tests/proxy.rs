@@ -11,13 +11,21 @@ use wtd_transport::{read_frame, write_frame, Client, ConnectError};
 use wtd_wire::{decode, encode, Open, Request, Response};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn roster(client: &Client, proxy: &common::Proxy) -> Vec<wtd_wire::AgentInfo> {
-    let conn = client.connect(proxy.addr, *proxy.id.key()).await.expect("connect");
+    let conn = client
+        .connect(proxy.addr, *proxy.id.key())
+        .await
+        .expect("connect");
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    write_frame(&mut send, &encode(&Open::Request(Request::Roster))).await.unwrap();
+    write_frame(&mut send, &encode(&Open::Request(Request::Roster)))
+        .await
+        .unwrap();
     let bytes = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
     match decode::<Response>(&bytes).unwrap() {
         Response::Roster(r) => r,
@@ -69,15 +77,21 @@ fn garbage_and_oversized_frames_close_the_offender_only() {
         // Garbage in a well-formed frame.
         let conn = evil.connect(proxy.addr, *proxy.id.key()).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        write_frame(&mut send, &[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff]).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed");
+        write_frame(&mut send, &[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff])
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed");
         assert!(format!("{closed}").contains("malformed"), "{closed}");
 
         // A frame that claims to be 4 GiB: refused from its length alone.
         let conn = evil.connect(proxy.addr, *proxy.id.key()).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed");
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed");
         assert!(format!("{closed}").contains("bad frame"), "{closed}");
 
         // Streams opened and left silent are not kept forever.
@@ -89,8 +103,13 @@ fn garbage_and_oversized_frames_close_the_offender_only() {
             send.write_all(&[0]).await.unwrap();
             held.push((send, recv));
         }
-        let closed = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await.expect("closed");
-        assert!(format!("{closed}").contains("said nothing") || format!("{closed}").contains("bad frame"), "{closed}");
+        let closed = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+            .await
+            .expect("closed");
+        assert!(
+            format!("{closed}").contains("said nothing") || format!("{closed}").contains("bad frame"),
+            "{closed}"
+        );
 
         // Meanwhile a well-behaved client is served as usual.
         assert!(roster(&good, &proxy).await.is_empty());
@@ -121,10 +140,17 @@ fn a_burst_of_connections_from_one_address_is_capped_and_memory_stays_bounded() 
             results.push(r);
         }
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        let refused = results.iter().filter(|r| matches!(r, Err(ConnectError::Refused { .. }))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(ConnectError::Refused { .. })))
+            .count();
         // The per-address cap (32 by default) holds; the rest were refused, not queued.
         assert!(ok <= 32, "{ok} connections accepted from one address");
-        assert!(refused >= 16, "{refused} refused: {:?}", results.iter().filter_map(|r| r.as_ref().err()).next());
+        assert!(
+            refused >= 16,
+            "{refused} refused: {:?}",
+            results.iter().filter_map(|r| r.as_ref().err()).next()
+        );
         drop(results);
         drop(clients);
         // Once they are gone, a new client gets in.
@@ -140,7 +166,10 @@ fn a_burst_of_connections_from_one_address_is_capped_and_memory_stays_bounded() 
         assert!(served, "the proxy serves again after the burst");
     });
     let rss_after = proxy.daemon.rss_kb();
-    assert!(rss_after < rss_before + 64 * 1024, "proxy RSS grew from {rss_before} kB to {rss_after} kB");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "proxy RSS grew from {rss_before} kB to {rss_after} kB"
+    );
 }
 
 #[test]
@@ -160,7 +189,9 @@ fn the_proxy_keeps_owner_logs_across_restarts() {
     let port = proxy.addr.port();
     drop(proxy);
     let proxy = lab.start_proxy_on(port, &[]);
-    wait_for("the proxy to answer", Duration::from_secs(10), || alice.cli(["sync"]).status.success());
+    wait_for("the proxy to answer", Duration::from_secs(10), || {
+        alice.cli(["sync"]).status.success()
+    });
     assert!(alice.ok(["sync"]).contains("up to record 1"));
     drop(proxy);
 }

@@ -1,2 +1,43 @@
-//! wtd-agent (being written).
+//! The wtd agent: the small daemon on every Pi (or laptop) that offers missions.
+//!
+//! It connects out to the discovery proxy over QUIC (pinning the proxy's key from a join
+//! ticket), tells it who it is and what it offers (its *advert*), reports its load every
+//! second, and receives its owners' signed logs of grants and revocations, which it
+//! verifies, stores, and exposes to the rest of the agent. It trusts the proxy for delivery
+//! only: a log entry the proxy forged, altered or reordered is refused.
+//!
+//! `wtd agent` is [`cli::run`]; tests and embedders call [`run`] (or [`Agent::new`] then
+//! [`Agent::run`]) with a [`AgentConfig`] and a cancellation token, in-process.
+//!
+//! # Layout
+//! - [`defaults`]: every number and path, each with its reason.
+//! - [`config`]: `agent.toml`, parsed strictly and checked ([`AgentConfig`]).
+//! - [`missions`]: mission files and the built-in `sys` mission ([`Catalogue`]).
+//! - [`advert`]: what the agent says about itself, cut to fit the wire limits.
+//! - [`sensors`]: Raspberry Pi temperature, throttling and model.
+//! - [`load`]: the load report (sysinfo plus sensors) sent with each heartbeat.
+//! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
+//! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
+//! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
+//! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
+//! - [`logging`]: log lines to the journal or stderr, for binaries.
+//! - [`cli`]: `wtd agent` (arguments, runtime, signals).
+#![forbid(unsafe_code)]
+
+pub mod advert;
+pub mod agent;
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod defaults;
+pub mod link;
+pub mod load;
+pub mod logging;
+pub mod missions;
+pub mod owner_logs;
 pub mod sensors;
+
+pub use agent::{run, Agent, AgentError};
+pub use config::{AgentConfig, ConfigError, LoadConfigError};
+pub use missions::{Catalogue, Function, Mission, Run};
+pub use owner_logs::{LogsHandle, VerifiedLogs};

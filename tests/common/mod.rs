@@ -119,10 +119,17 @@ impl User {
 /// Polls `cond` every 50 ms until it holds or `limit` passes; returns how long it took.
 /// Limits are generous on purpose: these machines are shared and noisy, and timing
 /// budgets are measured by benchmarks, not asserted here.
-pub fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> std::time::Duration {
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     start.elapsed()
@@ -220,10 +227,23 @@ impl TestCluster {
         args.push("--state-dir".as_ref());
         args.push(state_dir.as_os_str());
         args.extend(extra.iter().map(|a| OsStr::new(*a)));
-        let daemon = Daemon::spawn("proxy", self.dir().join("proxy.log"), &args, &self.dir().join("proxy-home"));
-        wait_for("the proxy's ticket", std::time::Duration::from_secs(20), || ticket_file.exists());
-        let ticket = std::fs::read_to_string(&ticket_file).expect("ticket").trim().to_string();
-        let info = wtd_keys::Ticket::from_text(&ticket).expect("ticket parses").proxy.expect("has a proxy");
+        let daemon = Daemon::spawn(
+            "proxy",
+            self.dir().join("proxy.log"),
+            &args,
+            &self.dir().join("proxy-home"),
+        );
+        wait_for("the proxy's ticket", std::time::Duration::from_secs(20), || {
+            ticket_file.exists()
+        });
+        let ticket = std::fs::read_to_string(&ticket_file)
+            .expect("ticket")
+            .trim()
+            .to_string();
+        let info = wtd_keys::Ticket::from_text(&ticket)
+            .expect("ticket parses")
+            .proxy
+            .expect("has a proxy");
         Proxy {
             daemon,
             state_dir,
@@ -250,9 +270,14 @@ impl Agent {
     /// The agent's id (`wtd1...`), once it has created its identity.
     pub fn id(&self) -> String {
         let key = self.dir.join("state").join("identity.key");
-        wait_for("the agent's identity", std::time::Duration::from_secs(20), || key.exists());
+        wait_for("the agent's identity", std::time::Duration::from_secs(20), || {
+            key.exists()
+        });
         let text = std::fs::read_to_string(&key).expect("identity");
-        wtd_keys::SecretKey::from_text(&text).expect("key").public().to_string()
+        wtd_keys::SecretKey::from_text(&text)
+            .expect("key")
+            .public()
+            .to_string()
     }
 
     /// Starts it again after a stop, with the same state.
@@ -264,9 +289,10 @@ impl Agent {
 }
 
 impl TestCluster {
-    /// Starts an agent called `name` that obeys `owners` (ids) and offers the example
+    /// Starts an agent called `name` that joins the proxy of `ticket`, obeys `owners` (ids)
+    /// and offers the example
     /// `demo` mission; `extra` is appended to its agent.toml.
-    pub fn add_agent(&self, proxy: &Proxy, name: &str, owners: &[&str], extra: &str) -> Agent {
+    pub fn add_agent(&self, ticket: &str, name: &str, owners: &[&str], extra: &str) -> Agent {
         let dir = self.dir().join("agents").join(name);
         let missions = dir.join("missions");
         std::fs::create_dir_all(&missions).expect("mkdir");
@@ -278,7 +304,7 @@ impl TestCluster {
             "name = \"{name}\"\nstate_dir = \"{}\"\nmissions_dir = \"{}\"\nproxy = \"{}\"\nowners = [{}]\n{extra}\n",
             dir.join("state").display(),
             missions.display(),
-            proxy.ticket,
+            ticket,
             owners.join(", "),
         );
         std::fs::write(&config, toml).expect("write agent.toml");
@@ -302,8 +328,11 @@ impl User {
 
     /// The names of the agents `wtd ls` shows.
     pub fn agent_names(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.ls().iter().map(|a| a["name"].as_str().unwrap_or_default().to_string()).collect();
+        let mut names: Vec<String> = self
+            .ls()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+            .collect();
         names.sort();
         names
     }

@@ -79,7 +79,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     let me = match wtd_store::identity::load_or_create(&ctx.home.identity())? {
         (key, true) => {
-            println!("Created your identity {} in {}", key.public(), ctx.home.dir().display());
+            println!(
+                "Created your identity {} in {}",
+                key.public(),
+                ctx.home.dir().display()
+            );
             key
         }
         (key, false) => key,
@@ -99,7 +103,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let proxy_log = dir.join("proxy.log");
     children.push(spawn(
         "the proxy",
-        &["proxy".as_ref(), "--listen".as_ref(), listen.as_ref(), "--state-dir".as_ref(), proxy_state.as_os_str()],
+        &[
+            "proxy".as_ref(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--state-dir".as_ref(),
+            proxy_state.as_os_str(),
+        ],
         &proxy_log,
     )?);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -113,7 +123,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let ticket = std::fs::read_to_string(&ticket_file)?.trim().to_string();
-    let info = Ticket::from_text(&ticket)?.proxy.context("the proxy wrote a ticket without itself in it")?;
+    let info = Ticket::from_text(&ticket)?
+        .proxy
+        .context("the proxy wrote a ticket without itself in it")?;
     proxy::save(&ctx.home.proxy(), &info)?;
 
     // The agents.
@@ -131,7 +143,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             if i % 2 == 1 { "odd" } else { "even" },
         );
         wtd_store::atomic::write_atomic(&config, text.as_bytes(), 0o600)?;
-        children.push(spawn(&name, &["agent".as_ref(), "--config".as_ref(), config.as_os_str()], &agent_dir.join("agent.log"))?);
+        children.push(spawn(
+            &name,
+            &["agent".as_ref(), "--config".as_ref(), config.as_os_str()],
+            &agent_dir.join("agent.log"),
+        )?);
     }
 
     // Grant yourself the demo mission, unless an active grant is already there.
@@ -192,7 +208,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
 
     println!();
-    println!("wtd is up: a proxy on {} and {online} agents, owned by you.", info.addrs[0]);
+    println!(
+        "wtd is up: a proxy on {} and {online} agents, owned by you.",
+        info.addrs[0]
+    );
     println!("Files and logs: {}", dir.display());
     println!();
     println!("Try, in another terminal:");

@@ -1,0 +1,170 @@
+//! The agent as a whole: start-up (identity, owner logs, missions, advert), then the link
+//! to the proxy until shutdown.
+//!
+//! Start-up is synchronous and fails fast with an error a person can act on; after it, the
+//! agent never gives up on its own: a lost proxy is retried forever, a bad mission file or
+//! a bad owner log from the proxy is logged and skipped.
+//!
+//! ```no_run
+//! # async fn demo(config: wtd_agent::AgentConfig) -> Result<(), wtd_agent::AgentError> {
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let shutdown = CancellationToken::new();
+//! let agent = wtd_agent::Agent::new(config)?;
+//! println!("I am {}", agent.id());
+//! let logs = agent.logs(); // watch the verified grants and revocations
+//! agent.run(shutdown).await // until `shutdown.cancel()`
+//! # }
+//! ```
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wtd_keys::{AgentId, SecretKey};
+use wtd_store::identity::{load_or_create, IdentityError};
+use wtd_transport::{BindError, Client};
+use wtd_wire::Advert;
+
+use crate::advert;
+use crate::backoff::Backoff;
+use crate::config::{AgentConfig, ConfigError};
+use crate::defaults;
+use crate::link::Link;
+use crate::load::{poll_sensors, LoadSampler};
+use crate::missions::Catalogue;
+use crate::owner_logs::{LogsHandle, OpenLogsError, OwnerLogs};
+use crate::sensors::{self, PiSensors, SensorPaths};
+
+/// The agent could not start. Each variant says what to fix; once started, the agent
+/// does not stop on errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A value in the configuration is wrong.
+    #[error("the agent configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+    /// The identity key could not be created or read (permissions on the state
+    /// directory? a damaged key file?).
+    #[error("the agent's identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// An owner log could not be opened, or is damaged; restore it from a backup.
+    #[error("the agent's owner logs: {0}")]
+    Logs(#[from] OpenLogsError),
+    /// No UDP socket could be opened to reach the proxy.
+    #[error("cannot open a socket to reach the proxy: {0}")]
+    Bind(#[from] BindError),
+}
+
+/// A started agent: identity loaded, logs open, missions read, not yet connected.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    secret: SecretKey,
+    id: AgentId,
+    catalogue: Arc<Catalogue>,
+    advert: Advert,
+    logs: OwnerLogs,
+    /// The first sensor reading, taken at start for the model in the advert.
+    pi: PiSensors,
+}
+
+impl Agent {
+    /// Starts the agent: checks the config, loads (or on first start creates) the identity
+    /// in `state_dir`, opens and verifies the owner logs, and reads the mission files.
+    pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
+        config.validate()?;
+        let (secret, created) = load_or_create(&config.identity_path())?;
+        let id = AgentId(secret.public());
+        if created {
+            log::info!(agent:% = id; "created a new identity in {}", config.identity_path().display());
+        }
+        let logs = OwnerLogs::open(&config.logs_dir(), &config.owners)?;
+        let catalogue = Catalogue::load(&config.missions_dir);
+        let pi = sensors::read(&SensorPaths::system());
+        let advert = advert::build(&config, &catalogue, pi.model.clone());
+        log::info!(
+            agent:% = id, name = config.name.as_str();
+            "agent ready: {} missions, {} warnings, model {}",
+            advert.missions.len(),
+            advert.warnings.len(),
+            advert.model.as_deref().unwrap_or("unknown")
+        );
+        Ok(Agent {
+            config,
+            secret,
+            id,
+            catalogue: Arc::new(catalogue),
+            advert,
+            logs,
+            pi,
+        })
+    }
+
+    /// This agent's id (its public key), as owners name it in grants.
+    pub fn id(&self) -> AgentId {
+        self.id
+    }
+
+    /// What the agent tells the proxy about itself.
+    pub fn advert(&self) -> &Advert {
+        &self.advert
+    }
+
+    /// The missions this agent offers, with how to run each function.
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    /// A read-only, always-current view of the verified owner logs.
+    pub fn logs(&self) -> LogsHandle {
+        self.logs.handle()
+    }
+
+    /// Connects to the proxy and stays connected (reconnecting as needed) until
+    /// `shutdown` is cancelled; then says goodbye and returns.
+    ///
+    /// Everything runs inside this one future: the link and the sensor poller are joined,
+    /// not spawned, so nothing the agent started can outlive this call.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let client = Client::bind(&self.secret, bind_addr(&self.config.proxy.addrs))?;
+        let (latest, sensors) = watch::channel(self.pi);
+        let link = Link {
+            id: self.id,
+            client,
+            proxy: self.config.proxy.clone(),
+            advert: self.advert,
+            logs: self.logs,
+            sampler: LoadSampler::new(self.config.test_pinned_load),
+            sensors,
+            heartbeat: self.config.heartbeat_interval,
+            backoff: Backoff::default(),
+        };
+        // The link only returns on shutdown; the poller stops with it.
+        let poller = poll_sensors(
+            SensorPaths::system(),
+            defaults::SENSOR_INTERVAL,
+            latest,
+            shutdown.clone(),
+        );
+        tokio::join!(link.run(shutdown.clone()), poller);
+        log::info!(agent:% = self.id; "agent stopped");
+        Ok(())
+    }
+}
+
+/// Starts an agent with `config` and runs it until `shutdown` (see [`Agent::run`]).
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    Agent::new(config)?.run(shutdown).await
+}
+
+/// Where our UDP socket binds: any address, any port, of the family the proxy needs.
+/// An IPv6 socket also reaches IPv4 addresses on Linux (as v4-mapped), so one socket serves
+/// a ticket that lists both.
+fn bind_addr(proxy: &[SocketAddr]) -> SocketAddr {
+    if proxy.iter().any(SocketAddr::is_ipv6) {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    }
+}

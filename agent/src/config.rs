@@ -1,0 +1,553 @@
+//! The agent's configuration: `/etc/wtd/agent.toml`.
+//!
+//! A minimal file names the proxy to join and the owner to obey; everything else has a
+//! default (see `agent/agent.example.toml` for every key, commented):
+//!
+//! ```toml
+//! proxy = "wtdt1..."          # the join ticket printed by `wtd proxy`
+//! owners = ["wtd1..."]        # printed by `wtd id` on the owner's laptop
+//! ```
+//!
+//! Parsing is strict: an unknown key is an error naming the key (a typo such as `owner =`
+//! would otherwise be silently ignored, and the agent would obey nobody), and every value
+//! is checked here, before the agent starts, so a mistake is reported once with the fix.
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wtd_keys::names::NameError;
+use wtd_keys::ticket::TicketError;
+use wtd_keys::{KeyError, MissionName, OwnerKey, ProxyInfo, Ticket};
+use wtd_wire::defaults::{MAX_OWNERS, MAX_TAGS};
+
+use crate::defaults;
+
+/// The longest agent name, in bytes (what the proxy accepts in an advert).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A checked agent configuration.
+///
+/// Build one from TOML with [`AgentConfig::from_toml`] or [`AgentConfig::load`], or in code
+/// with [`AgentConfig::new`] and struct update syntax (tests do this):
+///
+/// ```
+/// # use wtd_agent::AgentConfig;
+/// # fn demo(proxy: wtd_keys::ProxyInfo, alice: wtd_keys::OwnerKey) {
+/// let config = AgentConfig {
+///     state_dir: "/tmp/agent-1".into(),
+///     tags: vec!["lab".into()],
+///     ..AgentConfig::new(proxy, vec![alice])
+/// };
+/// # }
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct AgentConfig {
+    /// A name for people, shown in `wtd ls` (`pi-kitchen`). Defaults to the hostname.
+    pub name: String,
+    /// Where the identity key and the owners' logs are kept. Default `/var/lib/wtd`.
+    pub state_dir: PathBuf,
+    /// The proxy to connect to: its pinned key and addresses, from the join ticket.
+    pub proxy: ProxyInfo,
+    /// The keys whose grants and revocations this agent obeys (1 to 8).
+    pub owners: Vec<OwnerKey>,
+    /// Where mission files (`*.toml`) are read from. Default `/etc/wtd/missions`.
+    pub missions_dir: PathBuf,
+    /// Labels callers can select agents by (`wtd call --tag lab`), canonical like names.
+    pub tags: Vec<String>,
+    /// How often the load is reported to the proxy. Default 1 s, at most 2 s.
+    pub heartbeat_interval: Duration,
+    /// TEST ONLY: report this number as both the load average and the CPU percentage,
+    /// whatever the machine's real load, so a test can decide which agent looks least
+    /// loaded. Never set it on a real agent: callers would be routed on a made-up load.
+    pub test_pinned_load: Option<f32>,
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Ids in their text form: a config dump should be pasteable into another config.
+        f.debug_struct("AgentConfig")
+            .field("name", &self.name)
+            .field("state_dir", &self.state_dir)
+            .field(
+                "proxy",
+                &format_args!("{} at {:?}", self.proxy.id, self.proxy.addrs),
+            )
+            .field(
+                "owners",
+                &self.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            )
+            .field("missions_dir", &self.missions_dir)
+            .field("tags", &self.tags)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("test_pinned_load", &self.test_pinned_load)
+            .finish()
+    }
+}
+
+/// The file as written, before checking. Every key is optional here so that a missing one
+/// gets our own message rather than serde's "missing field".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    name: Option<String>,
+    state_dir: Option<PathBuf>,
+    proxy: Option<String>,
+    owners: Option<Vec<String>>,
+    missions_dir: Option<PathBuf>,
+    tags: Option<Vec<String>>,
+    heartbeat_interval: Option<String>,
+    test_pinned_load: Option<f32>,
+}
+
+/// What is wrong with a configuration's content.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid TOML, an unknown key, or a value of the wrong type. The message says
+    /// which line and key.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// No `proxy` key: the agent would not know where to connect.
+    #[error(
+        "`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`)"
+    )]
+    NoProxy,
+    /// The `proxy` ticket does not decode.
+    #[error("`proxy` is not a usable ticket: {0}")]
+    BadTicket(#[source] TicketError),
+    /// The ticket decodes but names no proxy (it is a grant ticket, for a person).
+    #[error("the `proxy` ticket names no proxy (it may be a grant ticket meant for a person); use the join ticket printed by `wtd proxy`")]
+    TicketWithoutProxy,
+    /// The proxy has no address to connect to (only possible in a config built in code:
+    /// a ticket always carries at least one).
+    #[error("the proxy has no address to connect to")]
+    NoProxyAddress,
+    /// No owners: the agent would accept no grants at all, so nobody could use it.
+    #[error("`owners` is missing or empty: list at least one owner id, e.g. owners = [\"wtd1...\"] (run `wtd id` on the owner's machine)")]
+    NoOwners,
+    /// More owners than the protocol carries.
+    #[error("{0} owners listed; an agent obeys at most {MAX_OWNERS}")]
+    TooManyOwners(usize),
+    /// An owner id does not parse.
+    #[error("owner `{text}` is not a wtd id: {source}")]
+    BadOwner {
+        text: String,
+        #[source]
+        source: KeyError,
+    },
+    /// The same owner twice: probably a copy-paste slip where another owner was meant.
+    #[error("owner {0} is listed twice")]
+    DuplicateOwner(String),
+    /// The agent name is empty, too long, or has control characters.
+    #[error("`name` must be 1 to {MAX_NAME_LEN} bytes of printable text (got {0:?})")]
+    BadName(String),
+    /// A tag is not canonical (lowercase letters, digits, `-`, `_`).
+    #[error("tag `{tag}`: {source}")]
+    BadTag {
+        tag: String,
+        #[source]
+        source: NameError,
+    },
+    /// More tags than the protocol carries.
+    #[error("{0} tags listed; at most {MAX_TAGS}")]
+    TooManyTags(usize),
+    /// The heartbeat interval is not a duration like `1s` or `500ms`.
+    #[error("`heartbeat_interval = {text:?}` is not a duration (write e.g. \"1s\" or \"500ms\"): {source}")]
+    BadDuration {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    /// The heartbeat interval is outside what the proxy tolerates.
+    #[error("`heartbeat_interval` is {}, but must be between {} and {} (the proxy drops agents it has not heard from in about 3 s)",
+        humantime::format_duration(*.0),
+        humantime::format_duration(defaults::MIN_HEARTBEAT_INTERVAL),
+        humantime::format_duration(defaults::MAX_HEARTBEAT_INTERVAL))]
+    HeartbeatOutOfRange(Duration),
+    /// The test seam was given a negative or non-finite number.
+    #[error("`test_pinned_load` must be a finite number >= 0 (got {0})")]
+    BadPinnedLoad(f32),
+}
+
+/// Reading the configuration file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadConfigError {
+    /// The file is missing or unreadable. Create it (see `agent.example.toml`) or pass
+    /// `--config`.
+    #[error("could not read the agent config {path}: {source} (see agent.example.toml, or pass --config)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is far bigger than any config: probably the wrong file.
+    #[error("{path} is over {max} bytes: that is not an agent config")]
+    TooLarge { path: PathBuf, max: u64 },
+    /// The file was read but its content is wrong.
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+}
+
+impl AgentConfig {
+    /// A configuration with every default: named after the hostname, state in
+    /// `/var/lib/wtd`, missions from `/etc/wtd/missions`, a 1 s heartbeat, no tags.
+    pub fn new(proxy: ProxyInfo, owners: Vec<OwnerKey>) -> Self {
+        AgentConfig {
+            name: default_name(),
+            state_dir: PathBuf::from(defaults::STATE_DIR),
+            proxy,
+            owners,
+            missions_dir: PathBuf::from(defaults::MISSIONS_DIR),
+            tags: Vec::new(),
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            test_pinned_load: None,
+        }
+    }
+
+    /// Parses and checks a configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text)?;
+        let ticket = file.proxy.ok_or(ConfigError::NoProxy)?;
+        let proxy = Ticket::from_text(&ticket)
+            .map_err(ConfigError::BadTicket)?
+            .proxy
+            .ok_or(ConfigError::TicketWithoutProxy)?;
+        let owners = file
+            .owners
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse::<OwnerKey>().map_err(|source| ConfigError::BadOwner {
+                    text: text.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = AgentConfig::new(proxy, owners);
+        if let Some(name) = file.name {
+            config.name = name;
+        }
+        if let Some(dir) = file.state_dir {
+            config.state_dir = dir;
+        }
+        if let Some(dir) = file.missions_dir {
+            config.missions_dir = dir;
+        }
+        if let Some(tags) = file.tags {
+            config.tags = tags;
+        }
+        if let Some(text) = file.heartbeat_interval {
+            config.heartbeat_interval = humantime::parse_duration(&text)
+                .map_err(|source| ConfigError::BadDuration { text, source })?;
+        }
+        config.test_pinned_load = file.test_pinned_load;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, LoadConfigError> {
+        let read = |source| LoadConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = fs::File::open(path).map_err(read)?;
+        let mut text = String::new();
+        file.take(defaults::MAX_CONFIG_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read)?;
+        if text.len() as u64 > defaults::MAX_CONFIG_FILE_BYTES {
+            return Err(LoadConfigError::TooLarge {
+                path: path.to_path_buf(),
+                max: defaults::MAX_CONFIG_FILE_BYTES,
+            });
+        }
+        AgentConfig::from_toml(&text).map_err(|source| LoadConfigError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks every value; [`AgentConfig::from_toml`] calls it, and so does the agent on
+    /// start, so a configuration built in code is held to the same rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN || self.name.chars().any(char::is_control) {
+            return Err(ConfigError::BadName(self.name.clone()));
+        }
+        if self.proxy.addrs.is_empty() {
+            return Err(ConfigError::NoProxyAddress);
+        }
+        if self.owners.is_empty() {
+            return Err(ConfigError::NoOwners);
+        }
+        if self.owners.len() > MAX_OWNERS {
+            return Err(ConfigError::TooManyOwners(self.owners.len()));
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            if self.owners[..i].contains(owner) {
+                return Err(ConfigError::DuplicateOwner(owner.to_string()));
+            }
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(ConfigError::TooManyTags(self.tags.len()));
+        }
+        for tag in &self.tags {
+            MissionName::new(tag).map_err(|source| ConfigError::BadTag {
+                tag: tag.clone(),
+                source,
+            })?;
+        }
+        if !(defaults::MIN_HEARTBEAT_INTERVAL..=defaults::MAX_HEARTBEAT_INTERVAL)
+            .contains(&self.heartbeat_interval)
+        {
+            return Err(ConfigError::HeartbeatOutOfRange(self.heartbeat_interval));
+        }
+        if let Some(load) = self.test_pinned_load {
+            if !load.is_finite() || load < 0.0 {
+                return Err(ConfigError::BadPinnedLoad(load));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the agent's secret key lives: `<state_dir>/identity.key`.
+    pub fn identity_path(&self) -> PathBuf {
+        self.state_dir.join("identity.key")
+    }
+
+    /// The directory of the owners' logs: `<state_dir>/logs`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+}
+
+/// The machine's hostname if it makes a valid agent name, else `wtd-agent`.
+fn default_name() -> String {
+    sysinfo::System::host_name()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.len() <= MAX_NAME_LEN && !h.chars().any(char::is_control))
+        .unwrap_or_else(|| "wtd-agent".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use wtd_keys::SecretKey;
+
+    fn ticket() -> (ProxyInfo, String) {
+        let info = ProxyInfo {
+            id: SecretKey::from_seed(&[9; 32]).public().into(),
+            addrs: vec!["192.168.1.10:7788".parse().unwrap()],
+        };
+        let text = Ticket {
+            proxy: Some(info.clone()),
+            grants: vec![],
+        }
+        .to_text();
+        (info, text)
+    }
+
+    fn alice() -> OwnerKey {
+        SecretKey::from_seed(&[1; 32]).public().into()
+    }
+
+    fn minimal() -> String {
+        format!("proxy = \"{}\"\nowners = [\"{}\"]\n", ticket().1, alice())
+    }
+
+    #[test]
+    fn a_minimal_file_gets_every_default() {
+        let config = AgentConfig::from_toml(&minimal()).unwrap();
+        assert_eq!(config.proxy, ticket().0);
+        assert_eq!(config.owners, vec![alice()]);
+        assert_eq!(config.state_dir, Path::new("/var/lib/wtd"));
+        assert_eq!(config.missions_dir, Path::new("/etc/wtd/missions"));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+        assert!(config.tags.is_empty());
+        assert_eq!(config.test_pinned_load, None);
+        assert!(!config.name.is_empty());
+        assert_eq!(config.identity_path(), Path::new("/var/lib/wtd/identity.key"));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = format!(
+            "{}name = \"pi-kitchen\"\nstate_dir = \"/tmp/s\"\nmissions_dir = \"/tmp/m\"\n\
+             tags = [\"lab\", \"room-2\"]\nheartbeat_interval = \"500ms\"\ntest_pinned_load = 0.25\n",
+            minimal()
+        );
+        let config = AgentConfig::from_toml(&text).unwrap();
+        assert_eq!(config.name, "pi-kitchen");
+        assert_eq!(config.state_dir, Path::new("/tmp/s"));
+        assert_eq!(config.missions_dir, Path::new("/tmp/m"));
+        assert_eq!(config.tags, ["lab", "room-2"]);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.test_pinned_load, Some(0.25));
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        // The example ships with placeholders; swap in real values and it must parse, so
+        // the documentation cannot drift from the parser.
+        let example = include_str!("../agent.example.toml")
+            .replace("\"wtdt1...\"", &format!("\"{}\"", ticket().1))
+            .replace("\"wtd1...\"", &format!("\"{}\"", alice()));
+        let config = AgentConfig::from_toml(&example).unwrap();
+        assert_eq!(config.owners, vec![alice()]);
+        assert_eq!(
+            config.tags,
+            Vec::<String>::new(),
+            "optional keys are commented out"
+        );
+        // Every commented-out key is a real key with a valid value.
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = AgentConfig::from_toml(&uncommented).unwrap();
+        assert_eq!(config.name, "pi-kitchen");
+        assert_eq!(config.tags, ["lab", "room-2"]);
+        assert_eq!(config.test_pinned_load, Some(0.5));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = AgentConfig::from_toml(&format!("{}owner = \"x\"\n", minimal())).unwrap_err();
+        assert!(matches!(err, ConfigError::Toml(_)));
+        assert!(err.to_string().contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn missing_or_empty_owners_are_refused() {
+        let no_owners = format!("proxy = \"{}\"\n", ticket().1);
+        assert!(matches!(
+            AgentConfig::from_toml(&no_owners),
+            Err(ConfigError::NoOwners)
+        ));
+        let empty = format!("{no_owners}owners = []\n");
+        assert!(matches!(
+            AgentConfig::from_toml(&empty),
+            Err(ConfigError::NoOwners)
+        ));
+    }
+
+    #[test]
+    fn bad_and_duplicate_owners_are_refused() {
+        let bad = format!("proxy = \"{}\"\nowners = [\"wtd1nope\"]\n", ticket().1);
+        assert!(matches!(
+            AgentConfig::from_toml(&bad),
+            Err(ConfigError::BadOwner { .. })
+        ));
+        let twice = format!(
+            "proxy = \"{}\"\nowners = [\"{a}\", \"{a}\"]\n",
+            ticket().1,
+            a = alice()
+        );
+        assert!(matches!(
+            AgentConfig::from_toml(&twice),
+            Err(ConfigError::DuplicateOwner(_))
+        ));
+    }
+
+    #[test]
+    fn proxy_tickets_are_checked() {
+        let owners = format!("owners = [\"{}\"]\n", alice());
+        assert!(matches!(
+            AgentConfig::from_toml(&owners),
+            Err(ConfigError::NoProxy)
+        ));
+        let bad = format!("proxy = \"wtdt1aaaa\"\n{owners}");
+        assert!(matches!(
+            AgentConfig::from_toml(&bad),
+            Err(ConfigError::BadTicket(_))
+        ));
+        let not_a_ticket = format!("proxy = \"192.168.1.10:7788\"\n{owners}");
+        assert!(matches!(
+            AgentConfig::from_toml(&not_a_ticket),
+            Err(ConfigError::BadTicket(TicketError::BadPrefix))
+        ));
+        let empty_ticket = Ticket::default().to_text();
+        let no_proxy = format!("proxy = \"{empty_ticket}\"\n{owners}");
+        assert!(matches!(
+            AgentConfig::from_toml(&no_proxy),
+            Err(ConfigError::TicketWithoutProxy)
+        ));
+    }
+
+    #[test]
+    fn heartbeats_must_fit_the_proxys_patience() {
+        let with = |v: &str| AgentConfig::from_toml(&format!("{}heartbeat_interval = \"{v}\"\n", minimal()));
+        assert!(with("2s").is_ok());
+        assert!(matches!(with("3s"), Err(ConfigError::HeartbeatOutOfRange(_))));
+        assert!(matches!(with("1ms"), Err(ConfigError::HeartbeatOutOfRange(_))));
+        assert!(matches!(with("soon"), Err(ConfigError::BadDuration { .. })));
+    }
+
+    #[test]
+    fn names_tags_and_the_test_seam_are_checked() {
+        let with = |extra: &str| AgentConfig::from_toml(&format!("{}{extra}\n", minimal()));
+        assert!(matches!(with("name = \"\""), Err(ConfigError::BadName(_))));
+        assert!(matches!(
+            with("name = \"a\\u001b[2J\""),
+            Err(ConfigError::BadName(_))
+        ));
+        assert!(matches!(
+            with(&format!("name = \"{}\"", "x".repeat(65))),
+            Err(ConfigError::BadName(_))
+        ));
+        assert!(matches!(
+            with("tags = [\"Lab\"]"),
+            Err(ConfigError::BadTag { .. })
+        ));
+        let many: Vec<String> = (0..17).map(|i| format!("\"t{i}\"")).collect();
+        assert!(matches!(
+            with(&format!("tags = [{}]", many.join(","))),
+            Err(ConfigError::TooManyTags(17))
+        ));
+        assert!(matches!(
+            with("test_pinned_load = -1.0"),
+            Err(ConfigError::BadPinnedLoad(_))
+        ));
+        assert!(matches!(
+            with("test_pinned_load = nan"),
+            Err(ConfigError::BadPinnedLoad(_))
+        ));
+        assert!(
+            matches!(with("heartbeat_interval = 5"), Err(ConfigError::Toml(_))),
+            "a number, not a string"
+        );
+    }
+
+    #[test]
+    fn files_are_read_with_their_path_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let err = AgentConfig::load(&path).unwrap_err();
+        assert!(matches!(err, LoadConfigError::Read { .. }));
+        assert!(err.to_string().contains("agent.toml"), "{err}");
+        fs::write(&path, "owners = 3").unwrap();
+        assert!(matches!(
+            AgentConfig::load(&path),
+            Err(LoadConfigError::Invalid { .. })
+        ));
+        fs::write(&path, minimal()).unwrap();
+        assert_eq!(AgentConfig::load(&path).unwrap().owners, vec![alice()]);
+        fs::write(&path, "#".repeat(70_000)).unwrap();
+        assert!(matches!(
+            AgentConfig::load(&path),
+            Err(LoadConfigError::TooLarge { .. })
+        ));
+    }
+}

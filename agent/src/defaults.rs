@@ -1,0 +1,99 @@
+//! Every number and path the agent uses, each with its reason.
+//!
+//! The budget is the smallest Pi wtd runs on, a Pi Zero 2 W (512 MB, four slow cores), where
+//! the agent should idle below 8 MB of memory and 0.2% of one core.
+
+use std::time::Duration;
+
+/// Where `wtd agent` looks for its configuration when `--config` is not given. The SD-card
+/// image writes it on first boot; the systemd unit names it explicitly too.
+pub const CONFIG_PATH: &str = "/etc/wtd/agent.toml";
+
+/// Where the agent keeps what it must not lose: its identity and its owners' logs.
+/// `/var/lib/wtd` is what systemd's `StateDirectory=wtd` creates and keeps writable.
+pub const STATE_DIR: &str = "/var/lib/wtd";
+
+/// Where mission files live. Under `/etc` because they are configuration an owner edits,
+/// and `ProtectSystem=strict` keeps the agent itself from changing them.
+pub const MISSIONS_DIR: &str = "/etc/wtd/missions";
+
+/// How often the agent reports its load. One second keeps the dashboard lively and the
+/// least-loaded choice fresh, and a heartbeat costs ~100 bytes and ~50 µs of CPU.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest heartbeat interval a config may ask for. The proxy drops an agent it has not
+/// heard from in about 3 s (see `wtd_transport::defaults::IDLE_TIMEOUT`), so a heartbeat must
+/// leave room for one to be lost on Wi-Fi without the agent vanishing from `wtd ls`.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The shortest heartbeat interval a config may ask for. Faster reports would show nothing
+/// new (the load average moves slowly) and would cost a Pi Zero CPU it needs for missions.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the Pi's sensors (temperature, throttling) are read. They change over
+/// seconds, and on a Pi without the sysfs file a reading runs `vcgencmd`, a process spawn
+/// that would cost more CPU than the whole agent if done every heartbeat.
+pub const SENSOR_INTERVAL: Duration = Duration::from_secs(10);
+
+/// First delay before reconnecting to the proxy. Short, so a blip (a proxy restart, a
+/// Wi-Fi roam) costs a tenth of a second.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// The longest delay between two connection attempts.
+///
+/// wtd promises that after a proxy restart every agent is back within 5 s. Worst case, an
+/// agent notices the old proxy is gone when its idle timeout fires (2.5 s) or at once (the
+/// new proxy answers with a stateless reset), and an attempt that started while the proxy
+/// was down can take up to the 2.5 s handshake timeout. A 2 s cap keeps "last attempt
+/// failed just before the proxy came back, then wait the longest delay, then connect" under
+/// 5 s. With full jitter, 30 agents spread their attempts over the cap instead of
+/// arriving in one burst; a bigger cap would spare the proxy little and break the promise.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// How long the proxy has to answer the hello with `Welcome` or `Refused`. A proxy on a LAN
+/// answers in milliseconds; one that accepts the connection but never answers is broken,
+/// and retrying (with backoff) is better than waiting on it forever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On shutdown, how long we wait for the proxy to close the connection after our `Leaving`
+/// (it does so once it has read it). Together with [`WAIT_IDLE_GRACE`] this keeps
+/// `systemctl stop` under half a second even when the proxy does not answer.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(300);
+
+/// On shutdown, how long we let our own close packet go out (`Endpoint::wait_idle`).
+/// Without it the proxy would only notice we left after its idle timeout.
+pub const WAIT_IDLE_GRACE: Duration = Duration::from_millis(200);
+
+/// The same identical refusal from the proxy is logged at error level at most this often;
+/// in between, repeats are logged at debug level. An agent retries every 2 s, and a refusal
+/// that needs a human (an owner not on the proxy's allowlist) would otherwise fill the
+/// journal.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A function may run this long when its mission file does not say (`timeout`).
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest `timeout` a mission file may give a function. A call is a request and a
+/// reply, not a batch job; anything longer should report progress and be split.
+pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Bytes of output a function may return when its mission file does not say (`output_cap`).
+/// Holds any reasonable JSON answer while bounding what one call makes the agent hold.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+
+/// The largest `output_cap` a mission file may ask for. Half a wire frame
+/// (`wtd_wire::defaults::MAX_FRAME`), so a result always fits in one frame with its envelope.
+pub const MAX_OUTPUT_CAP: usize = wtd_wire::defaults::MAX_FRAME / 2;
+
+/// Largest mission file we read, in bytes. A mission with 64 functions and long
+/// descriptions is ~20 KiB; anything bigger is a mistake, and refusing it bounds memory.
+pub const MAX_MISSION_FILE_BYTES: u64 = 64 * 1024;
+
+/// Largest agent config file we read, in bytes (it is a dozen lines).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 64 * 1024;
+
+/// How long a built-in `sys` function may take. They answer from memory.
+pub const SYS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Output cap of the built-in `sys` functions: a description of the agent fits easily.
+pub const SYS_OUTPUT_CAP: usize = 16 * 1024;

@@ -1,0 +1,396 @@
+//! The link to the proxy: connect out, say hello, heartbeat, receive owner logs, reconnect.
+//!
+//! The agent always connects *out* (a Pi behind NAT cannot be reached), over QUIC, pinning
+//! the proxy's key from the join ticket. One connection is one *session*:
+//!
+//! ```text
+//!             +-----------+  failed / refused / lost   +-----------------+
+//!   start --> | connecting | -------------------------> | waiting backoff | --+
+//!             +-----------+                             +-----------------+   |
+//!                  | Welcome                                     ^            |
+//!                  v                                             |            |
+//!             +-----------+  connection lost, idle timeout ------+            |
+//!             | welcomed  |  (heartbeats out, owner logs in)                  |
+//!             +-----------+ <---------------------------------------------- -+
+//!                  | shutdown
+//!                  v
+//!        Leaving, finish the stream, close, let the close go out
+//! ```
+//!
+//! While welcomed, two things happen at once on the control stream: a heartbeat with the
+//! load goes out every interval, and `ToAgent::Log` messages come in and are verified into
+//! [`OwnerLogs`]. Both run as futures inside one `select!`, in the agent's one task, so
+//! nothing is spawned and nothing outlives the session.
+//!
+//! Cancellation safety matters here: a frame half-written or half-read when its future is
+//! dropped would corrupt the stream. So the `select!` only ever races futures that are safe
+//! to drop (a timer tick, the shutdown token, or the whole receiving loop when the session
+//! is over anyway), and each write runs to completion outside the race.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wtd_keys::{AgentId, ProxyInfo};
+use wtd_transport::{
+    read_frame, write_frame, Client, ConnectError, Connection, FrameError, RecvStream, SendStream,
+    WriteFrameError,
+};
+use wtd_wire::defaults::MAX_FRAME;
+use wtd_wire::{
+    decode, encode, Advert, AgentHello, FromAgent, Open, Refusal, ToAgent, WireError, PROTOCOL_VERSION,
+};
+
+use crate::backoff::{random_unit, Backoff};
+use crate::defaults;
+use crate::load::LoadSampler;
+use crate::owner_logs::{ApplyError, OwnerLogs};
+use crate::sensors::PiSensors;
+
+/// QUIC application close code: the agent is stopping (it sent `Leaving` first). A proxy
+/// that sees the connection closed with this code may treat it as a goodbye even if the
+/// `Leaving` frame itself was lost in the close.
+pub const CLOSE_LEAVING: u32 = 0;
+/// QUIC application close code: the agent gave up on this session (bad message, refused,
+/// no answer) and will reconnect.
+pub const CLOSE_ERROR: u32 = 1;
+
+/// Why one session with the proxy ended (other than shutdown). Every one of these is
+/// followed by a backoff and a new connection; the message says what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The proxy could not be reached, or is not who the ticket says.
+    #[error("could not connect: {0}")]
+    Connect(#[from] ConnectError),
+    /// The connection failed before the control stream could be opened.
+    #[error("the connection failed before the hello: {0}")]
+    Open(#[source] std::io::Error),
+    /// The proxy refused this agent; the reason says what to do.
+    #[error("the proxy refused this agent: {0}")]
+    Refused(Refusal),
+    /// No `Welcome` or `Refused` in time: the proxy is overloaded or broken.
+    #[error(
+        "the proxy did not answer the hello within {}",
+        humantime::format_duration(defaults::HELLO_TIMEOUT)
+    )]
+    HelloTimeout,
+    /// Writing to the proxy failed: the connection was lost.
+    #[error("{0}")]
+    Send(#[from] WriteFrameError),
+    /// Reading from the proxy failed: the connection was lost, timed out or was closed.
+    #[error("{0}")]
+    Receive(#[from] FrameError),
+    /// The proxy ended the control stream: it is shutting down or dropped us.
+    #[error("the proxy closed the control stream")]
+    StreamEnded,
+    /// The proxy sent something we cannot decode: a different wtd version, or a bug.
+    #[error("the proxy sent an unreadable message: {0}")]
+    Malformed(#[from] WireError),
+    /// The proxy sent a valid message out of turn (e.g. owner logs before `Welcome`).
+    #[error("the proxy broke the protocol: {0}")]
+    OutOfTurn(&'static str),
+}
+
+/// How a session that did not fail ended.
+enum Stopped {
+    /// We said goodbye.
+    Gracefully,
+    /// Shutdown came while a write was stuck (the proxy stopped reading): no goodbye.
+    Abruptly,
+}
+
+/// Everything the link needs, owned by it for the life of the agent.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Our id, attached to every log line.
+    pub id: AgentId,
+    /// The QUIC endpoint, bound once; every session's connection comes from it.
+    pub client: Client,
+    pub proxy: ProxyInfo,
+    pub advert: Advert,
+    pub logs: OwnerLogs,
+    pub sampler: LoadSampler,
+    /// The latest Pi sensor reading, kept fresh by `load::poll_sensors`.
+    pub sensors: watch::Receiver<PiSensors>,
+    pub heartbeat: Duration,
+    pub backoff: Backoff,
+}
+
+impl Link {
+    /// Keeps a session with the proxy going until `shutdown`, reconnecting with backoff.
+    /// Returns once the last session has said goodbye and the close has gone out.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        let mut refusals = RefusalLog::default();
+        let addrs = self.proxy.addrs.clone();
+        for attempt in 0usize.. {
+            // With several addresses (LAN and Wi-Fi, say), try each in turn.
+            let addr = addrs[attempt % addrs.len()];
+            let mut welcomed_at = None;
+            let outcome = self.session(addr, &mut welcomed_at, &shutdown).await;
+            // A session that was healthy for a while resets the backoff: a proxy restart
+            // after a day of uptime should be retried at once, a flapping one should not.
+            if welcomed_at.is_some_and(|at: Instant| at.elapsed() >= self.backoff.cap) {
+                failures = 0;
+            }
+            match outcome {
+                Ok(_) => break,
+                Err(SessionError::Refused(refusal)) => {
+                    if refusals.should_log(&refusal, Instant::now()) {
+                        log::error!(
+                            agent:% = self.id, peer:% = addr;
+                            "the proxy refused this agent: {refusal} (retrying; repeats are logged every {})",
+                            humantime::format_duration(defaults::REFUSAL_LOG_EVERY)
+                        );
+                    } else {
+                        log::debug!(agent:% = self.id, peer:% = addr; "refused again: {refusal}");
+                    }
+                }
+                Err(e) if welcomed_at.is_some() => {
+                    log::warn!(agent:% = self.id, peer:% = addr; "lost the proxy: {}; reconnecting", explain(&e))
+                }
+                Err(e) => log::warn!(agent:% = self.id, peer:% = addr; "{}", explain(&e)),
+            }
+            let delay = self.backoff.delay(failures, random_unit());
+            failures = failures.saturating_add(1);
+            log::debug!(agent:% = self.id; "next attempt in {}", humantime::format_duration(delay));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        // Let close packets go out, so the proxy drops us now rather than at its idle
+        // timeout. Bounded: a proxy that vanished never acknowledges.
+        let _ = tokio::time::timeout(defaults::WAIT_IDLE_GRACE, self.client.endpoint().wait_idle()).await;
+    }
+
+    /// One connection, from connect to its end. `Ok` means shutdown was requested.
+    async fn session(
+        &mut self,
+        addr: SocketAddr,
+        welcomed_at: &mut Option<Instant>,
+        shutdown: &CancellationToken,
+    ) -> Result<Stopped, SessionError> {
+        log::debug!(agent:% = self.id, peer:% = addr; "connecting to the proxy");
+        let connection = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Stopped::Abruptly),
+            connection = self.client.connect(addr, *self.proxy.id.key()) => connection?,
+        };
+        let result = self.converse(&connection, addr, welcomed_at, shutdown).await;
+        match &result {
+            Ok(Stopped::Gracefully) => {
+                // The proxy closes the connection once it has read our `Leaving`; closing
+                // first could make it discard the frame unread. Give it a moment to.
+                let _ = tokio::time::timeout(defaults::CLOSE_GRACE, connection.closed()).await;
+                connection.close(CLOSE_LEAVING.into(), b"agent stopping");
+                log::info!(agent:% = self.id, peer:% = addr; "left the proxy");
+            }
+            Ok(Stopped::Abruptly) => connection.close(CLOSE_LEAVING.into(), b"agent stopping"),
+            Err(_) => connection.close(CLOSE_ERROR.into(), b"session failed"),
+        }
+        result
+    }
+
+    /// The control stream: hello, then heartbeats out and owner logs in.
+    async fn converse(
+        &mut self,
+        connection: &Connection,
+        addr: SocketAddr,
+        welcomed_at: &mut Option<Instant>,
+        shutdown: &CancellationToken,
+    ) -> Result<Stopped, SessionError> {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| SessionError::Open(e.into()))?;
+        let hello = Open::Agent(AgentHello {
+            version: PROTOCOL_VERSION,
+            advert: self.advert.clone(),
+            heads: self.logs.heads(),
+        });
+        write_frame(&mut send, &encode(&hello)).await?;
+
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Stopped::Abruptly),
+            reply = tokio::time::timeout(defaults::HELLO_TIMEOUT, read_frame(&mut recv, MAX_FRAME)) => {
+                reply.map_err(|_| SessionError::HelloTimeout)??.ok_or(SessionError::StreamEnded)?
+            }
+        };
+        match decode::<ToAgent>(&reply)? {
+            ToAgent::Welcome { proxy_software } => {
+                *welcomed_at = Some(Instant::now());
+                log::info!(
+                    agent:% = self.id, peer:% = addr, proxy:% = self.proxy.id;
+                    "connected to the proxy ({proxy_software}) as {}", self.advert.name
+                );
+            }
+            ToAgent::Refused(refusal) => return Err(SessionError::Refused(refusal)),
+            ToAgent::Log { .. } => return Err(SessionError::OutOfTurn("owner logs before Welcome")),
+        }
+
+        let Link {
+            id,
+            logs,
+            sampler,
+            sensors,
+            heartbeat,
+            ..
+        } = self;
+        tokio::select! {
+            // Ends only with an error: the proxy or the connection went away.
+            error = receive(&mut recv, logs, *id, addr) => Err(error),
+            // Ends on shutdown, or when a heartbeat cannot be sent.
+            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, shutdown) => stopped,
+        }
+    }
+}
+
+/// Sends a heartbeat every `interval` until shutdown, then `Leaving`.
+async fn send_heartbeats(
+    send: &mut SendStream,
+    sampler: &mut LoadSampler,
+    sensors: &watch::Receiver<PiSensors>,
+    interval: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Stopped, SessionError> {
+    let mut ticks = tokio::time::interval(interval);
+    // After a stall (a slow fsync, a suspended laptop) send one heartbeat, not a burst.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let load = sampler.sample(&sensors.borrow());
+        let frame = encode(&FromAgent::Heartbeat(load));
+        // A write only waits when the proxy stops reading; don't let that block shutdown.
+        tokio::select! {
+            written = write_frame(send, &frame) => written?,
+            _ = shutdown.cancelled() => return Ok(Stopped::Abruptly),
+        }
+    }
+    let goodbye = async {
+        write_frame(send, &encode(&FromAgent::Leaving)).await?;
+        // Tell the proxy nothing follows. Fails only if already finished: harmless.
+        let _ = send.finish();
+        Ok::<_, WriteFrameError>(())
+    };
+    match tokio::time::timeout(defaults::CLOSE_GRACE, goodbye).await {
+        Ok(written) => written.map(|()| Stopped::Gracefully).map_err(SessionError::from),
+        Err(_) => Ok(Stopped::Abruptly),
+    }
+}
+
+/// Reads the proxy's messages until the session fails, verifying owner logs as they come.
+async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr: SocketAddr) -> SessionError {
+    loop {
+        let frame = match read_frame(recv, MAX_FRAME).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return SessionError::StreamEnded,
+            Err(e) => return e.into(),
+        };
+        match decode::<ToAgent>(&frame) {
+            Ok(ToAgent::Log { owner, entries }) => {
+                // Appends fsync, which on an SD card can take tens of milliseconds; that
+                // briefly delays a heartbeat, well within the proxy's patience.
+                match logs.apply(&owner, &entries) {
+                    Ok(applied) if applied.added > 0 => log::info!(
+                        agent:% = id, peer:% = addr, owner:% = short(&owner), seq = applied.head;
+                        "owner log: {} new entries verified and stored", applied.added
+                    ),
+                    Ok(applied) => log::debug!(
+                        agent:% = id, owner:% = short(&owner), seq = applied.head;
+                        "owner log: {} entries already held", applied.skipped
+                    ),
+                    // The agent keeps running and keeps what was good: the proxy can only
+                    // withhold, never forge. Another session may bring the right entries.
+                    Err(e @ (ApplyError::UnknownOwner { .. } | ApplyError::BadEntry { .. })) => {
+                        log::error!(agent:% = id, peer:% = addr; "{e}")
+                    }
+                    Err(e @ ApplyError::Store(_)) => log::error!(agent:% = id; "{}", explain(&e)),
+                }
+            }
+            Ok(ToAgent::Welcome { .. }) => {
+                log::warn!(agent:% = id, peer:% = addr; "the proxy said Welcome twice; ignored")
+            }
+            Ok(ToAgent::Refused(refusal)) => return SessionError::Refused(refusal),
+            Err(e) => return e.into(),
+        }
+    }
+}
+
+/// An error and its causes in one line, skipping causes its message already quotes
+/// (`connection lost: closed by peer: proxy restarting`).
+fn explain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The owner key of a `Log` message, short, for log lines.
+fn short(owner: &wtd_wire::Key) -> String {
+    owner
+        .parse()
+        .map_or_else(|_| "<invalid key>".to_string(), |k| k.short())
+}
+
+/// Decides whether a refusal is logged at error level: the first time, when the reason
+/// changes, and then at most every [`defaults::REFUSAL_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<(Refusal, Instant)>,
+}
+
+impl RefusalLog {
+    fn should_log(&mut self, refusal: &Refusal, now: Instant) -> bool {
+        let quiet = matches!(&self.last, Some((last, at))
+            if last == refusal && now.duration_since(*at) < defaults::REFUSAL_LOG_EVERY);
+        if !quiet {
+            self.last = Some((refusal.clone(), now));
+        }
+        !quiet
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explanations_quote_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Quotes(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Wraps(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner;
+        assert_eq!(explain(&Quotes(Inner)), "outer: inner");
+        assert_eq!(explain(&Wraps(Inner)), "outer: inner");
+    }
+
+    #[test]
+    fn repeated_refusals_are_logged_once_a_minute() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert!(log.should_log(&Refusal::OwnerNotAllowed, t0));
+        assert!(!log.should_log(&Refusal::OwnerNotAllowed, t0 + s(2)));
+        assert!(
+            log.should_log(&Refusal::Full, t0 + s(4)),
+            "a new reason is logged"
+        );
+        assert!(!log.should_log(&Refusal::Full, t0 + s(63)));
+        assert!(log.should_log(&Refusal::Full, t0 + s(64)), "once a minute");
+    }
+}

@@ -1,0 +1,197 @@
+//! A whole cluster as real processes: `wtd proxy`, several `wtd agent`s and the `wtd` CLI
+//! on 127.0.0.1, each with its own directory. Read it as a lab script.
+//!
+//! Liveness budgets (gone within 3 s, 0.5 s, back within 5 s) are *measured* by
+//! `scripts/bench-liveness.sh`; here each wait has a generous limit so a busy machine does
+//! not fail the test, and the measured time is printed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for, TestCluster};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+#[test]
+fn agents_join_show_up_and_leave() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+
+    let mut pis: Vec<_> = (1..=3)
+        .map(|i| {
+            lab.add_agent(
+                &proxy.ticket,
+                &format!("pi-{i}"),
+                &[&alice_id],
+                "tags = [\"lab\"]",
+            )
+        })
+        .collect();
+    wait_for("3 agents in `wtd ls`", LIMIT, || {
+        alice.agent_names() == ["pi-1", "pi-2", "pi-3"]
+    });
+
+    // Each shows its missions (the built-in sys and the example demo), tags and load.
+    let ls = alice.ls();
+    for a in &ls {
+        let missions: Vec<&str> = a["missions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert!(missions.contains(&"sys") && missions.contains(&"demo"), "{a}");
+        assert_eq!(a["tags"], serde_json::json!(["lab"]));
+        assert_eq!(a["owners"], serde_json::json!([alice_id]));
+        assert!(a["mem_total_kb"].as_u64().unwrap() > 0, "load is reported: {a}");
+    }
+    let table = alice.ok(["ls"]);
+    assert!(table.contains("pi-2") && table.contains("demo"), "{table}");
+
+    // SIGKILL: no goodbye; the proxy notices the silence.
+    pis[0].daemon.kill();
+    let took = wait_for("pi-1 to vanish after SIGKILL", LIMIT, || {
+        alice.agent_names() == ["pi-2", "pi-3"]
+    });
+    println!("SIGKILL: gone after {took:?}");
+
+    // SIGTERM: the agent says goodbye and is dropped at once.
+    let status = pis[1].daemon.stop();
+    assert!(status.success(), "a SIGTERM'd agent exits cleanly: {status}");
+    let took = wait_for("pi-2 to vanish after SIGTERM", LIMIT, || {
+        alice.agent_names() == ["pi-3"]
+    });
+    println!("SIGTERM: gone after {took:?}");
+}
+
+#[test]
+fn agents_come_back_after_a_proxy_restart() {
+    let lab = TestCluster::new();
+    let mut proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let _pis: Vec<_> = (1..=3)
+        .map(|i| lab.add_agent(&proxy.ticket, &format!("pi-{i}"), &[&alice_id], ""))
+        .collect();
+    wait_for("3 agents", LIMIT, || alice.agent_names().len() == 3);
+
+    let port = proxy.addr.port();
+    proxy.daemon.kill();
+    drop(proxy);
+    let proxy = lab.start_proxy_on(port, &[]);
+    let took = wait_for("all 3 agents back", LIMIT, || alice.agent_names().len() == 3);
+    println!("proxy restart: all back after {took:?}");
+    drop(proxy);
+}
+
+#[test]
+fn allowlist_admission_turns_away_unknown_owners_with_a_clear_error() {
+    let lab = TestCluster::new();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    let mallory = lab.user("mallory");
+    let mallory_id = mallory.init();
+    let proxy = lab.start_proxy_on(0, &["--allow", &alice_id]);
+    alice.ok(["join", &proxy.ticket]);
+
+    let _good = lab.add_agent(&proxy.ticket, "alices-pi", &[&alice_id], "");
+    let bad = lab.add_agent(&proxy.ticket, "mallorys-pi", &[&mallory_id], "");
+    wait_for("alice's agent", LIMIT, || alice.agent_names() == ["alices-pi"]);
+    wait_for("the refusal in mallory's agent log", LIMIT, || {
+        bad.daemon
+            .output()
+            .contains("only admits agents of allowed owners")
+    });
+    assert_eq!(alice.agent_names(), ["alices-pi"], "mallory's agent never joined");
+}
+
+#[test]
+fn a_malformed_mission_file_is_skipped_with_a_warning() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+
+    // Written before the agent starts: one broken file next to the good demo mission.
+    let dir = lab.dir().join("agents").join("pi-1").join("missions");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("broken.toml"),
+        "name = \"Broken Mission\"\nthis is not toml",
+    )
+    .unwrap();
+    let _pi = lab.add_agent(&proxy.ticket, "pi-1", &[&alice_id], "");
+
+    wait_for("pi-1", LIMIT, || alice.agent_names() == ["pi-1"]);
+    let a = &alice.ls()[0];
+    let warnings = a["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("broken.toml")),
+        "{a}"
+    );
+    let mut missions: Vec<&str> = a["missions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    missions.sort();
+    assert_eq!(
+        missions,
+        ["demo", "sys"],
+        "the good mission is still offered, the broken one is not"
+    );
+    assert!(
+        alice.ok(["ls"]).contains("broken.toml"),
+        "the table shows the warning"
+    );
+}
+
+#[test]
+fn a_grant_made_while_an_agent_was_offline_reaches_it_when_it_reconnects() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+
+    let mut pi = lab.add_agent(&proxy.ticket, "pi-1", &[&alice_id], "");
+    wait_for("pi-1", LIMIT, || alice.agent_names() == ["pi-1"]);
+    pi.daemon.stop();
+    wait_for("pi-1 offline", LIMIT, || alice.agent_names().is_empty());
+
+    // Alice grants while the agent is off; the proxy keeps her log.
+    alice.ok(["grant", &bob_id, "--mission", "demo"]);
+    alice.ok(["revoke", &bob_id, "--all"]);
+
+    pi.restart();
+    let log = pi.dir.join("state").join("logs").join(format!("{alice_id}.log"));
+    wait_for("the agent to store both records", LIMIT, || {
+        // The agent holds the file's lock; count records through a copy.
+        records_in(&log) == 2
+    });
+}
+
+/// How many whole records an owner log file holds (read through a copy, since the agent
+/// keeps the original locked).
+fn records_in(path: &std::path::Path) -> usize {
+    let Ok(bytes) = std::fs::read(path) else { return 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.log");
+    std::fs::write(&copy, bytes).unwrap();
+    let owner = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    match wtd_store::logfile::LogFile::open(&copy, owner) {
+        Ok((f, _)) => f.log().entries().len(),
+        Err(_) => 0,
+    }
+}
