@@ -144,8 +144,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(name: &str, log: PathBuf, args: &[&OsStr], home: &Path) -> Daemon {
+        Self::spawn_bin(&wtd_bin(), name, log, args, home)
+    }
+
+    /// Like [`Daemon::spawn`] with another `wtd` binary (an aarch64 build under qemu).
+    pub fn spawn_bin(bin: &Path, name: &str, log: PathBuf, args: &[&OsStr], home: &Path) -> Daemon {
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(wtd_bin())
+        let child = Command::new(bin)
             .args(args)
             .env("WTD_HOME", home)
             .env("RUST_LOG", "debug,quinn=info,quinn_proto=info,rustls=info")
@@ -293,6 +298,11 @@ impl TestCluster {
     /// and offers the example
     /// `demo` mission; `extra` is appended to its agent.toml.
     pub fn add_agent(&self, ticket: &str, name: &str, owners: &[&str], extra: &str) -> Agent {
+        self.add_agent_bin(&wtd_bin(), ticket, name, owners, extra)
+    }
+
+    /// Like [`TestCluster::add_agent`], running another `wtd` binary.
+    pub fn add_agent_bin(&self, bin: &Path, ticket: &str, name: &str, owners: &[&str], extra: &str) -> Agent {
         let dir = self.dir().join("agents").join(name);
         let missions = dir.join("missions");
         std::fs::create_dir_all(&missions).expect("mkdir");
@@ -309,7 +319,7 @@ impl TestCluster {
         );
         std::fs::write(&config, toml).expect("write agent.toml");
         let args: Vec<&OsStr> = vec!["agent".as_ref(), "--config".as_ref(), config.as_os_str()];
-        let daemon = Daemon::spawn(name, dir.join("agent.log"), &args, &dir);
+        let daemon = Daemon::spawn_bin(bin, name, dir.join("agent.log"), &args, &dir);
         Agent {
             name: name.to_string(),
             daemon,

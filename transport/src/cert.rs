@@ -4,7 +4,8 @@
 //! but the key matters: no CA signed it, its names and dates are ignored (a Pi without a
 //! real-time clock often boots in 1970), and its self-signature proves nothing. What proves
 //! that the peer *holds* the key is the TLS 1.3 `CertificateVerify` signature over the
-//! handshake, which [`crate::verify`] checks against the key in this certificate.
+//! handshake, which the verifiers ([`crate::ServerKeyVerifier`], [`crate::ClientKeyVerifier`])
+//! check against the key in this certificate.
 //!
 //! An ed25519 `SubjectPublicKeyInfo` (RFC 8410) is always the same 44 bytes: a fixed 12-byte
 //! header naming the algorithm, then the 32-byte key. So reading the key is one prefix

@@ -2,7 +2,8 @@
 //! nobody else.
 //!
 //! ```no_run
-//! # async fn run(secret: wtd_keys::SecretKey, proxy: wtd_keys::ProxyId) -> Result<(), Box<dyn std::error::Error>> {
+//! # use wtd_keys::{ProxyId, SecretKey};
+//! # async fn run(secret: SecretKey, proxy: ProxyId) -> Result<(), Box<dyn std::error::Error>> {
 //! use wtd_transport::Client;
 //! let client = Client::bind(&secret, "0.0.0.0:0".parse()?)?;
 //! let connection = client.connect("192.168.1.10:7788".parse()?, *proxy.key()).await?;

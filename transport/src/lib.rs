@@ -34,8 +34,16 @@
 //! exercise daily, while raw public keys are a young, rarely used path in both libraries. The
 //! certificate costs ~300 bytes per handshake and one prefix comparison to read the key; what
 //! it says besides the key (names, dates, its self-signature) is ignored. The security
-//! argument is identical either way: the key is pinned or judged by [`verify`], and the TLS
-//! 1.3 handshake signature proves the peer holds it.
+//! argument is identical either way: the key is pinned ([`ServerKeyVerifier`]) or judged
+//! ([`ClientKeyVerifier`]), and the TLS 1.3 handshake signature proves the peer holds it.
+//!
+//! # Why a verifier per connection
+//!
+//! TLS reports every refusal to the application as a one-byte alert. [`Client`] and
+//! [`Server`] build fresh TLS settings, with a fresh verifier, for each connection; the
+//! verifier remembers *why* it refused, so the error can say "this proxy presented another
+//! key: get a fresh ticket" instead of "bad certificate". As a side effect no TLS state
+//! (such as a session cache) is ever shared between connections.
 //!
 //! # Layout
 //! - [`defaults`]: every number (timeouts, windows, connection caps), each with its reason.

@@ -83,7 +83,8 @@ impl Limits {
     /// is unusable.
     pub(crate) fn transport_config(&self) -> Result<TransportConfig, &'static str> {
         if self.keep_alive_interval >= self.idle_timeout {
-            return Err("keep_alive_interval must be shorter than idle_timeout, or quiet but healthy connections are dropped");
+            return Err("keep_alive_interval must be shorter than idle_timeout, \
+                        or quiet but healthy connections are dropped");
         }
         if self.max_connections_per_ip == 0 || self.max_connections == 0 {
             return Err("max_connections and max_connections_per_ip must be at least 1");

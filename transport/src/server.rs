@@ -233,7 +233,8 @@ impl Server {
     }
 }
 
-/// An admitted connection attempt whose handshake has not run yet.
+/// An admitted connection attempt whose handshake has not run yet. Dropping it refuses the
+/// attempt and frees its slot.
 pub struct Pending {
     incoming: Incoming,
     addr: SocketAddr,

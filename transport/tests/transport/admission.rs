@@ -4,7 +4,7 @@
 
 use wtd_transport::{ConnectError, Limits, RetryPolicy, Server};
 
-use crate::harness::{self, attempt};
+use crate::harness::{self, admitted};
 
 /// Connects once more and expects the server to refuse before any handshake.
 async fn expect_refused(server: &Server, client: &wtd_transport::Client, key: wtd_keys::PublicId) {
@@ -26,20 +26,16 @@ async fn a_full_server_refuses_until_a_slot_frees() {
     };
     let (server, server_key) = harness::server(&limits);
     let (alice, _) = harness::client();
-    let (bob, _) = harness::client();
+    let (bob, bob_key) = harness::client();
 
-    let (_alice_conn, alice_accepted) = attempt(&server, &alice, server_key.public()).await;
-    let alice_accepted = alice_accepted.expect("the first connection fits");
+    let (_alice_conn, alice_accepted) = admitted(&server, &alice, server_key.public()).await;
 
     expect_refused(&server, &bob, server_key.public()).await;
 
     // Alice leaves: her slot is free again.
     drop(alice_accepted);
-    let (bob_conn, bob_accepted) = attempt(&server, &bob, server_key.public()).await;
-    assert!(
-        bob_conn.is_ok() && bob_accepted.is_ok(),
-        "{bob_conn:?} {bob_accepted:?}"
-    );
+    let (_bob_conn, bob_accepted) = admitted(&server, &bob, server_key.public()).await;
+    assert_eq!(bob_accepted.peer(), bob_key.public());
 }
 
 #[tokio::test]
@@ -51,15 +47,13 @@ async fn one_address_cannot_take_every_slot() {
     let (server, server_key) = harness::server(&limits);
     let (client, _) = harness::client();
 
-    let (_c1, first) = attempt(&server, &client, server_key.public()).await;
-    let (_c2, second) = attempt(&server, &client, server_key.public()).await;
-    let (first, _second) = (first.expect("first fits"), second.expect("second fits"));
+    let (_c1, first) = admitted(&server, &client, server_key.public()).await;
+    let (_c2, _second) = admitted(&server, &client, server_key.public()).await;
 
     expect_refused(&server, &client, server_key.public()).await;
 
     drop(first);
-    let (c3, third) = attempt(&server, &client, server_key.public()).await;
-    assert!(c3.is_ok() && third.is_ok(), "{c3:?} {third:?}");
+    let (_c3, _third) = admitted(&server, &client, server_key.public()).await;
 }
 
 #[tokio::test]

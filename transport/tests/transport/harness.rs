@@ -51,6 +51,25 @@ pub async fn attempt(
     })
 }
 
+/// Connects `client` to `server` and expects both sides to succeed. Unlike [`attempt`], a
+/// client that fails (e.g. is refused before any handshake, so the server never sees it)
+/// fails the test at once instead of leaving the server waiting forever.
+pub async fn admitted(server: &Server, client: &Client, expected: PublicId) -> (Connection, Accepted) {
+    let connect = client.connect(addr(server), expected);
+    let accept = async { server.accept().await.expect("server is open").handshake().await };
+    tokio::pin!(connect, accept);
+    tokio::select! {
+        connected = &mut connect => {
+            let connection = connected.expect("the client connects");
+            (connection, accept.await.expect("the server accepts"))
+        }
+        accepted = &mut accept => {
+            let accepted = accepted.expect("the server accepts");
+            (connect.await.expect("the client connects"), accepted)
+        }
+    }
+}
+
 /// A server and a client, connected.
 pub struct Link {
     pub server_key: SecretKey,

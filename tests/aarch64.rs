@@ -1,0 +1,54 @@
+//! The aarch64 build of `wtd`, as it runs on a Pi, run here under qemu-user as an agent
+//! against the native x86_64 proxy and CLI on 127.0.0.1.
+//!
+//! Needs the static aarch64 binary, so it is `#[ignore]`d in a plain `cargo test`;
+//! `scripts/test.sh` builds the binary and runs it with `--ignored`, passing the path in
+//! `WTD_AARCH64_BIN`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{wait_for, TestCluster};
+
+fn aarch64_bin() -> PathBuf {
+    let path = std::env::var_os("WTD_AARCH64_BIN")
+        .map(PathBuf::from)
+        .expect("set WTD_AARCH64_BIN to the aarch64 wtd (scripts/build-aarch64.sh prints it)");
+    let kind = std::process::Command::new("file").arg(&path).output().expect("file(1)");
+    let kind = String::from_utf8_lossy(&kind.stdout);
+    assert!(kind.contains("aarch64"), "{} is not an aarch64 binary: {kind}", path.display());
+    path
+}
+
+#[test]
+#[ignore = "needs the aarch64 build; run by scripts/test.sh"]
+fn the_aarch64_agent_registers_with_the_x86_proxy() {
+    let bin = aarch64_bin();
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+
+    let pi = lab.add_agent_bin(&bin, &proxy.ticket, "pi-arm", &[&alice_id], "tags = [\"arm\"]");
+    // Emulation is slow to start; the limit is generous.
+    let took = wait_for("the aarch64 agent in `wtd ls`", Duration::from_secs(60), || {
+        alice.agent_names() == ["pi-arm"]
+    });
+    println!("aarch64 agent registered after {took:?}");
+    let a = &alice.ls()[0];
+    assert_eq!(a["tags"], serde_json::json!(["arm"]));
+    assert!(a["missions"].as_array().unwrap().iter().any(|m| m["name"] == "demo"), "{a}");
+
+    // A grant made now reaches it through the proxy, verified on the aarch64 side.
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+    alice.ok(["grant", &bob_id, "--mission", "demo"]);
+    let log = pi.dir.join("state").join("logs").join(format!("{alice_id}.log"));
+    wait_for("the grant on the aarch64 agent", Duration::from_secs(60), || {
+        std::fs::metadata(&log).map(|m| m.len() > 8).unwrap_or(false)
+    });
+    assert!(!pi.daemon.output().contains("ERROR"), "{}", pi.daemon.output());
+}
