@@ -106,8 +106,9 @@ pub enum ApplyError {
         count: usize,
         /// New entries stored before the refused one.
         accepted: usize,
+        /// Boxed: it holds two keys, and errors should be cheap to move around.
         #[source]
-        source: LogError,
+        source: Box<LogError>,
     },
     /// A good entry could not be written (disk full? SD card failing?). It was not
     /// acknowledged, so the proxy resends it on the next connection.
@@ -203,7 +204,7 @@ impl OwnerLogs {
                 position: i + 1,
                 count: entries.len(),
                 accepted: applied.added,
-                source,
+                source: Box::new(source),
             };
             match accept(file, owner, bytes) {
                 Ok(Accepted::Added) => applied.added += 1,

@@ -162,6 +162,8 @@ impl Ticket {
 
 /// The checksum that ends a ticket's text form.
 fn text_checksum(bytes: &[u8]) -> [u8; 4] {
-    let h = Sha256::new_with_prefix(b"wtd ticket checksum\0").chain_update(bytes).finalize();
+    let h = Sha256::new_with_prefix(b"wtd ticket checksum\0")
+        .chain_update(bytes)
+        .finalize();
     [h[0], h[1], h[2], h[3]]
 }

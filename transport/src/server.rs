@@ -125,25 +125,9 @@ impl Server {
     /// Opens a server on `bind` (port 0 picks a free port) that proves `secret`'s key to
     /// every client. Must be called inside a tokio runtime.
     pub fn bind(secret: &SecretKey, bind: SocketAddr, limits: &Limits) -> Result<Server, BindError> {
-        let transport = Arc::new(limits.transport_config().map_err(BindError::Limits)?);
-        let identity = certified_key(secret)?;
-        // The endpoint's own TLS settings are complete (same as every connection's), though
-        // `Pending::handshake` always replaces them with a per-connection copy.
-        let tls = server_tls_config(identity.clone(), Arc::new(ClientKeyVerifier::new()))?;
-        let mut base = quinn::ServerConfig::with_crypto(quic_server(tls)?);
-        base.transport_config(transport)
-            .max_incoming(defaults::MAX_INCOMING)
-            .incoming_buffer_size(defaults::INCOMING_BUFFER_SIZE)
-            .incoming_buffer_size_total(defaults::INCOMING_BUFFER_SIZE_TOTAL);
-        let endpoint = Endpoint::server(base.clone(), bind)
-            .map_err(|source| BindError::Socket { addr: bind, source })?;
-        Ok(Server {
-            endpoint,
-            base,
-            identity,
-            limits: limits.clone(),
-            held: Arc::default(),
-        })
+        let socket =
+            std::net::UdpSocket::bind(bind).map_err(|source| BindError::Socket { addr: bind, source })?;
+        Self::from_socket(secret, socket, limits)
     }
 
     /// Like [`Server::bind`], on a UDP socket the caller already bound (so a test can bind
@@ -159,6 +143,8 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let transport = Arc::new(limits.transport_config().map_err(BindError::Limits)?);
         let identity = certified_key(secret)?;
+        // The endpoint's own TLS settings are complete (same as every connection's), though
+        // `Pending::handshake` always replaces them with a per-connection copy.
         let tls = server_tls_config(identity.clone(), Arc::new(ClientKeyVerifier::new()))?;
         let mut base = quinn::ServerConfig::with_crypto(quic_server(tls)?);
         base.transport_config(transport)
