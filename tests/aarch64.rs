@@ -16,9 +16,16 @@ fn aarch64_bin() -> PathBuf {
     let path = std::env::var_os("WTD_AARCH64_BIN")
         .map(PathBuf::from)
         .expect("set WTD_AARCH64_BIN to the aarch64 wtd (scripts/build-aarch64.sh prints it)");
-    let kind = std::process::Command::new("file").arg(&path).output().expect("file(1)");
+    let kind = std::process::Command::new("file")
+        .arg(&path)
+        .output()
+        .expect("file(1)");
     let kind = String::from_utf8_lossy(&kind.stdout);
-    assert!(kind.contains("aarch64"), "{} is not an aarch64 binary: {kind}", path.display());
+    assert!(
+        kind.contains("aarch64"),
+        "{} is not an aarch64 binary: {kind}",
+        path.display()
+    );
     path
 }
 
@@ -40,7 +47,14 @@ fn the_aarch64_agent_registers_with_the_x86_proxy() {
     println!("aarch64 agent registered after {took:?}");
     let a = &alice.ls()[0];
     assert_eq!(a["tags"], serde_json::json!(["arm"]));
-    assert!(a["missions"].as_array().unwrap().iter().any(|m| m["name"] == "demo"), "{a}");
+    assert!(
+        a["missions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "demo"),
+        "{a}"
+    );
 
     // A grant made now reaches it through the proxy, verified on the aarch64 side.
     let bob = lab.user("bob");

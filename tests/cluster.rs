@@ -195,3 +195,49 @@ fn records_in(path: &std::path::Path) -> usize {
         Err(_) => 0,
     }
 }
+
+#[test]
+fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
+    let lab = TestCluster::new();
+    let me = lab.user("me");
+    let dir = lab.dir().join("up");
+    let mut up = common::Daemon::spawn(
+        "wtd up",
+        lab.dir().join("up.log"),
+        &[
+            "up".as_ref(),
+            "--agents".as_ref(),
+            "2".as_ref(),
+            "--dir".as_ref(),
+            dir.as_os_str(),
+        ],
+        &me.home,
+    );
+    wait_for("wtd up to say it is up", Duration::from_secs(60), || {
+        up.output().contains("Press Ctrl-C")
+    });
+    assert_eq!(me.agent_names(), ["pi-1", "pi-2"]);
+    let out = me.ok(["ls"]);
+    assert!(
+        out.contains("you") && out.contains("demo"),
+        "you own them, and they offer demo:\n{out}"
+    );
+    let grants = me.grants();
+    assert!(
+        grants
+            .iter()
+            .any(|g| g["mission"] == "demo" && g["status"] == "active"),
+        "{grants:?}"
+    );
+
+    // Ctrl-C: everything stops, cleanly.
+    up.signal("INT");
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", up.output());
+    assert!(up.output().contains("Stopped."));
+    for name in ["pi-1", "pi-2"] {
+        let log = std::fs::read_to_string(dir.join(name).join("agent.log")).unwrap();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    assert!(me.cli(["ls"]).status.code() == Some(1), "the proxy is gone too");
+}

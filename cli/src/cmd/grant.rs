@@ -6,7 +6,10 @@
 use anyhow::{bail, Context as _};
 use wtd_keys::defaults::{DEFAULT_CONCURRENCY, DEFAULT_GRANT_TTL_MS, MAX_GRANT_TTL_MS};
 use wtd_keys::log::Record;
-use wtd_keys::{AgentId, Audience, Grant, GrantId, MissionName, OwnerKey, Ticket, UserKey};
+use wtd_keys::{
+    AgentId, Audience, Grant, GrantId, MissionName, OwnerKey, SecretKey, SignedGrant, Ticket, UserKey,
+};
+use wtd_store::keyring::Keyring;
 
 use crate::context::{now, Context};
 use crate::parse::{self, format_time};
@@ -44,6 +47,13 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let me = ctx.identity()?;
     let keyring = ctx.keyring()?;
+    let json = args.json;
+    let grant = make(ctx, &me, &keyring, args)?;
+    print(&keyring, &grant, json)
+}
+
+/// Makes, signs, logs (fsynced) and publishes a grant; prints nothing but the publish note.
+pub fn make(ctx: &Context, me: &SecretKey, keyring: &Keyring, args: Args) -> anyhow::Result<SignedGrant> {
     let subject = UserKey(keyring.resolve(&args.who)?);
     let mission = MissionName::new(&args.mission).with_context(|| format!("--mission {}", args.mission))?;
     let rate = parse::rate(&args.rate)?;
@@ -88,20 +98,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         expires,
         issued_at,
     }
-    .sign(&me);
-    let entry = log.log().next_entry(&me, Record::Grant(grant.clone()))?;
+    .sign(me);
+    let entry = log.log().next_entry(me, Record::Grant(grant.clone()))?;
     log.append(entry)?;
 
     drop(log); // publishing reopens (and locks) the log
-    crate::cmd::sync::publish_after_change(ctx, &me);
+    crate::cmd::sync::publish_after_change(ctx, me);
+    Ok(grant)
+}
 
+fn print(keyring: &Keyring, grant: &SignedGrant, json: bool) -> anyhow::Result<()> {
+    let subject = grant.grant().subject;
     let ticket = Ticket {
         proxy: None,
         grants: vec![grant.clone()],
     }
     .to_text();
     let g = grant.grant();
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "grant_id": g.id.to_string(),
             "subject": g.subject.to_string(),
@@ -112,7 +126,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         println!("{out}");
         return Ok(());
     }
-    let name = who(&keyring, subject.key());
+    let name = who(keyring, subject.key());
     let on = match &g.audience {
         Audience::AllAgents => "all your agents".to_string(),
         Audience::Agents(list) => format!("{} of your agents", list.len()),

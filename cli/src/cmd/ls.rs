@@ -112,7 +112,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 let views: Vec<AgentView> = agents.iter().map(AgentView::from).collect();
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
-                print!("{}", render(&agents, &keyring));
+                print!("{}", render(&agents, &keyring, me.public()));
             }
             return Ok(());
         }
@@ -145,7 +145,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             if !args.json {
                 let agents: Vec<AgentInfo> = roster.values().cloned().collect();
                 // Clear the screen and redraw, like `top`.
-                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring));
+                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring, me.public()));
             }
         }
         anyhow::bail!("the proxy closed the watch (is it shutting down?)")
@@ -174,7 +174,7 @@ fn event_json(event: &RosterEvent) -> serde_json::Value {
 }
 
 /// The roster as a table, with agents' warnings below it.
-fn render(agents: &[AgentInfo], keyring: &Keyring) -> String {
+fn render(agents: &[AgentInfo], keyring: &Keyring, me: PublicId) -> String {
     if agents.is_empty() {
         return "No agents online.\n".to_string();
     }
@@ -182,12 +182,16 @@ fn render(agents: &[AgentInfo], keyring: &Keyring) -> String {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let owner = a
-                .advert
-                .owners
-                .first()
-                .and_then(|k| k.parse().ok())
-                .map_or_else(|| "?".to_string(), |k| who(keyring, &k));
+            let owner = a.advert.owners.first().and_then(|k| k.parse().ok()).map_or_else(
+                || "?".to_string(),
+                |k| {
+                    if k == me {
+                        "you".to_string()
+                    } else {
+                        who(keyring, &k)
+                    }
+                },
+            );
             let missions: Vec<&str> = a.advert.missions.iter().map(|m| m.name.as_str()).collect();
             let temp = a
                 .load

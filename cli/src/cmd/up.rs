@@ -164,8 +164,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         found
     };
     if !has_grant {
-        crate::cmd::grant::run(
+        let keyring = ctx.keyring()?;
+        let g = crate::cmd::grant::make(
             ctx,
+            &me,
+            &keyring,
             crate::cmd::grant::Args {
                 who: me.public().to_string(),
                 mission: "demo".into(),
@@ -174,9 +177,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 concurrency: 16,
                 expires: Some("7days".into()),
                 agents: "all".into(),
-                json: true,
+                json: false,
             },
         )?;
+        println!(
+            "Granted yourself mission `demo` ({}, until {}).",
+            g.grant().rate,
+            crate::parse::format_time(g.grant().expires)
+        );
     } else {
         crate::cmd::sync::publish_after_change(ctx, &me);
     }
