@@ -241,3 +241,33 @@ fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
     }
     assert!(me.cli(["ls"]).status.code() == Some(1), "the proxy is gone too");
 }
+
+#[test]
+fn ls_watch_streams_a_snapshot_then_changes() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let watch = common::Daemon::spawn(
+        "wtd ls --watch",
+        lab.dir().join("watch.log"),
+        &["ls".as_ref(), "--watch".as_ref(), "--json".as_ref()],
+        &alice.home,
+    );
+    wait_for("the snapshot", LIMIT, || {
+        watch.output().contains("{\"snapshot\":[]}")
+    });
+
+    let mut pi = lab.add_agent(&proxy.ticket, "pi-1", &[&alice_id], "");
+    wait_for("pi-1 joining", LIMIT, || watch.output().contains("\"upsert\""));
+    wait_for("a load report", LIMIT, || watch.output().contains("\"load\""));
+    pi.daemon.stop();
+    wait_for("pi-1 leaving", LIMIT, || {
+        watch.output().contains("\"reason\":\"graceful\"")
+    });
+    // Each line is one JSON event.
+    for line in watch.output().lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
