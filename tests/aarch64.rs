@@ -39,7 +39,21 @@ fn the_aarch64_agent_registers_with_the_x86_proxy() {
     let alice_id = alice.init();
     alice.ok(["join", &proxy.ticket]);
 
-    let pi = lab.add_agent_bin(&bin, &proxy.ticket, "pi-arm", &[&alice_id], "tags = [\"arm\"]");
+    // Run it through qemu-user explicitly: binfmt_misc may not be registered in a container.
+    let wrapper = lab.dir().join("wtd-aarch64");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec qemu-aarch64-static {} \"$@\"\n", bin.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pi = lab.add_agent_bin(
+        &wrapper,
+        &proxy.ticket,
+        "pi-arm",
+        &[&alice_id],
+        "tags = [\"arm\"]",
+    );
     // Emulation is slow to start; the limit is generous.
     let took = wait_for("the aarch64 agent in `wtd ls`", Duration::from_secs(60), || {
         alice.agent_names() == ["pi-arm"]
