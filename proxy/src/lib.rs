@@ -22,12 +22,14 @@
 //! - `shared`: the state every connection task shares, and why each lock is there.
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
+//! - `relay`: splicing a caller's stream to an agent, bytes only.
 //! - [`cli`]: `wtd proxy`, the command that runs it.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod defaults;
 pub mod logs;
+mod relay;
 mod requests;
 pub mod roster;
 mod session;

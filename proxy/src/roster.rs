@@ -45,6 +45,11 @@ impl Roster {
         self.agents.contains_key(id)
     }
 
+    /// The current registration of `id`, to find its connection.
+    pub fn generation_of(&self, id: &Key) -> Option<u64> {
+        self.agents.get(id).map(|e| e.generation)
+    }
+
     pub fn snapshot(&self) -> Vec<AgentInfo> {
         let mut all: Vec<AgentInfo> = self.agents.values().map(|e| e.info.clone()).collect();
         all.sort_by(|a, b| a.advert.name.cmp(&b.advert.name).then(a.id.0.cmp(&b.id.0)));

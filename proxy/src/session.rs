@@ -15,7 +15,7 @@ use wtd_wire::{
 
 use crate::defaults::OPEN_TIMEOUT;
 use crate::shared::{now_ms, Shared};
-use crate::{close_offender, requests, Admission};
+use crate::{close_offender, relay, requests, Admission};
 
 /// What a stream task needs.
 pub(crate) struct StreamCtx {
@@ -44,6 +44,7 @@ pub(crate) async fn stream(ctx: StreamCtx, send: SendStream, mut recv: RecvStrea
             agent(ctx, send, recv, hello).await
         }
         Ok(Open::Request(req)) => requests::serve(ctx, send, req).await,
+        Ok(Open::Relay { to }) => relay::relay(ctx, send, recv, to).await,
         Err(e) => close_offender(&ctx.conn, &format!("malformed message: {e}")),
     }
 }

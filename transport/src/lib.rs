@@ -56,6 +56,7 @@
 //! - `client`: [`Client`], connecting to a pinned key.
 //! - `server`: [`Server`], [`Pending`], [`Accepted`]: admitting clients and naming them.
 //! - `frame`: [`write_frame`] / [`read_frame`], length-prefixed messages on a stream.
+//! - [`session`]: end-to-end TLS between a caller and an agent inside a relayed stream.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -66,6 +67,7 @@ mod endpoint;
 mod frame;
 pub mod limits;
 mod server;
+pub mod session;
 mod tls;
 mod verify;
 

@@ -29,9 +29,11 @@
 //! - [`defaults`]: frame and list limits, with reasons.
 //! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
 //! - [`messages`]: the messages of each stream.
+//! - [`call`]: the messages inside an end-to-end call session.
 //! - [`codec`]: frames and postcard, with size caps and validation.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod codec;
 pub mod defaults;
 pub mod messages;

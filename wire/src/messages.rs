@@ -14,6 +14,27 @@ pub enum Open {
     Agent(AgentHello),
     /// One request from the CLI; the reply comes on the same stream.
     Request(Request),
+    /// Connect this stream to agent `to`: the proxy answers with a [`RelayReply`], then
+    /// splices raw bytes both ways and never looks at them again.
+    Relay { to: Key },
+}
+
+/// The proxy's answer to [`Open::Relay`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayReply {
+    /// From now on, bytes go straight to the agent.
+    Connected,
+    /// No agent with that id is connected.
+    NoSuchAgent,
+    /// The agent is in the roster but did not take the stream.
+    Unreachable(String),
+}
+
+/// The first frame on a stream the proxy opens to an agent: who asked for it. Only a
+/// hint: the end-to-end handshake that follows proves who the caller is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    pub from: Key,
 }
 
 /// Where an agent's copy of an owner's log ends, so the proxy sends only what is new.

@@ -1,0 +1,119 @@
+//! End-to-end sessions: TLS 1.3 between a caller and an agent, *inside* a stream that the
+//! proxy relays.
+//!
+//! The proxy splices bytes between the two QUIC streams and never sees a key. Inside, the
+//! caller and the agent run their own handshake with the same key pinning as the transport:
+//! the caller pins the agent's id (from the roster), the agent learns the caller's key. So
+//! a proxy that connects the caller to a different agent fails this handshake, and a proxy
+//! that flips a byte breaks the TLS record it lands in.
+//!
+//! Both ends also derive a 32-byte *channel binding* from the TLS exporter. Calls are
+//! signed over it, so a signed call captured on one session is worthless on any other.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use wtd_keys::{PublicId, SecretKey};
+
+use crate::cert::{certified_key, key_in_certificate};
+use crate::tls::{client_tls_config, server_tls_config, TlsSetupError, SERVER_NAME};
+use crate::verify::{ClientKeyVerifier, PeerKeyError, ServerKeyVerifier};
+
+/// The label both ends feed the TLS exporter (RFC 8446, section 7.5).
+const BINDING_LABEL: &[u8] = b"EXPORTER-wtd-call-binding";
+
+/// A 32-byte value unique to one session, known to both ends and to nobody else.
+pub type ChannelBinding = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The other end is not the agent we meant to reach: the proxy connected us elsewhere,
+    /// or the agent was reinstalled with a new key.
+    #[error("the end-to-end handshake failed: the other end is not the agent we asked for ({0}); the proxy may be redirecting calls")]
+    WrongPeer(PeerKeyError),
+    /// The handshake broke: the relay dropped, altered or delayed it.
+    #[error("the end-to-end handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
+    #[error(transparent)]
+    Setup(#[from] TlsSetupError),
+}
+
+fn binding<C>(conn: &rustls::ConnectionCommon<C>) -> Result<ChannelBinding, SessionError> {
+    conn.export_keying_material([0u8; 32], BINDING_LABEL, None)
+        .map_err(|e| SessionError::Handshake(std::io::Error::other(e)))
+}
+
+/// Runs the caller's side of the handshake over `io`, pinning `agent`.
+pub async fn connect<IO>(
+    me: &SecretKey,
+    agent: PublicId,
+    io: IO,
+) -> Result<(tokio_rustls::client::TlsStream<IO>, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let verifier = Arc::new(ServerKeyVerifier::new(agent));
+    let config = client_tls_config(certified_key(me)?, verifier.clone())?;
+    let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("a valid name");
+    let stream = TlsConnector::from(Arc::new(config)).connect(name, io).await.map_err(|e| {
+        match verifier.rejection() {
+            Some(reason) => SessionError::WrongPeer(reason),
+            None => SessionError::Handshake(e),
+        }
+    })?;
+    let b = binding(stream.get_ref().1)?;
+    Ok((stream, b))
+}
+
+/// Runs the agent's side of the handshake over `io`; returns the caller's proven key.
+pub async fn accept<IO>(
+    me: &SecretKey,
+    io: IO,
+) -> Result<(tokio_rustls::server::TlsStream<IO>, PublicId, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let verifier = Arc::new(ClientKeyVerifier::new());
+    let config = server_tls_config(certified_key(me)?, verifier.clone())?;
+    let stream = TlsAcceptor::from(Arc::new(config)).accept(io).await.map_err(|e| match verifier.rejection() {
+        Some(reason) => SessionError::WrongPeer(reason),
+        None => SessionError::Handshake(e),
+    })?;
+    let conn = stream.get_ref().1;
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or(SessionError::WrongPeer(PeerKeyError::Weak))?;
+    let peer = key_in_certificate(cert).map_err(SessionError::WrongPeer)?;
+    let b = binding(conn)?;
+    Ok((stream, peer, b))
+}
+
+/// Writes one length-prefixed frame to any async stream.
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too long"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+/// Reads one length-prefixed frame of at most `max` bytes; `None` at a clean end.
+pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {len}-byte message is over the {max}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
