@@ -16,7 +16,10 @@ use crate::session::StreamCtx;
 pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream, to: Key) {
     let agent = {
         let state = ctx.shared.roster();
-        state.roster.generation_of(&to).and_then(|g| state.conns.get(&g).cloned())
+        state
+            .roster
+            .generation_of(&to)
+            .and_then(|g| state.conns.get(&g).cloned())
     };
     let Some(agent) = agent else {
         let _ = write_frame(&mut send, &encode(&RelayReply::NoSuchAgent)).await;
@@ -25,9 +28,14 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
     };
     let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
         let (mut a_send, a_recv) = agent.open_bi().await?;
-        write_frame(&mut a_send, &encode(&Relayed { from: Key::from(ctx.peer) }))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_frame(
+            &mut a_send,
+            &encode(&Relayed {
+                from: Key::from(ctx.peer),
+            }),
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         anyhow::Ok((a_send, a_recv))
     })
     .await;
@@ -36,7 +44,10 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
         Ok(Err(e)) => return unreachable(&mut send, e.to_string()).await,
         Err(_) => return unreachable(&mut send, "the agent did not take the stream in time".into()).await,
     };
-    if write_frame(&mut send, &encode(&RelayReply::Connected)).await.is_err() {
+    if write_frame(&mut send, &encode(&RelayReply::Connected))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut caller = join(recv, send);

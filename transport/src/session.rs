@@ -56,12 +56,13 @@ where
     let verifier = Arc::new(ServerKeyVerifier::new(agent));
     let config = client_tls_config(certified_key(me)?, verifier.clone())?;
     let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("a valid name");
-    let stream = TlsConnector::from(Arc::new(config)).connect(name, io).await.map_err(|e| {
-        match verifier.rejection() {
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect(name, io)
+        .await
+        .map_err(|e| match verifier.rejection() {
             Some(reason) => SessionError::WrongPeer(reason),
             None => SessionError::Handshake(e),
-        }
-    })?;
+        })?;
     let b = binding(stream.get_ref().1)?;
     Ok((stream, b))
 }
@@ -76,10 +77,13 @@ where
 {
     let verifier = Arc::new(ClientKeyVerifier::new());
     let config = server_tls_config(certified_key(me)?, verifier.clone())?;
-    let stream = TlsAcceptor::from(Arc::new(config)).accept(io).await.map_err(|e| match verifier.rejection() {
-        Some(reason) => SessionError::WrongPeer(reason),
-        None => SessionError::Handshake(e),
-    })?;
+    let stream = TlsAcceptor::from(Arc::new(config))
+        .accept(io)
+        .await
+        .map_err(|e| match verifier.rejection() {
+            Some(reason) => SessionError::WrongPeer(reason),
+            None => SessionError::Handshake(e),
+        })?;
     let conn = stream.get_ref().1;
     let cert = conn
         .peer_certificates()

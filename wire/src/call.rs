@@ -37,7 +37,11 @@ pub enum AgentMsg {
     Event { line: String },
     /// The call ran (or failed, timed out, was cancelled): the agent's signed result
     /// (`wtd_keys::call`) and the output it covers.
-    Done { result: Vec<u8>, output: Vec<u8>, detail: String },
+    Done {
+        result: Vec<u8>,
+        output: Vec<u8>,
+        detail: String,
+    },
     /// The call did not run.
     Refused(Refused),
 }

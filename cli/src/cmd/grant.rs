@@ -73,7 +73,7 @@ pub fn make(ctx: &Context, me: &SecretKey, keyring: &Keyring, args: Args) -> any
         Audience::agents(ids)
     };
 
-    let mut log = ctx.owner_log(&me)?;
+    let mut log = ctx.owner_log(me)?;
     let clock = now();
     // Every record is issued after the previous one, so "revoke everything up to now"
     // never catches a grant made after it, even within one millisecond.
