@@ -4,17 +4,11 @@
 //! the proxy's key from the join ticket. One connection is one *session*:
 //!
 //! ```text
-//!             +-----------+  failed / refused / lost   +-----------------+
-//!   start --> | connecting | -------------------------> | waiting backoff | --+
-//!             +-----------+                             +-----------------+   |
-//!                  | Welcome                                     ^            |
-//!                  v                                             |            |
-//!             +-----------+  connection lost, idle timeout ------+            |
-//!             | welcomed  |  (heartbeats out, owner logs in)                  |
-//!             +-----------+ <---------------------------------------------- -+
-//!                  | shutdown
-//!                  v
-//!        Leaving, finish the stream, close, let the close go out
+//!  start --> connecting --Welcome--> welcomed --shutdown--> Leaving, finish, close
+//!              |    ^                   |
+//!   failed,    |    | after a random    |  lost, idle timeout,
+//!   refused    v    | wait (backoff)    |  stream ended, bad message
+//!            waiting <------------------+
 //! ```
 //!
 //! While welcomed, two things happen at once on the control stream: a heartbeat with the
@@ -23,9 +17,9 @@
 //! nothing is spawned and nothing outlives the session.
 //!
 //! Cancellation safety matters here: a frame half-written or half-read when its future is
-//! dropped would corrupt the stream. So the `select!` only ever races futures that are safe
-//! to drop (a timer tick, the shutdown token, or the whole receiving loop when the session
-//! is over anyway), and each write runs to completion outside the race.
+//! dropped would corrupt the stream. So a `select!` only ever drops a frame in progress
+//! when the session is over anyway: the receiving loop when the heartbeats stop, a stuck
+//! heartbeat write when shutdown comes (and then no goodbye is attempted on that stream).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

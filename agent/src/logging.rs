@@ -12,6 +12,8 @@
 //!   `2025-06-01T10:00:00Z INFO  wtd_agent::link: connected agent=wtd1... peer=10.0.0.2:7788`.
 //!
 //! `-v` shows wtd's debug lines, `-vv` everything, including QUIC and TLS internals.
+//! Without `-v`, `RUST_LOG` works as in most Rust programs (`RUST_LOG=warn`,
+//! `RUST_LOG=debug,quinn=info`: a level, and `target=level` overrides).
 
 use std::io::Write;
 
@@ -21,7 +23,7 @@ use log::{LevelFilter, Log, Metadata, Record};
 /// Sends log records to the journal or stderr, at a level set by `verbosity` (the count of
 /// `-v` flags). Only the first call in a process has an effect.
 pub fn init(verbosity: u8) {
-    let filter = Filter::new(verbosity);
+    let filter = Filter::new(verbosity, std::env::var("RUST_LOG").ok().as_deref());
     let max = filter.max();
     let journal = systemd_journal_logger::connected_to_journal()
         .then(systemd_journal_logger::JournalLog::new)
@@ -41,39 +43,69 @@ pub fn init(verbosity: u8) {
     }
 }
 
-/// Which records pass: wtd's own at the chosen level, other crates' from warnings up
-/// (quinn and rustls are chatty at debug) unless `-vv` asks for everything.
-#[derive(Debug, Clone, Copy)]
+/// Which records pass. By default wtd's own lines from info up and other crates' from
+/// warnings up (quinn and rustls are chatty below that).
+#[derive(Debug, Clone, PartialEq)]
 struct Filter {
-    ours: LevelFilter,
-    others: LevelFilter,
+    /// The level for targets no rule matches.
+    fallback: LevelFilter,
+    /// `(target prefix, level)`: the longest matching prefix wins, as in `env_logger`.
+    rules: Vec<(String, LevelFilter)>,
 }
 
 impl Filter {
-    fn new(verbosity: u8) -> Self {
+    /// `-v` flags win; else `RUST_LOG`, if it parses; else the default.
+    fn new(verbosity: u8, rust_log: Option<&str>) -> Self {
+        let ours = |level| Filter {
+            fallback: LevelFilter::Warn,
+            rules: vec![("wtd".to_string(), level)],
+        };
         match verbosity {
-            0 => Filter {
-                ours: LevelFilter::Info,
-                others: LevelFilter::Warn,
-            },
-            1 => Filter {
-                ours: LevelFilter::Debug,
-                others: LevelFilter::Warn,
-            },
+            0 => rust_log
+                .and_then(Filter::parse)
+                .unwrap_or_else(|| ours(LevelFilter::Info)),
+            1 => ours(LevelFilter::Debug),
             _ => Filter {
-                ours: LevelFilter::Trace,
-                others: LevelFilter::Trace,
+                fallback: LevelFilter::Trace,
+                rules: Vec::new(),
             },
         }
     }
 
+    /// The common subset of `env_logger`'s syntax: comma-separated `level` (for every
+    /// target) and `target=level` items, e.g. `debug,quinn=info`. `None` if any item does
+    /// not parse, so a typo falls back to the default rather than silencing the agent.
+    fn parse(spec: &str) -> Option<Filter> {
+        let mut filter = Filter {
+            fallback: LevelFilter::Info,
+            rules: Vec::new(),
+        };
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((target, level)) => filter
+                    .rules
+                    .push((target.trim().to_string(), level.trim().parse().ok()?)),
+                None => filter.fallback = item.parse().ok()?,
+            }
+        }
+        Some(filter)
+    }
+
     fn max(&self) -> LevelFilter {
-        self.ours.max(self.others)
+        self.rules
+            .iter()
+            .map(|(_, level)| *level)
+            .fold(self.fallback, Ord::max)
     }
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        let ours = metadata.target().starts_with("wtd");
-        metadata.level() <= if ours { self.ours } else { self.others }
+        let level = self
+            .rules
+            .iter()
+            .filter(|(prefix, _)| metadata.target().starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.fallback, |(_, level)| *level);
+        metadata.level() <= level
     }
 }
 
@@ -170,16 +202,42 @@ mod tests {
     #[test]
     fn other_crates_are_quiet_unless_asked() {
         let meta = |target, level| Metadata::builder().target(target).level(level).build();
-        let normal = Filter::new(0);
+        let normal = Filter::new(0, None);
         assert!(normal.enabled(&meta("wtd_agent::link", Level::Info)));
         assert!(!normal.enabled(&meta("wtd_agent::link", Level::Debug)));
         assert!(!normal.enabled(&meta("quinn_proto::connection", Level::Info)));
         assert!(normal.enabled(&meta("quinn_proto::connection", Level::Warn)));
-        let verbose = Filter::new(1);
+        let verbose = Filter::new(1, Some("error"));
         assert!(verbose.enabled(&meta("wtd_transport", Level::Debug)));
         assert!(!verbose.enabled(&meta("rustls::client", Level::Debug)));
-        let everything = Filter::new(2);
+        let everything = Filter::new(2, None);
         assert!(everything.enabled(&meta("rustls::client", Level::Trace)));
         assert_eq!(everything.max(), LevelFilter::Trace);
+    }
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let meta = |target, level| Metadata::builder().target(target).level(level).build();
+        let quiet = Filter::new(0, Some("warn"));
+        assert!(!quiet.enabled(&meta("wtd_agent::link", Level::Info)));
+        assert!(quiet.enabled(&meta("wtd_agent::link", Level::Warn)));
+        assert_eq!(quiet.max(), LevelFilter::Warn);
+
+        let mixed = Filter::new(0, Some("debug, quinn=info ,wtd_agent::load=error"));
+        assert!(mixed.enabled(&meta("wtd_agent::link", Level::Debug)));
+        assert!(
+            !mixed.enabled(&meta("quinn_proto::connection", Level::Debug)),
+            "prefixes match"
+        );
+        assert!(mixed.enabled(&meta("quinn", Level::Info)));
+        assert!(
+            !mixed.enabled(&meta("wtd_agent::load", Level::Warn)),
+            "the longest prefix wins"
+        );
+        assert_eq!(mixed.max(), LevelFilter::Debug);
+
+        let typo = Filter::new(0, Some("debug,quinn=loud"));
+        assert_eq!(typo, Filter::new(0, None), "a typo falls back to the default");
+        assert_eq!(Filter::new(1, Some("error")), Filter::new(1, None), "-v wins");
     }
 }

@@ -61,7 +61,8 @@ impl VerifiedLogs {
         self.log(owner).map_or(0, |log| log.head().seq)
     }
 
-    /// Every grant in every log, each signed by the owner whose log holds it.
+    /// Every grant in every log, each signed by the owner whose log holds it, revoked or
+    /// not: pass these and [`VerifiedLogs::revocations`] to `wtd_keys::authz` together.
     pub fn grants(&self) -> impl Iterator<Item = &Grant> {
         self.logs.values().flat_map(|log| log.grants().map(|g| g.grant()))
     }

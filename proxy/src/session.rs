@@ -142,6 +142,11 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
         ctx.shared.emit(&state, event);
         log::info!("agent {name} ({}) left: {reason:?}", ctx.peer.short());
     }
+    drop(state);
+    if reason == LeaveReason::Graceful {
+        // It said goodbye: close now, so its shutdown does not wait for our silence.
+        ctx.conn.close(0u32.into(), b"goodbye");
+    }
 }
 
 /// Heartbeats and adverts from the agent, until it leaves, goes silent or breaks the
