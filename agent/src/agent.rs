@@ -29,6 +29,7 @@ use wtd_wire::Advert;
 
 use crate::advert;
 use crate::backoff::Backoff;
+use crate::calls::CallService;
 use crate::config::{AgentConfig, ConfigError};
 use crate::defaults;
 use crate::link::Link;
@@ -129,7 +130,17 @@ impl Agent {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let client = Client::bind(&self.secret, bind_addr(&self.config.proxy.addrs))?;
         let (latest, sensors) = watch::channel(self.pi);
+        // The call service gets its own copy of the key: it signs results and runs the
+        // end-to-end handshakes, while the link's endpoint holds the other.
+        let calls = Arc::new(CallService::new(
+            SecretKey::from_seed(&self.secret.seed()),
+            self.config.name.clone(),
+            self.catalogue.clone(),
+            self.logs.handle(),
+            self.config.state_dir.join("time-floor"),
+        ));
         let link = Link {
+            calls: calls.clone(),
             id: self.id,
             client,
             proxy: self.config.proxy.clone(),
@@ -147,7 +158,8 @@ impl Agent {
             latest,
             shutdown.clone(),
         );
-        tokio::join!(link.run(shutdown.clone()), poller);
+        let enforcer = calls.enforce_revocations(shutdown.clone());
+        tokio::join!(link.run(shutdown.clone()), poller, enforcer);
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

@@ -97,3 +97,23 @@ pub const SYS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Output cap of the built-in `sys` functions: a description of the agent fits easily.
 pub const SYS_OUTPUT_CAP: usize = 16 * 1024;
+
+/// A caller's session must finish its end-to-end handshake within this time, or the
+/// stream is dropped: a stalled relay must not pin a session slot.
+pub const SESSION_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest message inside a call session: the signed call plus its JSON arguments
+/// (the arguments are capped at 64 KiB; results travel the other way).
+pub const MAX_CALL_MESSAGE: usize = 80 * 1024;
+
+/// Largest output a function may return, whatever its mission file says: the result
+/// message must fit one session message on the caller's side.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// How far the persisted time floor may lag behind the clock, in ms. It exists to stop a
+/// clock set back by hours or days from reviving expired grants; a minute of lag is
+/// harmless, and saves an fsync per call.
+pub const FLOOR_PERSIST_EVERY_MS: u64 = 60_000;
+
+/// Progress events buffered between a running function and the session.
+pub const EVENT_QUEUE: usize = 64;

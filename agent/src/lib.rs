@@ -27,9 +27,11 @@
 pub mod advert;
 pub mod agent;
 pub mod backoff;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod defaults;
+pub mod exec;
 pub mod link;
 pub mod load;
 pub mod logging;

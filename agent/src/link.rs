@@ -22,6 +22,7 @@
 //! heartbeat write when shutdown comes (and then no goodbye is attempted on that stream).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -37,6 +38,7 @@ use wtd_wire::{
 };
 
 use crate::backoff::{random_unit, Backoff};
+use crate::calls::CallService;
 use crate::defaults;
 use crate::load::LoadSampler;
 use crate::owner_logs::{ApplyError, OwnerLogs};
@@ -109,6 +111,8 @@ pub(crate) struct Link {
     pub sensors: watch::Receiver<PiSensors>,
     pub heartbeat: Duration,
     pub backoff: Backoff,
+    /// Answers the calls the proxy relays to us on this connection.
+    pub calls: Arc<CallService>,
 }
 
 impl Link {
@@ -229,9 +233,18 @@ impl Link {
             sampler,
             sensors,
             heartbeat,
+            calls,
             ..
         } = self;
+        // Callers' sessions arrive as streams the proxy opens on this connection. This
+        // arm never ends the session by itself; when another arm does, it is dropped and
+        // takes every call session with it.
+        let serve_calls = async {
+            calls.clone().serve(connection.clone(), shutdown.clone()).await;
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
+            () = serve_calls => unreachable!("serving calls never ends the session"),
             // Ends only with an error: the proxy or the connection went away.
             error = receive(&mut recv, logs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.

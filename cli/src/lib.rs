@@ -4,14 +4,13 @@
 //! This crate is application code, so it uses `anyhow` for errors; every message it
 //! prints says what happened and what to do next.
 //!
-//! # Exit codes
-//! - 0: done.
-//! - 1: an error (the message says what to do).
-//! - 2: the command line itself was wrong (printed by the argument parser).
+//! Exit codes are listed in [`exit`].
 //!
 //! # Layout
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
+//! - [`dispatch`]: choosing agents for a call (selectors, filters), pure.
+//! - [`exit`]: exit codes, for scripts.
 //! - [`parse`]: parsing of rates, durations and agent lists.
 //! - [`proxy`]: the joined proxy: where it is, and one request at a time.
 //! - [`show`]: how grants and their status are printed.
@@ -19,6 +18,8 @@
 
 pub mod cmd;
 pub mod context;
+pub mod dispatch;
+pub mod exit;
 pub mod parse;
 pub mod proxy;
 pub mod show;
@@ -47,6 +48,8 @@ pub enum Command {
     Ls(cmd::ls::Args),
     /// Send your grants and revocations to the proxy (grant and revoke do it themselves).
     Sync(cmd::sync::Args),
+    /// Call a function on the best agent for it: `wtd call demo/echo '{"msg":"hi"}'`.
+    Call(cmd::call::Args),
     /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
     Up(cmd::up::Args),
 }
@@ -65,5 +68,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Ls(a) => cmd::ls::run(&ctx, a),
         Command::Sync(a) => cmd::sync::run(&ctx, a),
         Command::Up(a) => cmd::up::run(&ctx, a),
+        Command::Call(a) => cmd::call::run(&ctx, a),
     }
 }

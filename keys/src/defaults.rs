@@ -42,3 +42,18 @@ pub const MAX_TICKET_ADDRS: usize = 8;
 
 /// Largest owner-log entry: one record plus the entry's own fields and signature.
 pub const MAX_LOG_ENTRY_LEN: usize = MAX_RECORD_LEN + 256;
+
+/// How old (or how far in the future) a signed call may be when it reaches the agent, in
+/// milliseconds. It covers a caller's and an agent's clocks disagreeing by about a minute
+/// (as [`CLOCK_SKEW_MS`] does for grants) plus the trip through the proxy. It is also how
+/// long the agent must remember each call's request id to refuse a replay, so a shorter
+/// window means less memory; a longer one lets badly-synced clocks work.
+pub const CALL_FRESHNESS_MS: u64 = 60 * 1000;
+
+/// Most calls the agent's replay guard remembers at once. A call is remembered until it is
+/// too old to be accepted anyway: at most twice [`CALL_FRESHNESS_MS`] (a call may be dated
+/// that far in the future, then stays valid that long). 100 000 is about 800 calls a second
+/// for two minutes, far more than a Pi runs, and costs at most about 16 MB (two index
+/// entries of ~80 bytes per call). Beyond it new calls are refused rather than old entries
+/// forgotten: forgetting one early would let its replay through.
+pub const MAX_REPLAY_ENTRIES: usize = 100_000;

@@ -15,10 +15,12 @@
 //! - [`revocation`]: owner-signed, permanent revocations.
 //! - [`log`]: the owner's hash-chained log of grants and revocations.
 //! - [`authz`]: authorization as one pure function, with token buckets.
+//! - [`call`]: signed calls and results, the agent's check of a call, the replay guard.
 //! - [`ticket`]: the pasteable string a newcomer imports.
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod call;
 pub mod defaults;
 pub mod encoding;
 pub mod grant;
@@ -32,6 +34,10 @@ pub mod time;
 
 pub use authz::{
     authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request,
+};
+pub use call::{
+    args_hash, check_call, output_hash, verify_result, Call, CallError, CallResult, CallStatus, ReplayGuard,
+    RequestId, ResultError, SignedCall, SignedResult, VerifiedResult,
 };
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};

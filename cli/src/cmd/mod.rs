@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod call;
 pub mod grant;
 pub mod grants;
 pub mod id;

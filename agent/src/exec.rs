@@ -1,0 +1,908 @@
+//! Running one call of an exec function: a program from a mission file, started safely.
+//!
+//! A mission file says `exec = ["/usr/local/bin/blink", "--fast"]`; a caller, who may be a
+//! near-stranger holding a grant, sends `{"times": 3}`. [`run`] starts the program, hands it
+//! the arguments, reports its progress, collects its answer, and makes sure that nothing it
+//! started outlives the call, whatever the program does.
+//!
+//! ```text
+//!  agent                                   handler (its own process group)
+//!  ─────                                   ───────────────────────────────
+//!  spawn argv, no shell ─────────────────► starts in `/`, scrubbed env, unprivileged user
+//!  args JSON ──► stdin, then closed ─────► reads its arguments
+//!  stderr, line by line ◄───────────────── "50% done"     ──► ExecEvent::Progress
+//!  stdout, up to output_cap ◄───────────── {"ok": true}   ──► ExecOutcome::Ok
+//!  timeout / cancel / too much output ───► SIGTERM to the group, a short grace, SIGKILL
+//!  handler exits ────────────────────────► SIGKILL to whatever it left in its group
+//! ```
+//!
+//! # Why each precaution
+//!
+//! - **No shell.** `argv` goes straight to `execve`, so nothing in it is re-parsed: a `;` or
+//!   a `$HOME` is just text, never a second command.
+//! - **Arguments on stdin, not in `argv`.** The caller's JSON is data from an only-partly
+//!   trusted person. On the command line it would be visible to every user in `ps`, limited
+//!   to the kernel's argument size, and one quoting mistake away from being parsed as an
+//!   option (`--delete`). On stdin it is a stream of bytes the handler parses as JSON.
+//! - **A scrubbed environment.** The agent's own variables (a proxy address, a debugging
+//!   token, `LD_PRELOAD`) are none of the handler's business, and some would change how it
+//!   behaves. A handler sees exactly `PATH`, `HOME`, `LANG`, `WTD_MISSION` and
+//!   `WTD_FUNCTION`, the same on every Pi, so a mission behaves the same everywhere.
+//! - **Its own process group.** A handler is often a script that starts other programs,
+//!   which may start others. Killing only the program we started would leave its children
+//!   running, orphaned, with nobody waiting for them. Every process it starts joins its
+//!   group (unless it deliberately leaves, see below), and one `killpg` stops them all.
+//! - **An unprivileged user.** When the agent runs as root, a handler runs as `nobody` (or a
+//!   dedicated user, see [`HANDLER_USERS`]) with no supplementary groups, so a buggy or
+//!   abused handler cannot read the agent's key, change the system, or kill the agent.
+//! - **Bounded everything.** The output is capped (a handler that prints forever is
+//!   stopped), progress lines are capped in length and number, only a short tail of stderr
+//!   is kept, every wait has a timeout, and [`run`] spawns no task: all its work happens in
+//!   the future it returns, so when [`run`] returns (or is dropped) nothing of the call is
+//!   left behind but, at worst, a zombie that tokio reaps.
+//!
+//! # What this does not protect against
+//!
+//! - A handler can leave its process group on purpose (`setsid`, `setpgid`); such a process
+//!   is not killed. Confining that needs a cgroup (a systemd scope per call), not a group.
+//! - No resource limits (memory, CPU, processes) are set on the handler itself: setting
+//!   them between `fork` and `exec` needs `unsafe` (`pre_exec`). Under the systemd unit, the
+//!   unit's `MemoryMax` and `TasksMax` bound the agent and its handlers together.
+//! - Handlers of different calls (and callers) run as the same user, so they can signal or
+//!   read each other; and when the agent is not root, handlers run as the agent's own user.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wtd_agent::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
+//! use wtd_keys::{FunctionName, MissionName};
+//!
+//! let (mission, function) = (MissionName::new("demo")?, FunctionName::new("echo")?);
+//! let argv = ["/bin/cat".to_string()];
+//! let request = ExecRequest {
+//!     mission: &mission,
+//!     function: &function,
+//!     argv: &argv,
+//!     args_json: br#"{"msg":"hi"}"#,
+//!     timeout: Duration::from_secs(5),
+//!     output_cap: 64 * 1024,
+//!     run_as: RunAs::for_agent()?,
+//! };
+//! let (events, mut progress) = tokio::sync::mpsc::channel(16);
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let (outcome, ()) = tokio::join!(exec::run(request, events, cancel), async {
+//!     while let Some(ExecEvent::Progress(line)) = progress.recv().await {
+//!         println!("progress: {line}");
+//!     }
+//! });
+//! assert_eq!(outcome, ExecOutcome::Ok { output: br#"{"msg":"hi"}"#.to_vec() });
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::pin;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wtd_keys::{FunctionName, MissionName};
+
+use crate::missions::{Function, Run};
+
+// These numbers belong in `defaults.rs`; they live here until the module is wired in.
+
+/// `PATH` for handlers: the system's program directories, nothing from the agent's own
+/// environment. `exec` itself is an absolute path, but scripts run `date` or `python3` by
+/// name and must find the system's, the same on every Pi.
+pub const HANDLER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `HOME` for handlers: a directory that does not exist (`nobody`'s home on Debian), so a
+/// handler neither reads the agent's dotfiles nor leaves its own behind.
+pub const HANDLER_HOME: &str = "/nonexistent";
+
+/// `LANG` for handlers: UTF-8 without locale surprises (decimal commas, translated error
+/// messages), and present on every Debian and Raspberry Pi OS system.
+pub const HANDLER_LANG: &str = "C.UTF-8";
+
+/// Users a root agent runs handlers as, the first that exists winning. An image may create
+/// a dedicated `wtd-mission` user so handlers do not share `nobody` with other daemons.
+/// Never `wtd`: under `User=wtd` that user owns `/var/lib/wtd`, the agent's secret key.
+pub const HANDLER_USERS: [&str; 2] = ["wtd-mission", "nobody"];
+
+/// Longest progress line forwarded, in bytes; the rest of the line is cut. Progress is a
+/// sentence for a human ("copied 3 of 10 files"); a longer line is a data dump that belongs
+/// in the output, and each line crosses the proxy to the caller.
+pub const MAX_PROGRESS_LINE: usize = 4096;
+
+/// Most progress lines forwarded per call; later lines only reach the stderr tail. That is
+/// more than one a second for the longest allowed call (600 s), and it stops a handler that
+/// logs chattily to stderr from flooding the caller's link and the proxy.
+pub const MAX_PROGRESS_EVENTS: usize = 1000;
+
+/// Bytes of stderr kept for the report of a failed call: the last lines, where a Python
+/// traceback or a shell's error message is.
+pub const STDERR_TAIL: usize = 2048;
+
+/// How long a handler being stopped has between SIGTERM and SIGKILL: long enough to delete
+/// a temporary file or switch off an LED it turned on, short enough that a revoked grant
+/// still bites within a second.
+pub const TERM_GRACE: Duration = Duration::from_millis(500);
+
+/// How long we wait for a SIGKILLed handler to be gone. The kernel ends it at once unless it
+/// is stuck in uninterruptible I/O (a dying SD card, a hung network mount); then we give up
+/// waiting rather than hang the call, and tokio reaps it whenever it does end.
+pub const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a handler exits, how long we keep reading what it already wrote. Its pipes close as
+/// soon as its group is killed; only a process that left the group keeps them open, and it
+/// must not hold the call's answer back.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes read from a pipe at a time: a pipe holds 64 KiB, and 8 KiB reads keep the buffer
+/// small on a Pi Zero while costing few wake-ups.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One call of an exec function: everything [`run`] needs.
+pub struct ExecRequest<'a> {
+    /// The mission and function called, given to the handler as `WTD_MISSION` and
+    /// `WTD_FUNCTION` (one script may serve several functions).
+    pub mission: &'a MissionName,
+    pub function: &'a FunctionName,
+    /// The program (an absolute path) and its arguments, from the mission file.
+    pub argv: &'a [String],
+    /// The caller's arguments, written to the handler's stdin.
+    pub args_json: &'a [u8],
+    /// The handler is stopped after this long.
+    pub timeout: Duration,
+    /// Bytes of stdout accepted; a handler that writes more is stopped.
+    pub output_cap: usize,
+    /// Who the handler runs as.
+    pub run_as: RunAs,
+}
+
+impl<'a> ExecRequest<'a> {
+    /// The request for calling `function` of `mission`, or `None` if it is a built-in the
+    /// agent answers itself.
+    pub fn new(
+        mission: &'a MissionName,
+        function: &'a Function,
+        args_json: &'a [u8],
+        run_as: RunAs,
+    ) -> Option<ExecRequest<'a>> {
+        match &function.run {
+            Run::Exec(argv) => Some(ExecRequest {
+                mission,
+                function: &function.name,
+                argv,
+                args_json,
+                timeout: function.timeout,
+                output_cap: function.output_cap,
+                run_as,
+            }),
+            Run::Builtin(_) => None,
+        }
+    }
+}
+
+/// The arguments are the caller's data: logs show their size, not their content.
+impl fmt::Debug for ExecRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("mission", &self.mission.as_str())
+            .field("function", &self.function.as_str())
+            .field("argv", &self.argv)
+            .field("args_json_bytes", &self.args_json.len())
+            .field("timeout", &self.timeout)
+            .field("output_cap", &self.output_cap)
+            .field("run_as", &self.run_as)
+            .finish()
+    }
+}
+
+/// Who a handler runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// The agent's own user: the only choice when the agent is not root.
+    CurrentUser,
+    /// This user and group, with no supplementary groups.
+    Unprivileged { uid: u32, gid: u32 },
+}
+
+/// Why [`RunAs::for_agent`] found no user to run handlers as.
+#[derive(Debug, thiserror::Error)]
+pub enum RunAsError {
+    /// The agent runs as root and none of [`HANDLER_USERS`] exists. Running handlers as
+    /// root is never the fallback: create one (`useradd --system --no-create-home
+    /// wtd-mission`) or run the agent as an ordinary user.
+    #[error(
+        "the agent runs as root but none of the users {HANDLER_USERS:?} exists to run functions as; \
+         create one (useradd --system --no-create-home wtd-mission)"
+    )]
+    NoUser,
+    /// The user exists but is root, or its group is: not a way to drop privileges.
+    #[error("user `{0}` has uid or gid 0; functions must run as an unprivileged user")]
+    Privileged(&'static str),
+    /// The user database could not be read (a broken NSS setup).
+    #[error("cannot look up user `{user}`: {source}")]
+    Lookup {
+        user: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RunAs {
+    /// Who this agent should run handlers as: when it runs as root (effective uid 0), the
+    /// first of [`HANDLER_USERS`] that exists; otherwise its own user, the only choice.
+    pub fn for_agent() -> Result<RunAs, RunAsError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(RunAs::CurrentUser);
+        }
+        for user in HANDLER_USERS {
+            match User::from_name(user) {
+                Ok(Some(found)) if found.uid.is_root() || found.gid.as_raw() == 0 => {
+                    return Err(RunAsError::Privileged(user));
+                }
+                Ok(Some(found)) => {
+                    return Ok(RunAs::Unprivileged {
+                        uid: found.uid.as_raw(),
+                        gid: found.gid.as_raw(),
+                    });
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(RunAsError::Lookup {
+                        user,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        Err(RunAsError::NoUser)
+    }
+}
+
+/// What a handler reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// One line the handler wrote to stderr: at most [`MAX_PROGRESS_LINE`] bytes (a cut line
+    /// ends in `…`), control characters replaced by `�`, empty lines skipped.
+    Progress(String),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// The handler exited with status 0; `output` is everything it wrote to stdout.
+    Ok { output: Vec<u8> },
+    /// The handler exited with another status (`code`), or was killed by a signal it did not
+    /// get from us (`signal`: it crashed, or something else on the machine killed it).
+    /// `stderr_tail` is the end of what it wrote to stderr, usually the reason.
+    Failed {
+        code: Option<i32>,
+        signal: Option<i32>,
+        stderr_tail: String,
+        output: Vec<u8>,
+    },
+    /// It ran longer than its timeout and was stopped, with everything it started.
+    TimedOut { after: Duration },
+    /// The cancellation token fired (a revoked grant, a caller who went away, a shutdown)
+    /// and it was stopped, with everything it started.
+    Cancelled,
+    /// It wrote more than `cap` bytes to stdout and was stopped; its output is discarded.
+    OutputTooLarge { cap: usize },
+    /// It could not be started; `reason` says why, for the mission's owner.
+    CouldNotStart { reason: String },
+}
+
+impl fmt::Display for ExecOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecOutcome::Ok { output } => write!(f, "succeeded with {} bytes of output", output.len()),
+            ExecOutcome::Failed { code: Some(code), .. } => write!(f, "failed with exit code {code}"),
+            ExecOutcome::Failed {
+                signal: Some(signal), ..
+            } => match Signal::try_from(*signal) {
+                Ok(name) => write!(f, "crashed ({name})"),
+                Err(_) => write!(f, "crashed (signal {signal})"),
+            },
+            ExecOutcome::Failed { .. } => write!(f, "failed"),
+            ExecOutcome::TimedOut { after } => {
+                write!(f, "timed out after {}", humantime::format_duration(*after))
+            }
+            ExecOutcome::Cancelled => write!(f, "was cancelled"),
+            ExecOutcome::OutputTooLarge { cap } => write!(f, "wrote more than its {cap}-byte output cap"),
+            ExecOutcome::CouldNotStart { reason } => write!(f, "could not start: {reason}"),
+        }
+    }
+}
+
+/// Runs one call of an exec function and reports how it ended.
+///
+/// Each line the handler writes to stderr is sent on `events` as it arrives, in order, and
+/// all of them before `run` returns. Sending waits when the channel is full, so a slow
+/// reader slows the handler down rather than growing a buffer; a dropped receiver is fine
+/// (the lines are then only kept for the stderr tail). Firing `cancel` stops the handler.
+///
+/// Never panics and never waits unboundedly: the handler is stopped at its timeout, and
+/// every wait after that has its own bound. Dropping the returned future kills the
+/// handler's whole process group.
+pub async fn run(
+    req: ExecRequest<'_>,
+    events: mpsc::Sender<ExecEvent>,
+    cancel: CancellationToken,
+) -> ExecOutcome {
+    let mut command = match command(&req) {
+        Ok(command) => command,
+        Err(reason) => return ExecOutcome::CouldNotStart { reason },
+    };
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return ExecOutcome::CouldNotStart {
+                reason: spawn_failure(&req, &e),
+            }
+        }
+    };
+    // `process_group(0)` made the handler the leader of a new group whose id is its pid.
+    let Some(mut group) = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Group::new) else {
+        // Unreachable: only a child that was already waited for has no pid.
+        return ExecOutcome::CouldNotStart {
+            reason: "the handler vanished as it started".into(),
+        };
+    };
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        // Unreachable: `command` asks for all three pipes. `group` kills the handler.
+        return ExecOutcome::CouldNotStart {
+            reason: "the handler's pipes could not be opened".into(),
+        };
+    };
+    log::debug!(mission:% = req.mission, function:% = req.function, pgid = group.id.as_raw(); "handler started");
+
+    let mut output = Vec::new();
+    let mut tail = Tail::default();
+    let ending = supervise(
+        &mut child,
+        &mut group,
+        Pipes {
+            stdin,
+            stdout,
+            stderr,
+        },
+        &req,
+        &events,
+        &cancel,
+        &mut output,
+        &mut tail,
+    )
+    .await;
+
+    match ending {
+        Ending::Exited(status) if status.success() => ExecOutcome::Ok { output },
+        Ending::Exited(status) => ExecOutcome::Failed {
+            code: status.code(),
+            signal: status.signal(),
+            stderr_tail: tail.into_string(),
+            output,
+        },
+        Ending::Lost(e) => {
+            // Unreachable unless something else in the agent reaps children behind tokio's back.
+            log::error!(mission:% = req.mission, function:% = req.function; "lost track of a handler: {e}");
+            ExecOutcome::Failed {
+                code: None,
+                signal: None,
+                stderr_tail: tail.into_string(),
+                output,
+            }
+        }
+        Ending::TooLarge => ExecOutcome::OutputTooLarge { cap: req.output_cap },
+        Ending::TimedOut => ExecOutcome::TimedOut { after: req.timeout },
+        Ending::Cancelled => ExecOutcome::Cancelled,
+    }
+}
+
+/// How the supervision of a handler ended.
+#[derive(Debug)]
+enum Ending {
+    /// It exited (by itself, or killed by a signal that was not ours).
+    Exited(ExitStatus),
+    /// Waiting for it failed: someone else reaped it.
+    Lost(io::Error),
+    TooLarge,
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug)]
+struct Pipes {
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+}
+
+/// Feeds, reads and watches a running handler until it has exited or been stopped, and its
+/// group is dead. Reading stdout and stderr *while* it runs matters: a pipe holds 64 KiB, and
+/// a handler writing to a full pipe would block forever.
+///
+/// The three pipe jobs are futures polled right here by `select!`, not spawned tasks, so
+/// none of them can outlive this function.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    child: &mut Child,
+    group: &mut Group,
+    pipes: Pipes,
+    req: &ExecRequest<'_>,
+    events: &mpsc::Sender<ExecEvent>,
+    cancel: &CancellationToken,
+    output: &mut Vec<u8>,
+    tail: &mut Tail,
+) -> Ending {
+    let mut feed = pin!(feed_stdin(pipes.stdin, req.args_json));
+    let mut collect = pin!(collect_output(pipes.stdout, req.output_cap, output));
+    let mut report = pin!(report_progress(pipes.stderr, events, tail));
+    // A finished future must not be polled again; these remember which ones are done.
+    let (mut fed, mut collected, mut reported) = (false, false, false);
+    let mut deadline = pin!(tokio::time::sleep(req.timeout));
+
+    // While it runs.
+    let ending = loop {
+        tokio::select! {
+            status = child.wait() => break match status {
+                Ok(status) => Ending::Exited(status),
+                Err(e) => Ending::Lost(e),
+            },
+            () = &mut feed, if !fed => fed = true,
+            result = &mut collect, if !collected => {
+                collected = true;
+                if result.is_err() {
+                    break Ending::TooLarge;
+                }
+            }
+            () = &mut report, if !reported => reported = true,
+            () = &mut deadline => break Ending::TimedOut,
+            () = cancel.cancelled() => break Ending::Cancelled,
+        }
+    };
+    let Ending::Exited(status) = ending else {
+        group.stop(child).await;
+        return ending;
+    };
+
+    // It exited: kill whatever it left behind (a call leaves nothing running), then read
+    // what it wrote before exiting, which may still sit in the pipes.
+    group.kill(child).await;
+    let mut grace = pin!(tokio::time::sleep(DRAIN_GRACE));
+    while !(collected && reported) {
+        tokio::select! {
+            result = &mut collect, if !collected => {
+                collected = true;
+                if result.is_err() {
+                    return Ending::TooLarge;
+                }
+            }
+            () = &mut report, if !reported => reported = true,
+            () = &mut grace => {
+                log::warn!(mission:% = req.mission, function:% = req.function;
+                    "a process that left the handler's group holds its output open; answering without it");
+                break;
+            }
+        }
+    }
+    Ending::Exited(status)
+}
+
+/// The builder for one handler: no shell, scrubbed environment, `/`, its own group.
+fn command(req: &ExecRequest<'_>) -> Result<Command, String> {
+    let Some((program, args)) = req.argv.split_first() else {
+        return Err("the function has no program to run (its `exec` is empty)".into());
+    };
+    if !program.starts_with('/') {
+        return Err(format!(
+            "the program `{program}` is not an absolute path, so which one runs would depend on PATH"
+        ));
+    }
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", HANDLER_PATH)
+        .env("HOME", HANDLER_HOME)
+        .env("LANG", HANDLER_LANG)
+        .env("WTD_MISSION", req.mission.as_str())
+        .env("WTD_FUNCTION", req.function.as_str())
+        // Not the agent's directory: the handler must not depend on, or write into, it.
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // A safety net for the leader if `run` is dropped; `Group` covers the rest.
+        .kill_on_drop(true);
+    if let RunAs::Unprivileged { uid, gid } = req.run_as {
+        // With `uid` set and no explicit groups, std also calls `setgroups(0, NULL)` in the
+        // child before `setuid`, so no supplementary group of the agent (root's, say) is
+        // kept. A test checks it, since `CommandExt::groups` is not stable and `pre_exec`
+        // would need `unsafe`.
+        command.uid(uid).gid(gid);
+    }
+    Ok(command)
+}
+
+/// A sentence for the mission's owner on why the program did not start.
+fn spawn_failure(req: &ExecRequest<'_>, e: &io::Error) -> String {
+    let program = req.argv.first().map(String::as_str).unwrap_or_default();
+    let who = match req.run_as {
+        RunAs::CurrentUser => "the agent's user".to_string(),
+        RunAs::Unprivileged { uid, .. } => format!("uid {uid}, the user functions run as"),
+    };
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOENT) => format!(
+            "{program} does not exist (nor, if it is a script, the interpreter on its #! line); \
+             check `exec` in the mission file"
+        ),
+        Some(Errno::EACCES) => format!(
+            "{program} cannot be run by {who}: make it executable (chmod +x) and its directories searchable"
+        ),
+        Some(Errno::ENOEXEC) => format!(
+            "{program} is not a program this machine can run (a script needs a #! line; \
+             a binary must be built for this CPU)"
+        ),
+        Some(Errno::ETXTBSY) => format!("{program} is being written to; try again once it is installed"),
+        Some(Errno::EPERM) if matches!(req.run_as, RunAs::Unprivileged { .. }) => {
+            format!("cannot switch to {who} to run {program} (only a root agent can): {e}")
+        }
+        _ => format!("cannot start {program}: {e}"),
+    }
+}
+
+/// The handler's process group. Dropping it while armed (when `run` is dropped mid-call)
+/// kills the whole group, so not even an abandoned call leaves processes behind.
+#[derive(Debug)]
+struct Group {
+    id: Pid,
+    armed: bool,
+}
+
+impl Group {
+    fn new(leader: i32) -> Group {
+        Group {
+            id: Pid::from_raw(leader),
+            armed: true,
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        match killpg(self.id, signal) {
+            // ESRCH: nobody is left in the group, which is what we wanted.
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => log::warn!(pgid = self.id.as_raw(); "cannot send {signal} to a handler's group: {e}"),
+        }
+    }
+
+    /// Stops a running handler: asks every process of the group to end (SIGTERM), gives the
+    /// leader [`TERM_GRACE`] to do so, then kills the group.
+    async fn stop(&mut self, child: &mut Child) {
+        self.signal(Signal::SIGTERM);
+        let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
+        self.kill(child).await;
+    }
+
+    /// Kills every process left in the group (SIGKILL cannot be caught or ignored), then
+    /// reaps the leader, waiting at most [`REAP_TIMEOUT`].
+    ///
+    /// When the leader has already been reaped, its pid could in principle be reused; but
+    /// Linux keeps a group id reserved while any process is in the group, and when none is
+    /// the kill comes microseconds after the reap, far too soon for the kernel to cycle
+    /// through every pid to reach this one again.
+    async fn kill(&mut self, child: &mut Child) {
+        self.signal(Signal::SIGKILL);
+        self.armed = false;
+        if tokio::time::timeout(REAP_TIMEOUT, child.wait()).await.is_err() {
+            log::error!(pgid = self.id.as_raw();
+                "a killed handler has not ended after {}; it is stuck in the kernel (failing storage?)",
+                humantime::format_duration(REAP_TIMEOUT));
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Writes the call's arguments to the handler's stdin, then closes it (by dropping it), so
+/// the handler reads end-of-file after the JSON.
+async fn feed_stdin(mut stdin: ChildStdin, args_json: &[u8]) {
+    if let Err(e) = stdin.write_all(args_json).await {
+        // A handler that needs no arguments may exit without reading them: that is fine.
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            log::debug!("cannot write a handler's arguments: {e}");
+        }
+    }
+}
+
+/// stdout held more than the cap.
+#[derive(Debug)]
+struct TooLarge;
+
+/// Reads stdout into `output` until end-of-file, holding at most `cap` bytes.
+async fn collect_output(
+    mut stdout: impl AsyncRead + Unpin,
+    cap: usize,
+    output: &mut Vec<u8>,
+) -> Result<(), TooLarge> {
+    let mut chunk = vec![0; READ_CHUNK];
+    loop {
+        let n = match stdout.read(&mut chunk).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) => {
+                // Reading a pipe fails only for reasons that cannot happen to ours (EFAULT).
+                log::warn!("cannot read a handler's output: {e}");
+                return Ok(());
+            }
+        };
+        // `output.len() <= cap` always holds, so this cannot underflow.
+        if n > cap - output.len() {
+            return Err(TooLarge);
+        }
+        // `extend_from_slice` alone may reserve twice what it needs; grow by doubling, but
+        // never past the cap, so the buffer is bounded by `cap`, not `2 * cap`.
+        if output.capacity() - output.len() < n {
+            let target = output.capacity().saturating_mul(2).max(output.len() + n).min(cap);
+            output.reserve_exact(target - output.len());
+        }
+        output.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads stderr line by line until end-of-file: every line goes to `tail`, and the first
+/// [`MAX_PROGRESS_EVENTS`] non-empty ones to `events` too.
+async fn report_progress(
+    mut stderr: impl AsyncRead + Unpin,
+    events: &mpsc::Sender<ExecEvent>,
+    tail: &mut Tail,
+) {
+    let mut chunk = vec![0; READ_CHUNK];
+    let mut splitter = LineSplitter::default();
+    let mut lines = Vec::new();
+    let mut sent = 0;
+    loop {
+        let n = match stderr.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("cannot read a handler's stderr: {e}");
+                break;
+            }
+        };
+        splitter.push(&chunk[..n], &mut lines);
+        for line in lines.drain(..) {
+            tail.push(&line);
+            if line.is_empty() || sent >= MAX_PROGRESS_EVENTS {
+                continue;
+            }
+            // An error means the receiver is gone: keep reading, for the tail.
+            if events.send(ExecEvent::Progress(line)).await.is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        tail.push(&line);
+        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS {
+            let _ = events.send(ExecEvent::Progress(line)).await;
+        }
+    }
+}
+
+/// Cuts a byte stream into lines of at most [`MAX_PROGRESS_LINE`] bytes. Pure, so it is
+/// unit-tested without processes.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    /// The current line so far: at most `MAX_PROGRESS_LINE` bytes.
+    line: Vec<u8>,
+    /// The current line was longer than that, and the rest is being skipped.
+    cut: bool,
+}
+
+impl LineSplitter {
+    /// Adds `bytes`, appending each line they complete to `lines`.
+    fn push(&mut self, bytes: &[u8], lines: &mut Vec<String>) {
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let (text, complete) = match piece.split_last() {
+                Some((&b'\n', text)) => (text, true),
+                _ => (piece, false),
+            };
+            let room = MAX_PROGRESS_LINE - self.line.len();
+            if text.len() > room {
+                self.cut = true;
+            }
+            self.line.extend_from_slice(&text[..text.len().min(room)]);
+            if complete {
+                lines.push(self.take());
+            }
+        }
+    }
+
+    /// The last line, if the stream did not end with a newline.
+    fn finish(mut self) -> Option<String> {
+        (!self.line.is_empty() || self.cut).then(|| self.take())
+    }
+
+    /// The current line as printable text: invalid UTF-8 and control characters (which
+    /// could drive the caller's terminal) become `�`, a trailing `\r` is dropped, and a cut
+    /// line ends in `…`.
+    fn take(&mut self) -> String {
+        let bytes = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let mut text: String = String::from_utf8_lossy(bytes)
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        // Replacement characters are 3 bytes for 1: cut again, on a character boundary.
+        if text.len() > MAX_PROGRESS_LINE {
+            text.truncate(floor_char_boundary(&text, MAX_PROGRESS_LINE));
+            self.cut = true;
+        }
+        if self.cut {
+            text.push('…');
+        }
+        self.line.clear();
+        self.cut = false;
+        text
+    }
+}
+
+/// The end of a handler's stderr, for the report of a failed call.
+#[derive(Debug, Default)]
+struct Tail {
+    /// The last lines, trimmed back to [`STDERR_TAIL`] bytes whenever it reaches twice that,
+    /// so it never holds more than `2 * STDERR_TAIL + MAX_PROGRESS_LINE` bytes.
+    text: String,
+}
+
+impl Tail {
+    fn push(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+        if self.text.len() > 2 * STDERR_TAIL {
+            self.keep_last(STDERR_TAIL);
+        }
+    }
+
+    fn keep_last(&mut self, bytes: usize) {
+        let mut start = self.text.len().saturating_sub(bytes);
+        while !self.text.is_char_boundary(start) {
+            start += 1;
+        }
+        self.text.drain(..start);
+    }
+
+    fn into_string(mut self) -> String {
+        self.keep_last(STDERR_TAIL);
+        let len = self.text.trim_end_matches('\n').len();
+        self.text.truncate(len);
+        self.text
+    }
+}
+
+/// The largest `i <= index` that is a character boundary of `text` (`str::floor_char_boundary`
+/// is newer than our minimum Rust).
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    let mut i = index.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> (Vec<String>, Option<String>) {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            splitter.push(chunk, &mut lines);
+        }
+        (lines, splitter.finish())
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let (lines, last) = split(&[b"one\ntw", b"o\n\nthree\r\nfour"]);
+        assert_eq!(lines, ["one", "two", "", "three"]);
+        assert_eq!(last.as_deref(), Some("four"));
+        assert_eq!(split(&[b"done\n"]).1, None);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_marked() {
+        let long = vec![b'x'; MAX_PROGRESS_LINE * 3];
+        let (lines, last) = split(&[&long, b"\nnext\n", &long[..MAX_PROGRESS_LINE + 1]]);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], format!("{}…", "x".repeat(MAX_PROGRESS_LINE)));
+        assert_eq!(lines[1], "next");
+        assert_eq!(last, Some(format!("{}…", "x".repeat(MAX_PROGRESS_LINE))));
+    }
+
+    #[test]
+    fn control_characters_and_bad_utf8_become_replacement_characters() {
+        let (lines, _) = split(&[b"\x1b[31mred\x1b[0m\tok \xff\n"]);
+        assert_eq!(lines, ["\u{fffd}[31mred\u{fffd}[0m\tok \u{fffd}"]);
+    }
+
+    #[test]
+    fn replacement_characters_do_not_break_the_length_cap() {
+        let bad = vec![0xff; MAX_PROGRESS_LINE];
+        let (_, last) = split(&[&bad]);
+        let last = last.unwrap();
+        assert!(last.len() <= MAX_PROGRESS_LINE + '…'.len_utf8(), "{}", last.len());
+        assert!(last.ends_with('…'));
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes() {
+        let mut tail = Tail::default();
+        for i in 0..10_000 {
+            tail.push(&format!("line {i}"));
+            assert!(tail.text.len() <= 2 * STDERR_TAIL + 16);
+        }
+        tail.push("é".repeat(STDERR_TAIL).as_str());
+        tail.push("the end");
+        let text = tail.into_string();
+        assert!(text.len() <= STDERR_TAIL, "{}", text.len());
+        assert!(text.ends_with("é\nthe end"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_without_over_allocating() {
+        let mut output = Vec::new();
+        let input = vec![7u8; 100_000];
+        assert!(collect_output(&input[..], 100_000, &mut output).await.is_ok());
+        assert_eq!(output, input);
+        assert!(output.capacity() <= 100_000, "{}", output.capacity());
+
+        let mut output = Vec::new();
+        assert!(collect_output(&input[..], 99_999, &mut output).await.is_err());
+        assert!(output.capacity() <= 99_999, "{}", output.capacity());
+    }
+
+    #[test]
+    fn outcomes_read_as_sentences() {
+        let crashed = ExecOutcome::Failed {
+            code: None,
+            signal: Some(11),
+            stderr_tail: String::new(),
+            output: Vec::new(),
+        };
+        assert_eq!(crashed.to_string(), "crashed (SIGSEGV)");
+        let timed_out = ExecOutcome::TimedOut {
+            after: Duration::from_secs(5),
+        };
+        assert_eq!(timed_out.to_string(), "timed out after 5s");
+    }
+}

@@ -1,0 +1,313 @@
+//! Choosing agents for a call, from the roster: pure, so every rule is unit-tested.
+//!
+//! Candidates are the online agents that offer the function *and* whose owners granted
+//! this caller the mission (an active grant the caller holds, issued by one of the
+//! agent's owners, covering that agent). The selector orders them; the caller tries them
+//! in order, moving on only when that is safe (see `cmd::call`).
+
+use wtd_keys::{AgentId, FunctionName, Grant, MissionName, OwnerKey, PublicId, UserKey};
+use wtd_wire::AgentInfo;
+
+/// How to pick among candidates (Nanite's selectors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// Lowest reported load first (the default).
+    LeastLoaded,
+    Random,
+    /// The next agent after the one used last time.
+    RoundRobin,
+    /// Every candidate, results gathered.
+    All,
+}
+
+/// Narrowing the candidates down.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only agents with this tag.
+    pub tag: Option<String>,
+    /// Only this agent: its name, or its id (or a prefix of the id, as `wtd ls` shows it).
+    pub agent: Option<String>,
+}
+
+/// An agent a call may go to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub id: AgentId,
+    pub name: String,
+    pub load: f32,
+    pub cpu: f32,
+    /// Safe to retry elsewhere if this agent vanishes mid-call.
+    pub idempotent: bool,
+}
+
+/// Why there is no candidate, for an error the user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoCandidate {
+    /// No online agent offers the function at all.
+    NobodyOffers,
+    /// Some do, but the filter (tag, agent) excludes them all.
+    Filtered,
+    /// Some do, but none of their owners granted this caller the mission.
+    NotGranted { owners: Vec<PublicId> },
+}
+
+/// The candidates for `mission/function`, unordered.
+pub fn candidates(
+    roster: &[AgentInfo],
+    me: &UserKey,
+    grants: &[&Grant],
+    mission: &MissionName,
+    function: &FunctionName,
+    filter: &Filter,
+) -> Result<Vec<Candidate>, NoCandidate> {
+    let offering: Vec<(&AgentInfo, bool)> = roster
+        .iter()
+        .filter_map(|a| {
+            let m = a.advert.missions.iter().find(|m| m.name == mission.as_str())?;
+            let f = m.functions.iter().find(|f| f.name == function.as_str())?;
+            Some((a, f.idempotent))
+        })
+        .collect();
+    if offering.is_empty() {
+        return Err(NoCandidate::NobodyOffers);
+    }
+    let filtered: Vec<(&AgentInfo, bool, AgentId)> = offering
+        .into_iter()
+        .filter_map(|(a, idem)| Some((a, idem, AgentId(a.id.parse().ok()?))))
+        .filter(|(a, _, id)| {
+            filter.tag.as_ref().is_none_or(|t| a.advert.tags.contains(t))
+                && filter
+                    .agent
+                    .as_ref()
+                    .is_none_or(|want| a.advert.name == *want || id.to_string().starts_with(want.as_str()))
+        })
+        .collect();
+    if filtered.is_empty() {
+        return Err(NoCandidate::Filtered);
+    }
+    let mut owners_seen = Vec::new();
+    let granted: Vec<Candidate> = filtered
+        .into_iter()
+        .filter(|(a, _, id)| {
+            let owners: Vec<OwnerKey> = a
+                .advert
+                .owners
+                .iter()
+                .filter_map(|k| k.parse().ok())
+                .map(OwnerKey)
+                .collect();
+            owners_seen.extend(owners.iter().map(|o| *o.key()));
+            grants.iter().any(|g| {
+                g.subject == *me
+                    && g.mission == *mission
+                    && owners.contains(&g.issuer)
+                    && g.audience.covers(id)
+            })
+        })
+        .map(|(a, idempotent, id)| Candidate {
+            id,
+            name: a.advert.name.clone(),
+            load: a.load.load1,
+            cpu: a.load.cpu_percent,
+            idempotent,
+        })
+        .collect();
+    if granted.is_empty() {
+        owners_seen.sort();
+        owners_seen.dedup();
+        return Err(NoCandidate::NotGranted { owners: owners_seen });
+    }
+    Ok(granted)
+}
+
+/// Orders candidates for `selector`. `turn` is the round-robin counter; `random` a random
+/// number (both passed in, so this stays pure).
+pub fn order(mut cands: Vec<Candidate>, selector: Selector, turn: u64, random: u64) -> Vec<Candidate> {
+    // A stable base order, so round-robin and ties are deterministic.
+    cands.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    let n = cands.len();
+    if n == 0 {
+        return cands;
+    }
+    match selector {
+        Selector::LeastLoaded => {
+            cands.sort_by(|a, b| a.load.total_cmp(&b.load).then(a.cpu.total_cmp(&b.cpu)));
+        }
+        Selector::RoundRobin => cands.rotate_left((turn % n as u64) as usize),
+        Selector::Random => {
+            // Fisher-Yates with a small xorshift seeded by `random`.
+            let mut x = random | 1;
+            for i in (1..n).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                cands.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
+        Selector::All => {}
+    }
+    cands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::{Audience, GrantId, Rate, SecretKey, Timestamp};
+    use wtd_wire::{Advert, FunctionInfo, Key, Load, MissionInfo};
+
+    fn key(n: u8) -> PublicId {
+        SecretKey::from_seed(&[n; 32]).public()
+    }
+
+    fn agent(n: u8, owner: u8, load: f32, tags: &[&str], idempotent: bool) -> AgentInfo {
+        AgentInfo {
+            id: Key::from(key(100 + n)),
+            advert: Advert {
+                name: format!("pi-{n}"),
+                owners: vec![Key::from(key(owner))],
+                missions: vec![MissionInfo {
+                    name: "demo".into(),
+                    version: "1".into(),
+                    description: String::new(),
+                    functions: vec![FunctionInfo {
+                        name: "echo".into(),
+                        description: String::new(),
+                        idempotent,
+                    }],
+                }],
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                model: None,
+                software: String::new(),
+                warnings: vec![],
+            },
+            load: Load {
+                load1: load,
+                ..Default::default()
+            },
+            last_seen_ms: 0,
+        }
+    }
+
+    fn grant(owner: u8, me: u8, audience: Audience) -> Grant {
+        Grant {
+            id: GrantId([owner; 16]),
+            issuer: OwnerKey(key(owner)),
+            subject: UserKey(key(me)),
+            audience,
+            mission: "demo".parse().unwrap(),
+            rate: Rate {
+                calls: 1,
+                period_ms: 1000,
+            },
+            burst: 1,
+            concurrency: 1,
+            not_before: Timestamp(0),
+            expires: Timestamp(1),
+            issued_at: Timestamp(0),
+        }
+    }
+
+    fn names(c: &[Candidate]) -> Vec<&str> {
+        c.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn only_agents_whose_owner_granted_me_are_candidates() {
+        let roster = vec![
+            agent(1, 1, 0.5, &[], true),
+            agent(2, 2, 0.1, &[], true),
+            agent(3, 1, 0.9, &["lab"], true),
+        ];
+        let me = UserKey(key(50));
+        let g = grant(1, 50, Audience::AllAgents);
+        let (m, f) = ("demo".parse().unwrap(), "echo".parse().unwrap());
+        let c = candidates(&roster, &me, &[&g], &m, &f, &Filter::default()).unwrap();
+        assert_eq!(names(&order(c, Selector::LeastLoaded, 0, 0)), ["pi-1", "pi-3"]);
+
+        // A grant for someone else, or from a stranger, gives nothing.
+        let other = grant(1, 51, Audience::AllAgents);
+        let stranger = grant(9, 50, Audience::AllAgents);
+        assert!(matches!(
+            candidates(&roster, &me, &[&other, &stranger], &m, &f, &Filter::default()),
+            Err(NoCandidate::NotGranted { .. })
+        ));
+        // An audience limits it to the agents it names.
+        let only3 = grant(1, 50, Audience::agents(vec![AgentId(key(103))]));
+        let c = candidates(&roster, &me, &[&only3], &m, &f, &Filter::default()).unwrap();
+        assert_eq!(names(&c), ["pi-3"]);
+        // Filters.
+        let tag = Filter {
+            tag: Some("lab".into()),
+            agent: None,
+        };
+        assert_eq!(
+            names(&candidates(&roster, &me, &[&g], &m, &f, &tag).unwrap()),
+            ["pi-3"]
+        );
+        let by_name = Filter {
+            tag: None,
+            agent: Some("pi-1".into()),
+        };
+        assert_eq!(
+            names(&candidates(&roster, &me, &[&g], &m, &f, &by_name).unwrap()),
+            ["pi-1"]
+        );
+        let by_id = Filter {
+            tag: None,
+            agent: Some(key(103).short()),
+        };
+        assert_eq!(
+            names(&candidates(&roster, &me, &[&g], &m, &f, &by_id).unwrap()),
+            ["pi-3"]
+        );
+        let none = Filter {
+            tag: Some("nope".into()),
+            agent: None,
+        };
+        assert_eq!(
+            candidates(&roster, &me, &[&g], &m, &f, &none),
+            Err(NoCandidate::Filtered)
+        );
+        let nobody: FunctionName = "nope".parse().unwrap();
+        assert_eq!(
+            candidates(&roster, &me, &[&g], &m, &nobody, &Filter::default()),
+            Err(NoCandidate::NobodyOffers)
+        );
+    }
+
+    #[test]
+    fn selectors_order_candidates() {
+        let c = |n: u8, load: f32| Candidate {
+            id: AgentId(key(100 + n)),
+            name: format!("pi-{n}"),
+            load,
+            cpu: 0.0,
+            idempotent: true,
+        };
+        let all = vec![c(1, 0.7), c(2, 0.2), c(3, 0.5)];
+        assert_eq!(
+            names(&order(all.clone(), Selector::LeastLoaded, 0, 0)),
+            ["pi-2", "pi-3", "pi-1"]
+        );
+        assert_eq!(
+            names(&order(all.clone(), Selector::RoundRobin, 0, 0)),
+            ["pi-1", "pi-2", "pi-3"]
+        );
+        assert_eq!(
+            names(&order(all.clone(), Selector::RoundRobin, 1, 0)),
+            ["pi-2", "pi-3", "pi-1"]
+        );
+        assert_eq!(
+            names(&order(all.clone(), Selector::RoundRobin, 5, 0)),
+            ["pi-3", "pi-1", "pi-2"]
+        );
+        let mut seen = std::collections::HashSet::new();
+        for r in 0..50 {
+            let o = order(all.clone(), Selector::Random, 0, r * 7919 + 1);
+            assert_eq!(o.len(), 3);
+            seen.insert(o[0].name.clone());
+        }
+        assert_eq!(seen.len(), 3, "random picks each agent first sometimes");
+        assert_eq!(order(all, Selector::All, 0, 0).len(), 3);
+    }
+}

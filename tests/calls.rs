@@ -1,0 +1,317 @@
+//! Signed calls through the proxy, end to end: real `wtd proxy`, `wtd agent`s and `wtd
+//! call` processes on 127.0.0.1. Alice owns the agents; Bob calls.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{wait_for, Agent, Proxy, TestCluster, User};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A mission whose functions leave traces, in a directory anyone can write to (functions
+/// run as an unprivileged user when the agent runs as root).
+fn side_effect_mission(lab: &TestCluster) -> (String, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("wtd-side")
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mark = dir.join("ran");
+    let toml = format!(
+        r#"name = "side"
+version = "1"
+description = "functions that leave traces"
+
+[[functions]]
+name = "mark"
+description = "appends a line to a file"
+exec = ["/bin/sh", "-c", "echo ran >> {mark}; echo '{{\"ok\":true}}'"]
+idempotent = false
+
+[[functions]]
+name = "slowecho"
+description = "waits, then echoes"
+exec = ["/bin/sh", "-c", "echo started >&2; sleep 3; cat"]
+idempotent = true
+"#,
+        mark = mark.display()
+    );
+    let _ = lab;
+    (toml, mark)
+}
+
+struct Lab {
+    lab: TestCluster,
+    proxy: Proxy,
+    alice: User,
+    alice_id: String,
+    bob: User,
+    bob_id: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let lab = TestCluster::new();
+        let proxy = lab.start_proxy();
+        let alice = lab.user("alice");
+        let alice_id = alice.init();
+        alice.ok(["join", &proxy.ticket]);
+        let bob = lab.user("bob");
+        let bob_id = bob.init();
+        bob.ok(["join", &proxy.ticket]);
+        alice.ok(["keys", "add", "bob", &bob_id]);
+        Lab {
+            lab,
+            proxy,
+            alice,
+            alice_id,
+            bob,
+            bob_id,
+        }
+    }
+
+    fn agent(&self, name: &str, extra: &str, side: Option<&str>) -> Agent {
+        if let Some(toml) = side {
+            let dir = self.lab.dir().join("agents").join(name).join("missions");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("side.toml"), toml).unwrap();
+        }
+        self.lab
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra)
+    }
+
+    fn wait_agents(&self, n: usize) {
+        wait_for("agents online", LIMIT, || self.bob.agent_names().len() == n);
+    }
+
+    /// Alice grants Bob `mission` with extra flags; Bob imports the ticket.
+    fn grant(&self, mission: &str, extra: &[&str]) -> String {
+        let mut args = vec!["grant", "bob", "--mission", mission, "--json"];
+        args.extend_from_slice(extra);
+        let out: Value = serde_json::from_str(&self.alice.ok(args)).unwrap();
+        self.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+        out["grant_id"].as_str().unwrap().to_string()
+    }
+
+    fn call(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["call"];
+        all.extend_from_slice(args);
+        self.bob.cli(all)
+    }
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn without_a_grant_nothing_runs_and_with_one_it_does() {
+    let l = Lab::new();
+    let (side, mark) = side_effect_mission(&l.lab);
+    let _pi = l.agent("pi-1", "", Some(&side));
+    l.wait_agents(1);
+
+    // No grant: refused before anything runs, with what to do.
+    let out = l.call(&["side/mark"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wtd grant"), "{}", stderr(&out));
+    assert!(!mark.exists(), "the handler never ran");
+
+    // A grant for another mission does not help.
+    l.grant("demo", &[]);
+    let out = l.call(&["side/mark"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!mark.exists());
+
+    // With the grant, it runs once per call.
+    l.grant("side", &[]);
+    let out = l.call(&["side/mark"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "{\"ok\":true}");
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n");
+
+    // Echo round-trips the arguments; bad JSON is refused locally.
+    let out = l.call(&["demo/echo", "{\"msg\":\"hi\"}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "{\"msg\":\"hi\"}");
+    assert_eq!(l.call(&["demo/echo", "{not json"]).status.code(), Some(2));
+    // Unknown functions and missions say where to look.
+    let out = l.call(&["demo/nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("wtd ls"), "{}", stderr(&out));
+}
+
+#[test]
+fn least_loaded_all_and_agent_selection() {
+    let l = Lab::new();
+    let _a = l.agent("pi-a", "test_pinned_load = 0.9", None);
+    let _b = l.agent("pi-b", "test_pinned_load = 0.1", None);
+    let _c = l.agent("pi-c", "test_pinned_load = 0.5", None);
+    l.wait_agents(3);
+    wait_for("pinned loads reported", LIMIT, || {
+        l.bob
+            .ls()
+            .iter()
+            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
+    });
+    l.grant("demo", &[]);
+
+    for _ in 0..3 {
+        let out = l.call(&["demo/echo", "{}", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["agent"], "pi-b", "the least-loaded agent answers");
+    }
+    let out = l.call(&["demo/echo", "{\"n\":1}", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut agents: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap())
+        .collect();
+    agents.sort();
+    assert_eq!(agents, ["pi-a", "pi-b", "pi-c"]);
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["output"] == serde_json::json!({"n": 1})));
+
+    let out = l.call(&["demo/echo", "{}", "--json", "--agent", "pi-c"]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["agent"], "pi-c");
+    // Round robin takes turns.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let out = l.call(&["demo/echo", "{}", "--json", "--round-robin"]);
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        seen.insert(v["agent"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 3);
+}
+
+#[test]
+fn revocation_denies_the_next_call_and_cancels_one_in_flight() {
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+    l.grant("demo", &[]);
+    assert!(l.call(&["demo/echo"]).status.success());
+
+    // A long call in flight...
+    let mut slow = common::Daemon::spawn(
+        "wtd call demo/slow",
+        l.lab.dir().join("slow.log"),
+        &["call".as_ref(), "demo/slow".as_ref()],
+        &l.bob.home,
+    );
+    wait_for("the slow call to start", LIMIT, || {
+        std::fs::read_to_string(l.lab.dir().join("agents/pi-1/agent.log"))
+            .unwrap_or_default()
+            .contains("running demo/slow")
+    });
+    // ... is cancelled by the revocation, and the next call is denied.
+    l.alice.ok(["revoke", "bob", "--mission", "demo"]);
+    let status = slow.child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{}", slow.output());
+    assert!(slow.output().contains("revoked"), "{}", slow.output());
+    let out = l.call(&["demo/echo"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_rate_limit_bites_with_a_retry_after() {
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+    l.grant("demo", &["--rate", "3/min"]);
+    for i in 0..3 {
+        let out = l.call(&["demo/echo"]);
+        assert!(out.status.success(), "call {i}: {}", stderr(&out));
+    }
+    let out = l.call(&["demo/echo"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("try again in"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retry after"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_agent_killed_mid_call_idempotent_retries_elsewhere_others_may_have_run() {
+    let l = Lab::new();
+    let (side, _mark) = side_effect_mission(&l.lab);
+    let mut a = l.agent("pi-a", "test_pinned_load = 0.1", Some(&side));
+    let _b = l.agent("pi-b", "test_pinned_load = 0.9", Some(&side));
+    l.wait_agents(2);
+    wait_for("pinned loads reported", LIMIT, || {
+        l.bob
+            .ls()
+            .iter()
+            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
+    });
+    l.grant("side", &[]);
+    l.grant("demo", &[]);
+
+    // Idempotent: pi-a (least loaded) is killed while it runs; pi-b answers.
+    let mut call = common::Daemon::spawn(
+        "slowecho",
+        l.lab.dir().join("slowecho.log"),
+        &[
+            "call".as_ref(),
+            "side/slowecho".as_ref(),
+            "{\"v\":7}".as_ref(),
+            "--json".as_ref(),
+        ],
+        &l.bob.home,
+    );
+    wait_for("slowecho to start on pi-a", LIMIT, || {
+        std::fs::read_to_string(a.dir.join("agent.log"))
+            .unwrap_or_default()
+            .contains("running side/slowecho")
+    });
+    a.daemon.kill();
+    let status = call.child.wait().unwrap();
+    assert!(status.success(), "{}", call.output());
+    assert!(call.output().contains("\"agent\": \"pi-b\""), "{}", call.output());
+
+    // Not idempotent: the caller is told it may have run, and nothing is retried.
+    a.restart();
+    l.wait_agents(2);
+    wait_for("pinned loads reported", LIMIT, || {
+        l.bob
+            .ls()
+            .iter()
+            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
+    });
+    let mut call = common::Daemon::spawn(
+        "slow",
+        l.lab.dir().join("slow.log"),
+        &["call".as_ref(), "demo/slow".as_ref()],
+        &l.bob.home,
+    );
+    wait_for("slow to start on pi-a", LIMIT, || {
+        std::fs::read_to_string(a.dir.join("agent.log"))
+            .unwrap_or_default()
+            .contains("running demo/slow")
+    });
+    a.daemon.kill();
+    let status = call.child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "{}", call.output());
+    assert!(
+        call.output().contains("may or may not have run"),
+        "{}",
+        call.output()
+    );
+    let _ = &l.bob_id;
+}
