@@ -315,3 +315,69 @@ fn an_agent_killed_mid_call_idempotent_retries_elsewhere_others_may_have_run() {
     );
     let _ = &l.bob_id;
 }
+
+#[test]
+fn an_expired_grant_is_denied_and_why_says_so() {
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+
+    // A grant that ended two days ago. The CLI never makes grants in the past, so the
+    // test signs one with Alice's key and appends it to her log, as an old grant would be.
+    use wtd_keys::log::Record;
+    use wtd_keys::{Audience, Grant, GrantId, OwnerKey, Rate, Ticket, Timestamp, UserKey};
+    let alice_key = wtd_store::identity::load(&l.alice.home.join("identity.key")).unwrap();
+    let owner = OwnerKey(alice_key.public());
+    let day = 86_400_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let grant = Grant {
+        id: GrantId::random(),
+        issuer: owner,
+        subject: UserKey(l.bob_id.parse().unwrap()),
+        audience: Audience::AllAgents,
+        mission: "demo".parse().unwrap(),
+        rate: Rate {
+            calls: 60,
+            period_ms: 60_000,
+        },
+        burst: 60,
+        concurrency: 4,
+        not_before: Timestamp(now - 3 * day),
+        expires: Timestamp(now - 2 * day),
+        issued_at: Timestamp(now - 3 * day),
+    }
+    .sign(&alice_key);
+    {
+        let (mut log, _) = wtd_store::logfile::LogFile::open(&l.alice.home.join("owner.log"), owner).unwrap();
+        let entry = log
+            .log()
+            .next_entry(&alice_key, Record::Grant(grant.clone()))
+            .unwrap();
+        log.append(entry).unwrap();
+    }
+    l.alice.ok(["sync"]);
+    l.bob.ok([
+        "grants",
+        "import",
+        &Ticket {
+            proxy: None,
+            grants: vec![grant],
+        }
+        .to_text(),
+    ]);
+
+    let out = l.call(&["demo/echo"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired 2 days ago"), "{}", stderr(&out));
+    let why = l.alice.ok(["why", "bob", "demo/echo"]);
+    assert!(why.contains("DENY") && why.contains("expired"), "{why}");
+
+    // A fresh grant: allowed, and `why` names it.
+    let fresh = l.grant("demo", &[]);
+    let why = l.alice.ok(["why", "bob", "demo/echo"]);
+    assert!(why.contains("ALLOW") && why.contains(&fresh), "{why}");
+    assert!(l.call(&["demo/echo"]).status.success());
+}

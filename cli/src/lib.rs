@@ -50,6 +50,8 @@ pub enum Command {
     Sync(cmd::sync::Args),
     /// Call a function on the best agent for it: `wtd call demo/echo '{"msg":"hi"}'`.
     Call(cmd::call::Args),
+    /// Explain, as an owner, whether someone may call a function on your agents, and why.
+    Why(cmd::why::Args),
     /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
     Up(cmd::up::Args),
 }
@@ -69,5 +71,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Sync(a) => cmd::sync::run(&ctx, a),
         Command::Up(a) => cmd::up::run(&ctx, a),
         Command::Call(a) => cmd::call::run(&ctx, a),
+        Command::Why(a) => cmd::why::run(&ctx, a),
     }
 }

@@ -123,8 +123,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         tag: args.tag.clone(),
         agent: args.agent.clone(),
     };
+    // Grants others gave you, and grants you gave yourself as an owner (`wtd up` does).
     let (received, _) = wtd_store::grants::list(&ctx.home.received_grants())?;
-    let grants: Vec<Grant> = received.iter().map(|g| g.grant().clone()).collect();
+    let mut grants: Vec<Grant> = received.iter().map(|g| g.grant().clone()).collect();
+    if ctx.home.owner_log().exists() {
+        let log = ctx.owner_log(&me)?;
+        let mine = log
+            .log()
+            .grants()
+            .filter(|g| *g.grant().subject.key() == me.public());
+        grants.extend(mine.map(|g| g.grant().clone()));
+    }
     let turn = if selector == Selector::RoundRobin {
         next_turn(ctx)
     } else {

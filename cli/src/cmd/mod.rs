@@ -11,3 +11,4 @@ pub mod ls;
 pub mod revoke;
 pub mod sync;
 pub mod up;
+pub mod why;

@@ -225,7 +225,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     println!("Try, in another terminal:");
     println!("  wtd ls                    # the agents, their load and missions");
     println!("  wtd ls --watch            # live, like a dashboard");
-    println!("  wtd grants                # the grant you just gave yourself");
+    println!("  wtd call demo/echo '{{\"msg\":\"hi\"}}'   # runs on the least-loaded agent");
     println!();
     println!("Press Ctrl-C to stop everything.");
 
