@@ -70,13 +70,21 @@ fn the_aarch64_agent_registers_with_the_x86_proxy() {
         "{a}"
     );
 
-    // A grant made now reaches it through the proxy, verified on the aarch64 side.
+    // A grant made now reaches it through the proxy, verified on the aarch64 side...
     let bob = lab.user("bob");
     let bob_id = bob.init();
-    alice.ok(["grant", &bob_id, "--mission", "demo"]);
+    bob.ok(["join", &proxy.ticket]);
+    let out: serde_json::Value =
+        serde_json::from_str(&alice.ok(["grant", &bob_id, "--mission", "demo", "--json"])).unwrap();
+    bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
     let log = pi.dir.join("state").join("logs").join(format!("{alice_id}.log"));
     wait_for("the grant on the aarch64 agent", Duration::from_secs(60), || {
         std::fs::metadata(&log).map(|m| m.len() > 8).unwrap_or(false)
     });
+    // ... and Bob's signed call runs there and comes back signed by it.
+    let out = bob.ok(["call", "demo/echo", "{\"from\":\"x86\"}", "--timeout", "60s"]);
+    assert_eq!(out.trim(), "{\"from\":\"x86\"}");
+    let out = bob.cli(["call", "sys/info", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "no grant for sys: refused");
     assert!(!pi.daemon.output().contains("ERROR"), "{}", pi.daemon.output());
 }
