@@ -85,6 +85,13 @@ impl Lab {
             .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra)
     }
 
+    /// Waits until every agent's first heartbeat (with its pinned load) has arrived.
+    fn wait_pinned_loads(&self) {
+        wait_for("pinned loads reported", LIMIT, || {
+            self.bob.ls().iter().all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
+        });
+    }
+
     fn wait_agents(&self, n: usize) {
         wait_for("agents online", LIMIT, || self.bob.agent_names().len() == n);
     }
@@ -157,12 +164,7 @@ fn least_loaded_all_and_agent_selection() {
     let _b = l.agent("pi-b", "test_pinned_load = 0.1", None);
     let _c = l.agent("pi-c", "test_pinned_load = 0.5", None);
     l.wait_agents(3);
-    wait_for("pinned loads reported", LIMIT, || {
-        l.bob
-            .ls()
-            .iter()
-            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
-    });
+    l.wait_pinned_loads();
     l.grant("demo", &[]);
 
     for _ in 0..3 {
@@ -254,12 +256,7 @@ fn an_agent_killed_mid_call_idempotent_retries_elsewhere_others_may_have_run() {
     let mut a = l.agent("pi-a", "test_pinned_load = 0.1", Some(&side));
     let _b = l.agent("pi-b", "test_pinned_load = 0.9", Some(&side));
     l.wait_agents(2);
-    wait_for("pinned loads reported", LIMIT, || {
-        l.bob
-            .ls()
-            .iter()
-            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
-    });
+    l.wait_pinned_loads();
     l.grant("side", &[]);
     l.grant("demo", &[]);
 
@@ -288,12 +285,7 @@ fn an_agent_killed_mid_call_idempotent_retries_elsewhere_others_may_have_run() {
     // Not idempotent: the caller is told it may have run, and nothing is retried.
     a.restart();
     l.wait_agents(2);
-    wait_for("pinned loads reported", LIMIT, || {
-        l.bob
-            .ls()
-            .iter()
-            .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
-    });
+    l.wait_pinned_loads();
     let mut call = common::Daemon::spawn(
         "slow",
         l.lab.dir().join("slow.log"),
