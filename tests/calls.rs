@@ -34,6 +34,12 @@ exec = ["/bin/sh", "-c", "echo ran >> {mark}; echo '{{\"ok\":true}}'"]
 idempotent = false
 
 [[functions]]
+name = "big"
+description = "prints more than its output cap"
+exec = ["/bin/sh", "-c", "head -c 100000 /dev/zero"]
+output_cap = 1000
+
+[[functions]]
 name = "slowecho"
 description = "waits, then echoes"
 exec = ["/bin/sh", "-c", "echo started >&2; sleep 3; cat"]
@@ -88,7 +94,10 @@ impl Lab {
     /// Waits until every agent's first heartbeat (with its pinned load) has arrived.
     fn wait_pinned_loads(&self) {
         wait_for("pinned loads reported", LIMIT, || {
-            self.bob.ls().iter().all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
+            self.bob
+                .ls()
+                .iter()
+                .all(|a| a["load1"].as_f64().unwrap_or(0.0) > 0.05)
         });
     }
 
@@ -151,6 +160,14 @@ fn without_a_grant_nothing_runs_and_with_one_it_does() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "{\"msg\":\"hi\"}");
     assert_eq!(l.call(&["demo/echo", "{not json"]).status.code(), Some(2));
+    // Arguments and results are capped, with errors that say so.
+    let big_args = format!("{{\"x\":\"{}\"}}", "a".repeat(70_000));
+    let out = l.call(&["demo/echo", &big_args]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+    let out = l.call(&["side/big"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(stderr(&out).contains("output limit"), "{}", stderr(&out));
     // Unknown functions and missions say where to look.
     let out = l.call(&["demo/nope"]);
     assert_eq!(out.status.code(), Some(4));

@@ -357,7 +357,7 @@ impl CallService {
                 )
             }
         };
-        let Some(req) = ExecRequest::new(mission, f, args, run_as) else {
+        let Some(mut req) = ExecRequest::new(mission, f, args, run_as) else {
             return (
                 CallStatus::Failed,
                 Vec::new(),
@@ -365,6 +365,8 @@ impl CallService {
                 true,
             );
         };
+        // Whatever the mission file says, a result must fit the caller's answer limit.
+        req.output_cap = req.output_cap.min(defaults::MAX_OUTPUT);
         let (tx, mut rx) = tokio::sync::mpsc::channel(defaults::EVENT_QUEUE);
         let run = exec::run(req, tx, cancel.clone());
         tokio::pin!(run);

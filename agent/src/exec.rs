@@ -215,7 +215,9 @@ impl fmt::Debug for ExecRequest<'_> {
 pub enum RunAs {
     /// The agent's own user: the only choice when the agent is not root.
     CurrentUser,
-    /// This user and group, with no supplementary groups.
+    /// This user and group, with no supplementary groups. The program (and a script's
+    /// interpreter, and whatever it reads) must then be readable and executable by that
+    /// user: `chmod 755`, in directories it can enter.
     Unprivileged { uid: u32, gid: u32 },
 }
 
@@ -343,53 +345,17 @@ pub async fn run(
     events: mpsc::Sender<ExecEvent>,
     cancel: CancellationToken,
 ) -> ExecOutcome {
-    let mut command = match command(&req) {
-        Ok(command) => command,
+    let (mut handler, pipes) = match Handler::start(&req) {
+        Ok(started) => started,
         Err(reason) => return ExecOutcome::CouldNotStart { reason },
     };
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            return ExecOutcome::CouldNotStart {
-                reason: spawn_failure(&req, &e),
-            }
-        }
-    };
-    // `process_group(0)` made the handler the leader of a new group whose id is its pid.
-    let Some(mut group) = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Group::new) else {
-        // Unreachable: only a child that was already waited for has no pid.
-        return ExecOutcome::CouldNotStart {
-            reason: "the handler vanished as it started".into(),
-        };
-    };
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        // Unreachable: `command` asks for all three pipes. `group` kills the handler.
-        return ExecOutcome::CouldNotStart {
-            reason: "the handler's pipes could not be opened".into(),
-        };
-    };
-    log::debug!(mission:% = req.mission, function:% = req.function, pgid = group.id.as_raw(); "handler started");
-
-    let mut output = Vec::new();
-    let mut tail = Tail::default();
-    let ending = supervise(
-        &mut child,
-        &mut group,
-        Pipes {
-            stdin,
-            stdout,
-            stderr,
-        },
-        &req,
-        &events,
-        &cancel,
-        &mut output,
-        &mut tail,
-    )
-    .await;
-
+    log::debug!(mission:% = req.mission, function:% = req.function, pgid = handler.group.id.as_raw();
+        "handler started");
+    let mut gathered = Gathered::default();
+    let ending = handler
+        .supervise(pipes, &req, &events, &cancel, &mut gathered)
+        .await;
+    let Gathered { output, tail } = gathered;
     match ending {
         Ending::Exited(status) if status.success() => ExecOutcome::Ok { output },
         Ending::Exited(status) => ExecOutcome::Failed {
@@ -426,6 +392,14 @@ enum Ending {
     Cancelled,
 }
 
+/// What a handler wrote: its output (at most the cap) and the end of its stderr.
+#[derive(Debug, Default)]
+struct Gathered {
+    output: Vec<u8>,
+    tail: Tail,
+}
+
+/// The handler's end of its three pipes, as we hold them.
 #[derive(Debug)]
 struct Pipes {
     stdin: ChildStdin,
@@ -433,75 +407,140 @@ struct Pipes {
     stderr: ChildStderr,
 }
 
-/// Feeds, reads and watches a running handler until it has exited or been stopped, and its
-/// group is dead. Reading stdout and stderr *while* it runs matters: a pipe holds 64 KiB, and
-/// a handler writing to a full pipe would block forever.
-///
-/// The three pipe jobs are futures polled right here by `select!`, not spawned tasks, so
-/// none of them can outlive this function.
-#[allow(clippy::too_many_arguments)]
-async fn supervise(
-    child: &mut Child,
-    group: &mut Group,
-    pipes: Pipes,
-    req: &ExecRequest<'_>,
-    events: &mpsc::Sender<ExecEvent>,
-    cancel: &CancellationToken,
-    output: &mut Vec<u8>,
-    tail: &mut Tail,
-) -> Ending {
-    let mut feed = pin!(feed_stdin(pipes.stdin, req.args_json));
-    let mut collect = pin!(collect_output(pipes.stdout, req.output_cap, output));
-    let mut report = pin!(report_progress(pipes.stderr, events, tail));
-    // A finished future must not be polled again; these remember which ones are done.
-    let (mut fed, mut collected, mut reported) = (false, false, false);
-    let mut deadline = pin!(tokio::time::sleep(req.timeout));
+/// A started handler: its process group and the group's leader, the program we started.
+#[derive(Debug)]
+struct Handler {
+    /// Declared first, so dropped first: an abandoned call kills the whole group, then
+    /// tokio's `kill_on_drop` kills the leader again and reaps it in the background.
+    group: Group,
+    child: Child,
+}
 
-    // While it runs.
-    let ending = loop {
-        tokio::select! {
-            status = child.wait() => break match status {
-                Ok(status) => Ending::Exited(status),
-                Err(e) => Ending::Lost(e),
+impl Handler {
+    fn start(req: &ExecRequest<'_>) -> Result<(Handler, Pipes), String> {
+        let child = command(req)?.spawn().map_err(|e| spawn_failure(req, &e))?;
+        // `process_group(0)` made the handler the leader of a new group whose id is its pid.
+        // Only a child that was already waited for has no pid: this cannot fail.
+        let Some(leader) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            return Err("the handler vanished as it started".into());
+        };
+        let mut handler = Handler {
+            group: Group {
+                id: Pid::from_raw(leader),
+                armed: true,
             },
-            () = &mut feed, if !fed => fed = true,
-            result = &mut collect, if !collected => {
-                collected = true;
-                if result.is_err() {
-                    break Ending::TooLarge;
-                }
-            }
-            () = &mut report, if !reported => reported = true,
-            () = &mut deadline => break Ending::TimedOut,
-            () = cancel.cancelled() => break Ending::Cancelled,
-        }
-    };
-    let Ending::Exited(status) = ending else {
-        group.stop(child).await;
-        return ending;
-    };
-
-    // It exited: kill whatever it left behind (a call leaves nothing running), then read
-    // what it wrote before exiting, which may still sit in the pipes.
-    group.kill(child).await;
-    let mut grace = pin!(tokio::time::sleep(DRAIN_GRACE));
-    while !(collected && reported) {
-        tokio::select! {
-            result = &mut collect, if !collected => {
-                collected = true;
-                if result.is_err() {
-                    return Ending::TooLarge;
-                }
-            }
-            () = &mut report, if !reported => reported = true,
-            () = &mut grace => {
-                log::warn!(mission:% = req.mission, function:% = req.function;
-                    "a process that left the handler's group holds its output open; answering without it");
-                break;
-            }
+            child,
+        };
+        let child = &mut handler.child;
+        match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+            (Some(stdin), Some(stdout), Some(stderr)) => Ok((
+                handler,
+                Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+            )),
+            // Unreachable: `command` asks for all three. Dropping `handler` kills it.
+            _ => Err("the handler's pipes could not be opened".into()),
         }
     }
-    Ending::Exited(status)
+
+    /// Feeds, reads and watches the handler until it has exited or been stopped, and its
+    /// group is dead. Reading stdout and stderr *while* it runs matters: a pipe holds 64 KiB,
+    /// and a handler writing to a full pipe would block forever.
+    ///
+    /// The three pipe jobs are futures polled right here by `select!`, not spawned tasks, so
+    /// none of them can outlive this function.
+    async fn supervise(
+        &mut self,
+        pipes: Pipes,
+        req: &ExecRequest<'_>,
+        events: &mpsc::Sender<ExecEvent>,
+        cancel: &CancellationToken,
+        gathered: &mut Gathered,
+    ) -> Ending {
+        let mut feed = pin!(feed_stdin(pipes.stdin, req.args_json));
+        let mut collect = pin!(collect_output(pipes.stdout, req.output_cap, &mut gathered.output));
+        let mut report = pin!(report_progress(pipes.stderr, events, &mut gathered.tail));
+        // A finished future must not be polled again; these remember which ones are done.
+        let (mut fed, mut collected, mut reported) = (false, false, false);
+        let mut deadline = pin!(tokio::time::sleep(req.timeout));
+
+        // While it runs.
+        let ending = loop {
+            tokio::select! {
+                status = self.child.wait() => break match status {
+                    Ok(status) => Ending::Exited(status),
+                    Err(e) => Ending::Lost(e),
+                },
+                () = &mut feed, if !fed => fed = true,
+                result = &mut collect, if !collected => {
+                    collected = true;
+                    if result.is_err() {
+                        break Ending::TooLarge;
+                    }
+                }
+                () = &mut report, if !reported => reported = true,
+                () = &mut deadline => break Ending::TimedOut,
+                () = cancel.cancelled() => break Ending::Cancelled,
+            }
+        };
+        let Ending::Exited(status) = ending else {
+            self.stop().await;
+            return ending;
+        };
+
+        // It exited: kill whatever it left behind (a call leaves nothing running), then read
+        // what it wrote before exiting, which may still sit in the pipes.
+        self.kill().await;
+        let mut grace = pin!(tokio::time::sleep(DRAIN_GRACE));
+        while !(collected && reported) {
+            tokio::select! {
+                result = &mut collect, if !collected => {
+                    collected = true;
+                    if result.is_err() {
+                        return Ending::TooLarge;
+                    }
+                }
+                () = &mut report, if !reported => reported = true,
+                () = &mut grace => {
+                    log::warn!(mission:% = req.mission, function:% = req.function;
+                        "a process that left the handler's group holds its output open; answering without it");
+                    break;
+                }
+            }
+        }
+        Ending::Exited(status)
+    }
+
+    /// Stops a running handler: asks every process of its group to end (SIGTERM), gives the
+    /// leader [`TERM_GRACE`] to do so, then kills the group.
+    async fn stop(&mut self) {
+        self.group.signal(Signal::SIGTERM);
+        let _ = tokio::time::timeout(TERM_GRACE, self.child.wait()).await;
+        self.kill().await;
+    }
+
+    /// Kills every process left in the group (SIGKILL cannot be caught or ignored), then
+    /// reaps the leader, waiting at most [`REAP_TIMEOUT`].
+    ///
+    /// When the leader has already been reaped, its pid could in principle be reused; but
+    /// Linux keeps a group id reserved while any process is in the group, and when none is
+    /// the kill comes microseconds after the reap, far too soon for the kernel to cycle
+    /// through every pid to reach this one again.
+    async fn kill(&mut self) {
+        self.group.signal(Signal::SIGKILL);
+        self.group.armed = false;
+        if tokio::time::timeout(REAP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            log::error!(pgid = self.group.id.as_raw();
+                "a killed handler has not ended after {}; it is stuck in the kernel (failing storage?)",
+                humantime::format_duration(REAP_TIMEOUT));
+        }
+    }
 }
 
 /// The builder for one handler: no shell, scrubbed environment, `/`, its own group.
@@ -568,52 +607,22 @@ fn spawn_failure(req: &ExecRequest<'_>, e: &io::Error) -> String {
     }
 }
 
-/// The handler's process group. Dropping it while armed (when `run` is dropped mid-call)
+/// A handler's process group. Dropping it while armed (when `run` is dropped mid-call)
 /// kills the whole group, so not even an abandoned call leaves processes behind.
 #[derive(Debug)]
 struct Group {
+    /// The group's id: its leader's pid.
     id: Pid,
+    /// Still to be killed: cleared once [`Handler::kill`] has done it.
     armed: bool,
 }
 
 impl Group {
-    fn new(leader: i32) -> Group {
-        Group {
-            id: Pid::from_raw(leader),
-            armed: true,
-        }
-    }
-
     fn signal(&self, signal: Signal) {
         match killpg(self.id, signal) {
             // ESRCH: nobody is left in the group, which is what we wanted.
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => log::warn!(pgid = self.id.as_raw(); "cannot send {signal} to a handler's group: {e}"),
-        }
-    }
-
-    /// Stops a running handler: asks every process of the group to end (SIGTERM), gives the
-    /// leader [`TERM_GRACE`] to do so, then kills the group.
-    async fn stop(&mut self, child: &mut Child) {
-        self.signal(Signal::SIGTERM);
-        let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
-        self.kill(child).await;
-    }
-
-    /// Kills every process left in the group (SIGKILL cannot be caught or ignored), then
-    /// reaps the leader, waiting at most [`REAP_TIMEOUT`].
-    ///
-    /// When the leader has already been reaped, its pid could in principle be reused; but
-    /// Linux keeps a group id reserved while any process is in the group, and when none is
-    /// the kill comes microseconds after the reap, far too soon for the kernel to cycle
-    /// through every pid to reach this one again.
-    async fn kill(&mut self, child: &mut Child) {
-        self.signal(Signal::SIGKILL);
-        self.armed = false;
-        if tokio::time::timeout(REAP_TIMEOUT, child.wait()).await.is_err() {
-            log::error!(pgid = self.id.as_raw();
-                "a killed handler has not ended after {}; it is stuck in the kernel (failing storage?)",
-                humantime::format_duration(REAP_TIMEOUT));
         }
     }
 }
@@ -681,7 +690,6 @@ async fn report_progress(
 ) {
     let mut chunk = vec![0; READ_CHUNK];
     let mut splitter = LineSplitter::default();
-    let mut lines = Vec::new();
     let mut sent = 0;
     loop {
         let n = match stderr.read(&mut chunk).await {
@@ -692,8 +700,7 @@ async fn report_progress(
                 break;
             }
         };
-        splitter.push(&chunk[..n], &mut lines);
-        for line in lines.drain(..) {
+        for line in splitter.push(&chunk[..n]) {
             tail.push(&line);
             if line.is_empty() || sent >= MAX_PROGRESS_EVENTS {
                 continue;
@@ -723,9 +730,9 @@ struct LineSplitter {
 }
 
 impl LineSplitter {
-    /// Adds `bytes`, appending each line they complete to `lines`.
-    fn push(&mut self, bytes: &[u8], lines: &mut Vec<String>) {
-        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+    /// Adds `bytes`, yielding each line they complete.
+    fn push<'s>(&'s mut self, bytes: &'s [u8]) -> impl Iterator<Item = String> + 's {
+        bytes.split_inclusive(|&b| b == b'\n').filter_map(move |piece| {
             let (text, complete) = match piece.split_last() {
                 Some((&b'\n', text)) => (text, true),
                 _ => (piece, false),
@@ -735,10 +742,8 @@ impl LineSplitter {
                 self.cut = true;
             }
             self.line.extend_from_slice(&text[..text.len().min(room)]);
-            if complete {
-                lines.push(self.take());
-            }
-        }
+            complete.then(|| self.take())
+        })
     }
 
     /// The last line, if the stream did not end with a newline.
@@ -826,7 +831,7 @@ mod tests {
         let mut splitter = LineSplitter::default();
         let mut lines = Vec::new();
         for chunk in chunks {
-            splitter.push(chunk, &mut lines);
+            lines.extend(splitter.push(chunk));
         }
         (lines, splitter.finish())
     }
