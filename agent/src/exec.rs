@@ -100,7 +100,7 @@ use wtd_keys::{FunctionName, MissionName};
 
 use crate::missions::{Function, Run};
 
-// These numbers belong in `defaults.rs`; they live here until the module is wired in.
+// Numbers with a reason, each a candidate for `defaults.rs` (kept here while this module is new).
 
 /// `PATH` for handlers: the system's program directories, nothing from the agent's own
 /// environment. `exec` itself is an absolute path, but scripts run `date` or `python3` by
