@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{wait_for, TestCluster};
-use tokio::io::AsyncWriteExt;
 use wtd_keys::{ProxyId, ProxyInfo, PublicId, SecretKey, Ticket};
 use wtd_transport::{read_frame, write_frame, Client, Limits, RecvStream, SendStream, Server};
 use wtd_wire::{decode, encode, Key, Open, RelayReply};
@@ -77,7 +76,7 @@ fn start_evil(key: SecretKey, socket: std::net::UdpSocket, upstream: ProxyInfo, 
                         return;
                     };
                     while let Ok((c_send, mut c_recv)) = accepted.connection().accept_bi().await {
-                        let Ok((mut u_send, mut u_recv)) = up.open_bi().await else {
+                        let Ok((mut u_send, u_recv)) = up.open_bi().await else {
                             return;
                         };
                         let evil = evil.clone();
