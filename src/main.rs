@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  because: {cause}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(wtd_cli::exit::code_of(&e))
         }
     }
 }

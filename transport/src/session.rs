@@ -21,7 +21,7 @@ use crate::tls::{client_tls_config, server_tls_config, TlsSetupError, SERVER_NAM
 use crate::verify::{ClientKeyVerifier, PeerKeyError, ServerKeyVerifier};
 
 /// The label both ends feed the TLS exporter (RFC 8446, section 7.5).
-const BINDING_LABEL: &[u8] = b"EXPORTER-wtd-call-binding";
+const BINDING_LABEL: &[u8] = wtd_keys::call::SESSION_EXPORTER_LABEL;
 
 /// A 32-byte value unique to one session, known to both ends and to nobody else.
 pub type ChannelBinding = [u8; 32];
