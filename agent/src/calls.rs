@@ -46,12 +46,19 @@ struct InFlight {
     cancel: CancellationToken,
 }
 
+/// What one caller's session knows: who (proven by TLS), its channel binding, and the
+/// request ids it has used.
+struct SessionState {
+    caller: UserKey,
+    binding: [u8; 32],
+    replay: ReplayGuard,
+}
+
 /// Mutable state shared by every session. A std mutex: held for bookkeeping only, never
 /// across an await.
 #[derive(Debug, Default)]
 struct State {
     limits: RateLimits,
-    replay: ReplayGuard,
     floor: TimeFloor,
     /// The floor as last written to disk.
     floor_saved: Timestamp,
@@ -187,7 +194,11 @@ impl CallService {
             // The proxy's hint was wrong; the handshake is what counts.
             log::debug!(agent:% = self.id; "the proxy named another caller than the one who proved itself");
         }
-        let caller = UserKey(peer);
+        let mut state = SessionState {
+            caller: UserKey(peer),
+            binding,
+            replay: ReplayGuard::with_limit(defaults::SESSION_REPLAY_MEMORY),
+        };
         loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -198,10 +209,7 @@ impl CallService {
                 let _ = send_msg(&mut tls, &refused("bad_call", "malformed message".into(), None)).await;
                 return;
             };
-            if !self
-                .invoke(&mut tls, &caller, &binding, &call, &args, &stop)
-                .await
-            {
+            if !self.invoke(&mut tls, &mut state, &call, &args, &stop).await {
                 return;
             }
         }
@@ -211,8 +219,7 @@ impl CallService {
     async fn invoke<S>(
         &self,
         tls: &mut S,
-        caller: &UserKey,
-        binding: &[u8; 32],
+        session: &mut SessionState,
         call_bytes: &[u8],
         args: &[u8],
         stop: &CancellationToken,
@@ -221,18 +228,22 @@ impl CallService {
         S: tokio::io::AsyncWrite + Unpin,
     {
         let now = now();
-        let checked = {
-            let mut state = self.state();
-            check_call(
-                call_bytes,
-                caller,
-                &self.id,
-                binding,
-                args,
-                now,
-                &mut state.replay,
-            )
-        };
+        let SessionState {
+            caller,
+            binding,
+            replay,
+        } = session;
+        let caller = &*caller;
+        // The replay memory is per session. That is enough: a call is signed over this
+        // session's channel binding, so a copy is worthless on any other session, and
+        // inside this one TLS refuses any record the proxy injects or replays. Only the
+        // caller itself could repeat a call here, which is no more than calling again
+        // (and is still refused while the id is remembered). A session that fills its
+        // memory starts a fresh one rather than locking anybody out.
+        if replay.len() >= replay.limit() {
+            *replay = ReplayGuard::with_limit(defaults::SESSION_REPLAY_MEMORY);
+        }
+        let checked = check_call(call_bytes, caller, &self.id, binding, args, now, replay);
         let call = match checked {
             Ok(c) => c,
             Err(e) => return send_msg(tls, &refused("bad_call", e.to_string(), None)).await,
@@ -240,7 +251,7 @@ impl CallService {
         let (mission, function) = (call.call().mission.clone(), call.call().function.clone());
         let Some(f) = self.catalogue.function(&mission, &function) else {
             // It did not run: do not let refused calls fill the replay memory.
-            self.state().replay.forget(&call);
+            replay.forget(&call);
             let msg = format!(
                 "{} has no function {mission}/{function}; `wtd ls` shows what each agent offers",
                 self.name
@@ -284,7 +295,7 @@ impl CallService {
             Decision::Allow(p) => p,
             Decision::Deny(d) => {
                 // Not run: the same request may be retried once the reason is gone.
-                self.state().replay.forget(&call);
+                replay.forget(&call);
                 log::info!(agent:% = self.id, caller:% = caller.key().short(), mission = mission.as_str(); "denied: {d:?}");
                 return send_msg(tls, &deny_message(&d, &mission, caller)).await;
             }

@@ -117,3 +117,8 @@ pub const FLOOR_PERSIST_EVERY_MS: u64 = 60_000;
 
 /// Progress events buffered between a running function and the session.
 pub const EVENT_QUEUE: usize = 64;
+
+/// Calls one session remembers to refuse a repeated request id (about 160 bytes each).
+/// Replay protection proper comes from the session binding and TLS (see `calls`); this is
+/// a cheap second check, kept small so 32 sessions cost under 6 MB at worst.
+pub const SESSION_REPLAY_MEMORY: usize = 1024;
