@@ -155,13 +155,8 @@ impl Server {
             addr,
             source: std::io::Error::other("no tokio runtime"),
         })?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(base.clone()),
-            socket,
-            runtime,
-        )
-        .map_err(|source| BindError::Socket { addr, source })?;
+        let endpoint = Endpoint::new(endpoint_config(secret), Some(base.clone()), socket, runtime)
+            .map_err(|source| BindError::Socket { addr, source })?;
         Ok(Server {
             endpoint,
             base,
@@ -437,6 +432,34 @@ impl Drop for Slot {
             }
         }
     }
+}
+
+/// The endpoint settings, with a stateless-reset key derived from the server's identity.
+///
+/// QUIC lets a server that lost a connection's state (because it restarted) tell the
+/// client so at once, with a "stateless reset" only the real server can produce. quinn
+/// derives the reset tokens from this key; a random key per process (the default) makes a
+/// restarted proxy unable to reset the old connections, so its agents only notice after
+/// their idle timeout. Deriving it from the identity key lets the restarted proxy reset
+/// them on their next packet, and agents reconnect right away. The derivation is one-way
+/// and domain-separated, so the reset key reveals nothing about the identity key.
+fn endpoint_config(secret: &SecretKey) -> quinn::EndpointConfig {
+    use sha2::{Digest, Sha256};
+    let seed = secret.seed();
+    let derived: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+        Sha256::new_with_prefix(b"wtd quic stateless reset key v1\0")
+            .chain_update(seed.as_ref())
+            .finalize()
+            .into(),
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    // Connection ids carry a keyed check, and packets whose id fails it are dropped
+    // without an answer. With a random key per process a restarted proxy would drop the
+    // old connections' packets silently instead of resetting them; so derive it too.
+    let cid_key = u64::from_le_bytes(derived[24..32].try_into().expect("8 bytes"));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    config
 }
 
 #[cfg(test)]
