@@ -45,9 +45,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Daemon logs: to stderr, `RUST_LOG` picks the level (default info).
+/// Daemon logs: to the systemd journal (with structured fields) under systemd, else
+/// stderr; `RUST_LOG` picks the level (default info). The agent's logger serves both.
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    wtd_agent::logging::init(0);
 }
