@@ -11,7 +11,8 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "Installing what the tests need"
 need_apt=()
-for pkg in gcc-aarch64-linux-gnu qemu-user-static; do
+# file(1) checks the aarch64 build; procps gives kill(1) to the test harness.
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
