@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wtd_keys::{OwnerKey, ProxyId, SecretKey, Ticket};
+use wtd_keys::{OwnerKey, ProxyId, Ticket};
 use wtd_transport::{Limits, Pending, Server};
 
 use crate::shared::Shared;
@@ -205,9 +205,4 @@ pub(crate) fn close_offender(conn: &wtd_transport::Connection, why: &str) {
         "protocol violation"
     );
     conn.close(1u32.into(), why.as_bytes());
-}
-
-/// The proxy's identity file inside a state dir, for tools that need its id.
-pub fn load_identity(state_dir: &std::path::Path) -> anyhow::Result<SecretKey> {
-    Ok(wtd_store::identity::load(&state_dir.join("identity.key"))?)
 }
