@@ -300,19 +300,18 @@ impl CallService {
                 return send_msg(tls, &deny_message(&d, &mission, caller)).await;
             }
         };
-        let grant = grants.iter().find(|g| g.id == permit.grant).map(|g| g.issuer);
         let cancel = stop.child_token();
         let key = self.next_call.fetch_add(1, Ordering::Relaxed);
-        if let Some(issuer) = grant {
-            self.state().in_flight.insert(
-                key,
-                InFlight {
-                    issuer,
-                    grant: permit.grant,
-                    cancel: cancel.clone(),
-                },
-            );
-        }
+        // The permit names the grant's issuer: looking it up by id alone could find another
+        // owner's grant with the same id, and the real issuer's revocation would then miss.
+        self.state().in_flight.insert(
+            key,
+            InFlight {
+                issuer: permit.issuer,
+                grant: permit.grant,
+                cancel: cancel.clone(),
+            },
+        );
         log::info!(agent:% = self.id, caller:% = caller.key().short(), mission = mission.as_str(); "running {mission}/{function}");
 
         let (status, output, detail, alive) = self

@@ -12,7 +12,8 @@
 //! 4. is valid now (with [`CLOCK_SKEW_MS`] of slack each way, and "now" never earlier than
 //!    the persisted time floor),
 //! 5. is not revoked,
-//! 6. has a token in its bucket and a free concurrency slot.
+//! 6. has a token in its bucket and a free concurrency slot (one bucket per issuer and
+//!    grant id, so owners never share one; see [`RateLimits`]).
 
 use std::collections::HashMap;
 
@@ -132,9 +133,14 @@ impl Deny {
 
 /// A running call's hold on a concurrency slot. Hand it back with [`RateLimits::release`]
 /// when the call ends, however it ends.
+///
+/// It names the grant by issuer *and* id, as the buckets are keyed: releasing it frees a
+/// slot of that owner's grant and of no other, whatever ids other owners chose.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a permit must be released when the call ends, or its slot is lost"]
 pub struct Permit {
+    /// The owner who signed the grant the call runs under.
+    pub issuer: OwnerKey,
     pub grant: GrantId,
 }
 
@@ -154,13 +160,29 @@ pub struct Evaluation {
     pub deny: Option<Deny>,
 }
 
-/// Token buckets and in-flight counts, one per grant.
+/// Token buckets and in-flight counts, one per grant, keyed by the grant's issuer and id.
+///
+/// Why not the id alone: a grant id is chosen by whoever signs the grant. An agent with two
+/// owners, Alice and Carol, would otherwise let Carol pick the id of one of Alice's grants
+/// (ids are not secret: they travel in tickets and revocations) for a grant of her own to
+/// the same caller, and the two grants would share one bucket and one concurrency count:
+/// Carol's caller could drain Alice's rate, or one call's release free the other's slot.
+/// Keyed by (issuer, id), each owner's grants have their own limits, whatever ids they pick.
 ///
 /// One token is stored as `period_ms` units and refills at `calls` units per millisecond,
 /// so the arithmetic is exact in integers.
 #[derive(Clone, Debug, Default)]
 pub struct RateLimits {
-    buckets: HashMap<GrantId, Bucket>,
+    buckets: HashMap<BucketKey, Bucket>,
+}
+
+/// What a bucket belongs to: one owner's grant. Two owners' grants never share a key, even
+/// with the same id; one owner signing two grants with one id gets one bucket, which is
+/// her own choice to make.
+type BucketKey = (OwnerKey, GrantId);
+
+fn key_of(grant: &Grant) -> BucketKey {
+    (grant.issuer, grant.id)
 }
 
 #[derive(Clone, Debug)]
@@ -202,7 +224,7 @@ impl RateLimits {
     fn status(&self, grant: &Grant, now: Timestamp) -> GrantStatus {
         let mut bucket = self
             .buckets
-            .get(&grant.id)
+            .get(&key_of(grant))
             .cloned()
             .unwrap_or_else(|| Bucket::full(grant, now));
         bucket.refill(grant, now);
@@ -220,29 +242,35 @@ impl RateLimits {
     fn take(&mut self, grant: &Grant, now: Timestamp) -> Permit {
         let bucket = self
             .buckets
-            .entry(grant.id)
+            .entry(key_of(grant))
             .or_insert_with(|| Bucket::full(grant, now));
         bucket.refill(grant, now);
         bucket.level -= u128::from(grant.rate.period_ms);
         bucket.in_flight += 1;
-        Permit { grant: grant.id }
+        Permit {
+            issuer: grant.issuer,
+            grant: grant.id,
+        }
     }
 
-    /// Gives a concurrency slot back.
+    /// Gives a concurrency slot back: the slot of the permit's own grant (issuer and id).
     pub fn release(&mut self, permit: Permit) {
-        if let Some(b) = self.buckets.get_mut(&permit.grant) {
+        if let Some(b) = self.buckets.get_mut(&(permit.issuer, permit.grant)) {
             b.in_flight = b.in_flight.saturating_sub(1);
         }
     }
 
-    /// Calls running under `grant` right now.
-    pub fn in_flight(&self, grant: &GrantId) -> u32 {
-        self.buckets.get(grant).map_or(0, |b| b.in_flight)
+    /// Calls running right now under the grant `issuer` signed with id `grant`.
+    pub fn in_flight(&self, issuer: &OwnerKey, grant: &GrantId) -> u32 {
+        self.buckets.get(&(*issuer, *grant)).map_or(0, |b| b.in_flight)
     }
 
-    /// Drops state for grants no longer known, so memory stays bounded by the grant set.
-    pub fn retain(&mut self, keep: impl Fn(&GrantId) -> bool) {
-        self.buckets.retain(|id, b| keep(id) || b.in_flight > 0);
+    /// Drops state for grants no longer known (`keep(issuer, id)` is false), so memory stays
+    /// bounded by the grant set. A bucket with calls still running is kept, so their
+    /// releases are not lost.
+    pub fn retain(&mut self, keep: impl Fn(&OwnerKey, &GrantId) -> bool) {
+        self.buckets
+            .retain(|(issuer, id), b| keep(issuer, id) || b.in_flight > 0);
     }
 }
 
@@ -318,7 +346,8 @@ fn evaluate_and_choose<'p>(
     (Evaluation { grants, usable, deny }, chosen)
 }
 
-/// Decides a call and, on Allow, charges the grant's bucket and takes a concurrency slot.
+/// Decides a call and, on Allow, charges the grant's bucket (its issuer's and id's, see
+/// [`RateLimits`]) and takes a concurrency slot.
 pub fn authorize(
     req: &Request<'_>,
     policy: &Policy<'_>,

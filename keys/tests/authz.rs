@@ -5,7 +5,8 @@
 //! - who: holder binding, audience, mission, issuer
 //! - when: the 60 s skew edges, the time floor
 //! - revocations: by id (even before the grant), by subject+mission, all, re-granting
-//! - limits: the token bucket to the millisecond, the concurrency cap, `evaluate` is free
+//! - limits: the token bucket to the millisecond, the concurrency cap, `evaluate` is free;
+//!   buckets per issuer and grant id, so two owners never share one
 //! - which deny: the grant closest to working is the one reported
 
 mod common;
@@ -138,7 +139,10 @@ fn a_valid_grant_allows_the_call() {
     let mut agent = Agent::new().with_grants([roomy(1)]);
     assert_eq!(
         agent.call(&bob(), "demo", T0),
-        Decision::Allow(Permit { grant: gid(1) })
+        Decision::Allow(Permit {
+            issuer: owner(&alice()),
+            grant: gid(1)
+        })
     );
 }
 
@@ -355,7 +359,10 @@ fn revoke_all_then_grant_again() {
     agent.grants.push(new);
     assert_eq!(
         agent.call(&bob(), "demo", t1),
-        Decision::Allow(Permit { grant: gid(3) })
+        Decision::Allow(Permit {
+            issuer: owner(&alice()),
+            grant: gid(3)
+        })
     );
 }
 
@@ -500,7 +507,7 @@ fn the_concurrency_cap_holds_until_a_call_ends() {
     let mut agent = Agent::new().with_grants([g]);
     let first = allowed(agent.call(&bob(), "demo", T0));
     let second = allowed(agent.call(&bob(), "demo", T0));
-    assert_eq!(agent.limits.in_flight(&gid(1)), 2);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(1)), 2);
     assert_eq!(
         denied(agent.call(&bob(), "demo", T0)),
         Deny::AtConcurrencyLimit {
@@ -509,11 +516,11 @@ fn the_concurrency_cap_holds_until_a_call_ends() {
         }
     );
     agent.limits.release(first);
-    assert_eq!(agent.limits.in_flight(&gid(1)), 1);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(1)), 1);
     let third = allowed(agent.call(&bob(), "demo", T0));
     agent.limits.release(second);
     agent.limits.release(third);
-    assert_eq!(agent.limits.in_flight(&gid(1)), 0);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(1)), 0);
 }
 
 #[test]
@@ -525,7 +532,7 @@ fn evaluate_takes_nothing() {
         assert_eq!(why.usable, Some(gid(0x61)));
         assert_eq!(why.deny, None);
     }
-    assert_eq!(agent.limits.in_flight(&gid(0x61)), 0);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(0x61)), 0);
     // The burst of 2 is all still there (and the permit is the only concurrency slot).
     agent.call_ok(&bob(), "demo", T0);
     agent.call_ok(&bob(), "demo", T0);
@@ -541,11 +548,17 @@ fn when_one_grant_is_spent_another_is_used() {
     let mut agent = Agent::new().with_grants([tight, roomy(2)]);
     assert_eq!(
         agent.call(&bob(), "demo", T0),
-        Decision::Allow(Permit { grant: gid(1) })
+        Decision::Allow(Permit {
+            issuer: owner(&alice()),
+            grant: gid(1)
+        })
     );
     assert_eq!(
         agent.call(&bob(), "demo", T0),
-        Decision::Allow(Permit { grant: gid(2) })
+        Decision::Allow(Permit {
+            issuer: owner(&alice()),
+            grant: gid(2)
+        })
     );
 }
 
@@ -555,11 +568,11 @@ fn retain_keeps_buckets_of_running_calls() {
     let running = allowed(agent.call(&bob(), "demo", T0));
     // The grant is forgotten (revoked, expired) while a call under it still runs: its
     // slot must not vanish, or the release would be lost.
-    agent.limits.retain(|_| false);
-    assert_eq!(agent.limits.in_flight(&gid(1)), 1);
+    agent.limits.retain(|_, _| false);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(1)), 1);
     agent.limits.release(running);
-    agent.limits.retain(|_| false);
-    assert_eq!(agent.limits.in_flight(&gid(1)), 0);
+    agent.limits.retain(|_, _| false);
+    assert_eq!(agent.limits.in_flight(&owner(&alice()), &gid(1)), 0);
 }
 
 #[test]
@@ -596,6 +609,69 @@ fn a_grant_id_reused_by_someone_else_does_not_change_the_limits() {
         }
     );
     agent.call_ok(&bob(), "demo", T0.plus_ms(2000));
+}
+
+#[test]
+fn two_owners_grants_with_one_id_have_separate_buckets_and_slots() {
+    // The Pi obeys Alice and Oscar. Each grants Bob `demo` and, by chance or on purpose
+    // (ids are chosen by whoever signs, and travel in tickets), both pick the same id. Each
+    // grant allows one call at a time and a burst of one. Were the limits keyed by id
+    // alone, the two grants would share one bucket and one slot.
+    let alices = Grant {
+        burst: 1,
+        concurrency: 1,
+        ..roomy(1)
+    };
+    let oscars = Grant {
+        issuer: owner(&oscar()),
+        ..alices.clone()
+    };
+    let (a, o) = (owner(&alice()), owner(&oscar()));
+    let mut agent = Agent::new().with_grants([alices.clone(), oscars.clone()]);
+    agent.owners.push(o);
+
+    // Draining Alice's bucket leaves Oscar's full: the next call runs under his grant.
+    let under_alice = allowed(agent.call(&bob(), "demo", T0));
+    assert_eq!((under_alice.issuer, under_alice.grant), (a, gid(1)));
+    let under_oscar = allowed(agent.call(&bob(), "demo", T0));
+    assert_eq!((under_oscar.issuer, under_oscar.grant), (o, gid(1)));
+    assert_eq!(agent.limits.in_flight(&a, &gid(1)), 1);
+    assert_eq!(agent.limits.in_flight(&o, &gid(1)), 1);
+
+    // Releasing Oscar's call frees Oscar's slot, never Alice's.
+    agent.limits.release(under_oscar);
+    assert_eq!(agent.limits.in_flight(&a, &gid(1)), 1, "Alice's call still runs");
+    assert_eq!(agent.limits.in_flight(&o, &gid(1)), 0);
+    // Both buckets are empty now, and both refill on their own schedule.
+    let later = T0.plus_ms(MINUTE);
+    let again = allowed(agent.call(&bob(), "demo", later));
+    assert_eq!(
+        again.issuer, o,
+        "Alice's grant is still at its concurrency limit, so Oscar's is used"
+    );
+    assert_eq!(
+        denied(agent.call(&bob(), "demo", later)),
+        Deny::AtConcurrencyLimit {
+            grant: gid(1),
+            limit: 1
+        }
+    );
+    agent.limits.release(under_alice);
+    agent.limits.release(again);
+
+    // The other way round, with only one owner's grant known at a time: Oscar's caller
+    // spending his grant's token leaves Alice's untouched.
+    let mut agent = Agent::new().with_grants([oscars]);
+    agent.owners.push(o);
+    agent.call_ok(&bob(), "demo", T0);
+    assert!(matches!(
+        denied(agent.call(&bob(), "demo", T0)),
+        Deny::RateLimited { .. }
+    ));
+    agent.grants = vec![alices];
+    let fresh = allowed(agent.call(&bob(), "demo", T0));
+    assert_eq!(fresh.issuer, a, "Alice's bucket was never touched");
+    agent.limits.release(fresh);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ pub fn mallory() -> SecretKey {
     secret(4)
 }
 
+/// A second owner: a Pi shared by two people obeys both Alice and Oscar, and neither
+/// trusts the other with more than the Pi itself.
+pub fn oscar() -> SecretKey {
+    secret(5)
+}
+
 /// Agent (Pi) number `n`.
 pub fn pi(n: u8) -> AgentId {
     AgentId(secret(100 + n).public())
