@@ -24,6 +24,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `wtd agent-box ...`: the agent starting one of its calls in the mission box. Not a
+    // clap subcommand: it is internal, takes the handler's argv verbatim after `--`, and
+    // must not print help or suggestions.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == wtd_agent::sandbox::BOX_COMMAND) {
+        wtd_agent::sandbox::box_main(&[wtd_agent::sandbox::BOX_COMMAND], &args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => wtd_agent::cli::run(args),

@@ -436,6 +436,11 @@ impl CallService {
                 Vec::new(),
                 format!("{mission}/{fname} printed more than its {cap}-byte output limit and was stopped"),
             ),
+            ExecOutcome::LimitExceeded { limit } => (
+                CallStatus::Failed,
+                Vec::new(),
+                format!("{mission}/{fname} {limit} and was stopped (its limit on {})", self.name),
+            ),
             ExecOutcome::CouldNotStart { reason } => (
                 CallStatus::Failed,
                 Vec::new(),

@@ -122,3 +122,62 @@ pub const EVENT_QUEUE: usize = 64;
 /// Replay protection proper comes from the session binding and TLS (see `calls`); this is
 /// a cheap second check, kept small so 32 sessions cost under 6 MB at worst.
 pub const SESSION_REPLAY_MEMORY: usize = 1024;
+
+/// Memory one call may use when its mission file does not say (`memory`). A Pi Zero 2 W
+/// has 512 MB for the system, the agent and every call running at once; 64 MiB runs a
+/// shell script or a small Python program, and four such calls still leave the Pi usable.
+pub const FUNCTION_MEMORY: u64 = 64 * 1024 * 1024;
+
+/// The least `memory` a mission file may give: below this not even a shell starts reliably
+/// (the address-space limit also covers the program's libraries).
+pub const MIN_FUNCTION_MEMORY: u64 = 4 * 1024 * 1024;
+
+/// The most `memory` a mission file may give. Bigger Pis have 1 to 8 GB; a call that needs
+/// more than a GiB is a batch job, not a call.
+pub const MAX_FUNCTION_MEMORY: u64 = 1024 * 1024 * 1024;
+
+/// Address space allowed on top of `memory` for each process (`RLIMIT_AS`): mapped but
+/// mostly untouched memory (shared libraries, thread stacks, malloc arenas). The address
+/// space limit is a hard per-process backstop; the memory limit proper is what the call's
+/// processes really use together (the cgroup, or the box's watchdog).
+pub const ADDRESS_SPACE_HEADROOM: u64 = 64 * 1024 * 1024;
+
+/// Processes (and threads) one call may run at once when its mission file does not say
+/// (`pids`): a script with a pipeline of a few commands uses under ten; 32 leaves room and
+/// still stops a fork bomb long before the Pi's process table fills.
+pub const FUNCTION_PIDS: u32 = 32;
+
+/// The most `pids` a mission file may give.
+pub const MAX_FUNCTION_PIDS: u32 = 1024;
+
+/// Open files per process when the mission file does not say (`open_files`): what a small
+/// program needs with room to spare, and far below the agent's own limit, so no call can
+/// use up the file table.
+pub const FUNCTION_OPEN_FILES: u32 = 256;
+
+/// The least `open_files`: stdin, stdout, stderr, the program, its libraries, a few files.
+pub const MIN_FUNCTION_OPEN_FILES: u32 = 16;
+
+/// The most `open_files` a mission file may give.
+pub const MAX_FUNCTION_OPEN_FILES: u32 = 4096;
+
+/// How often the box's watchdog adds up what a call's processes use, where no cgroup
+/// counts it for us. Each look reads a few `/proc` files per process (well under a
+/// millisecond for a handful); four times a second catches a runaway within a few MiB of
+/// its limit at the speed a Pi fills memory, for a cost nobody notices.
+pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Where each call's private working directory is made (and `TMPDIR` points). Under the
+/// systemd unit, `PrivateTmp=yes` makes this the agent's own `/tmp`, invisible to the
+/// rest of the system.
+pub const CALL_DIR_PARENT: &str = "/tmp";
+
+/// How long `useradd` may take to create a mission's user. It writes a few files in /etc;
+/// one that hangs (a locked passwd file) must not hold the call.
+pub const USERADD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rounds of "find what is left, SIGKILL it" when emptying a box. A killed process cannot
+/// fork again, so each round only finds children forked since the last; a call limited to
+/// `pids` processes is empty after a few. The bound keeps a misbehaving kernel from
+/// holding the agent.
+pub const KILL_ROUNDS: usize = 64;

@@ -6,14 +6,15 @@
 //! started outlives the call, whatever the program does.
 //!
 //! ```text
-//!  agent                                   handler (its own process group)
-//!  ─────                                   ───────────────────────────────
-//!  spawn argv, no shell ─────────────────► starts in `/`, scrubbed env, unprivileged user
+//!  agent                                   handler, in the mission box (see `sandbox`)
+//!  ─────                                   ───────────────────────────────────────────
+//!  spawn the box + argv, no shell ───────► a fresh private dir, scrubbed env, its user, limits
 //!  args JSON ──► stdin, then closed ─────► reads its arguments
 //!  stderr, line by line ◄───────────────── "50% done"     ──► ExecEvent::Progress
 //!  stdout, up to output_cap ◄───────────── {"ok": true}   ──► ExecOutcome::Ok
-//!  timeout / cancel / too much output ───► SIGTERM to the group, a short grace, SIGKILL
-//!  handler exits ────────────────────────► SIGKILL to whatever it left in its group
+//!  over its memory or process limit ─────► killed           ──► ExecOutcome::LimitExceeded
+//!  timeout / cancel / too much output ───► SIGTERM to the box, a short grace, SIGKILL to all
+//!  handler exits ────────────────────────► the box kills whatever it left behind
 //! ```
 //!
 //! # Why each precaution
@@ -28,13 +29,22 @@
 //!   token, `LD_PRELOAD`) are none of the handler's business, and some would change how it
 //!   behaves. A handler sees exactly `PATH`, `HOME`, `LANG`, `WTD_MISSION` and
 //!   `WTD_FUNCTION`, the same on every Pi, so a mission behaves the same everywhere.
-//! - **Its own process group.** A handler is often a script that starts other programs,
-//!   which may start others. Killing only the program we started would leave its children
-//!   running, orphaned, with nobody waiting for them. Every process it starts joins its
-//!   group (unless it deliberately leaves, see below), and one `killpg` stops them all.
-//! - **An unprivileged user.** When the agent runs as root, a handler runs as `nobody` (or a
-//!   dedicated user, see [`HANDLER_USERS`]) with no supplementary groups, so a buggy or
-//!   abused handler cannot read the agent's key, change the system, or kill the agent.
+//! - **A box that nothing leaves.** A handler is often a script that starts other programs,
+//!   which may start others, and some (a daemon, a `setsid`, a double fork) try to leave.
+//!   Killing only the program we started would leave them running, orphaned. The mission
+//!   box ([`sandbox`](crate::sandbox)) holds the call in a cgroup of its own where the
+//!   machine offers one, and always under a subreaper, so every process of the call is
+//!   found and killed when the call ends, however it ends.
+//! - **Limits.** Memory, processes and open files are limited per call (from the mission
+//!   file, see [`Limits`]); a call over its memory or process limit is stopped and reported
+//!   as [`ExecOutcome::LimitExceeded`], so its caller reads "used more than 64 MiB".
+//! - **An unprivileged user of its own.** When the agent runs as root, a mission's
+//!   handlers run as that mission's user (`wtd-<mission>`, created on demand, or the
+//!   `user` its file names), else a shared one (see [`HANDLER_USERS`]), with no
+//!   supplementary groups: a buggy or abused handler cannot read the agent's key, change
+//!   the system, kill the agent, or signal another mission's calls.
+//! - **A private working directory.** Each call starts in a fresh `0700` directory of its
+//!   own (also `TMPDIR`), removed when the call ends: no call sees another's files.
 //! - **Bounded everything.** The output is capped (a handler that prints forever is
 //!   stopped), progress lines are capped in length and number, only a short tail of stderr
 //!   is kept, every wait has a timeout, and [`run`] spawns no task: all its work happens in
@@ -43,13 +53,12 @@
 //!
 //! # What this does not protect against
 //!
-//! - A handler can leave its process group on purpose (`setsid`, `setpgid`); such a process
-//!   is not killed. Confining that needs a cgroup (a systemd scope per call), not a group.
-//! - No resource limits (memory, CPU, processes) are set on the handler itself: setting
-//!   them between `fork` and `exec` needs `unsafe` (`pre_exec`). Under the systemd unit, the
-//!   unit's `MemoryMax` and `TasksMax` bound the agent and its handlers together.
-//! - Handlers of different calls (and callers) run as the same user, so they can signal or
-//!   read each other; and when the agent is not root, handlers run as the agent's own user.
+//! - Calls of the *same* mission share its user, so they can signal or read each other
+//!   (and its `RLIMIT_NPROC`); when no per-mission user can be made they share `nobody`
+//!   with other missions; when the agent is not root, handlers run as the agent's own user
+//!   and can read whatever the agent can.
+//! - CPU time, disk space and network use are not limited; see also the limits of the
+//!   box itself in [`sandbox`](crate::sandbox).
 //!
 //! # Example
 //!
@@ -69,6 +78,9 @@
 //!     timeout: Duration::from_secs(5),
 //!     output_cap: 64 * 1024,
 //!     run_as: RunAs::for_agent()?,
+//!     mission_user: None,
+//!     limits: Default::default(),
+//!     sandbox: wtd_agent::sandbox::Sandbox::global(),
 //! };
 //! let (events, mut progress) = tokio::sync::mpsc::channel(16);
 //! let cancel = tokio_util::sync::CancellationToken::new();
@@ -98,7 +110,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::{FunctionName, MissionName};
 
-use crate::missions::{Function, Run};
+use crate::missions::{Function, Limits, Run};
+use crate::sandbox::{CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_STATUS};
 
 // Numbers with a reason, each a candidate for `defaults.rs` (kept here while this module is new).
 
@@ -167,8 +180,25 @@ pub struct ExecRequest<'a> {
     pub timeout: Duration,
     /// Bytes of stdout accepted; a handler that writes more is stopped.
     pub output_cap: usize,
-    /// Who the handler runs as.
+    /// Who the handler runs as: the agent's user, or (root agent) the shared unprivileged
+    /// user, which `mission_user` may replace by one of the mission's own.
     pub run_as: RunAs,
+    /// For a root agent: run as the mission's own user instead of `run_as`'s.
+    pub mission_user: Option<MissionUser>,
+    /// What the call may use.
+    pub limits: Limits,
+    /// The box it runs in.
+    pub sandbox: &'a Sandbox,
+}
+
+/// Which user of its own a mission's handlers run as, when the agent runs as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissionUser {
+    /// The user its mission file names (`user = "..."`); it must exist.
+    Configured(String),
+    /// `wtd-<mission>`, created with `useradd` the first time it is needed. Where it cannot
+    /// be created (no `useradd`, a read-only `/etc`), the shared user is used, with a warning.
+    PerMission,
 }
 
 impl<'a> ExecRequest<'a> {
@@ -189,6 +219,15 @@ impl<'a> ExecRequest<'a> {
                 timeout: function.timeout,
                 output_cap: function.output_cap,
                 run_as,
+                mission_user: match run_as {
+                    RunAs::CurrentUser => None,
+                    RunAs::Unprivileged { .. } => Some(match &function.user {
+                        Some(user) => MissionUser::Configured(user.clone()),
+                        None => MissionUser::PerMission,
+                    }),
+                },
+                limits: function.limits,
+                sandbox: Sandbox::global(),
             }),
             Run::Builtin(_) => None,
         }
@@ -206,6 +245,9 @@ impl fmt::Debug for ExecRequest<'_> {
             .field("timeout", &self.timeout)
             .field("output_cap", &self.output_cap)
             .field("run_as", &self.run_as)
+            .field("mission_user", &self.mission_user)
+            .field("limits", &self.limits)
+            .field("mode", &self.sandbox.mode())
             .finish()
     }
 }
@@ -304,6 +346,9 @@ pub enum ExecOutcome {
     Cancelled,
     /// It wrote more than `cap` bytes to stdout and was stopped; its output is discarded.
     OutputTooLarge { cap: usize },
+    /// It went past one of its limits (memory, processes) and was stopped, with everything
+    /// it started.
+    LimitExceeded { limit: LimitHit },
     /// It could not be started; `reason` says why, for the mission's owner.
     CouldNotStart { reason: String },
 }
@@ -325,6 +370,7 @@ impl fmt::Display for ExecOutcome {
             }
             ExecOutcome::Cancelled => write!(f, "was cancelled"),
             ExecOutcome::OutputTooLarge { cap } => write!(f, "wrote more than its {cap}-byte output cap"),
+            ExecOutcome::LimitExceeded { limit } => write!(f, "{limit}"),
             ExecOutcome::CouldNotStart { reason } => write!(f, "could not start: {reason}"),
         }
     }
@@ -345,7 +391,11 @@ pub async fn run(
     events: mpsc::Sender<ExecEvent>,
     cancel: CancellationToken,
 ) -> ExecOutcome {
-    let (mut handler, pipes) = match Handler::start(&req) {
+    let run_as = match resolve_user(&req).await {
+        Ok(run_as) => run_as,
+        Err(reason) => return ExecOutcome::CouldNotStart { reason },
+    };
+    let (mut handler, pipes) = match Handler::start(&req, run_as) {
         Ok(started) => started,
         Err(reason) => return ExecOutcome::CouldNotStart { reason },
     };
@@ -355,13 +405,21 @@ pub async fn run(
     let ending = handler
         .supervise(pipes, &req, &events, &cancel, &mut gathered)
         .await;
+    handler.close().await;
     let Gathered { output, tail } = gathered;
+    let tail = tail.into_string();
     match ending {
+        Ending::Exited(status) if status.code() == Some(EXEC_FAILED_STATUS) && exec_errno(&tail).is_some() => {
+            let errno = exec_errno(&tail).unwrap_or_default();
+            ExecOutcome::CouldNotStart {
+                reason: spawn_failure(&req, run_as, &io::Error::from_raw_os_error(errno)),
+            }
+        }
         Ending::Exited(status) if status.success() => ExecOutcome::Ok { output },
         Ending::Exited(status) => ExecOutcome::Failed {
             code: status.code(),
             signal: status.signal(),
-            stderr_tail: tail.into_string(),
+            stderr_tail: tail,
             output,
         },
         Ending::Lost(e) => {
@@ -370,10 +428,11 @@ pub async fn run(
             ExecOutcome::Failed {
                 code: None,
                 signal: None,
-                stderr_tail: tail.into_string(),
+                stderr_tail: tail,
                 output,
             }
         }
+        Ending::Limit(limit) => ExecOutcome::LimitExceeded { limit },
         Ending::TooLarge => ExecOutcome::OutputTooLarge { cap: req.output_cap },
         Ending::TimedOut => ExecOutcome::TimedOut { after: req.timeout },
         Ending::Cancelled => ExecOutcome::Cancelled,
@@ -387,6 +446,8 @@ enum Ending {
     Exited(ExitStatus),
     /// Waiting for it failed: someone else reaped it.
     Lost(io::Error),
+    /// It went past a limit.
+    Limit(LimitHit),
     TooLarge,
     TimedOut,
     Cancelled,
@@ -407,19 +468,39 @@ struct Pipes {
     stderr: ChildStderr,
 }
 
-/// A started handler: its process group and the group's leader, the program we started.
+/// A started handler: its box, and the box's first stage, the program we started (which
+/// leads the call's process group and has every other process of the call below it).
 #[derive(Debug)]
 struct Handler {
-    /// Declared first, so dropped first: an abandoned call kills the whole group, then
+    /// Declared first, so dropped first: an abandoned call kills the whole box, then
     /// tokio's `kill_on_drop` kills the leader again and reaps it in the background.
     group: Group,
     child: Child,
 }
 
 impl Handler {
-    fn start(req: &ExecRequest<'_>) -> Result<(Handler, Pipes), String> {
-        let child = command(req)?.spawn().map_err(|e| spawn_failure(req, &e))?;
-        // `process_group(0)` made the handler the leader of a new group whose id is its pid.
+    fn start(req: &ExecRequest<'_>, run_as: Resolved) -> Result<(Handler, Pipes), String> {
+        let (program, _) = check_argv(req)?;
+        let owner = match run_as.user {
+            RunAs::CurrentUser => None,
+            RunAs::Unprivileged { uid, gid } => Some((uid, gid)),
+        };
+        let call_box = req
+            .sandbox
+            .open(req.limits, owner)
+            .map_err(|e| format!("cannot make a private directory for the call: {e}"))?;
+        let child = command(req, &call_box, run_as)
+            .spawn()
+            .map_err(|e| box_failure(program, req.sandbox, &e));
+        let child = match child {
+            Ok(child) => child,
+            Err(reason) => {
+                // Nothing ran: only the directory (and cgroup) to remove.
+                let _ = std::fs::remove_dir_all(call_box.dir());
+                return Err(reason);
+            }
+        };
+        // `process_group(0)` made the box the leader of a new group whose id is its pid.
         // Only a child that was already waited for has no pid: this cannot fail.
         let Some(leader) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
             return Err("the handler vanished as it started".into());
@@ -428,6 +509,7 @@ impl Handler {
             group: Group {
                 id: Pid::from_raw(leader),
                 armed: true,
+                call_box: Some(call_box),
             },
             child,
         };
@@ -466,13 +548,24 @@ impl Handler {
         // A finished future must not be polled again; these remember which ones are done.
         let (mut fed, mut collected, mut reported) = (false, false, false);
         let mut deadline = pin!(tokio::time::sleep(req.timeout));
+        let mut watchdog = tokio::time::interval(crate::defaults::WATCHDOG_INTERVAL);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         // While it runs.
         let ending = loop {
             tokio::select! {
                 status = self.child.wait() => break match status {
+                    // A handler the kernel stopped at its cgroup limit just looks killed:
+                    // the cgroup's count says why.
+                    Ok(status) if !status.success() => match self.group.limit_hit() {
+                        Some(hit) => Ending::Limit(hit),
+                        None => Ending::Exited(status),
+                    },
                     Ok(status) => Ending::Exited(status),
                     Err(e) => Ending::Lost(e),
+                },
+                _ = watchdog.tick() => if let Some(hit) = self.group.limit_hit() {
+                    break Ending::Limit(hit);
                 },
                 () = &mut feed, if !fed => fed = true,
                 result = &mut collect, if !collected => {
@@ -487,7 +580,12 @@ impl Handler {
             }
         };
         let Ending::Exited(status) = ending else {
-            self.stop().await;
+            if matches!(ending, Ending::Limit(_)) {
+                // No grace for a call over its limit: it is what is hurting the Pi.
+                self.kill().await;
+            } else {
+                self.stop().await;
+            }
             return ending;
         };
 
@@ -514,15 +612,23 @@ impl Handler {
         Ending::Exited(status)
     }
 
-    /// Stops a running handler: asks every process of its group to end (SIGTERM), gives the
-    /// leader [`TERM_GRACE`] to do so, then kills the group.
+    /// Stops a running handler: asks every process of its box to end (SIGTERM), gives the
+    /// box [`TERM_GRACE`] to empty, then kills what is left.
     async fn stop(&mut self) {
-        self.group.signal(Signal::SIGTERM);
+        self.group.terminate();
+        // The box's first stage ends once the handler has, having killed the rest.
         let _ = tokio::time::timeout(TERM_GRACE, self.child.wait()).await;
         self.kill().await;
     }
 
-    /// Kills every process left in the group (SIGKILL cannot be caught or ignored), then
+    /// Removes the call's directory and cgroup; after [`Handler::kill`].
+    async fn close(&mut self) {
+        if let Some(call_box) = self.group.call_box.take() {
+            call_box.close().await;
+        }
+    }
+
+    /// Kills every process left in the box (SIGKILL cannot be caught or ignored), then
     /// reaps the leader, waiting at most [`REAP_TIMEOUT`].
     ///
     /// When the leader has already been reaped, its pid could in principle be reused; but
@@ -530,7 +636,7 @@ impl Handler {
     /// the kill comes microseconds after the reap, far too soon for the kernel to cycle
     /// through every pid to reach this one again.
     async fn kill(&mut self) {
-        self.group.signal(Signal::SIGKILL);
+        self.group.kill();
         self.group.armed = false;
         if tokio::time::timeout(REAP_TIMEOUT, self.child.wait())
             .await
@@ -543,8 +649,8 @@ impl Handler {
     }
 }
 
-/// The builder for one handler: no shell, scrubbed environment, `/`, its own group.
-fn command(req: &ExecRequest<'_>) -> Result<Command, String> {
+/// The program and its arguments, if they can be run at all.
+fn check_argv<'r>(req: &'r ExecRequest<'_>) -> Result<(&'r str, &'r [String]), String> {
     let Some((program, args)) = req.argv.split_first() else {
         return Err("the function has no program to run (its `exec` is empty)".into());
     };
@@ -553,37 +659,55 @@ fn command(req: &ExecRequest<'_>) -> Result<Command, String> {
             "the program `{program}` is not an absolute path, so which one runs would depend on PATH"
         ));
     }
-    let mut command = Command::new(program);
+    Ok((program, args))
+}
+
+/// The builder for one handler: the box around it, no shell, scrubbed environment, its
+/// private directory, its own process group.
+fn command(req: &ExecRequest<'_>, call_box: &CallBox, run_as: Resolved) -> Command {
+    let user = match run_as.user {
+        RunAs::CurrentUser => None,
+        RunAs::Unprivileged { uid, gid } => Some((uid, gid)),
+    };
+    // The box (running as the agent) switches to the user itself, for the handler only.
+    let mut command = call_box.command(req.argv, user, run_as.own_user);
     command
-        .args(args)
         .env_clear()
         .env("PATH", HANDLER_PATH)
         .env("HOME", HANDLER_HOME)
         .env("LANG", HANDLER_LANG)
+        .env("TMPDIR", call_box.dir())
         .env("WTD_MISSION", req.mission.as_str())
         .env("WTD_FUNCTION", req.function.as_str())
         // Not the agent's directory: the handler must not depend on, or write into, it.
-        .current_dir("/")
+        .current_dir(call_box.dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         // A safety net for the leader if `run` is dropped; `Group` covers the rest.
         .kill_on_drop(true);
-    if let RunAs::Unprivileged { uid, gid } = req.run_as {
-        // With `uid` set and no explicit groups, std also calls `setgroups(0, NULL)` in the
-        // child before `setuid`, so no supplementary group of the agent (root's, say) is
-        // kept. A test checks it, since `CommandExt::groups` is not stable and `pre_exec`
-        // would need `unsafe`.
-        command.uid(uid).gid(gid);
+    command
+}
+
+/// A sentence for the mission's owner on why the box itself did not start.
+fn box_failure(program: &str, sandbox: &Sandbox, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        // std refuses an argument with a NUL byte before anything runs.
+        return format!("cannot start {program}: {e}");
     }
-    Ok(command)
+    format!("cannot start the mission box ({}) to run {program}: {e}", sandbox.program().display())
+}
+
+/// The errno in the box's "cannot run the program" line, if that is how stderr ends.
+fn exec_errno(tail: &str) -> Option<i32> {
+    tail.lines().last()?.strip_prefix(EXEC_FAILED)?.trim().parse().ok()
 }
 
 /// A sentence for the mission's owner on why the program did not start.
-fn spawn_failure(req: &ExecRequest<'_>, e: &io::Error) -> String {
+fn spawn_failure(req: &ExecRequest<'_>, run_as: Resolved, e: &io::Error) -> String {
     let program = req.argv.first().map(String::as_str).unwrap_or_default();
-    let who = match req.run_as {
+    let who = match run_as.user {
         RunAs::CurrentUser => "the agent's user".to_string(),
         RunAs::Unprivileged { uid, .. } => format!("uid {uid}, the user functions run as"),
     };
@@ -600,21 +724,132 @@ fn spawn_failure(req: &ExecRequest<'_>, e: &io::Error) -> String {
              a binary must be built for this CPU)"
         ),
         Some(Errno::ETXTBSY) => format!("{program} is being written to; try again once it is installed"),
-        Some(Errno::EPERM) if matches!(req.run_as, RunAs::Unprivileged { .. }) => {
+        Some(Errno::EPERM) if matches!(run_as.user, RunAs::Unprivileged { .. }) => {
             format!("cannot switch to {who} to run {program} (only a root agent can): {e}")
         }
         _ => format!("cannot start {program}: {e}"),
     }
 }
 
-/// A handler's process group. Dropping it while armed (when `run` is dropped mid-call)
-/// kills the whole group, so not even an abandoned call leaves processes behind.
+/// Who a handler really runs as, once its mission's user is resolved.
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    user: RunAs,
+    /// The user is the mission's own, so a per-user process limit counts only its calls.
+    own_user: bool,
+}
+
+/// Mission users already looked up (or created), by name; `None`: cannot be had, use the
+/// shared user. Looked up once per agent: `useradd` is slow, and the answer does not change.
+static MISSION_USERS: std::sync::Mutex<Option<std::collections::HashMap<String, Option<(u32, u32)>>>> =
+    std::sync::Mutex::new(None);
+
+/// Who runs this call: `run_as`, or the mission's own user in its place.
+async fn resolve_user(req: &ExecRequest<'_>) -> Result<Resolved, String> {
+    let shared = Resolved {
+        user: req.run_as,
+        own_user: false,
+    };
+    let Some(choice) = &req.mission_user else {
+        return Ok(shared);
+    };
+    let (name, create) = match choice {
+        MissionUser::Configured(name) => (name.clone(), false),
+        MissionUser::PerMission => (format!("{MISSION_USER_PREFIX}{}", req.mission), true),
+    };
+    let cached = MISSION_USERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Default::default)
+        .get(&name)
+        .copied();
+    let found = match cached {
+        Some(found) => found,
+        None => {
+            let found = find_or_create_user(&name, create).await?;
+            MISSION_USERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(Default::default)
+                .insert(name.clone(), found);
+            found
+        }
+    };
+    Ok(match found {
+        Some((uid, gid)) => Resolved {
+            user: RunAs::Unprivileged { uid, gid },
+            own_user: true,
+        },
+        None => shared,
+    })
+}
+
+/// The prefix of a mission's own user name: `wtd-demo` runs `demo`'s functions.
+pub const MISSION_USER_PREFIX: &str = "wtd-";
+
+/// Looks `name` up; if it does not exist and `create`, makes it with `useradd`. `Ok(None)`:
+/// it cannot be had, and the shared user will do (logged). `Err`: a configured user is
+/// missing or privileged, which its owner must fix.
+async fn find_or_create_user(name: &str, create: bool) -> Result<Option<(u32, u32)>, String> {
+    let look = |name: &str| match User::from_name(name) {
+        Ok(Some(user)) if user.uid.is_root() || user.gid.as_raw() == 0 => {
+            Err(format!("user `{name}` has uid or gid 0; functions must run as an unprivileged user"))
+        }
+        Ok(Some(user)) => Ok(Some((user.uid.as_raw(), user.gid.as_raw()))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("cannot look up user `{name}`: {e}")),
+    };
+    if let Some(found) = look(name)? {
+        return Ok(Some(found));
+    }
+    if !create {
+        return Err(format!(
+            "the user `{name}` named in the mission file does not exist; create it \
+             (useradd --system --no-create-home {name}) or remove `user`"
+        ));
+    }
+    // 32 bytes is the longest name `useradd` accepts.
+    if name.len() <= 32 {
+        let made = tokio::time::timeout(
+            crate::defaults::USERADD_TIMEOUT,
+            Command::new("useradd")
+                .args(["--system", "--no-create-home", "--home-dir", HANDLER_HOME])
+                .args(["--shell", "/usr/sbin/nologin", "--user-group", name])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        match made {
+            Ok(Ok(out)) if out.status.success() => log::info!(user = name; "created the user for a mission"),
+            Ok(Ok(out)) => log::debug!(user = name; "useradd failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(Err(e)) => log::debug!(user = name; "cannot run useradd: {e}"),
+            Err(_) => log::debug!(user = name; "useradd timed out"),
+        }
+        // Another call may have created it meanwhile: look again either way.
+        if let Some(found) = look(name)? {
+            return Ok(Some(found));
+        }
+    }
+    log::warn!(user = name;
+        "cannot create a user for this mission; its functions share the common unprivileged user");
+    Ok(None)
+}
+
+/// A call's box, as `run` holds it. Dropping it while armed (when `run` is dropped
+/// mid-call) kills the whole box, so not even an abandoned call leaves processes behind.
 #[derive(Debug)]
 struct Group {
-    /// The group's id: its leader's pid.
+    /// The group's id: its leader's pid, the box's first stage.
     id: Pid,
     /// Still to be killed: cleared once [`Handler::kill`] has done it.
     armed: bool,
+    /// The box; taken by [`Handler::close`].
+    call_box: Option<CallBox>,
 }
 
 impl Group {
@@ -625,12 +860,38 @@ impl Group {
             Err(e) => log::warn!(pgid = self.id.as_raw(); "cannot send {signal} to a handler's group: {e}"),
         }
     }
+
+    /// Asks every process of the call to end: the group, and those that left it.
+    fn terminate(&self) {
+        self.signal(Signal::SIGTERM);
+        if let Some(call_box) = &self.call_box {
+            call_box.signal_descendants(self.id, Signal::SIGTERM);
+        }
+    }
+
+    /// Kills every process of the call, wherever it went.
+    fn kill(&self) {
+        match &self.call_box {
+            Some(call_box) => call_box.kill_all(self.id),
+            None => self.signal(Signal::SIGKILL),
+        }
+        self.signal(Signal::SIGKILL);
+    }
+
+    fn limit_hit(&self) -> Option<LimitHit> {
+        self.call_box.as_ref()?.limit_hit(self.id)
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
         if self.armed {
-            self.signal(Signal::SIGKILL);
+            self.kill();
+        }
+        if let Some(call_box) = self.call_box.take() {
+            // Not awaited (we are in `drop`): removing an empty cgroup and a small
+            // directory is quick, and a failure is only logged.
+            call_box.close_now();
         }
     }
 }
@@ -702,7 +963,8 @@ async fn report_progress(
         };
         for line in splitter.push(&chunk[..n]) {
             tail.push(&line);
-            if line.is_empty() || sent >= MAX_PROGRESS_EVENTS {
+            // The box's own report that the program could not run is for us, not the caller.
+            if line.is_empty() || sent >= MAX_PROGRESS_EVENTS || line.starts_with(EXEC_FAILED) {
                 continue;
             }
             // An error means the receiver is gone: keep reading, for the tail.
@@ -713,7 +975,7 @@ async fn report_progress(
     }
     if let Some(line) = splitter.finish() {
         tail.push(&line);
-        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS {
+        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !line.starts_with(EXEC_FAILED) {
             let _ = events.send(ExecEvent::Progress(line)).await;
         }
     }

@@ -16,6 +16,7 @@
 //! - [`advert`]: what the agent says about itself, cut to fit the wire limits.
 //! - [`sensors`]: Raspberry Pi temperature, throttling and model.
 //! - [`load`]: the load report (sysinfo plus sensors) sent with each heartbeat.
+//! - [`sandbox`]: the mission box: a call's cgroup or subreaper, limits, private directory.
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
@@ -37,6 +38,7 @@ pub mod load;
 pub mod logging;
 pub mod missions;
 pub mod owner_logs;
+pub mod sandbox;
 pub mod sensors;
 
 pub use agent::{run, Agent, AgentError};

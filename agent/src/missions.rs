@@ -17,7 +17,15 @@
 //! timeout = "5s"               # default 10s
 //! output_cap = 65536           # bytes of output kept; default 64 KiB
 //! idempotent = true            # safe to retry on another agent; default false
+//! memory = "32MiB"             # the most memory it may use; default 64 MiB
+//! pids = 16                    # the most processes it may run at once; default 32
+//! open_files = 128             # the most files each process may hold open; default 256
 //! ```
+//!
+//! `memory`, `pids`, `open_files` and `user` may also be set once for the whole mission, at
+//! the top of the file; a function's own value wins. `user = "wtd-demo"` names an existing
+//! unprivileged user to run the mission's functions as (when the agent runs as root);
+//! without it, a root agent uses `wtd-<mission>`, created on demand (see `exec`).
 //!
 //! Loading never fails as a whole. A file that is not valid TOML, uses a non-canonical
 //! name, repeats a mission, has an unknown key or a function without `exec` is skipped,
@@ -78,6 +86,32 @@ pub struct Function {
     pub output_cap: usize,
     /// Safe to run twice: a caller may retry it on another agent if this one vanishes.
     pub idempotent: bool,
+    /// What one call may use: memory, processes, open files.
+    pub limits: Limits,
+    /// The user its mission file names to run it as (`user = "..."`), if any.
+    pub user: Option<String>,
+}
+
+/// What one call of a function may use. Enforced by the mission box (see `exec`), and a
+/// call that goes past one is stopped and reported as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory the call's processes may use together.
+    pub memory: u64,
+    /// Processes (and threads) the call may run at once.
+    pub pids: u32,
+    /// Files each of its processes may hold open at once.
+    pub open_files: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: defaults::FUNCTION_MEMORY,
+            pids: defaults::FUNCTION_PIDS,
+            open_files: defaults::FUNCTION_OPEN_FILES,
+        }
+    }
 }
 
 /// What runs when a function is called.
@@ -177,6 +211,20 @@ pub enum MissionError {
     /// A version or description is multi-line or too long for the advert.
     #[error("`{field}` must be one line of at most {MAX_TEXT} bytes")]
     BadText { field: String },
+    /// `memory` is not a size.
+    #[error("`memory = {text:?}` is not a size (write e.g. \"64MiB\")")]
+    BadMemory { text: String },
+    /// `memory`, `pids` or `open_files` is below what any program needs, or above what one
+    /// call may take.
+    #[error("`{field}` must be {min} to {max}")]
+    LimitOutOfRange {
+        field: &'static str,
+        min: String,
+        max: String,
+    },
+    /// `user` is not a plausible user name.
+    #[error("`user = {0:?}` is not a user name (lowercase letters, digits, `-` and `_`)")]
+    BadUser(String),
 }
 
 /// The file as written.
@@ -189,6 +237,12 @@ struct MissionFile {
     description: String,
     #[serde(default)]
     functions: Vec<FunctionFile>,
+    // The mission's own limits and user, for functions that do not give theirs. (Not a
+    // `#[serde(flatten)]` struct: serde cannot combine that with `deny_unknown_fields`.)
+    memory: Option<String>,
+    pids: Option<u32>,
+    open_files: Option<u32>,
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +256,107 @@ struct FunctionFile {
     output_cap: Option<u64>,
     #[serde(default)]
     idempotent: bool,
+    memory: Option<String>,
+    pids: Option<u32>,
+    open_files: Option<u32>,
+    user: Option<String>,
+}
+
+/// Limits and user as a mission or function gives them: what is not given is inherited.
+#[derive(Debug, Default, Clone)]
+struct LimitsFile {
+    memory: Option<String>,
+    pids: Option<u32>,
+    open_files: Option<u32>,
+    user: Option<String>,
+}
+
+impl LimitsFile {
+    /// These values, with `outer`'s where these are not given.
+    fn or(self, outer: &LimitsFile) -> LimitsFile {
+        LimitsFile {
+            memory: self.memory.or_else(|| outer.memory.clone()),
+            pids: self.pids.or(outer.pids),
+            open_files: self.open_files.or(outer.open_files),
+            user: self.user.or_else(|| outer.user.clone()),
+        }
+    }
+
+    /// Checked limits (defaults for what nobody gave), and the user.
+    fn resolve(self) -> Result<(Limits, Option<String>), MissionError> {
+        let memory = match self.memory {
+            None => defaults::FUNCTION_MEMORY,
+            Some(text) => parse_size(&text).ok_or(MissionError::BadMemory { text })?,
+        };
+        let range = |field, value: u64, min: u64, max: u64, show: fn(u64) -> String| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(MissionError::LimitOutOfRange {
+                    field,
+                    min: show(min),
+                    max: show(max),
+                })
+            }
+        };
+        range("memory", memory, defaults::MIN_FUNCTION_MEMORY, defaults::MAX_FUNCTION_MEMORY, show_size)?;
+        let pids = self.pids.unwrap_or(defaults::FUNCTION_PIDS);
+        range("pids", pids.into(), 1, defaults::MAX_FUNCTION_PIDS.into(), |n| n.to_string())?;
+        let open_files = self.open_files.unwrap_or(defaults::FUNCTION_OPEN_FILES);
+        range(
+            "open_files",
+            open_files.into(),
+            defaults::MIN_FUNCTION_OPEN_FILES.into(),
+            defaults::MAX_FUNCTION_OPEN_FILES.into(),
+            |n| n.to_string(),
+        )?;
+        if let Some(user) = &self.user {
+            let plausible = !user.is_empty()
+                && user.len() <= 32
+                && !user.starts_with('-')
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !plausible {
+                return Err(MissionError::BadUser(user.clone()));
+            }
+        }
+        Ok((
+            Limits {
+                memory,
+                pids,
+                open_files,
+            },
+            self.user,
+        ))
+    }
+}
+
+/// `"64MiB"`, `"64M"`, `"1GiB"`, `"512KiB"` or a number of bytes, in bytes. Units are
+/// powers of two, as the kernel counts memory.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// A size as a person writes it: `64 MiB`, `1 GiB`, `1000 bytes`.
+pub fn show_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 impl Catalogue {
@@ -407,10 +562,16 @@ fn parse(file: MissionFile) -> Result<Mission, MissionError> {
     if file.functions.len() > MAX_FUNCTIONS {
         return Err(MissionError::TooManyFunctions(file.functions.len()));
     }
+    let outer = LimitsFile {
+        memory: file.memory,
+        pids: file.pids,
+        open_files: file.open_files,
+        user: file.user,
+    };
     let mut seen = HashSet::new();
     let mut functions = Vec::with_capacity(file.functions.len());
     for f in file.functions {
-        let function = parse_function(f)?;
+        let function = parse_function(f, &outer)?;
         if !seen.insert(function.name.clone()) {
             return Err(MissionError::DuplicateFunction(function.name.to_string()));
         }
@@ -425,7 +586,7 @@ fn parse(file: MissionFile) -> Result<Mission, MissionError> {
     })
 }
 
-fn parse_function(f: FunctionFile) -> Result<Function, MissionError> {
+fn parse_function(f: FunctionFile, outer: &LimitsFile) -> Result<Function, MissionError> {
     let name = FunctionName::new(&f.name).map_err(|source| MissionError::BadFunctionName {
         name: f.name.clone(),
         source,
@@ -458,6 +619,13 @@ fn parse_function(f: FunctionFile) -> Result<Function, MissionError> {
         Some(cap) if (1..=defaults::MAX_OUTPUT_CAP as u64).contains(&cap) => cap as usize,
         Some(_) => return Err(MissionError::OutputCapOutOfRange { function: fname() }),
     };
+    let own = LimitsFile {
+        memory: f.memory,
+        pids: f.pids,
+        open_files: f.open_files,
+        user: f.user,
+    };
+    let (limits, user) = own.or(outer).resolve()?;
     Ok(Function {
         description: one_line(&format!("{name}.description"), f.description)?,
         name,
@@ -465,6 +633,8 @@ fn parse_function(f: FunctionFile) -> Result<Function, MissionError> {
         timeout,
         output_cap,
         idempotent: f.idempotent,
+        limits,
+        user,
     })
 }
 
@@ -477,6 +647,9 @@ fn sys_mission() -> Mission {
         timeout: defaults::SYS_TIMEOUT,
         output_cap: defaults::SYS_OUTPUT_CAP,
         idempotent: true,
+        // The agent answers these itself: no process, nothing to limit.
+        limits: Limits::default(),
+        user: None,
     };
     Mission {
         name: MissionName::new(SYS).expect("`sys` is canonical"),

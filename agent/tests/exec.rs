@@ -18,8 +18,11 @@
 //! - stopping: timeout, cancel, dropping the call, leftovers of a handler that exited; each
 //!   kills the whole process group, grandchildren included
 //! - failures: a crash (signal), a non-zero exit, programs that cannot start
-//! - confinement: the exact environment and working directory; the unprivileged user, with
-//!   no supplementary groups (root only)
+//! - confinement: the exact environment and a private working directory; the unprivileged
+//!   user, with no supplementary groups (root only)
+//!
+//! The mission box itself (escapes, limits, the agent's key) is tested in
+//! `tests/mission_box.rs`.
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with a backtrace
 
@@ -34,7 +37,8 @@ use wtd_agent::exec::{
     self, ExecEvent, ExecOutcome, ExecRequest, RunAs, HANDLER_HOME, HANDLER_LANG, HANDLER_PATH,
     MAX_PROGRESS_EVENTS, MAX_PROGRESS_LINE, STDERR_TAIL,
 };
-use wtd_agent::missions::{Builtin, Function, Run};
+use wtd_agent::missions::{Builtin, Function, Limits, Run};
+use wtd_agent::sandbox::Sandbox;
 use wtd_keys::{FunctionName, MissionName};
 
 /// A bound on every call, far above anything a passing test needs: reaching it means `run`
@@ -56,6 +60,14 @@ cut -d' ' -f5 /proc/$$/stat > "$D/pgid"
 sleep 100 & echo $! >> "$D/pids"
 sh -c 'sleep 100 & echo $! >> "$1/pids"; wait' sh "$D" & echo $! >> "$D/pids"
 while [ "$(wc -l < "$D/pids")" -lt 4 ]; do sleep 0.01; done"#;
+
+/// The box these tests run handlers in: the `wtd-box` binary of this package, in the best
+/// mode this machine offers (the cgroup and subreaper modes have their own tests in
+/// `tests/mission_box.rs`).
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::probe(env!("CARGO_BIN_EXE_wtd-box"), std::iter::empty::<&str>()))
+}
 
 /// A temporary directory for one test's handlers and what they leave behind.
 struct Lab {
@@ -116,15 +128,20 @@ impl Lab {
         }
     }
 
-    /// Checks that the handler's [`FAMILY`] was in a process group of its own, and that
-    /// no process of that group is left.
+    /// Checks that no process of the handler's [`FAMILY`], nor of its process group, is
+    /// left. (The group is led by the mission box, which started the handler; the handler
+    /// is in it, so the group id it recorded is the box's.)
     async fn assert_family_gone(&self) {
         let pids = fs::read_to_string(self.path("pids")).expect("the handler wrote $D/pids");
         let pids: Vec<&str> = pids.lines().collect();
         assert_eq!(pids.len(), 4, "{pids:?}");
         let pgid = fs::read_to_string(self.path("pgid")).expect("the handler wrote $D/pgid");
-        assert_eq!(pgid.trim(), pids[0], "the handler leads its own process group");
-        assert_group_gone(pids[0].parse().unwrap()).await;
+        let pgid: i32 = pgid.trim().parse().unwrap();
+        assert_ne!(pgid.to_string(), pids[0], "the box, not the handler, leads the group");
+        assert_group_gone(pgid).await;
+        for pid in pids {
+            assert_gone(pid.parse().unwrap()).await;
+        }
     }
 }
 
@@ -158,6 +175,9 @@ impl Call<'_> {
             timeout: self.timeout,
             output_cap: self.cap,
             run_as: self.run_as,
+            mission_user: None,
+            limits: Limits::default(),
+            sandbox: sandbox(),
         }
     }
 
@@ -232,6 +252,27 @@ async fn assert_group_gone(pgid: i32) {
         "processes of the handler's group {pgid} survived: {:?}",
         survivors(pgid)
     );
+}
+
+/// Whether process `pid` is alive (a zombie is not).
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !matches!(rest.split_whitespace().next(), Some("Z" | "X"))),
+        Err(_) => false,
+    }
+}
+
+/// Checks that process `pid` is gone, looking again for a while (a bound, not a timing).
+async fn assert_gone(pid: i32) {
+    for _ in 0..500 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("process {pid} of the handler survived");
 }
 
 // ---- arguments and output ----
@@ -536,10 +577,15 @@ async fn the_handler_sees_only_the_scrubbed_environment_and_runs_in_root() {
     // multi-threaded test process would race with other tests (it is `unsafe` from Rust
     // 2024). Asserting the *exact* environment is stronger: any variable of ours that
     // leaked, secret or not, fails the test, and the check below shows there are some.
+    let lab = Lab::new();
+    // Each call has its own working directory, also its TMPDIR; the handler reports it.
+    let pwd = lab.call(&["/bin/pwd"]).run().await.ok();
+    let dir = pwd.trim().to_string();
     let expected = [
         format!("HOME={HANDLER_HOME}"),
         format!("LANG={HANDLER_LANG}"),
         format!("PATH={HANDLER_PATH}"),
+        format!("TMPDIR={dir}"),
         "WTD_FUNCTION=echo".to_string(),
         "WTD_MISSION=demo".to_string(),
     ];
@@ -552,13 +598,18 @@ async fn the_handler_sees_only_the_scrubbed_environment_and_runs_in_root() {
         "the test process has variables a handler must not see"
     );
 
-    let lab = Lab::new();
     let env = lab.call(&["/usr/bin/env"]).run().await.ok();
-    let mut seen: Vec<&str> = env.lines().collect();
+    let mut seen: Vec<String> = env.lines().map(str::to_string).collect();
+    // This call's directory is another fresh one: compare the rest, then its name.
+    let own = seen.iter().find(|kv| kv.starts_with("TMPDIR=")).cloned().unwrap_or_default();
+    assert!(own.starts_with("TMPDIR=/tmp/wtd-call-"), "{own}");
+    assert_ne!(own, format!("TMPDIR={dir}"), "every call has a directory of its own");
+    seen.retain(|kv| *kv != own);
+    seen.push(format!("TMPDIR={dir}"));
     seen.sort();
     assert_eq!(seen, expected);
-
-    assert_eq!(lab.call(&["/bin/pwd"]).run().await.ok(), "/\n");
+    assert!(dir.starts_with("/tmp/wtd-call-"), "{dir}");
+    assert!(!fs::exists(&dir).unwrap(), "the call's directory is removed after it");
 }
 
 /// The `Uid:`, `Gid:` and `Groups:` lines of a `/proc/<pid>/status`.
@@ -640,6 +691,12 @@ async fn a_request_comes_from_the_catalogue_entry() {
         timeout: Duration::from_secs(5),
         output_cap: 1234,
         idempotent: true,
+        limits: Limits {
+            memory: 1 << 20,
+            pids: 3,
+            open_files: 20,
+        },
+        user: None,
     };
     let request = ExecRequest::new(&lab.mission, &function, b"{}", RunAs::CurrentUser).unwrap();
     assert_eq!(request.argv, ["/bin/cat"]);
@@ -648,6 +705,7 @@ async fn a_request_comes_from_the_catalogue_entry() {
         (Duration::from_secs(5), 1234)
     );
     assert_eq!(request.function, &lab.function);
+    assert_eq!(request.limits, function.limits);
     function.run = Run::Builtin(Builtin::Ping);
     assert!(ExecRequest::new(&lab.mission, &function, b"{}", RunAs::CurrentUser).is_none());
 }
