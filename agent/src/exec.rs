@@ -111,7 +111,7 @@ use tokio_util::sync::CancellationToken;
 use wtd_keys::{FunctionName, MissionName};
 
 use crate::missions::{Function, Limits, Run};
-use crate::sandbox::{CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_STATUS};
+use crate::sandbox::{CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_STATUS, OVER_MEMORY};
 
 // Numbers with a reason, each a candidate for `defaults.rs` (kept here while this module is new).
 
@@ -415,6 +415,15 @@ pub async fn run(
                 reason: spawn_failure(&req, run_as, &io::Error::from_raw_os_error(errno)),
             }
         }
+        // The box saw a process of the call go past its memory limit (one the watchdog
+        // missed between two looks, or stopped by the address-space limit).
+        Ending::Exited(_) if tail.lines().last().is_some_and(|l| l.starts_with(OVER_MEMORY)) => {
+            ExecOutcome::LimitExceeded {
+                limit: LimitHit::Memory {
+                    limit: req.limits.memory,
+                },
+            }
+        }
         Ending::Exited(status) if status.success() => ExecOutcome::Ok { output },
         Ending::Exited(status) => ExecOutcome::Failed {
             code: status.code(),
@@ -496,7 +505,7 @@ impl Handler {
             Ok(child) => child,
             Err(reason) => {
                 // Nothing ran: only the directory (and cgroup) to remove.
-                let _ = std::fs::remove_dir_all(call_box.dir());
+                call_box.close_now();
                 return Err(reason);
             }
         };
@@ -697,6 +706,11 @@ fn box_failure(program: &str, sandbox: &Sandbox, e: &io::Error) -> String {
         return format!("cannot start {program}: {e}");
     }
     format!("cannot start the mission box ({}) to run {program}: {e}", sandbox.program().display())
+}
+
+/// A line the box writes for the agent, not for the caller.
+fn is_box_report(line: &str) -> bool {
+    line.starts_with(EXEC_FAILED) || line.starts_with(OVER_MEMORY)
 }
 
 /// The errno in the box's "cannot run the program" line, if that is how stderr ends.
@@ -964,7 +978,7 @@ async fn report_progress(
         for line in splitter.push(&chunk[..n]) {
             tail.push(&line);
             // The box's own report that the program could not run is for us, not the caller.
-            if line.is_empty() || sent >= MAX_PROGRESS_EVENTS || line.starts_with(EXEC_FAILED) {
+            if line.is_empty() || sent >= MAX_PROGRESS_EVENTS || is_box_report(&line) {
                 continue;
             }
             // An error means the receiver is gone: keep reading, for the tail.
@@ -975,7 +989,7 @@ async fn report_progress(
     }
     if let Some(line) = splitter.finish() {
         tail.push(&line);
-        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !line.starts_with(EXEC_FAILED) {
+        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !is_box_report(&line) {
             let _ = events.send(ExecEvent::Progress(line)).await;
         }
     }

@@ -57,7 +57,7 @@ use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sys::prctl;
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -73,6 +73,12 @@ pub const BOX_COMMAND: &str = "agent-box";
 /// errno, so the agent can say why ("does not exist", "not executable") as it did when it
 /// started handlers itself. A handler printing it only changes how its own failure reads.
 pub const EXEC_FAILED: &str = "wtd-box: cannot run the program, errno ";
+
+/// What stage 1 prints (as the last stderr line, once everything below it is dead) when a
+/// process of the call used more memory than its limit at its peak, in KiB. The watchdog
+/// only samples, and the address-space limit can stop a fast grower between two looks
+/// (it then just fails, "memory exhausted"); the kernel's peak count closes that gap.
+pub const OVER_MEMORY: &str = "wtd-box: over the memory limit, peak KiB ";
 
 /// The exit status of the box when the handler could not be run (the shell's "command not
 /// found", so it reads naturally elsewhere too).
@@ -624,6 +630,7 @@ fn stage1(prefix: &[&str], args: BoxArgs) -> ! {
         .arg(args.nproc.to_string())
         .arg("--")
         .args(&args.argv);
+    let memory = args.memory;
     if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
         // With a uid and no explicit groups, std also drops every supplementary group.
         stage2.uid(uid).gid(gid);
@@ -652,6 +659,13 @@ fn stage1(prefix: &[&str], args: BoxArgs) -> ! {
     // The handler is done: nothing it started may outlive it.
     kill_descendants(Pid::this());
     while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<Pid>, None) {}
+    // The largest peak of any process of the call (Linux counts it in KiB).
+    if let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) {
+        let peak_kib = u64::try_from(usage.max_rss()).unwrap_or(0);
+        if peak_kib.saturating_mul(1024) > memory && memory > 0 {
+            let _ = writeln!(io::stderr(), "\n{OVER_MEMORY}{peak_kib}");
+        }
+    }
     exit_like(status)
 }
 
