@@ -833,6 +833,41 @@ exec = ["/bin/date", "+%s"]
                 &DEMO.replace("true", "\"yes\""),
                 "line 12: invalid type",
             ),
+            (
+                "bad memory",
+                &DEMO.replace("idempotent = true", "memory = \"lots\""),
+                "is not a size",
+            ),
+            (
+                "tiny memory",
+                &DEMO.replace("idempotent = true", "memory = \"1MiB\""),
+                "`memory` must be 4 MiB to 1 GiB",
+            ),
+            (
+                "huge memory",
+                &DEMO.replace("idempotent = true", "memory = \"2GiB\""),
+                "`memory` must be",
+            ),
+            (
+                "zero pids",
+                &DEMO.replace("idempotent = true", "pids = 0"),
+                "`pids` must be 1 to 1024",
+            ),
+            (
+                "too many open files",
+                &DEMO.replace("idempotent = true", "open_files = 100000"),
+                "`open_files` must be 16 to 4096",
+            ),
+            (
+                "mission-wide bad limit",
+                &DEMO.replace("version = \"1.0\"", "version = \"1.0\"\npids = 5000"),
+                "`pids` must be",
+            ),
+            (
+                "bad user",
+                &DEMO.replace("idempotent = true", "user = \"Root User\""),
+                "is not a user name",
+            ),
         ];
         for (what, text, expected) in cases {
             let dir = dir_with(&[
@@ -845,6 +880,47 @@ exec = ["/bin/date", "+%s"]
             assert!(w.contains(expected), "{what}: {w}");
             assert!(!w.contains('\n'), "{what}: warnings are one line: {w}");
         }
+    }
+
+    #[test]
+    fn limits_come_from_the_function_then_the_mission_then_the_defaults() {
+        let text = DEMO
+            .replace("version = \"1.0\"", "version = \"1.0\"\nmemory = \"32MiB\"\nuser = \"wtd-demo\"")
+            .replace("idempotent = true", "idempotent = true\nmemory = \"512KiB\"\npids = 4");
+        // 512 KiB is below the minimum: first check that, then use a valid size.
+        let dir = dir_with(&[("demo.toml", &text)]);
+        assert!(only_warning(&Catalogue::load(dir.path()), "demo.toml").contains("`memory`"));
+        let dir = dir_with(&[("demo.toml", &text.replace("512KiB", "8M"))]);
+        let c = Catalogue::load(dir.path());
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let demo = &c.missions()[1];
+        let (echo, date) = (&demo.functions[0], &demo.functions[1]);
+        assert_eq!(
+            echo.limits,
+            Limits {
+                memory: 8 << 20,
+                pids: 4,
+                open_files: defaults::FUNCTION_OPEN_FILES
+            }
+        );
+        assert_eq!(date.limits.memory, 32 << 20, "the mission's value");
+        assert_eq!(date.limits.pids, defaults::FUNCTION_PIDS, "the default");
+        assert_eq!(date.user.as_deref(), Some("wtd-demo"));
+    }
+
+    #[test]
+    fn sizes_parse_and_print_in_powers_of_two() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1000"), Some(1000));
+        for bad in ["", "MiB", "64 MB", "-1M", "99999999999999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(show_size(64 << 20), "64 MiB");
+        assert_eq!(show_size(1 << 30), "1 GiB");
+        assert_eq!(show_size(1000), "1000 bytes");
     }
 
     #[test]
