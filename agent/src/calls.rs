@@ -439,7 +439,10 @@ impl CallService {
             ExecOutcome::LimitExceeded { limit } => (
                 CallStatus::Failed,
                 Vec::new(),
-                format!("{mission}/{fname} {limit} and was stopped (its limit on {})", self.name),
+                format!(
+                    "{mission}/{fname} {limit} and was stopped (its limit on {})",
+                    self.name
+                ),
             ),
             ExecOutcome::CouldNotStart { reason } => (
                 CallStatus::Failed,

@@ -409,7 +409,9 @@ pub async fn run(
     let Gathered { output, tail } = gathered;
     let tail = tail.into_string();
     match ending {
-        Ending::Exited(status) if status.code() == Some(EXEC_FAILED_STATUS) && exec_errno(&tail).is_some() => {
+        Ending::Exited(status)
+            if status.code() == Some(EXEC_FAILED_STATUS) && exec_errno(&tail).is_some() =>
+        {
             let errno = exec_errno(&tail).unwrap_or_default();
             ExecOutcome::CouldNotStart {
                 reason: spawn_failure(&req, run_as, &io::Error::from_raw_os_error(errno)),
@@ -705,7 +707,10 @@ fn box_failure(program: &str, sandbox: &Sandbox, e: &io::Error) -> String {
         // std refuses an argument with a NUL byte before anything runs.
         return format!("cannot start {program}: {e}");
     }
-    format!("cannot start the mission box ({}) to run {program}: {e}", sandbox.program().display())
+    format!(
+        "cannot start the mission box ({}) to run {program}: {e}",
+        sandbox.program().display()
+    )
 }
 
 /// A line the box writes for the agent, not for the caller.
@@ -715,7 +720,12 @@ fn is_box_report(line: &str) -> bool {
 
 /// The errno in the box's "cannot run the program" line, if that is how stderr ends.
 fn exec_errno(tail: &str) -> Option<i32> {
-    tail.lines().last()?.strip_prefix(EXEC_FAILED)?.trim().parse().ok()
+    tail.lines()
+        .last()?
+        .strip_prefix(EXEC_FAILED)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A sentence for the mission's owner on why the program did not start.
@@ -755,8 +765,10 @@ struct Resolved {
 
 /// Mission users already looked up (or created), by name; `None`: cannot be had, use the
 /// shared user. Looked up once per agent: `useradd` is slow, and the answer does not change.
-static MISSION_USERS: std::sync::Mutex<Option<std::collections::HashMap<String, Option<(u32, u32)>>>> =
-    std::sync::Mutex::new(None);
+static MISSION_USERS: std::sync::Mutex<Option<UserCache>> = std::sync::Mutex::new(None);
+
+/// Mission user name -> (uid, gid), or `None` for "use the shared user".
+type UserCache = std::collections::HashMap<String, Option<(u32, u32)>>;
 
 /// Who runs this call: `run_as`, or the mission's own user in its place.
 async fn resolve_user(req: &ExecRequest<'_>) -> Result<Resolved, String> {
@@ -806,9 +818,9 @@ pub const MISSION_USER_PREFIX: &str = "wtd-";
 /// missing or privileged, which its owner must fix.
 async fn find_or_create_user(name: &str, create: bool) -> Result<Option<(u32, u32)>, String> {
     let look = |name: &str| match User::from_name(name) {
-        Ok(Some(user)) if user.uid.is_root() || user.gid.as_raw() == 0 => {
-            Err(format!("user `{name}` has uid or gid 0; functions must run as an unprivileged user"))
-        }
+        Ok(Some(user)) if user.uid.is_root() || user.gid.as_raw() == 0 => Err(format!(
+            "user `{name}` has uid or gid 0; functions must run as an unprivileged user"
+        )),
         Ok(Some(user)) => Ok(Some((user.uid.as_raw(), user.gid.as_raw()))),
         Ok(None) => Ok(None),
         Err(e) => Err(format!("cannot look up user `{name}`: {e}")),
@@ -840,7 +852,9 @@ async fn find_or_create_user(name: &str, create: bool) -> Result<Option<(u32, u3
         .await;
         match made {
             Ok(Ok(out)) if out.status.success() => log::info!(user = name; "created the user for a mission"),
-            Ok(Ok(out)) => log::debug!(user = name; "useradd failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Ok(Ok(out)) => {
+                log::debug!(user = name; "useradd failed: {}", String::from_utf8_lossy(&out.stderr).trim())
+            }
             Ok(Err(e)) => log::debug!(user = name; "cannot run useradd: {e}"),
             Err(_) => log::debug!(user = name; "useradd timed out"),
         }

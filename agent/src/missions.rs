@@ -299,9 +299,17 @@ impl LimitsFile {
                 })
             }
         };
-        range("memory", memory, defaults::MIN_FUNCTION_MEMORY, defaults::MAX_FUNCTION_MEMORY, show_size)?;
+        range(
+            "memory",
+            memory,
+            defaults::MIN_FUNCTION_MEMORY,
+            defaults::MAX_FUNCTION_MEMORY,
+            show_size,
+        )?;
         let pids = self.pids.unwrap_or(defaults::FUNCTION_PIDS);
-        range("pids", pids.into(), 1, defaults::MAX_FUNCTION_PIDS.into(), |n| n.to_string())?;
+        range("pids", pids.into(), 1, defaults::MAX_FUNCTION_PIDS.into(), |n| {
+            n.to_string()
+        })?;
         let open_files = self.open_files.unwrap_or(defaults::FUNCTION_OPEN_FILES);
         range(
             "open_files",
@@ -352,7 +360,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// A size as a person writes it: `64 MiB`, `1 GiB`, `1000 bytes`.
 pub fn show_size(bytes: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
     }
@@ -885,8 +893,14 @@ exec = ["/bin/date", "+%s"]
     #[test]
     fn limits_come_from_the_function_then_the_mission_then_the_defaults() {
         let text = DEMO
-            .replace("version = \"1.0\"", "version = \"1.0\"\nmemory = \"32MiB\"\nuser = \"wtd-demo\"")
-            .replace("idempotent = true", "idempotent = true\nmemory = \"512KiB\"\npids = 4");
+            .replace(
+                "version = \"1.0\"",
+                "version = \"1.0\"\nmemory = \"32MiB\"\nuser = \"wtd-demo\"",
+            )
+            .replace(
+                "idempotent = true",
+                "idempotent = true\nmemory = \"512KiB\"\npids = 4",
+            );
         // 512 KiB is below the minimum: first check that, then use a valid size.
         let dir = dir_with(&[("demo.toml", &text)]);
         assert!(only_warning(&Catalogue::load(dir.path()), "demo.toml").contains("`memory`"));

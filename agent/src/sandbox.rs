@@ -146,7 +146,10 @@ impl Sandbox {
     }
 
     /// A box run as `program prefix...`, in the best mode this machine offers.
-    pub fn probe(program: impl Into<PathBuf>, prefix: impl IntoIterator<Item = impl Into<OsString>>) -> Sandbox {
+    pub fn probe(
+        program: impl Into<PathBuf>,
+        prefix: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Sandbox {
         let mut sandbox = Sandbox::subreaper(program, prefix);
         sandbox.cgroups = Cgroups::probe();
         sandbox
@@ -154,7 +157,10 @@ impl Sandbox {
 
     /// A box in [`Mode::Subreaper`], whatever the machine offers: the fallback, and how
     /// tests check it on machines that have cgroups.
-    pub fn subreaper(program: impl Into<PathBuf>, prefix: impl IntoIterator<Item = impl Into<OsString>>) -> Sandbox {
+    pub fn subreaper(
+        program: impl Into<PathBuf>,
+        prefix: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Sandbox {
         Sandbox {
             program: program.into(),
             prefix: prefix.into_iter().map(Into::into).collect(),
@@ -226,7 +232,10 @@ impl Cgroups {
         let read = |file: &str| fs::read_to_string(base.join(file)).unwrap_or_default();
         let has = |list: &str, name: &str| list.split_whitespace().any(|c| c == name);
         let (offered, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
-        if ["memory", "pids"].iter().any(|c| has(&offered, c) && !has(&enabled, c)) {
+        if ["memory", "pids"]
+            .iter()
+            .any(|c| has(&offered, c) && !has(&enabled, c))
+        {
             // Delegated to us (systemd's `Delegate=`) but not enabled below us. A cgroup
             // with processes may not enable controllers for its children (the "no
             // internal processes" rule), so the agent first moves itself to a leaf.
@@ -342,7 +351,12 @@ impl CallBox {
     /// The command that runs `argv` in this box, as `run_as` (`None`: the agent's user).
     /// `nproc`: whether to set `RLIMIT_NPROC`, which counts every process of the user, so
     /// only makes sense for a user of this mission's own.
-    pub fn command(&self, argv: &[String], run_as: Option<(u32, u32)>, nproc: bool) -> tokio::process::Command {
+    pub fn command(
+        &self,
+        argv: &[String],
+        run_as: Option<(u32, u32)>,
+        nproc: bool,
+    ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.program);
         command.args(&self.prefix);
         let limits = self.limits;
@@ -354,7 +368,11 @@ impl CallBox {
             .arg("--nproc")
             .arg(if nproc { limits.pids } else { 0 }.to_string());
         if let Some((uid, gid)) = run_as {
-            command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
+            command
+                .arg("--uid")
+                .arg(uid.to_string())
+                .arg("--gid")
+                .arg(gid.to_string());
         }
         if let Some(cgroup) = &self.cgroup {
             command.arg("--cgroup").arg(&cgroup.dir);
@@ -700,7 +718,10 @@ fn stage2(args: BoxArgs) -> ! {
             std::process::exit(EXEC_FAILED_STATUS);
         }
     };
-    limit(Resource::RLIMIT_AS, args.memory.saturating_add(defaults::ADDRESS_SPACE_HEADROOM));
+    limit(
+        Resource::RLIMIT_AS,
+        args.memory.saturating_add(defaults::ADDRESS_SPACE_HEADROOM),
+    );
     limit(Resource::RLIMIT_NOFILE, args.open_files);
     limit(Resource::RLIMIT_CORE, 0);
     if args.nproc > 0 {
@@ -729,8 +750,21 @@ mod tests {
     #[test]
     fn box_arguments_round_trip() {
         let args = parse_box_args(&os(&[
-            "--memory", "1024", "--open-files", "64", "--nproc", "8", "--uid", "1000", "--gid", "1001",
-            "--cgroup", "/sys/fs/cgroup/x", "--", "/bin/echo", "--memory",
+            "--memory",
+            "1024",
+            "--open-files",
+            "64",
+            "--nproc",
+            "8",
+            "--uid",
+            "1000",
+            "--gid",
+            "1001",
+            "--cgroup",
+            "/sys/fs/cgroup/x",
+            "--",
+            "/bin/echo",
+            "--memory",
         ]))
         .unwrap();
         assert_eq!((args.memory, args.open_files, args.nproc), (1024, 64, 8));

@@ -137,7 +137,11 @@ impl Lab {
         assert_eq!(pids.len(), 4, "{pids:?}");
         let pgid = fs::read_to_string(self.path("pgid")).expect("the handler wrote $D/pgid");
         let pgid: i32 = pgid.trim().parse().unwrap();
-        assert_ne!(pgid.to_string(), pids[0], "the box, not the handler, leads the group");
+        assert_ne!(
+            pgid.to_string(),
+            pids[0],
+            "the box, not the handler, leads the group"
+        );
         assert_group_gone(pgid).await;
         for pid in pids {
             assert_gone(pid.parse().unwrap()).await;
@@ -601,15 +605,26 @@ async fn the_handler_sees_only_the_scrubbed_environment_and_runs_in_root() {
     let env = lab.call(&["/usr/bin/env"]).run().await.ok();
     let mut seen: Vec<String> = env.lines().map(str::to_string).collect();
     // This call's directory is another fresh one: compare the rest, then its name.
-    let own = seen.iter().find(|kv| kv.starts_with("TMPDIR=")).cloned().unwrap_or_default();
+    let own = seen
+        .iter()
+        .find(|kv| kv.starts_with("TMPDIR="))
+        .cloned()
+        .unwrap_or_default();
     assert!(own.starts_with("TMPDIR=/tmp/wtd-call-"), "{own}");
-    assert_ne!(own, format!("TMPDIR={dir}"), "every call has a directory of its own");
+    assert_ne!(
+        own,
+        format!("TMPDIR={dir}"),
+        "every call has a directory of its own"
+    );
     seen.retain(|kv| *kv != own);
     seen.push(format!("TMPDIR={dir}"));
     seen.sort();
     assert_eq!(seen, expected);
     assert!(dir.starts_with("/tmp/wtd-call-"), "{dir}");
-    assert!(!fs::exists(&dir).unwrap(), "the call's directory is removed after it");
+    assert!(
+        !fs::exists(&dir).unwrap(),
+        "the call's directory is removed after it"
+    );
 }
 
 /// The `Uid:`, `Gid:` and `Groups:` lines of a `/proc/<pid>/status`.

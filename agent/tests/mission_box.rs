@@ -40,7 +40,9 @@ fn modes(test: &str) -> Vec<Sandbox> {
     let probed = Sandbox::probe(BOX, std::iter::empty::<&str>());
     match probed.mode() {
         Mode::Cgroup { .. } => modes.push(probed),
-        Mode::Subreaper => eprintln!("note: {test}: no writable cgroup v2 here; only the subreaper mode was tested"),
+        Mode::Subreaper => {
+            eprintln!("note: {test}: no writable cgroup v2 here; only the subreaper mode was tested")
+        }
     }
     modes
 }
@@ -159,7 +161,12 @@ async fn escapes_are_gone_after_a_timeout_in_every_mode() {
         // Long enough for the family to start on a slow machine; the outcome shows it did.
         let timeout = Duration::from_secs(3);
         let (outcome, progress) = run(request(&lab, &argv, &sandbox, timeout), false).await;
-        assert_eq!(outcome, ExecOutcome::TimedOut { after: timeout }, "{:?}", sandbox.mode());
+        assert_eq!(
+            outcome,
+            ExecOutcome::TimedOut { after: timeout },
+            "{:?}",
+            sandbox.mode()
+        );
         assert_eq!(progress, ["ready"], "every escape was running before the timeout");
         lab.assert_all_gone().await;
     }
