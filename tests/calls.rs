@@ -40,6 +40,12 @@ exec = ["/bin/sh", "-c", "head -c 100000 /dev/zero"]
 output_cap = 1000
 
 [[functions]]
+name = "hog"
+description = "eats memory until its limit stops it"
+exec = ["/bin/sh", "-c", "cat /dev/zero | tail -c 512M"]
+memory = "16MiB"
+
+[[functions]]
 name = "slowecho"
 description = "waits, then echoes"
 exec = ["/bin/sh", "-c", "echo started >&2; sleep 3; cat"]
@@ -168,6 +174,14 @@ fn without_a_grant_nothing_runs_and_with_one_it_does() {
     let out = l.call(&["side/big"]);
     assert_eq!(out.status.code(), Some(7));
     assert!(stderr(&out).contains("output limit"), "{}", stderr(&out));
+    // A function past its memory limit is stopped, and its caller told which limit.
+    let out = l.call(&["side/hog"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        stderr(&out).contains("side/hog used more than 16 MiB of memory"),
+        "{}",
+        stderr(&out)
+    );
     // Unknown functions and missions say where to look.
     let out = l.call(&["demo/nope"]);
     assert_eq!(out.status.code(), Some(4));

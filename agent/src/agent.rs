@@ -129,6 +129,8 @@ impl Agent {
     /// not spawned, so nothing the agent started can outlive this call.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let client = Client::bind(&self.secret, bind_addr(&self.config.proxy.addrs))?;
+        // Probe (and log, once) how this machine contains calls, before the first call.
+        crate::sandbox::Sandbox::global();
         let (latest, sensors) = watch::channel(self.pi);
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.

@@ -118,8 +118,17 @@ fn check(config: &AgentConfig) -> anyhow::Result<()> {
                 Run::Exec(argv) => format!("{argv:?}"),
                 Run::Builtin(_) => "built in".to_string(),
             };
+            let limits = match &f.run {
+                Run::Exec(_) => format!(
+                    ", memory {}, {} processes, {} open files",
+                    crate::missions::show_size(f.limits.memory),
+                    f.limits.pids,
+                    f.limits.open_files
+                ),
+                Run::Builtin(_) => String::new(),
+            };
             println!(
-                "    {}/{}  {}  (timeout {}, output cap {} bytes{})",
+                "    {}/{}  {}  (timeout {}, output cap {} bytes{limits}{})",
                 mission.name,
                 f.name,
                 runs,

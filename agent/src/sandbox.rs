@@ -133,14 +133,14 @@ struct Cgroups {
 }
 
 impl Sandbox {
-    /// The box this agent process uses: its own binary with [`BOX_COMMAND`], in the best
+    /// The box this agent process uses: the `wtd` binary with [`BOX_COMMAND`], in the best
     /// mode this machine offers. Probed (and the mode logged) on first use.
     pub fn global() -> &'static Sandbox {
         static GLOBAL: OnceLock<Sandbox> = OnceLock::new();
         GLOBAL.get_or_init(|| {
-            let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/wtd"));
-            let sandbox = Sandbox::probe(program, [BOX_COMMAND]);
-            log::info!("mission box: {}", sandbox.mode());
+            let program = wtd_binary();
+            let sandbox = Sandbox::probe(&program, [BOX_COMMAND]);
+            log::info!(program:% = program.display(); "mission box: {}", sandbox.mode());
             sandbox
         })
     }
@@ -204,6 +204,25 @@ impl Sandbox {
         }
         Ok(call)
     }
+}
+
+/// The `wtd` binary: normally this very process. A program that embeds the agent (a
+/// benchmark, a test under `target/<profile>/deps/`) is not `wtd`; then the `wtd` next to
+/// it or one directory up (where cargo puts it), else the installed one.
+fn wtd_binary() -> PathBuf {
+    let installed = PathBuf::from("/usr/bin/wtd");
+    let Ok(me) = std::env::current_exe() else {
+        return installed;
+    };
+    if me.file_name() == Some(OsStr::new("wtd")) {
+        return me;
+    }
+    me.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("wtd"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or(installed)
 }
 
 impl Cgroups {
