@@ -158,8 +158,8 @@ pub const TERM_GRACE: Duration = Duration::from_millis(500);
 pub const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After a handler exits, how long we keep reading what it already wrote. Its pipes close as
-/// soon as its group is killed; only a process that left the group keeps them open, and it
-/// must not hold the call's answer back.
+/// soon as its box is emptied; only a process that somehow escaped the box (a kernel stuck
+/// killing it) keeps them open, and it must not hold the call's answer back.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Bytes read from a pipe at a time: a pipe holds 64 KiB, and 8 KiB reads keep the buffer
@@ -385,7 +385,7 @@ impl fmt::Display for ExecOutcome {
 ///
 /// Never panics and never waits unboundedly: the handler is stopped at its timeout, and
 /// every wait after that has its own bound. Dropping the returned future kills the
-/// handler's whole process group.
+/// handler's whole box, every process of the call.
 pub async fn run(
     req: ExecRequest<'_>,
     events: mpsc::Sender<ExecEvent>,
@@ -645,7 +645,8 @@ impl Handler {
     /// When the leader has already been reaped, its pid could in principle be reused; but
     /// Linux keeps a group id reserved while any process is in the group, and when none is
     /// the kill comes microseconds after the reap, far too soon for the kernel to cycle
-    /// through every pid to reach this one again.
+    /// through every pid to reach this one again. The same holds for the look for the
+    /// leader's descendants; and by then the leader (the box) has killed them itself.
     async fn kill(&mut self) {
         self.group.kill();
         self.group.armed = false;
