@@ -2,36 +2,47 @@
 //!
 //! The proxy opens a stream on our connection for each caller session and tells us who
 //! asked (a hint). Inside it, the caller and we run TLS with our keys
-//! (`wtd_transport::session`), so the proxy only ever carries ciphertext. Then, for each
-//! call, in this order and before anything runs:
+//! (`wtd_transport::session`), so the proxy only ever carries ciphertext, and the handshake
+//! proves the caller's key: that key, and nothing the proxy says, is who calls. The session
+//! then carries many calls at once (`wtd_wire::call` explains why a live call needs no
+//! signature of its own). For each call, in this order and before anything runs:
 //!
-//! 1. the call's signature, by the key that proved itself in TLS, for *this* agent and
-//!    *this* session, fresh, never seen before (`wtd_keys::call::check_call`);
+//! 1. the call number is new in this session, and the session has a free slot;
 //! 2. the function exists here;
-//! 3. the grant: owner-signed, for this caller, mission and agent, unexpired, unrevoked,
+//! 3. if the caller asked for a receipt: its signed call, by the key the session proved,
+//!    for this agent, this session and exactly this function and arguments, fresh, never
+//!    seen before (`wtd_keys::call::check_receipt_call`);
+//! 4. the grant: owner-signed, for this caller, mission and agent, unexpired, unrevoked,
 //!    within its rate and concurrency (`wtd_keys::authz::authorize`);
 //!
-//! and only then the function runs. Its progress lines stream back as events; its result
-//! is signed by us. If the owner revokes the grant while the call runs, the call is
-//! cancelled (its whole process group is killed).
+//! and only then the function runs. Built-in functions answer at once, inside the read
+//! loop; exec functions run as tasks of the session (owned by it: when the session ends,
+//! they are stopped). Their progress lines stream back as events. One writer sends every
+//! answer, many to a write when busy. If the owner revokes the grant while a call runs, or
+//! the caller cancels it, the call is stopped (its whole process group is killed).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::join;
+use tokio::io::{join, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::authz::{authorize, Decision, Deny, Permit, Policy, RateLimits, Request};
-use wtd_keys::call::{check_call, CallResult, CallStatus, ReplayGuard};
+use wtd_keys::call::{check_receipt_call, CallResult, CallStatus, ReplayGuard, SignedCall};
 use wtd_keys::time::human_duration;
-use wtd_keys::{AgentId, Grant, GrantId, OwnerKey, Revocation, SecretKey, TimeFloor, Timestamp, UserKey};
-use wtd_transport::session::{self, read_msg, write_msg};
+use wtd_keys::{
+    AgentId, FunctionName, Grant, GrantId, MissionName, OwnerKey, Revocation, SecretKey, TimeFloor,
+    Timestamp, UserKey,
+};
+use wtd_transport::session;
 use wtd_transport::{read_frame, Connection, RecvStream, SendStream};
-use wtd_wire::call::{AgentMsg, CallerMsg, Refused};
+use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
+use wtd_wire::codec::decode_with_limit;
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, Relayed};
+use wtd_wire::{decode, encode_frame_into, Relayed};
 
 use crate::defaults;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
@@ -46,12 +57,42 @@ struct InFlight {
     cancel: CancellationToken,
 }
 
-/// What one caller's session knows: who (proven by TLS), its channel binding, and the
-/// request ids it has used.
+/// What one caller's session knows: who (proven by TLS), its channel binding, and what
+/// runs on it.
 struct SessionState {
     caller: UserKey,
     binding: [u8; 32],
+    /// Request ids of receipt calls, to refuse a repeated one (see `check_receipt_call`).
     replay: ReplayGuard,
+    /// The highest call number seen: a new call must be above it, so no number is reused
+    /// and nothing more has to be remembered.
+    last_call: CallNumber,
+    /// The exec calls running on this session, so the caller can cancel one.
+    running: HashMap<CallNumber, CancellationToken>,
+    /// Their tasks, owned by the session: dropped (and so stopped) when it ends.
+    tasks: JoinSet<CallNumber>,
+}
+
+/// A call as the caller sent it, before any check.
+struct Incoming {
+    id: CallNumber,
+    mission: String,
+    function: String,
+    args: Vec<u8>,
+    signed: Option<Vec<u8>>,
+}
+
+/// An exec call that passed every check, on its way to run.
+struct Running {
+    id: CallNumber,
+    mission: MissionName,
+    function: FunctionName,
+    args: Vec<u8>,
+    receipt: Option<SignedCall>,
+    cancel: CancellationToken,
+    /// Its entry in `State::in_flight`.
+    key: u64,
+    permit: Permit,
 }
 
 /// Mutable state shared by every session. A std mutex: held for bookkeeping only, never
@@ -182,7 +223,7 @@ impl CallService {
             defaults::SESSION_HANDSHAKE_TIMEOUT,
             session::accept(&self.secret, io),
         );
-        let (mut tls, peer, binding) = match handshake.await {
+        let (tls, peer, binding) = match handshake.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 log::info!(agent:% = self.id; "a caller's session failed: {e}");
@@ -198,108 +239,202 @@ impl CallService {
             caller: UserKey(peer),
             binding,
             replay: ReplayGuard::with_limit(defaults::SESSION_REPLAY_MEMORY),
+            last_call: 0,
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
         };
+        // The session's own token: when the session ends, its running calls stop.
+        let stop = stop.child_token();
+        let _stop_on_exit = stop.clone().drop_guard();
+        let (rd, wr) = tokio::io::split(tls);
+        let (out, out_rx) = mpsc::channel(defaults::SESSION_OUT_QUEUE);
+        let writer = write_loop(wr, out_rx);
+        tokio::pin!(writer);
+        let clean_end = tokio::select! {
+            // The writer ends only when the caller cannot be written to: it is gone.
+            _ = &mut writer => return,
+            clean = self.read_loop(rd, &out, &mut state, &stop) => clean,
+        };
+        if !clean_end {
+            return;
+        }
+        // The caller said it sends no more calls: answer the ones still running, then end.
+        drop(out);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = async {
+                while state.tasks.join_next().await.is_some() {}
+                (&mut writer).await;
+            } => {}
+        }
+    }
+
+    /// Reads the caller's messages and starts each call, until the session ends. True if
+    /// the caller ended it cleanly (no more calls), false on an error or a broken rule.
+    async fn read_loop<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        rd: R,
+        out: &mpsc::Sender<AgentMsg>,
+        st: &mut SessionState,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut rd = BufReader::with_capacity(defaults::SESSION_READ_BUFFER, rd);
+        let mut buf = Vec::new();
         loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = read_msg(&mut tls, defaults::MAX_CALL_MESSAGE) => m,
+            // Forget calls that have finished, so `running` holds only live ones.
+            while let Some(done) = st.tasks.try_join_next() {
+                if let Ok(id) = done {
+                    st.running.remove(&id);
+                }
+            }
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return false,
+                f = read_frame_into(&mut rd, &mut buf, defaults::MAX_CALL_MESSAGE) => f,
             };
-            let Ok(Some(bytes)) = msg else { return };
-            let Ok(CallerMsg::Invoke { call, args }) = decode::<CallerMsg>(&bytes) else {
-                let _ = send_msg(&mut tls, &refused("bad_call", "malformed message".into(), None)).await;
-                return;
+            match frame {
+                Ok(true) => {}
+                Ok(false) => return true,
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        let _ = out.send(refused(0, "bad_call", e.to_string(), None)).await;
+                    }
+                    return false;
+                }
+            }
+            let msg = match decode_with_limit::<CallerMsg>(&buf, defaults::MAX_CALL_MESSAGE) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = out
+                        .send(refused(0, "bad_call", format!("malformed message: {e}"), None))
+                        .await;
+                    return false;
+                }
             };
-            if !self.invoke(&mut tls, &mut state, &call, &args, &stop).await {
-                return;
+            match msg {
+                CallerMsg::Cancel { id } => {
+                    if let Some(cancel) = st.running.get(&id) {
+                        cancel.cancel();
+                    }
+                }
+                CallerMsg::Call {
+                    id,
+                    mission,
+                    function,
+                    args,
+                    signed,
+                } => {
+                    if id <= st.last_call {
+                        let why = format!(
+                            "call number {id} is not above the last one ({}); a session's call numbers only go up",
+                            st.last_call
+                        );
+                        let _ = out.send(refused(id, "bad_call", why, None)).await;
+                        return false;
+                    }
+                    st.last_call = id;
+                    let call = Incoming {
+                        id,
+                        mission,
+                        function,
+                        args,
+                        signed,
+                    };
+                    if let Some(answer) = self.start_call(st, out, stop, call) {
+                        if out.send(answer).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Handles one call; false if the session is broken.
-    async fn invoke<S>(
-        &self,
-        tls: &mut S,
-        session: &mut SessionState,
-        call_bytes: &[u8],
-        args: &[u8],
+    /// Checks one call and starts it. Returns the answer to send now: a refusal, or the
+    /// result of a built-in; `None` when an exec function was started (it answers itself).
+    fn start_call(
+        self: &Arc<Self>,
+        st: &mut SessionState,
+        out: &mpsc::Sender<AgentMsg>,
         stop: &CancellationToken,
-    ) -> bool
-    where
-        S: tokio::io::AsyncWrite + Unpin,
-    {
-        let now = now();
-        let SessionState {
-            caller,
-            binding,
-            replay,
-        } = session;
-        let caller = &*caller;
-        // The replay memory is per session. That is enough: a call is signed over this
-        // session's channel binding, so a copy is worthless on any other session, and
-        // inside this one TLS refuses any record the proxy injects or replays. Only the
-        // caller itself could repeat a call here, which is no more than calling again
-        // (and is still refused while the id is remembered). A session that fills its
-        // memory starts a fresh one rather than locking anybody out.
-        if replay.len() >= replay.limit() {
-            *replay = ReplayGuard::with_limit(defaults::SESSION_REPLAY_MEMORY);
-        }
-        let checked = check_call(call_bytes, caller, &self.id, binding, args, now, replay);
-        let call = match checked {
-            Ok(c) => c,
-            Err(e) => return send_msg(tls, &refused("bad_call", e.to_string(), None)).await,
-        };
-        let (mission, function) = (call.call().mission.clone(), call.call().function.clone());
-        let Some(f) = self.catalogue.function(&mission, &function) else {
-            // It did not run: do not let refused calls fill the replay memory.
-            replay.forget(&call);
+        call: Incoming,
+    ) -> Option<AgentMsg> {
+        let Incoming {
+            id,
+            mission,
+            function,
+            args,
+            signed,
+        } = call;
+        let names = MissionName::new(&mission)
+            .ok()
+            .zip(FunctionName::new(&function).ok());
+        let Some((mission, function)) = names.filter(|(m, f)| self.catalogue.function(m, f).is_some()) else {
             let msg = format!(
                 "{} has no function {mission}/{function}; `wtd ls` shows what each agent offers",
                 self.name
             );
-            return send_msg(tls, &refused("unknown_function", msg, None)).await;
+            return Some(refused(id, "unknown_function", msg, None));
         };
-
-        // Authorization, with the latest verified logs.
-        let snapshot = self.logs.borrow().clone();
-        let owners: Vec<OwnerKey> = snapshot.owners().copied().collect();
-        let grants: Vec<&Grant> = snapshot.grants().collect();
-        let revocations: Vec<&Revocation> = snapshot.revocations().collect();
-        let policy = Policy {
-            owners: &owners,
-            grants: &grants,
-            revocations: &revocations,
-        };
-        let request = Request {
-            caller,
-            agent: &self.id,
-            mission: &mission,
-            function: &function,
-            now,
-        };
-        let decision = {
-            let mut state = self.state();
-            state.floor.observe(now);
-            let floor = state.floor;
-            let d = authorize(&request, &policy, &mut state.limits, floor);
-            // Persisting on every call would mean an fsync per call; the floor only needs
-            // to be roughly right to stop a clock set back by hours or days.
-            if state.floor_saved.until(floor.0) >= defaults::FLOOR_PERSIST_EVERY_MS {
-                if let Err(e) = wtd_store::floor::save(&self.floor_path, floor) {
-                    log::warn!(agent:% = self.id; "could not save the time floor: {e}");
+        let now = now();
+        // A receipt call: the caller's signature over exactly this call, on this session.
+        let receipt = match signed {
+            None => None,
+            Some(bytes) => {
+                // Per session (see `defaults::SESSION_REPLAY_MEMORY`): a session that fills
+                // its memory starts a fresh one rather than locking anybody out. Replays
+                // from elsewhere are already impossible: the call names this session.
+                if st.replay.len() >= st.replay.limit() {
+                    st.replay = ReplayGuard::with_limit(defaults::SESSION_REPLAY_MEMORY);
                 }
-                state.floor_saved = floor.0;
+                let checked = check_receipt_call(
+                    &bytes,
+                    &st.caller,
+                    &self.id,
+                    &st.binding,
+                    &mission,
+                    &function,
+                    &args,
+                    now,
+                    &mut st.replay,
+                );
+                match checked {
+                    Ok(c) => Some(c),
+                    Err(e) => return Some(refused(id, "bad_call", e.to_string(), None)),
+                }
             }
-            d
         };
-        let permit = match decision {
-            Decision::Allow(p) => p,
-            Decision::Deny(d) => {
+        let permit = match self.authorize(&st.caller, &mission, &function, now) {
+            Ok(allowed) => allowed,
+            Err(deny) => {
                 // Not run: the same request may be retried once the reason is gone.
-                replay.forget(&call);
-                log::info!(agent:% = self.id, caller:% = caller.key().short(), mission = mission.as_str(); "denied: {d:?}");
-                return send_msg(tls, &deny_message(&d, &mission, caller)).await;
+                if let Some(c) = &receipt {
+                    st.replay.forget(c);
+                }
+                log::info!(agent:% = self.id, caller:% = st.caller.key().short(), mission = mission.as_str(); "denied: {deny:?}");
+                return Some(deny_message(id, &deny, &mission, &st.caller));
             }
         };
+        let f = self
+            .catalogue
+            .function(&mission, &function)
+            .expect("looked up above");
+        if let Run::Builtin(b) = &f.run {
+            let output = self.builtin(*b, &args);
+            self.state().limits.release(permit);
+            log::debug!(agent:% = self.id, caller:% = st.caller.key().short(); "answered {mission}/{function}");
+            return Some(self.done(id, CallStatus::Ok, output, String::new(), receipt.as_ref()));
+        }
+        if st.running.len() >= defaults::MAX_SESSION_CALLS {
+            self.state().limits.release(permit);
+            if let Some(c) = &receipt {
+                st.replay.forget(c);
+            }
+            let msg = format!(
+                "{} calls are already running on this session, as many as it takes; wait for one to end",
+                defaults::MAX_SESSION_CALLS
+            );
+            return Some(refused(id, "busy", msg, None));
+        }
         let cancel = stop.child_token();
         let key = self.next_call.fetch_add(1, Ordering::Relaxed);
         // The permit names the grant's issuer: looking it up by id alone could find another
@@ -312,25 +447,121 @@ impl CallService {
                 cancel: cancel.clone(),
             },
         );
-        log::info!(agent:% = self.id, caller:% = caller.key().short(), mission = mission.as_str(); "running {mission}/{function}");
+        log::info!(agent:% = self.id, caller:% = st.caller.key().short(), mission = mission.as_str(); "running {mission}/{function}");
+        st.running.insert(id, cancel.clone());
+        let run = Running {
+            id,
+            mission,
+            function,
+            args,
+            receipt,
+            cancel,
+            key,
+            permit,
+        };
+        st.tasks.spawn(self.clone().run_exec(run, out.clone()));
+        None
+    }
 
-        let (status, output, detail, alive) = self
-            .run_function(tls, f, &mission, &function, args, &cancel)
-            .await;
-        self.release(key, permit);
-        if !alive {
-            return false;
+    /// Authorizes `caller` to run `mission/function` now, with the latest verified logs.
+    /// On success: the permit to give back when the call ends (it names the grant).
+    fn authorize(
+        &self,
+        caller: &UserKey,
+        mission: &MissionName,
+        function: &FunctionName,
+        now: Timestamp,
+    ) -> Result<Permit, Deny> {
+        let snapshot = self.logs.borrow().clone();
+        let owners: Vec<OwnerKey> = snapshot.owners().copied().collect();
+        let grants: Vec<&Grant> = snapshot.grants().collect();
+        let revocations: Vec<&Revocation> = snapshot.revocations().collect();
+        let policy = Policy {
+            owners: &owners,
+            grants: &grants,
+            revocations: &revocations,
+        };
+        let request = Request {
+            caller,
+            agent: &self.id,
+            mission,
+            function,
+            now,
+        };
+        let mut state = self.state();
+        state.floor.observe(now);
+        let floor = state.floor;
+        let decision = authorize(&request, &policy, &mut state.limits, floor);
+        // Persisting on every call would mean an fsync per call; the floor only needs to
+        // be roughly right to stop a clock set back by hours or days.
+        if state.floor_saved.until(floor.0) >= defaults::FLOOR_PERSIST_EVERY_MS {
+            if let Err(e) = wtd_store::floor::save(&self.floor_path, floor) {
+                log::warn!(agent:% = self.id; "could not save the time floor: {e}");
+            }
+            state.floor_saved = floor.0;
         }
-        let result = CallResult::for_call(&call, status, &output, self::now()).sign(&self.secret);
-        send_msg(
-            tls,
-            &AgentMsg::Done {
-                result: result.bytes().to_vec(),
-                output,
-                detail,
-            },
-        )
-        .await
+        drop(state);
+        match decision {
+            Decision::Allow(p) => Ok(p),
+            Decision::Deny(d) => Err(d),
+        }
+    }
+
+    /// Runs one exec call to its end and sends its answer. A task of its session.
+    async fn run_exec(self: Arc<Self>, run: Running, out: mpsc::Sender<AgentMsg>) -> CallNumber {
+        let f = self
+            .catalogue
+            .function(&run.mission, &run.function)
+            .expect("checked before the call started");
+        let (status, output, mut detail) = self
+            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out)
+            .await;
+        let (issuer, grant) = (run.permit.issuer, run.permit.grant);
+        self.release(run.key, run.permit);
+        if status == CallStatus::Cancelled {
+            detail = if self.is_revoked(&issuer, &grant) {
+                "the call was cancelled: its grant was revoked while it ran".to_string()
+            } else {
+                "the call was cancelled: the caller stopped waiting for it".to_string()
+            };
+        }
+        let answer = self.done(run.id, status, output, detail, run.receipt.as_ref());
+        let _ = out.send(answer).await;
+        run.id
+    }
+
+    /// Is the grant `grant` of `issuer` revoked in the latest logs?
+    fn is_revoked(&self, issuer: &OwnerKey, grant: &GrantId) -> bool {
+        let snapshot = self.logs.borrow();
+        let revoked = snapshot
+            .grants()
+            .filter(|g| g.id == *grant && g.issuer == *issuer)
+            .any(|g| snapshot.revocations().any(|r| r.revokes(g)));
+        revoked
+    }
+
+    /// The answer of a call that ran; signed when the call asked for a receipt.
+    fn done(
+        &self,
+        id: CallNumber,
+        status: CallStatus,
+        output: Vec<u8>,
+        detail: String,
+        receipt: Option<&SignedCall>,
+    ) -> AgentMsg {
+        let signed = receipt.map(|call| {
+            CallResult::for_call(call, status, &output, now())
+                .sign(&self.secret)
+                .bytes()
+                .to_vec()
+        });
+        AgentMsg::Done {
+            id,
+            status: wire_status(status),
+            output,
+            detail,
+            signed,
+        }
     }
 
     fn release(&self, key: u64, permit: Permit) {
@@ -339,23 +570,19 @@ impl CallService {
         state.limits.release(permit);
     }
 
-    /// Runs the function, streaming its progress; returns (status, output, detail, session alive).
-    async fn run_function<S>(
+    /// Runs an exec function, streaming its progress as events of call `id`; returns
+    /// (status, output, detail). If the caller cannot be written to, the function is
+    /// stopped.
+    async fn run_function(
         &self,
-        tls: &mut S,
+        id: CallNumber,
         f: &crate::missions::Function,
-        mission: &wtd_keys::MissionName,
-        _function: &wtd_keys::FunctionName,
+        mission: &MissionName,
         args: &[u8],
         cancel: &CancellationToken,
-    ) -> (CallStatus, Vec<u8>, String, bool)
-    where
-        S: tokio::io::AsyncWrite + Unpin,
-    {
+        out: &mpsc::Sender<AgentMsg>,
+    ) -> (CallStatus, Vec<u8>, String) {
         let fname = &f.name;
-        if let Run::Builtin(b) = &f.run {
-            return (CallStatus::Ok, self.builtin(*b, args), String::new(), true);
-        }
         let run_as = match &self.run_as {
             Ok(r) => *r,
             Err(why) => {
@@ -363,17 +590,11 @@ impl CallService {
                     CallStatus::Failed,
                     Vec::new(),
                     format!("{} cannot run functions: {why}", self.name),
-                    true,
                 )
             }
         };
         let Some(mut req) = ExecRequest::new(mission, f, args, run_as) else {
-            return (
-                CallStatus::Failed,
-                Vec::new(),
-                "not an exec function".into(),
-                true,
-            );
+            return (CallStatus::Failed, Vec::new(), "not an exec function".into());
         };
         // Whatever the mission file says, a result must fit the caller's answer limit.
         req.output_cap = req.output_cap.min(defaults::MAX_OUTPUT);
@@ -385,7 +606,7 @@ impl CallService {
             tokio::select! {
                 outcome = &mut run => break outcome,
                 Some(ExecEvent::Progress(line)) = rx.recv(), if alive => {
-                    if !send_msg(tls, &AgentMsg::Event { line }).await {
+                    if out.send(AgentMsg::Event { id, line }).await.is_err() {
                         // The caller is gone: stop the function too.
                         alive = false;
                         cancel.cancel();
@@ -395,7 +616,7 @@ impl CallService {
         };
         // Events that arrived just before the end.
         while let Ok(ExecEvent::Progress(line)) = rx.try_recv() {
-            if alive && !send_msg(tls, &AgentMsg::Event { line }).await {
+            if alive && out.send(AgentMsg::Event { id, line }).await.is_err() {
                 alive = false;
             }
         }
@@ -450,7 +671,7 @@ impl CallService {
                 format!("{mission}/{fname} could not start on {}: {reason}", self.name),
             ),
         };
-        (status, output, detail, alive)
+        (status, output, detail)
     }
 
     fn builtin(&self, b: Builtin, _args: &[u8]) -> Vec<u8> {
@@ -469,49 +690,112 @@ impl CallService {
     }
 }
 
-async fn send_msg<S: tokio::io::AsyncWrite + Unpin>(tls: &mut S, msg: &AgentMsg) -> bool {
-    write_msg(tls, &encode(msg)).await.is_ok()
+/// Sends the session's answers: as many as are waiting in one write and one flush, so a
+/// busy session fills TLS records and QUIC packets instead of sending one per answer.
+/// Ends when every sender is gone (the session is over) or the caller cannot be written to.
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut out: mpsc::Receiver<AgentMsg>) {
+    let mut batch = Vec::with_capacity(defaults::SESSION_WRITE_BATCH);
+    let mut buf = Vec::with_capacity(4096);
+    while out.recv_many(&mut batch, defaults::SESSION_WRITE_BATCH).await > 0 {
+        buf.clear();
+        for msg in batch.drain(..) {
+            encode_frame_into(&msg, &mut buf);
+        }
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+            return;
+        }
+        // A big answer should not keep its buffer for the rest of the session.
+        if buf.capacity() > 64 * 1024 {
+            buf = Vec::with_capacity(4096);
+        }
+    }
 }
 
-fn refused(kind: &str, message: String, retry_after_ms: Option<u64>) -> AgentMsg {
-    AgentMsg::Refused(Refused {
-        kind: kind.to_string(),
-        message,
-        retry_after_ms,
-    })
+/// Reads one length-prefixed frame of at most `max` bytes into `buf`. False at a clean
+/// end of the stream; `InvalidData` for a frame over the limit (nothing more is read).
+async fn read_frame_into<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    let mut prefix = [0u8; 4];
+    match rd.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {len}-byte message is over the {max}-byte limit"),
+        ));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    rd.read_exact(buf).await?;
+    Ok(true)
+}
+
+/// The wire's word for a status.
+fn wire_status(s: CallStatus) -> Status {
+    match s {
+        CallStatus::Ok => Status::Ok,
+        CallStatus::Failed => Status::Failed,
+        CallStatus::TimedOut => Status::TimedOut,
+        CallStatus::Cancelled => Status::Cancelled,
+        CallStatus::OutputTooLarge => Status::OutputTooLarge,
+    }
+}
+
+fn refused(id: CallNumber, kind: &str, message: String, retry_after_ms: Option<u64>) -> AgentMsg {
+    AgentMsg::Refused {
+        id,
+        refused: Refused {
+            kind: kind.to_string(),
+            message,
+            retry_after_ms,
+        },
+    }
 }
 
 /// A refusal in words the caller can act on.
-fn deny_message(d: &Deny, mission: &wtd_keys::MissionName, caller: &UserKey) -> AgentMsg {
+fn deny_message(id: CallNumber, d: &Deny, mission: &MissionName, caller: &UserKey) -> AgentMsg {
     let ask = format!("ask the owner to run: wtd grant {caller} --mission {mission}");
     match d {
-        Deny::NoGrant => refused("no_grant", format!("you have no grant for mission `{mission}` here; {ask}"), None),
+        Deny::NoGrant => refused(id, "no_grant", format!("you have no grant for mission `{mission}` here; {ask}"), None),
         Deny::IssuerNotOwner { grant } => refused(
+            id,
             "issuer_not_owner",
             format!("your grant {grant} was made by someone this agent does not obey; {ask}"),
             None,
         ),
         Deny::NotForThisAgent { grant } => refused(
+            id,
             "not_for_this_agent",
             format!("your grant {grant} covers other agents, not this one; pick another with --agent, or {ask}"),
             None,
         ),
         Deny::NotYetValid { grant, in_ms } => refused(
+            id,
             "not_yet_valid",
             format!("your grant {grant} starts in {}", human_duration(*in_ms)),
             None,
         ),
         Deny::Expired { grant, ago_ms } => refused(
+            id,
             "expired",
             format!("your grant {grant} for `{mission}` expired {} ago; ask the owner to renew it", human_duration(*ago_ms)),
             None,
         ),
         Deny::Revoked { grant, by } => refused(
+            id,
             "revoked",
             format!("your grant {grant} for `{mission}` was revoked by its owner ({by})"),
             None,
         ),
         Deny::RateLimited { grant, retry_after_ms } => refused(
+            id,
             "rate_limited",
             format!(
                 "your grant {grant} allows no more calls right now; try again in {}",
@@ -520,6 +804,7 @@ fn deny_message(d: &Deny, mission: &wtd_keys::MissionName, caller: &UserKey) -> 
             Some(*retry_after_ms),
         ),
         Deny::AtConcurrencyLimit { grant, limit } => refused(
+            id,
             "concurrency",
             format!("your grant {grant} allows {limit} call(s) at once here, and that many are running; try again when one ends"),
             None,

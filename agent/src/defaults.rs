@@ -181,3 +181,18 @@ pub const USERADD_TIMEOUT: Duration = Duration::from_secs(10);
 /// `pids` processes is empty after a few. The bound keeps a misbehaving kernel from
 /// holding the agent.
 pub const KILL_ROUNDS: usize = 64;
+
+/// Exec calls one session may have running at once; more are refused as `busy`. The
+/// caller library keeps at most this many in flight per session, so it waits instead.
+/// (Built-in functions answer at once and do not count.)
+pub const MAX_SESSION_CALLS: usize = 64;
+
+/// Answers queued for one session's writer. Full, it makes the session stop reading new
+/// calls until the caller has taken some answers: backpressure, not a growing buffer.
+pub const SESSION_OUT_QUEUE: usize = 256;
+
+/// Answers the writer puts in one write and one flush when many are waiting.
+pub const SESSION_WRITE_BATCH: usize = 64;
+
+/// Bytes read from a session at once: several small calls per read when busy.
+pub const SESSION_READ_BUFFER: usize = 16 * 1024;

@@ -9,7 +9,6 @@
 //! # Layout
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
-//! - [`dispatch`]: choosing agents for a call (selectors, filters), pure.
 //! - [`exit`]: exit codes, for scripts.
 //! - [`parse`]: parsing of rates, durations and agent lists.
 //! - [`proxy`]: the joined proxy: where it is, and one request at a time.
@@ -18,7 +17,6 @@
 
 pub mod cmd;
 pub mod context;
-pub mod dispatch;
 pub mod exit;
 pub mod parse;
 pub mod proxy;
@@ -50,6 +48,8 @@ pub enum Command {
     Sync(cmd::sync::Args),
     /// Call a function on the best agent for it: `wtd call demo/echo '{"msg":"hi"}'`.
     Call(cmd::call::Args),
+    /// List the receipts `wtd call --receipt` kept, or check one offline.
+    Receipts(cmd::receipts::Args),
     /// Explain, as an owner, whether someone may call a function on your agents, and why.
     Why(cmd::why::Args),
     /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
@@ -72,5 +72,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => cmd::up::run(&ctx, a),
         Command::Call(a) => cmd::call::run(&ctx, a),
         Command::Why(a) => cmd::why::run(&ctx, a),
+        Command::Receipts(a) => cmd::receipts::run(&ctx, a),
     }
 }

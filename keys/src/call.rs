@@ -1,23 +1,30 @@
-//! Signed calls and signed results: what a caller and an agent say to each other through
-//! the proxy, in a form the proxy can relay but never forge.
+//! Receipts: signed calls and signed results, for when a call must be provable to a third
+//! party, or travels without a live session.
 //!
-//! # Protocol flow
-//! 1. Bob's CLI builds a [`Call`]: which agent, which function, the hash of the argument
-//!    bytes, a fresh [`RequestId`], the session binding of its connection to that agent, and
+//! A live call needs none of this: inside its end-to-end TLS session the caller's key is
+//! proven by the handshake and every record is sealed by the session (see `wtd_wire::call`
+//! for the argument, case by case). A caller who wants *evidence* asks for a receipt
+//! (`wtd call --receipt`), and then:
+//!
+//! 1. Bob's caller builds a [`Call`]: which agent, which function, the hash of the argument
+//!    bytes, a fresh [`RequestId`], the session binding of its session with that agent, and
 //!    the time. It signs it; the call record and the argument bytes travel side by side.
-//! 2. The agent runs [`check_call`] (who signed it, for whom, on which connection, with
-//!    which arguments, when, and whether it was seen before), then
-//!    [`authorize`](crate::authz::authorize) with [`SignedCall::request`]. Only then does
-//!    the function run.
+//! 2. The agent runs [`check_receipt_call`] (who signed it, for whom, on which session, for
+//!    which function, with which arguments, when, and whether it was seen before), then
+//!    authorizes the call as it does every call. Only then does the function run.
 //! 3. The agent signs a [`CallResult`] made with [`CallResult::for_call`]: the status, the
 //!    hash of the output bytes, and the hash of the exact call it answers. The output
 //!    travels next to the record, so a big output is not limited by the record size.
-//! 4. Bob's CLI runs [`verify_result`] before believing a single byte of the output.
+//! 4. Bob's caller runs [`verify_result`] before believing a single byte of the output, and
+//!    keeps both records. Later anyone holding the two public ids can run
+//!    [`verify_receipt`] on them, with no key and no network.
 //!
-//! The proxy relays all of this. It can drop or delay any of it, but it cannot:
+//! A receipt shows that Bob's key asked this agent for this function with these arguments
+//! at this time, and that the agent's key answered this status and this output. Even a
+//! proxy that could break the session could not:
 //! - forge or alter a call (the caller signs it) or a result (the agent signs it);
 //! - send Bob's call to another agent (the call names its agent: [`CallError::WrongAgent`]);
-//! - replay it on another connection (the call names its session: [`CallError::WrongSession`]);
+//! - replay it on another session (the call names its session: [`CallError::WrongSession`]);
 //! - swap the arguments or the output (both are hashed into a signed record);
 //! - run it twice (request id + freshness window: [`CallError::Replayed`], [`CallError::Stale`]);
 //! - pass one call's result off as another's (a result names its call's hash).
@@ -358,6 +365,13 @@ pub enum CallError {
     /// The argument bytes are not the ones the caller signed: altered on the way.
     #[error("the arguments are not the ones the caller signed: they were altered on the way")]
     ArgsMismatch,
+    /// The signed call names another function than the one the message asks to run: the
+    /// caller's software is broken (a receipt must cover exactly what runs).
+    #[error(
+        "the signed call is for {signed}, but the message asks to run {asked}: a receipt must cover \
+         exactly the call that runs; this is a bug in the caller's software"
+    )]
+    WrongFunction { signed: String, asked: String },
     /// Signed longer ago than the freshness window: the caller's clock is behind, or the
     /// call was held back (or is being replayed).
     #[error(
@@ -438,6 +452,33 @@ pub fn check_call(
         return Err(CallError::FromTheFuture { ahead_ms });
     }
     replay.insert(call.caller, call.request_id, call.issued_at)?;
+    Ok(signed)
+}
+
+/// [`check_call`] for a call that asks for a receipt, plus: the signed call is for
+/// exactly `mission/function`, the function the session message asks to run. A call that
+/// fails this last check is forgotten again by the guard (it never runs).
+#[allow(clippy::too_many_arguments)]
+pub fn check_receipt_call(
+    bytes: &[u8],
+    tls_peer: &UserKey,
+    me: &AgentId,
+    session: &[u8; 32],
+    mission: &MissionName,
+    function: &FunctionName,
+    args: &[u8],
+    now: Timestamp,
+    replay: &mut ReplayGuard,
+) -> Result<SignedCall, CallError> {
+    let signed = check_call(bytes, tls_peer, me, session, args, now, replay)?;
+    let call = signed.call();
+    if call.mission != *mission || call.function != *function {
+        replay.forget(&signed);
+        return Err(CallError::WrongFunction {
+            signed: format!("{}/{}", call.mission, call.function),
+            asked: format!("{mission}/{function}"),
+        });
+    }
     Ok(signed)
 }
 
@@ -810,4 +851,47 @@ pub fn verify_result(
         return Err(ResultError::OutputMismatch);
     }
     Ok(VerifiedResult { signed })
+}
+
+/// Why a kept receipt does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// The call record is damaged, or its signature does not verify with the caller key it
+    /// names: the receipt was altered.
+    #[error("the receipt's call does not verify: {0}")]
+    Call(#[source] RecordError),
+    /// The arguments kept with the receipt are not the ones the caller signed.
+    #[error("the receipt's arguments are not the ones the caller signed: the receipt was altered")]
+    ArgsMismatch,
+    /// The result does not verify, or does not answer this call with this output.
+    #[error("the receipt's result does not check out: {0}")]
+    Result(#[source] ResultError),
+}
+
+/// A receipt that checks out: this caller asked this agent for this call, and the agent
+/// answered this result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    pub call: SignedCall,
+    pub result: VerifiedResult,
+}
+
+/// Checks a receipt offline: the caller's signed call (`call_bytes`) with the arguments it
+/// covers, and the agent's signed result (`result_bytes`) with the output it covers. Needs
+/// no key and no network: each record names the public key that signed it, and the result
+/// must come from the agent the call names. Who those keys belong to is for the reader to
+/// know (compare them with `wtd keys` or `wtd ls`).
+pub fn verify_receipt(
+    call_bytes: &[u8],
+    args: &[u8],
+    result_bytes: &[u8],
+    output: &[u8],
+) -> Result<VerifiedReceipt, ReceiptError> {
+    let call = SignedCall::decode(call_bytes).map_err(ReceiptError::Call)?;
+    if call.call.args_hash != args_hash(args) {
+        return Err(ReceiptError::ArgsMismatch);
+    }
+    let agent = call.call.agent;
+    let result = verify_result(result_bytes, output, &agent, &call).map_err(ReceiptError::Result)?;
+    Ok(VerifiedReceipt { call, result })
 }

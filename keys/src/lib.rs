@@ -15,7 +15,7 @@
 //! - [`revocation`]: owner-signed, permanent revocations.
 //! - [`log`]: the owner's hash-chained log of grants and revocations.
 //! - [`authz`]: authorization as one pure function, with token buckets.
-//! - [`call`]: signed calls and results, the agent's check of a call, the replay guard.
+//! - [`call`]: receipts: signed calls and results, the agent's check of one, the replay guard.
 //! - [`ticket`]: the pasteable string a newcomer imports.
 #![forbid(unsafe_code)]
 
@@ -36,8 +36,9 @@ pub use authz::{
     authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request,
 };
 pub use call::{
-    args_hash, check_call, output_hash, verify_result, Call, CallError, CallResult, CallStatus, ReplayGuard,
-    RequestId, ResultError, SignedCall, SignedResult, VerifiedResult,
+    args_hash, check_call, check_receipt_call, output_hash, verify_receipt, verify_result, Call, CallError,
+    CallResult, CallStatus, ReceiptError, ReplayGuard, RequestId, ResultError, SignedCall, SignedResult,
+    VerifiedReceipt, VerifiedResult,
 };
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};

@@ -58,6 +58,11 @@ impl Home {
         self.dir.join("received")
     }
 
+    /// Receipts of calls made with `wtd call --receipt`, one JSON file each.
+    pub fn receipts(&self) -> PathBuf {
+        self.dir.join("receipts")
+    }
+
     /// The proxy this user joined (`wtd join`).
     pub fn proxy(&self) -> PathBuf {
         self.dir.join("proxy.toml")

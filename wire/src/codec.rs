@@ -20,10 +20,34 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_stdvec(msg).expect("wire messages always serialize")
 }
 
+/// Appends `msg` to `buf` as one frame: a u32 big-endian length, then the message. Lets a
+/// writer put many messages in one buffer (and one write) without a copy each.
+pub fn encode_frame_into<T: Serialize>(msg: &T, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let taken = std::mem::take(buf);
+    *buf = postcard::to_extend(msg, taken).expect("wire messages always serialize");
+    let len = u32::try_from(buf.len() - start - 4).expect("a wire message fits in a frame");
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     if bytes.len() > MAX_FRAME {
         return Err(WireError::TooLarge(bytes.len()));
     }
+    decode_unchecked(bytes)
+}
+
+/// [`decode`] with another size limit than [`MAX_FRAME`]: for the messages inside a call
+/// session, whose answers may carry up to a megabyte of output next to their record.
+pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    decode_unchecked(bytes)
+}
+
+fn decode_unchecked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let (msg, rest) = postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));
@@ -36,6 +60,22 @@ mod tests {
     use super::*;
     use crate::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn frames_appended_to_one_buffer_decode_one_by_one() {
+        let mut buf = Vec::new();
+        let msgs = [Refusal::Full, Refusal::OwnerNotAllowed, Refusal::Full];
+        for m in &msgs {
+            encode_frame_into(m, &mut buf);
+        }
+        let mut rest = &buf[..];
+        for m in &msgs {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            assert_eq!(&decode::<Refusal>(&rest[4..4 + len]).unwrap(), m);
+            rest = &rest[4 + len..];
+        }
+        assert!(rest.is_empty());
+    }
 
     fn advert() -> Advert {
         Advert {

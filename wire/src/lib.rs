@@ -39,9 +39,10 @@ pub mod defaults;
 pub mod messages;
 pub mod roster;
 
-/// Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Bumped on any incompatible change to the messages. Version 2: calls inside a session
+/// are authenticated by the session, many at once (see [`call`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 
-pub use codec::{decode, encode, WireError};
+pub use codec::{decode, encode, encode_frame_into, WireError};
 pub use messages::*;
 pub use roster::*;

@@ -1,34 +1,29 @@
 //! `wtd call demo/echo '{"msg":"hi"}'`: run a function on the best agent for it.
 //!
 //! 1. Ask the proxy for the roster; keep the agents that offer the function and whose
-//!    owners granted you the mission (`dispatch`); order them by the selector.
-//! 2. Ask the proxy for a stream to the first one, and run an end-to-end TLS session
-//!    inside it, pinned to that agent's key: the proxy relays ciphertext only.
-//! 3. Sign the call (bound to that session) and send it with the arguments; print the
-//!    function's progress lines as they come; verify the agent's signed result.
+//!    owners granted you the mission (`wtd_caller::dispatch`); order them by the selector.
+//! 2. Open an end-to-end session to the first one through the proxy, pinned to that
+//!    agent's key (the proxy relays ciphertext only), and send the call on it. The
+//!    session's handshake proved your key, so the call needs no signature of its own;
+//!    with `--receipt` it is signed anyway and the agent signs its result, and the pair is
+//!    kept under `receipts/` in your wtd home (`wtd receipts` lists and checks them).
+//! 3. Print the function's progress lines as they come, then its output.
 //! 4. If the agent vanishes before answering, an idempotent function is retried on the
 //!    next candidate; any other says it may or may not have run.
+//!
+//! All of it is `wtd_caller`, the same library the tests and the benchmark use.
 
-use anyhow::{anyhow, Context as _};
-use tokio::io::join;
-use wtd_keys::call::{args_hash, verify_result, Call, CallStatus, RequestId};
+use std::sync::Arc;
+
+use wtd_caller::dispatch::{self, Candidate, Filter, NoCandidate, Selector};
+use wtd_caller::{Answer, CallError, CallRequest, Caller, Failure, Notice, Receipt};
+use wtd_keys::call::CallStatus;
 use wtd_keys::names::parse_target;
-use wtd_keys::{FunctionName, Grant, MissionName, SecretKey, UserKey};
-use wtd_transport::session::{self, read_msg, write_msg};
-use wtd_transport::{read_frame, write_frame, Connection};
-use wtd_wire::call::{AgentMsg, CallerMsg};
-use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, Key, Open, RelayReply, Request, Response};
+use wtd_keys::{FunctionName, Grant, MissionName, UserKey};
 
-use crate::context::{now, Context};
-use crate::dispatch::{self, Candidate, Filter, NoCandidate, Selector};
+use crate::context::Context;
 use crate::exit::{self, Exit};
 use crate::proxy;
-
-/// Largest JSON argument accepted, in bytes. Agents refuse more.
-const MAX_ARGS: usize = 64 * 1024;
-/// Largest answer read from an agent (a result with its output).
-const MAX_ANSWER: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,7 +40,7 @@ pub struct Args {
     /// Take turns among the agents, call after call.
     #[arg(long, group = "selector")]
     pub round_robin: bool,
-    /// Call every agent that can, and gather the results.
+    /// Call every agent that can, all at once, and gather the results.
     #[arg(long, group = "selector")]
     pub all: bool,
     /// Only agents with this tag.
@@ -60,30 +55,15 @@ pub struct Args {
     /// Print a JSON envelope (agent, status, output, events) instead of the bare output.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One answered call.
-#[derive(Debug)]
-struct Answer {
-    agent: String,
-    status: CallStatus,
-    output: Vec<u8>,
-    detail: String,
-    events: Vec<String>,
-}
-
-/// Why one attempt failed.
-enum Attempt {
-    /// Nothing was sent: trying another agent is always safe.
-    NotSent(anyhow::Error),
-    /// The call was sent, and then the session broke: it may have run.
-    Lost(anyhow::Error),
-    /// The agent refused it (exit code 3).
-    Refused(Exit),
+    /// Keep a receipt: you sign the call, the agent signs its result, and the pair is
+    /// saved so anyone can later check who asked what and what was answered
+    /// (`wtd receipts`). Costs two signatures and two checks per call.
+    #[arg(long)]
+    pub receipt: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let me = ctx.identity()?;
+    let me = Arc::new(ctx.identity()?);
     let info = proxy::require(&ctx.home.proxy())?;
     let (mission, function) = parse_target(&args.target)?;
     let arg_text = args.args.clone().unwrap_or_else(|| "{}".to_string());
@@ -93,17 +73,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             format!("the arguments are not valid JSON ({e}); for example: '{{\"msg\":\"hi\"}}'"),
         )
     })?;
-    let arg_bytes = serde_json::to_vec(&parsed)?;
-    if arg_bytes.len() > MAX_ARGS {
-        return Err(Exit::new(
-            exit::USAGE,
-            format!(
-                "the arguments are {} bytes; the limit is {MAX_ARGS}",
-                arg_bytes.len()
-            ),
-        )
-        .into());
-    }
+    let mut request = CallRequest::new(mission.as_str(), function.as_str(), serde_json::to_vec(&parsed)?)
+        .map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    request.receipt = args.receipt;
     let timeout = humantime::parse_duration(&args.timeout).map_err(|_| {
         Exit::new(
             exit::USAGE,
@@ -149,10 +121,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let (_client, conn) = proxy::connect(&me, &info)
             .await
             .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{e:#}")))?;
-        let mut recv = proxy::request(&conn, Request::Roster).await?;
-        let Some(Response::Roster(roster)) = proxy::next(&mut recv).await? else {
-            return Err(anyhow!("the proxy sent no roster"));
-        };
+        let caller = Caller::new(me.clone(), conn);
+        let roster = caller.roster().await?;
         let me_user = UserKey(me.public());
         let grant_refs: Vec<&Grant> = grants.iter().collect();
         let cands = dispatch::candidates(&roster, &me_user, &grant_refs, &mission, &function, &filter)
@@ -160,9 +130,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let ordered = dispatch::order(cands, selector, turn, random);
         let call = async {
             if selector == Selector::All {
-                call_all(&me, &conn, &ordered, &mission, &function, &arg_bytes, args.json).await
+                call_all(ctx, &caller, &ordered, &request, args.json).await
             } else {
-                call_one(&me, &conn, &ordered, &mission, &function, &arg_bytes, args.json).await
+                call_one(ctx, &caller, &ordered, &request, args.json).await
             }
         };
         let result = tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
@@ -175,93 +145,101 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             )
             .into())
         });
-        conn.close(0u32.into(), b"bye");
+        caller.close();
         result
     })
 }
 
-/// Tries candidates in order until one answers, moving on only when it is safe.
+/// Tries candidates in order until one answers (the failover rules are `wtd_caller`'s).
 async fn call_one(
-    me: &SecretKey,
-    conn: &Connection,
+    ctx: &Context,
+    caller: &Caller,
     cands: &[Candidate],
-    mission: &MissionName,
-    function: &FunctionName,
-    args: &[u8],
+    req: &CallRequest,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut last = None;
-    for (i, cand) in cands.iter().enumerate() {
-        match attempt(me, conn, cand, mission, function, args, !json).await {
-            Ok(answer) => return finish(&[answer], json, false),
-            Err(Attempt::Refused(e)) => return Err(e.into()),
-            Err(Attempt::NotSent(e)) => {
-                eprintln!(
-                    "wtd: could not reach {} ({e:#}){}",
-                    cand.name,
-                    next_note(cands, i)
-                );
-                last = Some(e);
-            }
-            Err(Attempt::Lost(e)) if cand.idempotent => {
-                eprintln!(
-                    "wtd: {} went away before answering ({e:#}); {mission}/{function} is idempotent{}",
-                    cand.name,
-                    next_note(cands, i)
-                );
-                last = Some(e);
-            }
-            Err(Attempt::Lost(e)) => {
-                return Err(Exit::new(
-                    exit::MAY_HAVE_RUN,
-                    format!(
-                        "{} went away before answering ({e:#}). {mission}/{function} may or may not have run \
-                         there; it is not marked idempotent, so it was not retried elsewhere",
-                        cand.name
-                    ),
+    let (mission, function) = (&req.mission, &req.function);
+    let mut notice = |n: Notice<'_>| match n {
+        Notice::Event { agent, line } if !json => eprintln!("[{}] {line}", agent.name),
+        Notice::Event { .. } => {}
+        Notice::Retrying { agent, error, next } => {
+            let why = if error.may_have_run() {
+                format!(
+                    "{} went away before answering ({error}); {mission}/{function} is idempotent",
+                    agent.name
                 )
-                .into())
-            }
+            } else {
+                format!("could not reach {} ({error})", agent.name)
+            };
+            eprintln!("wtd: {why}; trying {}", next.name);
+        }
+    };
+    match caller.call_first(cands, req, &mut notice).await {
+        Ok((agent, answer)) => {
+            save_receipt(ctx, &answer)?;
+            finish(&[(agent, answer)], json, false)
+        }
+        Err(Failure::Refused { agent, error }) => Err(refusal(&agent, &error).into()),
+        Err(Failure::MayHaveRun { agent, error }) => Err(Exit::new(
+            exit::MAY_HAVE_RUN,
+            format!(
+                "{} went away before answering ({error}). {mission}/{function} may or may not have run \
+                 there; it is not marked idempotent, so it was not retried elsewhere",
+                agent.name
+            ),
+        )
+        .into()),
+        Err(Failure::NoneAnswered { last }) => Err(Exit::new(
+            exit::UNREACHABLE,
+            format!(
+                "no agent could run {mission}/{function}: {}",
+                last.map_or_else(String::new, |(a, e)| format!("{}: {e}", a.name))
+            ),
+        )
+        .into()),
+    }
+}
+
+/// An agent's refusal, with its reason and what to do.
+fn refusal(agent: &Candidate, error: &CallError) -> Exit {
+    let mut message = format!("{} refused the call: {error}", agent.name);
+    if let CallError::Refused(r) = error {
+        if let Some(ms) = r.retry_after_ms {
+            message.push_str(&format!(" (retry after {ms} ms)"));
         }
     }
-    Err(Exit::new(
-        exit::UNREACHABLE,
-        format!(
-            "no agent could run {mission}/{function}: {}",
-            last.map_or_else(String::new, |e| format!("{e:#}"))
-        ),
-    )
-    .into())
+    Exit::new(exit::DENIED, message)
 }
 
-fn next_note(cands: &[Candidate], i: usize) -> String {
-    cands
-        .get(i + 1)
-        .map_or_else(String::new, |n| format!("; trying {}", n.name))
-}
-
-/// Calls every candidate; gathers what each answered.
+/// Calls every candidate at once; gathers what each answered.
 async fn call_all(
-    me: &SecretKey,
-    conn: &Connection,
+    ctx: &Context,
+    caller: &Caller,
     cands: &[Candidate],
-    mission: &MissionName,
-    function: &FunctionName,
-    args: &[u8],
+    req: &CallRequest,
     json: bool,
 ) -> anyhow::Result<()> {
+    let on_event = |agent: &Candidate, line: &str| {
+        if !json {
+            eprintln!("[{}] {line}", agent.name);
+        }
+    };
+    let results = caller.call_all(cands, req, &on_event).await;
     let mut answers = Vec::new();
     let mut problems = false;
-    for cand in cands {
-        match attempt(me, conn, cand, mission, function, args, !json).await {
-            Ok(a) => answers.push(a),
-            Err(Attempt::Refused(e)) => {
-                problems = true;
-                eprintln!("wtd: {}: {e}", cand.name);
+    for (agent, result) in results {
+        match result {
+            Ok(a) => {
+                save_receipt(ctx, &a)?;
+                answers.push((agent, a));
             }
-            Err(Attempt::NotSent(e) | Attempt::Lost(e)) => {
+            Err(e @ CallError::Refused(_)) => {
                 problems = true;
-                eprintln!("wtd: {}: {e:#}", cand.name);
+                eprintln!("wtd: {}", refusal(&agent, &e));
+            }
+            Err(e) => {
+                problems = true;
+                eprintln!("wtd: {}: {e}", agent.name);
             }
         }
     }
@@ -272,8 +250,18 @@ async fn call_all(
     Ok(())
 }
 
+/// Keeps the receipt of an answer, if it has one.
+fn save_receipt(ctx: &Context, answer: &Answer) -> anyhow::Result<()> {
+    let Some(receipt) = &answer.receipt else {
+        return Ok(());
+    };
+    let path = super::receipts::save(&ctx.home.receipts(), receipt)?;
+    eprintln!("wtd: receipt kept in {}", path.display());
+    Ok(())
+}
+
 /// Prints answers; an error (with the right exit code) if a function did not succeed.
-fn finish(answers: &[Answer], json: bool, gathered: bool) -> anyhow::Result<()> {
+fn finish(answers: &[(Candidate, Answer)], json: bool, gathered: bool) -> anyhow::Result<()> {
     let output_value = |a: &Answer| {
         serde_json::from_slice::<serde_json::Value>(&a.output)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&a.output).into_owned()))
@@ -281,14 +269,18 @@ fn finish(answers: &[Answer], json: bool, gathered: bool) -> anyhow::Result<()> 
     if json || gathered {
         let items: Vec<serde_json::Value> = answers
             .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "agent": a.agent,
+            .map(|(agent, a)| {
+                let mut item = serde_json::json!({
+                    "agent": agent.name,
                     "status": status_word(a.status),
                     "output": output_value(a),
                     "detail": a.detail,
                     "events": a.events,
-                })
+                });
+                if let Some(r) = &a.receipt {
+                    item["receipt"] = serde_json::Value::String(receipt_name(r));
+                }
+                item
             })
             .collect();
         let out = if gathered {
@@ -297,23 +289,28 @@ fn finish(answers: &[Answer], json: bool, gathered: bool) -> anyhow::Result<()> 
             items[0].clone()
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        let a = &answers[0];
+    } else if let Some((_, a)) = answers.first() {
         let text = String::from_utf8_lossy(&a.output);
         print!("{text}");
         if !text.is_empty() && !text.ends_with('\n') {
             println!();
         }
     }
-    for a in answers {
+    for (agent, a) in answers {
         let code = match a.status {
             CallStatus::Ok => continue,
             CallStatus::TimedOut => exit::TIMEOUT,
             _ => exit::FAILED,
         };
-        return Err(Exit::new(code, format!("on {}: {}", a.agent, a.detail)).into());
+        return Err(Exit::new(code, format!("on {}: {}", agent.name, a.detail)).into());
     }
     Ok(())
+}
+
+fn receipt_name(r: &Receipt) -> String {
+    r.verify()
+        .map(|v| v.call.call().request_id.to_string())
+        .unwrap_or_default()
 }
 
 fn status_word(s: CallStatus) -> &'static str {
@@ -323,101 +320,6 @@ fn status_word(s: CallStatus) -> &'static str {
         CallStatus::TimedOut => "timed_out",
         CallStatus::Cancelled => "cancelled",
         CallStatus::OutputTooLarge => "output_too_large",
-    }
-}
-
-/// One call to one agent: relay, end-to-end session, signed call, verified result.
-async fn attempt(
-    me: &SecretKey,
-    conn: &Connection,
-    cand: &Candidate,
-    mission: &MissionName,
-    function: &FunctionName,
-    args: &[u8],
-    print_events: bool,
-) -> Result<Answer, Attempt> {
-    let not_sent = |e: anyhow::Error| Attempt::NotSent(e);
-    // The relay.
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| not_sent(e.into()))?;
-    write_frame(
-        &mut send,
-        &encode(&Open::Relay {
-            to: Key::from(*cand.id.key()),
-        }),
-    )
-    .await
-    .map_err(|e| not_sent(e.into()))?;
-    let reply = read_frame(&mut recv, MAX_FRAME)
-        .await
-        .map_err(|e| not_sent(e.into()))?
-        .ok_or_else(|| not_sent(anyhow!("the proxy closed the stream")))?;
-    match decode::<RelayReply>(&reply).map_err(|e| not_sent(e.into()))? {
-        RelayReply::Connected => {}
-        RelayReply::NoSuchAgent => return Err(not_sent(anyhow!("it is no longer connected to the proxy"))),
-        RelayReply::Unreachable(why) => return Err(not_sent(anyhow!("the proxy could not reach it: {why}"))),
-    }
-    // The end-to-end session, pinned to the agent's key.
-    let (mut tls, binding) = session::connect(me, *cand.id.key(), join(recv, send))
-        .await
-        .map_err(|e| not_sent(e.into()))?;
-    // The signed call, bound to this session.
-    let call = Call {
-        caller: UserKey(me.public()),
-        agent: cand.id,
-        mission: mission.clone(),
-        function: function.clone(),
-        args_hash: args_hash(args),
-        request_id: RequestId::random(),
-        session: binding,
-        issued_at: now(),
-    }
-    .sign(me);
-    let msg = CallerMsg::Invoke {
-        call: call.bytes().to_vec(),
-        args: args.to_vec(),
-    };
-    write_msg(&mut tls, &encode(&msg))
-        .await
-        .map_err(|e| not_sent(e.into()))?;
-
-    let lost = |e: anyhow::Error| Attempt::Lost(e);
-    let mut events = Vec::new();
-    loop {
-        let bytes = read_msg(&mut tls, MAX_ANSWER)
-            .await
-            .map_err(|e| lost(e.into()))?
-            .ok_or_else(|| lost(anyhow!("the session ended")))?;
-        match decode::<AgentMsg>(&bytes).map_err(|e| lost(e.into()))? {
-            AgentMsg::Event { line } => {
-                if print_events {
-                    eprintln!("[{}] {line}", cand.name);
-                }
-                events.push(line);
-            }
-            AgentMsg::Refused(r) => {
-                let mut message = format!("{} refused the call: {}", cand.name, r.message);
-                if let Some(ms) = r.retry_after_ms {
-                    message.push_str(&format!(" (retry after {ms} ms)"));
-                }
-                return Err(Attempt::Refused(Exit::new(exit::DENIED, message)));
-            }
-            AgentMsg::Done {
-                result,
-                output,
-                detail,
-            } => {
-                let verified = verify_result(&result, &output, &cand.id, &call)
-                    .context("the agent's signed result does not match the call")
-                    .map_err(lost)?;
-                return Ok(Answer {
-                    agent: cand.name.clone(),
-                    status: verified.status(),
-                    output,
-                    detail,
-                    events,
-                });
-            }
-        }
     }
 }
 

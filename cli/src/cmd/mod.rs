@@ -8,6 +8,7 @@ pub mod init;
 pub mod join;
 pub mod keys;
 pub mod ls;
+pub mod receipts;
 pub mod revoke;
 pub mod sync;
 pub mod up;
