@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use tokio::io::{join, Join};
+use tokio::io::join;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -56,11 +56,10 @@ use wtd_keys::{
     RateLimits, Request as AuthzRequest, SecretKey, TimeFloor, Timestamp, UserKey,
 };
 use wtd_proxy::{Proxy, ProxyConfig};
-use wtd_transport::session::{self, read_msg, write_msg, ChannelBinding};
-use wtd_transport::{read_frame, write_frame, Client, Connection, Limits, RecvStream, SendStream, Server};
+use wtd_transport::{read_frame, write_frame, Client, Connection, Limits, Server};
 use wtd_wire::call::{AgentMsg, CallerMsg};
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, Key, Open, RelayReply, Request, Response};
+use wtd_wire::{decode, encode, Open, Request, Response};
 
 /// Bob's grant: far more than the bench can use, so the rate limit never refuses a call and
 /// the numbers are the cost of checking it, not of waiting for it.
@@ -88,8 +87,6 @@ const SETUP_LIMIT: Duration = Duration::from_secs(30);
 const PIECE_ITERATIONS: usize = 2000;
 /// Fresh connections and sessions timed for the cold-path pieces.
 const HANDSHAKES: usize = 30;
-/// The largest answer the caller reads, as in `wtd call`.
-const MAX_ANSWER: usize = 2 * 1024 * 1024;
 
 /// Why row 3 stops at a count, not only at a time.
 const REPLAY_NOTE: &str = "a bound, so the run stays short (the replay memory is per session \
@@ -434,13 +431,9 @@ fn run_wtd(wtd: &Path, home: &Path, args: &[&str]) -> anyhow::Result<String> {
 // Bob's side of a call
 // ---------------------------------------------------------------------------------------
 
-/// The end-to-end TLS stream inside a relayed QUIC stream, as `wtd call` has it.
-type Tls = tokio_rustls::client::TlsStream<Join<RecvStream, SendStream>>;
-
-/// One warm session to the agent: relay opened, TLS done, binding known.
+/// One warm session to the agent, from the caller library `wtd call` uses.
 struct Session {
-    tls: Tls,
-    binding: ChannelBinding,
+    inner: std::sync::Arc<wtd_caller::Session>,
 }
 
 /// Bob, connected to the proxy, ready to open sessions to the agent and call `sys/ping`.
@@ -495,61 +488,30 @@ impl Caller {
         }
     }
 
-    /// Asks the proxy for a stream to the agent, then runs TLS inside it, pinned to the
-    /// agent's key (steps 2 of `wtd call`).
+    /// A new session to the agent (relay and pinned handshake), as `wtd call` opens one.
     async fn session(&self) -> anyhow::Result<Session> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        let to = Key::from(*self.agent.key());
-        write_frame(&mut send, &encode(&Open::Relay { to })).await?;
-        let reply = read_frame(&mut recv, MAX_FRAME)
-            .await?
-            .ok_or_else(|| anyhow!("the proxy closed the stream"))?;
-        match decode::<RelayReply>(&reply)? {
-            RelayReply::Connected => {}
-            other => bail!("the proxy did not relay: {other:?}"),
-        }
-        let (tls, binding) = session::connect(&self.me, *self.agent.key(), join(recv, send)).await?;
-        Ok(Session { tls, binding })
+        let me = std::sync::Arc::new(SecretKey::from_seed(&self.me.seed()));
+        let inner = wtd_caller::Session::open(me, &self.conn, self.agent).await?;
+        Ok(Session {
+            inner: std::sync::Arc::new(inner),
+        })
     }
 
-    /// One call on a warm session: sign, send, read the answer, verify the signed result
-    /// (step 3 of `wtd call`).
+    /// One call on a warm session, through the caller library.
     async fn call(&self, s: &mut Session) -> Result<(), CallFailed> {
-        let call = Call::new(
-            UserKey(self.me.public()),
-            self.agent,
-            self.mission.clone(),
-            self.function.clone(),
-            &self.args,
-            s.binding,
-            now(),
-        )
-        .sign(&self.me);
-        let msg = CallerMsg::Invoke {
-            call: call.bytes().to_vec(),
-            args: self.args.clone(),
-        };
-        write_msg(&mut s.tls, &encode(&msg)).await?;
-        loop {
-            let bytes = read_msg(&mut s.tls, MAX_ANSWER)
-                .await?
-                .ok_or_else(|| anyhow!("the session ended"))?;
-            match decode::<AgentMsg>(&bytes)? {
-                AgentMsg::Event { .. } => continue,
-                AgentMsg::Refused(r) => {
-                    return Err(CallFailed::Refused {
-                        kind: r.kind,
-                        message: r.message,
-                    })
-                }
-                AgentMsg::Done { result, output, .. } => {
-                    let verified = verify_result(&result, &output, &self.agent, &call)?;
-                    if verified.status() != CallStatus::Ok {
-                        return Err(anyhow!("sys/ping ended {}", verified.status()).into());
-                    }
-                    return Ok(());
-                }
-            }
+        let pending = s
+            .inner
+            .call(&self.mission, &self.function, &self.args, false)
+            .await
+            .map_err(|e| CallFailed::Broken(e.into()))?;
+        match pending.finish(&mut |_| {}).await {
+            Ok(a) if a.status == CallStatus::Ok => Ok(()),
+            Ok(a) => Err(anyhow!("sys/ping ended {}", a.status).into()),
+            Err(wtd_caller::CallError::Refused(r)) => Err(CallFailed::Refused {
+                kind: r.kind,
+                message: r.message,
+            }),
+            Err(e) => Err(CallFailed::Broken(e.into())),
         }
     }
 
@@ -1049,16 +1011,21 @@ mod pieces {
             }),
         );
         piece(
-            "wire: encode + decode Invoke and Done",
+            "wire: encode + decode Call and Done (with receipts)",
             time_each(PIECE_ITERATIONS, |i| {
-                let invoke = encode(&CallerMsg::Invoke {
-                    call: calls[i].bytes().to_vec(),
+                let invoke = encode(&CallerMsg::Call {
+                    id: i as u64 + 1,
+                    mission: caller.mission.as_str().to_string(),
+                    function: caller.function.as_str().to_string(),
                     args: caller.args.clone(),
+                    signed: Some(calls[i].bytes().to_vec()),
                 });
                 let done = encode(&AgentMsg::Done {
-                    result: results[i].bytes().to_vec(),
+                    id: i as u64 + 1,
+                    status: wtd_wire::call::Status::Ok,
                     output: output.clone(),
                     detail: String::new(),
+                    signed: Some(results[i].bytes().to_vec()),
                 });
                 std::hint::black_box(decode::<CallerMsg>(&invoke).expect("decodes"));
                 std::hint::black_box(decode::<AgentMsg>(&done).expect("decodes"));
