@@ -58,6 +58,25 @@ if ((${#missing[@]})); then
     "${apt[@]}" install --no-install-recommends "${missing[@]}"
 fi
 
+# --- binfmt_misc: run aarch64 programs directly -----------------------------------------------
+# The agent starts its own binary again for every exec call (the mission box), so an aarch64
+# agent under qemu-user needs the kernel to hand aarch64 programs to qemu by itself. Debian's
+# qemu-user-static registers that at install, except in containers without systemd-binfmt:
+# register it here when we can (best effort; without it, the aarch64 test says what is missing).
+binfmt=/proc/sys/fs/binfmt_misc
+conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+if [ "$(uname -m)" != aarch64 ] && [ -f "$conf" ] && [ ! -e "$binfmt/qemu-aarch64" ]; then
+    [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || true
+    if [ -w "$binfmt/register" ]; then
+        cat "$conf" > "$binfmt/register" 2>/dev/null || true
+    fi
+    if [ -e "$binfmt/qemu-aarch64" ]; then
+        echo "install-cross-deps: registered qemu-aarch64 with binfmt_misc"
+    else
+        echo "install-cross-deps: could not register qemu-aarch64 with binfmt_misc (not root, or a container that forbids it)" >&2
+    fi
+fi
+
 # --- Rust targets ----------------------------------------------------------------------------
 if ! command -v rustup >/dev/null 2>&1; then
     echo "install-cross-deps: rustup not found; install Rust from https://rustup.rs" >&2
