@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{join, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{join, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ use wtd_wire::{decode, encode_frame_into, Relayed};
 use crate::defaults;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
 use crate::missions::{Builtin, Catalogue, Run};
-use crate::owner_logs::LogsHandle;
+use crate::owner_logs::{LogsHandle, VerifiedLogs};
 
 /// A call that is running, so a revocation can stop it.
 #[derive(Debug)]
@@ -192,15 +192,9 @@ impl CallService {
                 changed = logs.changed() => if changed.is_err() { return },
             }
             let snapshot = logs.borrow_and_update().clone();
-            let revocations: Vec<&Revocation> = snapshot.revocations().collect();
-            let grants: Vec<&Grant> = snapshot.grants().collect();
             let state = self.state();
             for call in state.in_flight.values() {
-                let revoked = grants
-                    .iter()
-                    .filter(|g| g.id == call.grant && g.issuer == call.issuer)
-                    .any(|g| revocations.iter().any(|r| r.revokes(g)));
-                if revoked && !call.cancel.is_cancelled() {
+                if !call.cancel.is_cancelled() && revoked(&snapshot, &call.issuer, &call.grant) {
                     log::info!(agent:% = self.id; "cancelling a running call: its grant {} was revoked", call.grant);
                     call.cancel.cancel();
                 }
@@ -289,7 +283,7 @@ impl CallService {
             }
             let frame = tokio::select! {
                 _ = stop.cancelled() => return false,
-                f = read_frame_into(&mut rd, &mut buf, defaults::MAX_CALL_MESSAGE) => f,
+                f = session::read_msg_into(&mut rd, &mut buf, defaults::MAX_CALL_MESSAGE) => f,
             };
             match frame {
                 Ok(true) => {}
@@ -519,7 +513,7 @@ impl CallService {
         let (issuer, grant) = (run.permit.issuer, run.permit.grant);
         self.release(run.key, run.permit);
         if status == CallStatus::Cancelled {
-            detail = if self.is_revoked(&issuer, &grant) {
+            detail = if revoked(&self.logs.borrow(), &issuer, &grant) {
                 "the call was cancelled: its grant was revoked while it ran".to_string()
             } else {
                 "the call was cancelled: the caller stopped waiting for it".to_string()
@@ -528,16 +522,6 @@ impl CallService {
         let answer = self.done(run.id, status, output, detail, run.receipt.as_ref());
         let _ = out.send(answer).await;
         run.id
-    }
-
-    /// Is the grant `grant` of `issuer` revoked in the latest logs?
-    fn is_revoked(&self, issuer: &OwnerKey, grant: &GrantId) -> bool {
-        let snapshot = self.logs.borrow();
-        let revoked = snapshot
-            .grants()
-            .filter(|g| g.id == *grant && g.issuer == *issuer)
-            .any(|g| snapshot.revocations().any(|r| r.revokes(g)));
-        revoked
     }
 
     /// The answer of a call that ran; signed when the call asked for a receipt.
@@ -711,30 +695,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut out: mpsc::Receiver<Ag
     }
 }
 
-/// Reads one length-prefixed frame of at most `max` bytes into `buf`. False at a clean
-/// end of the stream; `InvalidData` for a frame over the limit (nothing more is read).
-async fn read_frame_into<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<bool> {
-    let mut prefix = [0u8; 4];
-    match rd.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a {len}-byte message is over the {max}-byte limit"),
-        ));
-    }
-    buf.clear();
-    buf.resize(len, 0);
-    rd.read_exact(buf).await?;
-    Ok(true)
+/// Is `issuer`'s grant `grant` revoked in `logs`? (By the issuer's id and the grant's:
+/// another owner's grant with the same id is another grant.)
+fn revoked(logs: &VerifiedLogs, issuer: &OwnerKey, grant: &GrantId) -> bool {
+    logs.grants()
+        .filter(|g| g.id == *grant && g.issuer == *issuer)
+        .any(|g| logs.revocations().any(|r| r.revokes(g)))
 }
 
 /// The wire's word for a status.

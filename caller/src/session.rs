@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -399,21 +399,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut out: mpsc::Receiver<Ca
 /// or the agent breaks the protocol.
 async fn read_loop<R: AsyncRead + Unpin>(rd: R, routes: &Routes) {
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
+    let mut bytes = Vec::new();
     loop {
-        let mut prefix = [0u8; 4];
-        if rd.read_exact(&mut prefix).await.is_err() {
-            return;
-        }
-        let len = u32::from_be_bytes(prefix) as usize;
-        if len > MAX_ANSWER {
-            log::warn!(
-                "an agent sent a {len}-byte message, over the {MAX_ANSWER}-byte limit; ending the session"
-            );
-            return;
-        }
-        let mut bytes = vec![0u8; len];
-        if rd.read_exact(&mut bytes).await.is_err() {
-            return;
+        match e2e::read_msg_into(&mut rd, &mut bytes, MAX_ANSWER).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    log::warn!("an agent broke the session protocol ({e}); ending the session");
+                }
+                return;
+            }
         }
         let Ok(msg) = wtd_wire::codec::decode_with_limit::<AgentMsg>(&bytes, MAX_ANSWER) else {
             log::warn!("an agent sent a malformed message; ending the session");

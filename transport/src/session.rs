@@ -104,10 +104,21 @@ pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std:
 
 /// Reads one length-prefixed frame of at most `max` bytes; `None` at a clean end.
 pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    Ok(read_msg_into(r, &mut buf, max).await?.then_some(buf))
+}
+
+/// [`read_msg`] into a buffer the caller reuses from frame to frame: false at a clean end;
+/// an `InvalidData` error for a frame over `max` (whose body is then not read).
+pub async fn read_msg_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
     let mut prefix = [0u8; 4];
     match r.read_exact(&mut prefix).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(prefix) as usize;
@@ -117,7 +128,8 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::R
             format!("a {len}-byte message is over the {max}-byte limit"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    Ok(Some(buf))
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    Ok(true)
 }
