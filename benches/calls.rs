@@ -1,4 +1,4 @@
-//! What a signed call costs, next to what the network under it costs.
+//! What a call costs, next to what the network under it costs.
 //!
 //! `cargo bench --bench calls` (or `bash scripts/bench-calls.sh`) prints one table. Nothing
 //! here is asserted: budgets are printed next to the numbers (STYLE 12). Everything runs on
@@ -7,37 +7,39 @@
 //! `wtd call`: one thread), so they contend for the cores as they would on a real machine.
 //!
 //! 1. **floor**: a small message echoed through a plain relay (QUIC in, bytes spliced,
-//!    QUIC out) on a warm stream: what any relayed call pays before wtd does anything.
-//! 2. **warm**: `sys/ping` again and again on one warm session through the real proxy to the
-//!    real agent: sign the call, send it, the agent checks signature, replay and grant, runs
-//!    the built-in, signs the result, the caller verifies it. Then the same with the agent's
-//!    one info log line per call switched on, as a deployed agent has it.
-//! 3. **16 in flight**: 16 warm sessions, each calling in a loop: calls per second.
+//!    QUIC out): one round trip at a time on a warm stream (1), and `IN_FLIGHT` streams
+//!    each echoing in a loop (1b). This is what any relayed call pays before wtd does
+//!    anything, and the budgets of rows 2 are set against it.
+//! 2. **live calls**: `sys/ping` through the real proxy to the real agent over the
+//!    caller library (`wtd_caller::Session`, what `wtd call` uses). The call is
+//!    authenticated by its end-to-end TLS session: no signature per call; the agent checks
+//!    the call number, that the function exists, the grant and the limits, and answers.
+//!    One at a time on one warm session (2), `IN_FLIGHT` in flight on one session (2b)
+//!    and on `IN_FLIGHT` sessions (2c).
+//! 3. **receipts**: rows 2 again with `--receipt`: the caller signs the call, the agent
+//!    checks that signature and signs the result, the caller verifies it.
 //! 4. **cold**: `wtd call sys/ping` as a fresh process, next to `wtd --version`.
 //!
 //! Under the table: the CPU time each process spends per call (from the threads' schedstat),
 //! and the parts of one call, each timed alone, to explain where the time goes.
 //!
 //! Knobs (environment variables): `WTD_BENCH_CALLS` calls per latency row (default 5000),
-//! `WTD_BENCH_SECS` seconds of the 16-in-flight row (default 5), `WTD_BENCH_MAX_CALLS` the
-//! most calls that row makes (default 60000; see `REPLAY_NOTE`), `WTD_BENCH_COLD` runs of each
-//! process row (default 20), `WTD_BIN` the `wtd` binary (default: the one cargo built with
-//! this bench). Run directly, the binary needs the `--bench` argument cargo gives it.
+//! `WTD_BENCH_SECS` seconds of each in-flight row (default 3), `WTD_BENCH_MAX_CALLS` the
+//! most calls such a row makes (default 200000), `WTD_BENCH_COLD` runs of each process row
+//! (default 20), `WTD_BIN` the `wtd` binary (default: the one cargo built with this bench).
+//! Run directly, the binary needs the `--bench` argument cargo gives it.
 //!
 //! # Layout
 //! - `Knobs`: the environment variables above.
 //! - `Daemon`: a future on its own runtime and thread, stopped and joined when dropped.
 //! - `Lab`: the proxy, the agent, Alice (owner) and Bob (caller), set up as people would.
-//! - `floor`: the plain relay and the echo node of row 1.
-//! - `Caller` / `Session`: Bob's side of a call, as `wtd call` does it
-//!   (`attempt` in cli/src/cmd/call.rs), minus the roster and the retries.
+//! - `floor`: the plain relay and the echo node of rows 1.
+//! - `Caller`: Bob's side, a proxy connection and sessions from `wtd_caller`.
 //! - `rows`: the measured rows; `pieces`: the parts of a call timed alone.
-//! - `FileLogger`: the agent's log lines, shaped as its stderr logger writes them (row 2b).
 //! - `CpuMeter`: CPU time per call by process (caller, proxy, agent).
 //! - `Stats` / `Table`: percentiles and printing.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -79,7 +81,7 @@ const FLOOR_MESSAGE: usize = 256;
 const WARMUP_CALLS: usize = 200;
 /// A latency row stops after this long even if it has not made its count of calls.
 const ROW_TIME_LIMIT: Duration = Duration::from_secs(15);
-/// Sessions in row 3: one per call in flight (a session carries one call at a time).
+/// Calls in flight in the busy rows (the issue's budget is set at 16).
 const IN_FLIGHT: usize = 16;
 /// How long setup may take (the agent joining, the grant reaching it).
 const SETUP_LIMIT: Duration = Duration::from_secs(30);
@@ -87,10 +89,6 @@ const SETUP_LIMIT: Duration = Duration::from_secs(30);
 const PIECE_ITERATIONS: usize = 2000;
 /// Fresh connections and sessions timed for the cold-path pieces.
 const HANDSHAKES: usize = 30;
-
-/// Why row 3 stops at a count, not only at a time.
-const REPLAY_NOTE: &str = "a bound, so the run stays short (the replay memory is per session \
-since agent/src/calls.rs moved it there, so long runs are no longer refused)";
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
@@ -100,81 +98,123 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let knobs = Knobs::from_env()?;
-    let logger = FileLogger::install()?;
     eprintln!("setting up: proxy, agent, Alice and Bob on 127.0.0.1 ...");
     let lab = Lab::start(&knobs)?;
     let caller_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut table = Table::default();
+    let mut cpu = Vec::new();
 
-    eprintln!("1/4 floor: plain QUIC relay round trips ...");
-    let (floor, floor_cpu) = caller_rt.block_on(rows::floor(knobs.calls))?;
-    let floor_p50 = floor.p50();
-    table.row("1  floor: QUIC round trip via a plain relay", &floor, "-", None);
-
-    let caller = caller_rt.block_on(Caller::connect(&lab))?;
-    eprintln!("2/4 warm signed calls on one session ...");
-    let cpu = CpuMeter::start();
-    let warm = caller_rt.block_on(rows::warm(&caller, knobs.calls))?;
-    let warm_cpu = cpu.per_call("2  1 session", warm.n() + WARMUP_CALLS);
-    let budget = floor_p50 + Duration::from_micros(100);
+    eprintln!("1/5 floor: plain QUIC relay, one round trip at a time and {IN_FLIGHT} in flight ...");
+    let floor = caller_rt.block_on(rows::floor(&knobs))?;
+    let floor_p50 = floor.warm.p50();
+    let floor_rate = floor.busy.rate();
     table.row(
-        "2  warm signed call, 1 session (sys/ping)",
-        &warm,
-        &format!("p50 <= floor + 100 us = {}", us(budget)),
-        Some(warm.p50() <= budget),
-    );
-    log::set_max_level(log::LevelFilter::Info);
-    let logged = caller_rt.block_on(rows::warm(&caller, knobs.calls));
-    log::set_max_level(log::LevelFilter::Off);
-    let logged = logged?;
-    table.row(
-        "2b   same, agent logging at info (to a file)",
-        &logged,
-        &format!("{} lines/call", logger.lines_per(logged.n() + WARMUP_CALLS)),
+        "1  floor: QUIC round trip via a plain relay",
+        &floor.warm,
+        "-",
         None,
     );
-
-    eprintln!(
-        "3/4 {IN_FLIGHT} calls in flight for {} s ...",
-        knobs.secs.as_secs()
-    );
-    let cpu = CpuMeter::start();
-    let busy = caller_rt.block_on(rows::in_flight(&caller, knobs.secs, knobs.max_calls))?;
-    let busy_cpu = cpu.per_call(
-        &format!("3  {IN_FLIGHT} in flight"),
-        busy.n() + busy.refused.total() + IN_FLIGHT,
-    );
-    let rate = busy.rate();
     table.row(
-        &format!("3  {IN_FLIGHT} in flight ({IN_FLIGHT} sessions, 1 connection)"),
-        &busy,
-        ">= 20000 calls/s",
-        Some(rate >= 20_000.0),
+        &format!("1b floor: {IN_FLIGHT} in flight via a plain relay ({IN_FLIGHT} streams)"),
+        &floor.busy,
+        "-",
+        None,
     );
+    cpu.push(floor.warm_cpu);
+    cpu.push(floor.busy_cpu);
 
-    eprintln!("4/4 cold `wtd call` processes ...");
+    let caller = caller_rt.block_on(Caller::connect(&lab))?;
+    let budget = floor_p50 + Duration::from_micros(50);
+    let worst = floor_p50 + Duration::from_micros(100);
+    let rate_budget = (floor_rate * 0.5).max(25_000.0);
+    // The live rows' figures, so each receipt row can say what a receipt costs.
+    let mut live: BTreeMap<&str, (Duration, f64)> = BTreeMap::new();
+    for (n, receipt) in [(2, false), (3, true)] {
+        let kind = if receipt { "with --receipt" } else { "live call" };
+        eprintln!(
+            "{n}/5 {kind}: warm on one session; {IN_FLIGHT} in flight on 1 and on {IN_FLIGHT} sessions ..."
+        );
+        let meter = CpuMeter::start();
+        let warm = caller_rt.block_on(rows::warm(&caller, knobs.calls, receipt))?;
+        cpu.push(meter.per_call(&format!("{n}  warm"), warm.n() + WARMUP_CALLS));
+        let (text, met) = match live.get("warm") {
+            Some((p50, _)) => (
+                format!(
+                    "+{} over the live call at p50",
+                    us(warm.p50().saturating_sub(*p50))
+                ),
+                None,
+            ),
+            None => (
+                format!("p50 <= floor + 50 us = {} (at worst {})", us(budget), us(worst)),
+                Some(warm.p50() <= budget),
+            ),
+        };
+        live.entry("warm").or_insert((warm.p50(), warm.rate()));
+        table.row(
+            &format!("{n}  {kind}, warm, 1 session (sys/ping)"),
+            &warm,
+            &text,
+            met,
+        );
+        table.note_refusals(&format!("{n}"), &warm.refused);
+
+        for (letter, sessions) in [("b", 1), ("c", IN_FLIGHT)] {
+            let meter = CpuMeter::start();
+            let busy = caller_rt.block_on(rows::in_flight(
+                &caller,
+                sessions,
+                knobs.secs,
+                knobs.max_calls,
+                receipt,
+            ))?;
+            cpu.push(meter.per_call(
+                &format!("{n}{letter} {IN_FLIGHT} on {sessions}"),
+                busy.n() + busy.refused.total() + IN_FLIGHT,
+            ));
+            let (text, met) = match live.get(letter) {
+                Some((_, rate)) => (
+                    format!("{:.2} x the live row", busy.rate() / rate.max(1e-9)),
+                    None,
+                ),
+                None => (
+                    format!(">= max(0.5 x row 1b, 25000) = {rate_budget:.0}/s"),
+                    Some(busy.rate() >= rate_budget),
+                ),
+            };
+            live.entry(letter).or_insert((busy.p50(), busy.rate()));
+            let plural = if sessions == 1 { "" } else { "s" };
+            table.row(
+                &format!("{n}{letter} {kind}, {IN_FLIGHT} in flight, {sessions} session{plural}"),
+                &busy,
+                &text,
+                met,
+            );
+            table.note_refusals(&format!("{n}{letter}"), &busy.refused);
+        }
+    }
+
+    eprintln!("4/5 cold `wtd call` processes ...");
     let version = rows::process(&lab, &["--version"], knobs.cold)?;
-    // A refused call here is a finding (a full replay guard after a long row 3), not a
-    // reason to lose the table.
     match rows::process(&lab, &["call", "sys/ping"], knobs.cold) {
         Ok(cold) => table.row(
             "4  cold `wtd call sys/ping` (new process)",
             &cold,
-            "p50 < 15 ms",
-            Some(cold.p50() < Duration::from_millis(15)),
+            "p50 < 5 ms",
+            Some(cold.p50() < Duration::from_millis(5)),
         ),
         Err(e) => table.failed("4  cold `wtd call sys/ping` (new process)", &e),
     }
     table.row("4b   baseline: `wtd --version`", &version, "-", None);
 
-    eprintln!("pieces ...");
+    eprintln!("5/5 pieces ...");
     let pieces = caller_rt.block_on(pieces::all(&lab, &caller))?;
 
     caller_rt.block_on(caller.close());
     drop(lab);
-    table.print(&knobs, &busy, &[floor_cpu, warm_cpu, busy_cpu], &pieces);
+    table.print(&knobs, &cpu, &pieces);
     Ok(())
 }
 
@@ -208,8 +248,8 @@ impl Knobs {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wtd")));
         Ok(Knobs {
             calls: number("WTD_BENCH_CALLS", 5000)?.max(1) as usize,
-            secs: Duration::from_secs(number("WTD_BENCH_SECS", 5)?.clamp(1, 120)),
-            max_calls: number("WTD_BENCH_MAX_CALLS", 60_000)?.max(1),
+            secs: Duration::from_secs(number("WTD_BENCH_SECS", 3)?.clamp(1, 120)),
+            max_calls: number("WTD_BENCH_MAX_CALLS", 200_000)?.max(1),
             cold: number("WTD_BENCH_COLD", 20)?.clamp(1, 1000) as usize,
             wtd,
         })
@@ -432,13 +472,11 @@ fn run_wtd(wtd: &Path, home: &Path, args: &[&str]) -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------------------
 
 /// One warm session to the agent, from the caller library `wtd call` uses.
-struct Session {
-    inner: std::sync::Arc<wtd_caller::Session>,
-}
+type Session = std::sync::Arc<wtd_caller::Session>;
 
 /// Bob, connected to the proxy, ready to open sessions to the agent and call `sys/ping`.
 struct Caller {
-    me: SecretKey,
+    me: std::sync::Arc<SecretKey>,
     agent: AgentId,
     mission: MissionName,
     function: FunctionName,
@@ -465,7 +503,7 @@ impl<E: Into<anyhow::Error>> From<E> for CallFailed {
 
 impl Caller {
     async fn connect(lab: &Lab) -> anyhow::Result<Caller> {
-        let me = SecretKey::from_seed(&lab.bob.seed());
+        let me = std::sync::Arc::new(SecretKey::from_seed(&lab.bob.seed()));
         let client = Client::bind(&me, "127.0.0.1:0".parse()?)?;
         let conn = client.connect(lab.proxy.addrs[0], *lab.proxy.id.key()).await?;
         let caller = Caller {
@@ -490,22 +528,22 @@ impl Caller {
 
     /// A new session to the agent (relay and pinned handshake), as `wtd call` opens one.
     async fn session(&self) -> anyhow::Result<Session> {
-        let me = std::sync::Arc::new(SecretKey::from_seed(&self.me.seed()));
-        let inner = wtd_caller::Session::open(me, &self.conn, self.agent).await?;
-        Ok(Session {
-            inner: std::sync::Arc::new(inner),
-        })
+        let inner = wtd_caller::Session::open(self.me.clone(), &self.conn, self.agent).await?;
+        Ok(std::sync::Arc::new(inner))
     }
 
-    /// One call on a warm session, through the caller library.
-    async fn call(&self, s: &mut Session) -> Result<(), CallFailed> {
+    /// One call on a warm session, through the caller library; with `receipt`, the signed
+    /// form, verified before it counts.
+    async fn call(&self, s: &Session, receipt: bool) -> Result<(), CallFailed> {
         let pending = s
-            .inner
-            .call(&self.mission, &self.function, &self.args, false)
+            .call(&self.mission, &self.function, &self.args, receipt)
             .await
             .map_err(|e| CallFailed::Broken(e.into()))?;
         match pending.finish(&mut |_| {}).await {
-            Ok(a) if a.status == CallStatus::Ok => Ok(()),
+            Ok(a) if a.status == CallStatus::Ok && a.receipt.is_some() == receipt => Ok(()),
+            Ok(a) if a.status == CallStatus::Ok => {
+                Err(anyhow!("sys/ping came back without the receipt asked for").into())
+            }
             Ok(a) => Err(anyhow!("sys/ping ended {}", a.status).into()),
             Err(wtd_caller::CallError::Refused(r)) => Err(CallFailed::Refused {
                 kind: r.kind,
@@ -646,9 +684,19 @@ mod floor {
 mod rows {
     use super::*;
 
-    /// Row 1: `calls` round trips of a small message through a plain relay, warm stream.
-    /// The relay and the echo node count as the proxy and the agent in the CPU table.
-    pub(super) async fn floor(calls: usize) -> anyhow::Result<(Stats, CpuPerCall)> {
+    /// Rows 1 and 1b, with the CPU each used.
+    pub(super) struct Floor {
+        pub(super) warm: Stats,
+        pub(super) busy: Stats,
+        pub(super) warm_cpu: CpuPerCall,
+        pub(super) busy_cpu: CpuPerCall,
+    }
+
+    /// Row 1: `calls` round trips of a small message through a plain relay, one warm stream.
+    /// Row 1b: `IN_FLIGHT` streams on the same connection, each echoing in a loop for the
+    /// in-flight rows' time. The relay and the echo node count as the proxy and the agent
+    /// in the CPU table.
+    pub(super) async fn floor(knobs: &Knobs) -> anyhow::Result<Floor> {
         let (relay_key, node_key, me) = (
             SecretKey::generate(),
             SecretKey::generate(),
@@ -684,31 +732,73 @@ mod rows {
         let out = [7u8; FLOOR_MESSAGE];
         let mut back = [0u8; FLOOR_MESSAGE];
         let cpu = CpuMeter::start();
-        let mut rounds = Rounds::new(calls);
+        let mut rounds = Rounds::new(knobs.calls);
         while rounds.more() {
             let t = Instant::now();
             send.write_all(&out).await?;
             recv.read_exact(&mut back).await?;
             rounds.record(t.elapsed());
         }
-        let stats = rounds.finish();
+        let warm = rounds.finish();
         // Read before the relay's and the node's threads end and take their counts along.
-        let cpu = cpu.per_call("1  floor", stats.n() + WARMUP_CALLS);
+        let warm_cpu = cpu.per_call("1  floor", warm.n() + WARMUP_CALLS);
+
+        let mut streams = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            // One round trip each first, so every stream exists at the node.
+            send.write_all(&out).await?;
+            recv.read_exact(&mut back).await?;
+            streams.push((send, recv));
+        }
+        let cpu = CpuMeter::start();
+        let made = AtomicU64::new(0);
+        let start = Instant::now();
+        let deadline = start + knobs.secs;
+        let loops = streams.into_iter().map(|(mut send, mut recv)| {
+            let made = &made;
+            async move {
+                let mut times = Vec::new();
+                let mut back = [0u8; FLOOR_MESSAGE];
+                while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < knobs.max_calls {
+                    let t = Instant::now();
+                    send.write_all(&out).await?;
+                    recv.read_exact(&mut back).await?;
+                    times.push(t.elapsed());
+                }
+                anyhow::Ok(times)
+            }
+        });
+        let results = join_all(loops.collect()).await;
+        let mut busy = Stats {
+            elapsed: start.elapsed(),
+            ..Stats::default()
+        };
+        for r in results {
+            busy.times.extend(r?);
+        }
+        let busy_cpu = cpu.per_call(&format!("1b {IN_FLIGHT} streams"), busy.n() + IN_FLIGHT);
+
         conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(300), client.endpoint().wait_idle()).await;
         drop(node);
         drop(relay);
-        Ok((stats, cpu))
+        Ok(Floor {
+            warm,
+            busy,
+            warm_cpu,
+            busy_cpu,
+        })
     }
 
-    /// Row 2: `calls` signed calls, one after another, on one warm session.
-    pub(super) async fn warm(caller: &Caller, calls: usize) -> anyhow::Result<Stats> {
-        let mut s = caller.session().await?;
+    /// Rows 2 and 3: `calls` calls, one after another, on one warm session.
+    pub(super) async fn warm(caller: &Caller, calls: usize, receipt: bool) -> anyhow::Result<Stats> {
+        let s = caller.session().await?;
         let mut refused = Refusals::default();
         let mut rounds = Rounds::new(calls);
         while rounds.more() {
             let t = Instant::now();
-            match caller.call(&mut s).await {
+            match caller.call(&s, receipt).await {
                 Ok(()) => rounds.record(t.elapsed()),
                 Err(CallFailed::Refused { kind, message }) => refused.add(kind, message),
                 Err(CallFailed::Broken(e)) => return Err(e),
@@ -719,28 +809,34 @@ mod rows {
         Ok(stats)
     }
 
-    /// Row 3: `IN_FLIGHT` sessions, each calling in a loop, until `secs` pass or `max_calls`
-    /// calls were made in all.
-    pub(super) async fn in_flight(caller: &Caller, secs: Duration, max_calls: u64) -> anyhow::Result<Stats> {
-        let mut sessions = Vec::new();
-        for _ in 0..IN_FLIGHT {
-            sessions.push(caller.session().await?);
-        }
-        for s in &mut sessions {
+    /// Rows 2b/2c and 3b/3c: `IN_FLIGHT` loops, each calling one call at a time, spread
+    /// over `sessions` sessions, until `secs` pass or `max_calls` calls were made in all.
+    pub(super) async fn in_flight(
+        caller: &Caller,
+        sessions: usize,
+        secs: Duration,
+        max_calls: u64,
+        receipt: bool,
+    ) -> anyhow::Result<Stats> {
+        let mut opened = Vec::new();
+        for _ in 0..sessions.max(1) {
+            let s = caller.session().await?;
             // One warm-up call each, so every session has done its first call.
-            let _ = caller.call(s).await;
+            let _ = caller.call(&s, receipt).await;
+            opened.push(s);
         }
         let made = AtomicU64::new(0);
         let start = Instant::now();
         let deadline = start + secs;
-        let loops = sessions.into_iter().map(|mut s| {
+        let loops = (0..IN_FLIGHT).map(|i| {
             let made = &made;
+            let s = opened[i % opened.len()].clone();
             async move {
                 let mut times = Vec::new();
                 let mut refused = Refusals::default();
                 while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < max_calls {
                     let t = Instant::now();
-                    match caller.call(&mut s).await {
+                    match caller.call(&s, receipt).await {
                         Ok(()) => times.push(t.elapsed()),
                         Err(CallFailed::Refused { kind, message }) => refused.add(kind, message),
                         Err(CallFailed::Broken(e)) => return Err(e),
@@ -749,7 +845,7 @@ mod rows {
                 anyhow::Ok((times, refused))
             }
         });
-        // Joined, not spawned: the 16 loops share the caller's one thread like one program's
+        // Joined, not spawned: the loops share the caller's one thread like one program's
         // tasks, and all end with this function.
         let results = join_all(loops.collect()).await;
         let elapsed = start.elapsed();
@@ -904,7 +1000,7 @@ mod pieces {
             let _ = std::hint::black_box(bob.public().verify(Domain("bench"), &msg, &sig));
         }
         piece(
-            "ed25519 sign, 240 B (SecretKey::sign)",
+            "receipts only: ed25519 sign, 240 B",
             time_each(PIECE_ITERATIONS, |_| {
                 std::hint::black_box(bob.sign(Domain("bench"), &msg));
             }),
@@ -912,7 +1008,7 @@ mod pieces {
         let sig = bob.sign(Domain("bench"), &msg);
         let bob_pub = bob.public();
         piece(
-            "ed25519 verify_strict, 240 B (PublicId::verify)",
+            "receipts only: ed25519 verify_strict, 240 B",
             time_each(PIECE_ITERATIONS, |_| {
                 bob_pub.verify(Domain("bench"), &msg, &sig).expect("verifies");
             }),
@@ -928,7 +1024,7 @@ mod pieces {
         // Caller: build and sign calls (kept, so the agent's check below has fresh ones).
         let mut calls = Vec::with_capacity(PIECE_ITERATIONS);
         piece(
-            "caller: Call::new + sign",
+            "receipts only, caller: Call::new + sign",
             time_each(PIECE_ITERATIONS, |_| {
                 calls.push(
                     Call::new(
@@ -949,7 +1045,7 @@ mod pieces {
         let bob_user = UserKey(bob.public());
         let mut checked = Vec::with_capacity(PIECE_ITERATIONS);
         piece(
-            "agent: check_call (decode + verify + replay)",
+            "receipts only, agent: check_call (decode + verify + replay)",
             time_each(PIECE_ITERATIONS, |i| {
                 checked.push(
                     check_call(
@@ -978,7 +1074,7 @@ mod pieces {
         let mut limits = RateLimits::default();
         let mut floor = TimeFloor::default();
         piece(
-            "agent: authorize (1 grant) + release",
+            "every call, agent: authorize (1 grant) + release",
             time_each(PIECE_ITERATIONS, |_| {
                 let t = now();
                 floor.observe(t);
@@ -998,16 +1094,37 @@ mod pieces {
         let output = br#"{"agent":"bench-pi","pong":true}"#.to_vec();
         let mut results = Vec::with_capacity(PIECE_ITERATIONS);
         piece(
-            "agent: CallResult::for_call + sign",
+            "receipts only, agent: CallResult::for_call + sign",
             time_each(PIECE_ITERATIONS, |i| {
                 results
                     .push(CallResult::for_call(&checked[i], CallStatus::Ok, &output, now()).sign(&agent_key));
             }),
         );
         piece(
-            "caller: verify_result (decode + verify)",
+            "receipts only, caller: verify_result (decode + verify)",
             time_each(PIECE_ITERATIONS, |i| {
                 verify_result(results[i].bytes(), &output, &agent, &calls[i]).expect("a good result");
+            }),
+        );
+        piece(
+            "wire: encode + decode Call and Done (live call)",
+            time_each(PIECE_ITERATIONS, |i| {
+                let invoke = encode(&CallerMsg::Call {
+                    id: i as u64 + 1,
+                    mission: caller.mission.as_str().to_string(),
+                    function: caller.function.as_str().to_string(),
+                    args: caller.args.clone(),
+                    signed: None,
+                });
+                let done = encode(&AgentMsg::Done {
+                    id: i as u64 + 1,
+                    status: wtd_wire::call::Status::Ok,
+                    output: output.clone(),
+                    detail: String::new(),
+                    signed: None,
+                });
+                std::hint::black_box(decode::<CallerMsg>(&invoke).expect("decodes"));
+                std::hint::black_box(decode::<AgentMsg>(&done).expect("decodes"));
             }),
         );
         piece(
@@ -1081,84 +1198,6 @@ mod pieces {
         }
         stats.elapsed = start.elapsed();
         stats
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The agent's log lines, counted and written to a file
-// ---------------------------------------------------------------------------------------
-
-/// A logger shaped like the agent's stderr logger (agent/src/logging.rs: wtd's own lines
-/// from info up, other crates' from warnings up; one formatted line, one `write` each),
-/// writing to a file instead of stderr. Off (`max_level` Off) except in row 2b.
-struct FileLogger {
-    file: std::fs::File,
-    lines: AtomicU64,
-}
-
-impl FileLogger {
-    fn install() -> anyhow::Result<&'static FileLogger> {
-        let file = tempfile::tempfile()?;
-        let logger: &'static FileLogger = Box::leak(Box::new(FileLogger {
-            file,
-            lines: AtomicU64::new(0),
-        }));
-        log::set_logger(logger).map_err(|e| anyhow!("{e}"))?;
-        log::set_max_level(log::LevelFilter::Off);
-        Ok(logger)
-    }
-
-    /// Lines written per call, over `calls` calls (read once, after the logged row).
-    fn lines_per(&self, calls: usize) -> String {
-        format!(
-            "{:.1}",
-            self.lines.load(Ordering::Relaxed) as f64 / calls.max(1) as f64
-        )
-    }
-}
-
-impl log::Log for FileLogger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        let level = if m.target().starts_with("wtd") {
-            log::LevelFilter::Info
-        } else {
-            log::LevelFilter::Warn
-        };
-        m.level() <= level
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let mut line = format!(
-            "{} {:<5} {}: {}",
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        let _ = record.key_values().visit(&mut Pairs(&mut line));
-        line.push('\n');
-        let _ = (&self.file).write_all(line.as_bytes());
-        self.lines.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn flush(&self) {}
-}
-
-/// Appends ` key=value` for each structured pair, as the agent's logger does.
-struct Pairs<'a>(&'a mut String);
-
-impl<'kvs> log::kv::VisitSource<'kvs> for Pairs<'_> {
-    fn visit_pair(
-        &mut self,
-        key: log::kv::Key<'kvs>,
-        value: log::kv::Value<'kvs>,
-    ) -> Result<(), log::kv::Error> {
-        use std::fmt::Write as _;
-        let _ = write!(self.0, " {key}={value}");
-        Ok(())
     }
 }
 
@@ -1337,6 +1376,14 @@ impl Table {
         ]);
     }
 
+    /// Says under the table how many calls of row `row` were refused, and why.
+    fn note_refusals(&mut self, row: &str, refused: &Refusals) {
+        for (kind, (n, message)) in &refused.0 {
+            self.notes
+                .push(format!("row {row}: {n} calls refused as `{kind}`: {message}"));
+        }
+    }
+
     fn failed(&mut self, name: &str, e: &anyhow::Error) {
         let empty = String::new;
         self.rows.push([
@@ -1351,7 +1398,7 @@ impl Table {
         self.notes.push(format!("{}: {e:#}", name.trim()));
     }
 
-    fn print(&self, knobs: &Knobs, busy: &Stats, cpu: &[CpuPerCall], pieces: &[pieces::Piece]) {
+    fn print(&self, knobs: &Knobs, cpu: &[CpuPerCall], pieces: &[pieces::Piece]) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -1364,7 +1411,7 @@ impl Table {
             .unwrap_or_else(|| "unknown cpu".into());
         println!();
         println!(
-            "wtd signed calls on 127.0.0.1: {cores} cores, {model}; wtd = {}",
+            "wtd calls on 127.0.0.1: {cores} cores, {model}; wtd = {}",
             knobs.wtd.display()
         );
         let header = ["measure", "p50", "p99", "calls/s", "n", "budget", ""];
@@ -1401,11 +1448,8 @@ impl Table {
         for note in &self.notes {
             println!("{note}");
         }
-        for (kind, (n, message)) in &busy.refused.0 {
-            println!("row 3: {n} calls refused as `{kind}`: {message}");
-        }
         println!(
-            "row 3 stops at {} s or {} calls: {REPLAY_NOTE}.",
+            "in-flight rows run {} s or {} calls, whichever comes first.",
             knobs.secs.as_secs(),
             knobs.max_calls
         );
