@@ -231,8 +231,8 @@ impl Caller {
     }
 
     /// Closes the connection to the proxy (and with it every session), politely.
-    pub fn close(&self) {
+    pub async fn close(&self) {
         self.lock().clear();
-        self.conn.close(0u32.into(), b"bye");
+        wtd_transport::close_and_flush(&self.conn, b"bye").await;
     }
 }

@@ -1340,6 +1340,131 @@ fn result_error_output_mismatch_the_output_was_altered() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Receipts: the signed form of a call, checked offline
+// ---------------------------------------------------------------------------------------
+
+/// Pi 1's check of Bob's receipt call when the session message asks for `demo/<asked>`.
+fn check_receipt_for(bytes: &[u8], asked: &str, guard: &mut ReplayGuard) -> Result<SignedCall, CallError> {
+    call::check_receipt_call(
+        bytes,
+        &user(&bob()),
+        &pi(1),
+        &SESSION,
+        &mission("demo"),
+        &function(asked),
+        ARGS,
+        T0,
+        guard,
+    )
+}
+
+#[test]
+fn a_receipt_call_for_the_function_the_session_runs_passes() {
+    let c = check_receipt_for(signed_call().bytes(), "echo", &mut ReplayGuard::new()).expect("good");
+    assert_eq!(c.call(), &bobs_call());
+}
+
+#[test]
+fn call_error_wrong_function_a_signed_call_for_echo_sent_to_run_another_function() {
+    // The proxy cannot do this (the session message is encrypted), but a caller's bug or a
+    // confused library could: the signature would then vouch for a call that did not run.
+    let mut guard = ReplayGuard::new();
+    let e = check_receipt_for(signed_call().bytes(), "wipe", &mut guard).expect_err("refused");
+    assert_eq!(
+        e,
+        CallError::WrongFunction {
+            signed: "demo/echo".into(),
+            asked: "demo/wipe".into()
+        }
+    );
+    assert!(e.to_string().contains("demo/echo"), "{e}");
+    // The refused message did not use up the request id: the genuine call still runs.
+    check_receipt_for(signed_call().bytes(), "echo", &mut guard).expect("the genuine call");
+}
+
+#[test]
+fn a_good_receipt_verifies_offline() {
+    let c = signed_call();
+    let r = ok_result();
+    let v = wtd_keys::verify_receipt(c.bytes(), ARGS, r.bytes(), b"hi").expect("a good receipt");
+    assert_eq!(v.call, c);
+    assert_eq!(v.result.status(), CallStatus::Ok);
+}
+
+#[test]
+fn receipt_error_call_any_altered_byte_of_the_call() {
+    let (c, r) = (signed_call(), ok_result());
+    for i in 0..c.bytes().len() {
+        let mut bytes = c.bytes().to_vec();
+        bytes[i] ^= 0x01;
+        let e = wtd_keys::verify_receipt(&bytes, ARGS, r.bytes(), b"hi").expect_err("refused");
+        assert!(
+            matches!(
+                e,
+                wtd_keys::ReceiptError::Call(_) | wtd_keys::ReceiptError::ArgsMismatch
+            ),
+            "byte {i}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn receipt_error_args_mismatch_the_arguments_kept_were_altered() {
+    let (c, r) = (signed_call(), ok_result());
+    for altered in [&br#"{"msg":"ho"}"#[..], b"", b"{}"] {
+        let e = wtd_keys::verify_receipt(c.bytes(), altered, r.bytes(), b"hi").expect_err("refused");
+        assert_eq!(e, wtd_keys::ReceiptError::ArgsMismatch);
+        assert!(e.to_string().contains("altered"), "{e}");
+    }
+}
+
+#[test]
+fn receipt_error_result_any_altered_byte_of_the_result() {
+    let (c, r) = (signed_call(), ok_result());
+    for i in 0..r.bytes().len() {
+        let mut bytes = r.bytes().to_vec();
+        bytes[i] ^= 0x01;
+        let e = wtd_keys::verify_receipt(c.bytes(), ARGS, &bytes, b"hi").expect_err("refused");
+        assert!(matches!(e, wtd_keys::ReceiptError::Result(_)), "byte {i}: {e:?}");
+    }
+}
+
+#[test]
+fn receipt_error_result_the_output_kept_was_altered() {
+    let (c, r) = (signed_call(), ok_result());
+    let e = wtd_keys::verify_receipt(c.bytes(), ARGS, r.bytes(), b"ho").expect_err("refused");
+    assert_eq!(e, wtd_keys::ReceiptError::Result(ResultError::OutputMismatch));
+}
+
+#[test]
+fn receipt_error_result_a_result_of_another_call_swapped_in() {
+    // Two receipts from the same Pi: the result of one does not complete the other.
+    let c = signed_call();
+    let other = Call {
+        request_id: rid(2),
+        ..bobs_call()
+    }
+    .sign(&bob());
+    let r_other = result_for(&other, CallStatus::Ok, b"hi");
+    let e = wtd_keys::verify_receipt(c.bytes(), ARGS, r_other.bytes(), b"hi").expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            wtd_keys::ReceiptError::Result(ResultError::WrongRequest { .. } | ResultError::WrongCall)
+        ),
+        "{e:?}"
+    );
+    // A result signed by another Pi, for this very call: not from the agent the call names.
+    let forged = CallResult {
+        agent: pi(2),
+        ..CallResult::for_call(&c, CallStatus::Ok, b"hi", T0.plus_ms(SECOND))
+    }
+    .sign(&pi_key(2));
+    let e = wtd_keys::verify_receipt(c.bytes(), ARGS, forged.bytes(), b"hi").expect_err("refused");
+    assert!(matches!(e, wtd_keys::ReceiptError::Result(_)), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------------------
 

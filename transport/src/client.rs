@@ -227,3 +227,23 @@ fn handshake_error(
         _ => ConnectError::Connection { addr, source: error },
     }
 }
+
+/// Closes `conn` and gives its driver the chance to send the CONNECTION_CLOSE before the
+/// caller goes on (typically: before a short-lived command exits).
+///
+/// `Connection::close` only queues the frame; a process that exits right after it often
+/// never sends it, and the server then keeps the connection (and the slot it holds against
+/// the per-address limit) until its idle timeout. A script making calls in a loop would
+/// find the proxy "full" after a few dozen calls. Waiting for `Endpoint::wait_idle` would
+/// be correct too, but it lasts the whole draining period (three probe timeouts, tens of
+/// milliseconds); the frame itself leaves on the driver's next turn, so this yields until
+/// the connection's statistics show it sent, at most [`CLOSE_FLUSH_TURNS`] turns.
+pub async fn close_and_flush(conn: &Connection, reason: &[u8]) {
+    conn.close(0u32.into(), reason);
+    for _ in 0..crate::defaults::CLOSE_FLUSH_TURNS {
+        if conn.stats().frame_tx.connection_close > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}

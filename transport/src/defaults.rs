@@ -94,3 +94,10 @@ pub const INCOMING_BUFFER_SIZE_TOTAL: u64 = 1024 * 1024;
 /// Frames up to this size get their buffer in one allocation; bigger ones grow as their
 /// bytes arrive, so a peer must actually send data to make us hold memory for it.
 pub const FRAME_PREALLOCATE: usize = 16 * 1024;
+
+/// Driver turns [`crate::client::close_and_flush`] waits for a CONNECTION_CLOSE to leave.
+///
+/// One turn is enough when the runtime is idle (the close wakes the connection's driver,
+/// which sends at once); a few more cover a driver that was busy with other packets. Each
+/// turn is a `yield_now`, microseconds, so a command that exits pays almost nothing.
+pub const CLOSE_FLUSH_TURNS: usize = 8;

@@ -72,7 +72,7 @@ mod tls;
 mod verify;
 
 pub use cert::{certified_key, key_in_certificate, peer_id};
-pub use client::{Client, ConnectError};
+pub use client::{close_and_flush, Client, ConnectError};
 pub use endpoint::BindError;
 pub use frame::{read_frame, write_frame, FrameError, WriteFrameError};
 pub use limits::{Limits, RetryPolicy};

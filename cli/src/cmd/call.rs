@@ -145,7 +145,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             )
             .into())
         });
-        caller.close();
+        caller.close().await;
         result
     })
 }

@@ -35,7 +35,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 agents.len()
             );
         }
-        conn.close(0u32.into(), b"bye");
+        wtd_transport::close_and_flush(&conn, b"bye").await;
         anyhow::Ok(())
     })
 }

@@ -114,6 +114,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             } else {
                 print!("{}", render(&agents, &keyring, me.public()));
             }
+            wtd_transport::close_and_flush(&conn, b"bye").await;
             return Ok(());
         }
         let mut recv = proxy::request(&conn, Request::Watch).await?;

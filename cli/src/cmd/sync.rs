@@ -60,7 +60,7 @@ pub fn publish(ctx: &Context, me: &SecretKey) -> anyhow::Result<u64> {
                 size = 0;
             }
         }
-        conn.close(0u32.into(), b"bye");
+        wtd_transport::close_and_flush(&conn, b"bye").await;
         Ok(seq)
     })
 }

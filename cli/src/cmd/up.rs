@@ -201,7 +201,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 _ => 0,
             };
             if n >= args.agents || Instant::now() > deadline {
-                conn.close(0u32.into(), b"bye");
+                wtd_transport::close_and_flush(&conn, b"bye").await;
                 return anyhow::Ok(n);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     Some(Response::Roster(r)) => r,
                     _ => Vec::new(),
                 };
-                conn.close(0u32.into(), b"bye");
+                wtd_transport::close_and_flush(&conn, b"bye").await;
                 anyhow::Ok(r)
             })?;
             for a in roster {
