@@ -404,3 +404,91 @@ fn an_expired_grant_is_denied_and_why_says_so() {
     assert!(why.contains("ALLOW") && why.contains(&fresh), "{why}");
     assert!(l.call(&["demo/echo"]).status.success());
 }
+
+#[test]
+fn a_caller_whose_session_key_is_not_the_grants_subject_is_refused_and_nothing_runs() {
+    // Carol got hold of Bob's grant ticket (it is not secret: it names Bob's key). She can
+    // present it nowhere: the agent authorizes the key her session proved, not a claim.
+    let l = Lab::new();
+    let (side, mark) = side_effect_mission(&l.lab);
+    let pi = l.agent("pi-1", "", Some(&side));
+    l.wait_agents(1);
+    let out: Value =
+        serde_json::from_str(&l.alice.ok(["grant", "bob", "--mission", "side", "--json"])).unwrap();
+    let ticket = out["ticket"].as_str().unwrap().to_string();
+    l.bob.ok(["grants", "import", &ticket]);
+    let carol = l.lab.user("carol");
+    carol.init();
+    carol.ok(["join", &l.proxy.ticket]);
+
+    // Through the CLI: the grant is not for her key, so she has nothing to call with.
+    let _ = carol.cli(["grants", "import", &ticket]);
+    let out = carol.cli(["call", "side/mark"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!mark.exists(), "nothing ran");
+
+    // Through the library, straight to the agent, as a modified client would: the agent
+    // refuses, because her session key is not the grant's subject.
+    let home = wtd_store::home::Home::at(&carol.home);
+    let key = std::sync::Arc::new(wtd_store::identity::load(&home.identity()).unwrap());
+    let proxy = wtd_keys::Ticket::from_text(&l.proxy.ticket)
+        .unwrap()
+        .proxy
+        .unwrap();
+    let agent = wtd_keys::AgentId(pi.id().parse().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(proxy.addrs[0], *proxy.id.key()).await.unwrap();
+        let session = std::sync::Arc::new(
+            wtd_caller::Session::open(key.clone(), &conn, agent)
+                .await
+                .unwrap(),
+        );
+        let mission = wtd_keys::MissionName::new("side").unwrap();
+        let function = wtd_keys::FunctionName::new("mark").unwrap();
+        let mut refused = Vec::new();
+        // Both forms: a live call, and a receipt call (signed by Carol, so also not Bob's).
+        for receipt in [false, true] {
+            let pending = session.call(&mission, &function, b"{}", receipt).await.unwrap();
+            match pending.finish(&mut |_| {}).await {
+                Err(wtd_caller::CallError::Refused(r)) => refused.push(r.kind),
+                other => panic!("Carol's call was not refused: {other:?}"),
+            }
+        }
+        wtd_transport::close_and_flush(&conn, b"bye").await;
+        refused
+    });
+    assert_eq!(refused, ["no_grant", "no_grant"]);
+    assert!(!mark.exists(), "the handler never ran");
+
+    // Bob, whose key the grant names, is served.
+    assert!(l.call(&["side/mark"]).status.success());
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n");
+}
+
+#[test]
+fn a_script_of_many_calls_never_finds_the_proxy_full() {
+    // Each `wtd call` is a new process with a new connection. One that exits without its
+    // CONNECTION_CLOSE leaves the proxy holding the connection until its idle timeout, and
+    // after 32 of those from one address the proxy refuses new ones. More than that many
+    // back to back (well inside the idle timeout, even in a debug build) must all work.
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+    l.grant("sys", &[]);
+    let per_address = wtd_transport::Limits::default().max_connections_per_ip;
+    let start = std::time::Instant::now();
+    for i in 0..per_address + 8 {
+        let out = l.call(&["sys/ping"]);
+        assert!(out.status.success(), "call {i}: {}", stderr(&out));
+    }
+    for i in 0..8 {
+        let out = l.bob.cli(["ls", "--json"]);
+        assert!(out.status.success(), "ls {i}: {}", stderr(&out));
+    }
+    eprintln!("{} calls and 8 ls in {:?}", per_address + 8, start.elapsed());
+}
