@@ -14,7 +14,7 @@ use wtd_keys::{ProxyId, ProxyInfo, PublicId, SecretKey, Ticket};
 use wtd_transport::{read_frame, write_frame, Client, Limits, RecvStream, SendStream, Server};
 use wtd_wire::{decode, encode, Key, Open, RelayReply};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone)]
 enum Attack {
     /// Forward faithfully, recording what the caller sends inside a relay.
     Record,
@@ -22,6 +22,27 @@ enum Attack {
     Flip { at: usize },
     /// Relay to this agent instead of the one asked for.
     Redirect([u8; 32]),
+    /// Forward whole TLS records; after the caller's first `after` records (its handshake),
+    /// wait until `ready()` (the agent has finished its side of the handshake), insert
+    /// `records` (taken from another session) once, then go on forwarding.
+    Splice {
+        after: usize,
+        records: Arc<Vec<u8>>,
+        ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    },
+}
+
+/// The TLS records in `bytes` (a caller's side of a session), as (content type, whole record).
+fn tls_records(bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let len = u16::from_be_bytes([bytes[i + 3], bytes[i + 4]]) as usize;
+        let end = (i + 5 + len).min(bytes.len());
+        out.push((bytes[i], &bytes[i..end]));
+        i = end;
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -34,12 +55,52 @@ struct Evil {
 async fn pump(mut from: RecvStream, mut to: SendStream, evil: Option<Evil>) {
     let mut seen = 0usize;
     let mut buf = vec![0u8; 16 * 1024];
+    // For `Splice`: bytes of an incomplete record, and whole records forwarded so far.
+    let mut held = Vec::new();
+    let mut forwarded = 0usize;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(Some(n)) if n > 0 => n,
             _ => break,
         };
         let chunk = &mut buf[..n];
+        let splice = evil.as_ref().and_then(|e| match &*e.attack.lock().unwrap() {
+            Attack::Splice {
+                after,
+                records,
+                ready,
+            } => Some((*after, records.clone(), ready.clone())),
+            _ => None,
+        });
+        if let Some((after, records, ready)) = splice {
+            // Whole records only, so the insertion falls between two of them.
+            held.extend_from_slice(chunk);
+            loop {
+                let Some(&(_, record)) = tls_records(&held).first() else {
+                    break;
+                };
+                if record.len() < 5 || record.len() != 5 + u16::from_be_bytes([record[3], record[4]]) as usize
+                {
+                    break; // not all of it has arrived yet
+                }
+                let len = record.len();
+                if to.write_all(&held[..len]).await.is_err() {
+                    return;
+                }
+                held.drain(..len);
+                forwarded += 1;
+                if forwarded == after {
+                    let start = std::time::Instant::now();
+                    while !ready() && start.elapsed() < Duration::from_secs(10) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if to.write_all(&records).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
         if let Some(evil) = &evil {
             match *evil.attack.lock().unwrap() {
                 Attack::Record => evil.recorded.lock().unwrap().extend_from_slice(chunk),
@@ -114,7 +175,7 @@ fn start_evil(key: SecretKey, socket: std::net::UdpSocket, upstream: ProxyInfo, 
 }
 
 #[test]
-fn flipped_redirected_or_replayed_calls_fail_and_nothing_runs_twice() {
+fn flipped_redirected_replayed_or_spliced_calls_fail_and_nothing_runs_twice() {
     let lab = TestCluster::new();
     let proxy = lab.start_proxy();
     let alice = lab.user("alice");
@@ -236,8 +297,63 @@ fn flipped_redirected_or_replayed_calls_fail_and_nothing_runs_twice() {
     });
     assert_eq!(lines(), 1, "the replayed call did not run again");
 
+    // 4. Splice: Bob opens a new, genuine session, and the relay inserts the first session's
+    //    application records (its call) right after Bob's handshake, where the agent expects
+    //    Bob's first call. They were sealed with the first session's keys, so the agent's
+    //    TLS refuses the first of them (bad record MAC) and ends the session: nothing runs.
+    let records = tls_records(&recorded);
+    let types: Vec<u8> = records.iter().map(|r| r.0).collect();
+    // rustls as the caller: ClientHello (22), a compatibility ChangeCipherSpec (20), then its
+    // encrypted Certificate, CertificateVerify and Finished in one record (23), then the
+    // call (23).
+    const HANDSHAKE_RECORDS: usize = 3;
+    assert_eq!(&types[..HANDSHAKE_RECORDS], &[22, 20, 23], "{types:?}");
+    assert!(types.len() > HANDSHAKE_RECORDS, "the call's records: {types:?}");
+    let calls: Vec<u8> = records[HANDSHAKE_RECORDS..]
+        .iter()
+        .flat_map(|r| r.1.to_vec())
+        .collect();
+    let agent_log = pi_a.daemon.log.clone();
+    let count = move |what: &str| {
+        std::fs::read_to_string(&agent_log)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+    };
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Ready once the agent logged one more finished handshake ("session opened") than before.
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let (count, opened) = (count.clone(), opened.clone());
+        Arc::new(move || count("session opened") > opened.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let splice = |records: Vec<u8>| {
+        opened.store(count("session opened"), std::sync::atomic::Ordering::SeqCst);
+        Attack::Splice {
+            after: HANDSHAKE_RECORDS,
+            records: Arc::new(records),
+            ready: ready.clone(),
+        }
+    };
+    // Control: the record-by-record relay, inserting nothing, is faithful.
+    *evil.attack.lock().unwrap() = splice(Vec::new());
+    let ok = bob.cli(["call", "side/mark", "--agent", "pi-a"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(lines(), 2);
+    let failures_before = count("a caller's session failed");
+    *evil.attack.lock().unwrap() = splice(calls);
+    let out = bob.cli(["call", "side/mark", "--agent", "pi-a"]);
+    assert!(!out.status.success(), "the spliced records were accepted");
+    assert_eq!(lines(), 2, "neither the spliced call nor Bob's ran");
+    // The insertion landed after the handshake (which succeeded), not inside it.
+    assert_eq!(
+        count("a caller's session failed"),
+        failures_before,
+        "{}",
+        pi_a.daemon.output()
+    );
+
     // And an honest call still works afterwards.
     *evil.attack.lock().unwrap() = Attack::Record;
     assert!(bob.cli(["call", "side/mark", "--agent", "pi-a"]).status.success());
-    assert_eq!(lines(), 2);
+    assert_eq!(lines(), 3);
 }

@@ -225,6 +225,7 @@ impl CallService {
             }
             Err(_) => return,
         };
+        log::debug!(agent:% = self.id, caller:% = peer.short(); "session opened");
         if from.parse().ok() != Some(peer) {
             // The proxy's hint was wrong; the handshake is what counts.
             log::debug!(agent:% = self.id; "the proxy named another caller than the one who proved itself");
