@@ -492,3 +492,132 @@ fn a_script_of_many_calls_never_finds_the_proxy_full() {
     }
     eprintln!("{} calls and 8 ls in {:?}", per_address + 8, start.elapsed());
 }
+
+/// A hand-made session from `user` to `agent`, below the caller library: the relay, the
+/// pinned handshake, then whatever messages the test writes.
+async fn raw_session(
+    user: &common::User,
+    proxy: &Proxy,
+    agent: &Agent,
+) -> (
+    wtd_transport::Connection,
+    tokio_rustls::client::TlsStream<tokio::io::Join<wtd_transport::RecvStream, wtd_transport::SendStream>>,
+) {
+    use wtd_wire::{decode, encode, Key, Open, RelayReply};
+    let home = wtd_store::home::Home::at(&user.home);
+    let key = wtd_store::identity::load(&home.identity()).unwrap();
+    let info = wtd_keys::Ticket::from_text(&proxy.ticket).unwrap().proxy.unwrap();
+    let agent_id: wtd_keys::PublicId = agent.id().parse().unwrap();
+    let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client.connect(info.addrs[0], *info.id.key()).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let open = encode(&Open::Relay {
+        to: Key(*agent_id.as_bytes()),
+    });
+    wtd_transport::write_frame(&mut send, &open).await.unwrap();
+    let reply = wtd_transport::read_frame(&mut recv, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode::<RelayReply>(&reply).unwrap(), RelayReply::Connected);
+    let (tls, _binding) = wtd_transport::session::connect(&key, agent_id, tokio::io::join(recv, send))
+        .await
+        .unwrap();
+    // The endpoint must outlive the test's use of the connection.
+    std::mem::forget(client);
+    (conn, tls)
+}
+
+/// The agent's next message on a hand-made session, or None once it has closed it.
+async fn read_agent_msg<R: tokio::io::AsyncRead + Unpin>(tls: &mut R) -> Option<wtd_wire::call::AgentMsg> {
+    match wtd_transport::session::read_msg(tls, 4 << 20).await {
+        Ok(Some(bytes)) => Some(wtd_wire::decode(&bytes).unwrap()),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
+    use wtd_wire::call::{AgentMsg, CallerMsg};
+    let l = Lab::new();
+    let (side, mark) = side_effect_mission(&l.lab);
+    let pi = l.agent("pi-1", "", Some(&side));
+    l.wait_agents(1);
+    l.grant("side", &[]);
+    let lines = || std::fs::read_to_string(&mark).unwrap_or_default().lines().count();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |id| {
+        wtd_wire::encode(&CallerMsg::Call {
+            id,
+            mission: "side".into(),
+            function: "mark".into(),
+            args: b"{}".to_vec(),
+            signed: None,
+        })
+    };
+    rt.block_on(async {
+        // Call 5 runs; call 5 again is refused and ends the session; call 6 then gets nothing.
+        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        wtd_transport::session::write_msg(&mut tls, &call(5))
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_agent_msg(&mut tls).await,
+            Some(AgentMsg::Done { id: 5, .. })
+        ));
+        wtd_transport::session::write_msg(&mut tls, &call(5))
+            .await
+            .unwrap();
+        match read_agent_msg(&mut tls).await {
+            Some(AgentMsg::Refused { id: 5, refused }) => {
+                assert_eq!(refused.kind, "bad_call");
+                assert!(refused.message.contains("only go up"), "{}", refused.message);
+            }
+            other => panic!("a reused call number was not refused: {other:?}"),
+        }
+        let _ = wtd_transport::session::write_msg(&mut tls, &call(6)).await;
+        assert!(read_agent_msg(&mut tls).await.is_none(), "the session was closed");
+
+        // A lower number than the last is refused the same way; so is call number 0.
+        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        wtd_transport::session::write_msg(&mut tls, &call(9))
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_agent_msg(&mut tls).await,
+            Some(AgentMsg::Done { id: 9, .. })
+        ));
+        wtd_transport::session::write_msg(&mut tls, &call(8))
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_agent_msg(&mut tls).await,
+            Some(AgentMsg::Refused { id: 8, .. })
+        ));
+        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        wtd_transport::session::write_msg(&mut tls, &call(0))
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_agent_msg(&mut tls).await,
+            Some(AgentMsg::Refused { id: 0, .. })
+        ));
+
+        // Bytes that are no message: refused as malformed, the session ends.
+        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        wtd_transport::session::write_msg(&mut tls, b"\xff\xff\xff\xff not a message")
+            .await
+            .unwrap();
+        match read_agent_msg(&mut tls).await {
+            Some(AgentMsg::Refused { refused, .. }) => {
+                assert!(refused.message.contains("malformed"), "{refused:?}")
+            }
+            other => panic!("garbage was not refused: {other:?}"),
+        }
+        assert!(read_agent_msg(&mut tls).await.is_none(), "the session was closed");
+    });
+    assert_eq!(lines(), 2, "calls 5 and 9 ran, once each; nothing else did");
+}

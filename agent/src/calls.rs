@@ -251,6 +251,16 @@ impl CallService {
             clean = self.read_loop(rd, &out, &mut state, &stop) => clean,
         };
         if !clean_end {
+            // A broken rule or a message that is none: the session ends and its calls stop,
+            // but the writer first delivers what is queued, the refusal that says why
+            // (bounded: a caller that stopped reading cannot hold the session open).
+            stop.cancel();
+            drop(out);
+            let _ = tokio::time::timeout(defaults::SESSION_FAREWELL, async {
+                while state.tasks.join_next().await.is_some() {}
+                (&mut writer).await;
+            })
+            .await;
             return;
         }
         // The caller said it sends no more calls: answer the ones still running, then end.

@@ -187,6 +187,12 @@ pub const KILL_ROUNDS: usize = 64;
 /// (Built-in functions answer at once and do not count.)
 pub const MAX_SESSION_CALLS: usize = 64;
 
+/// How long a session that broke a rule (a reused call number, a malformed message) may
+/// take to deliver the refusal that says why, before it is closed regardless. The refusal
+/// is one small frame; a second covers a slow link, and a caller that stopped reading
+/// cannot keep the session (or its calls, already stopped) around for longer.
+pub const SESSION_FAREWELL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Answers queued for one session's writer. Full, it makes the session stop reading new
 /// calls until the caller has taken some answers: backpressure, not a growing buffer.
 pub const SESSION_OUT_QUEUE: usize = 256;
