@@ -95,6 +95,7 @@ mod tests {
             model: None,
             software: "wtd 0.1".into(),
             warnings: vec![],
+            enrollment: None,
         }
     }
 
