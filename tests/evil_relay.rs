@@ -139,6 +139,8 @@ fn flipped_redirected_or_replayed_calls_fail_and_nothing_runs_twice() {
     }
     let pi_a = lab.add_agent(&proxy.ticket, "pi-a", &[&alice_id], "");
     let pi_b = lab.add_agent(&proxy.ticket, "pi-b", &[&alice_id], "");
+    alice.adopt(&pi_a);
+    alice.adopt(&pi_b);
     let (a_id, b_id): (PublicId, PublicId) = (pi_a.id().parse().unwrap(), pi_b.id().parse().unwrap());
     wait_for("both agents", Duration::from_secs(20), || {
         alice.agent_names().len() == 2
