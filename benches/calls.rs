@@ -397,7 +397,10 @@ impl Lab {
         loop {
             let logs = self.logs.borrow();
             let adopted = logs.owners().any(|o| logs.adoptions().adopts(o, &self.agent));
-            let has = adopted && logs.grants().any(|g| g.subject == bob && g.mission.as_str() == "sys");
+            let has = adopted
+                && logs
+                    .grants()
+                    .any(|g| g.subject == bob && g.mission.as_str() == "sys");
             drop(logs);
             if has {
                 return Ok(());

@@ -12,14 +12,17 @@
 //! 3. if the caller asked for a receipt: its signed call, by the key the session proved,
 //!    for this agent, this session and exactly this function and arguments, fresh, never
 //!    seen before (`wtd_keys::call::check_receipt_call`);
-//! 4. the grant: owner-signed, for this caller, mission and agent, unexpired, unrevoked,
-//!    within its rate and concurrency (`wtd_keys::authz::authorize`);
+//! 4. the caller is an owner who adopted this agent (her own call, no grant needed), or
+//!    holds a grant: owner-signed by an owner whose log adopts this agent, for this caller,
+//!    mission and agent, unexpired, unrevoked, within its rate and concurrency
+//!    (`wtd_keys::authz::authorize`);
 //!
 //! and only then the function runs. Built-in functions answer at once, inside the read
 //! loop; exec functions run as tasks of the session (owned by it: when the session ends,
 //! they are stopped). Their progress lines stream back as events. One writer sends every
-//! answer, many to a write when busy. If the owner revokes the grant while a call runs, or
-//! the caller cancels it, the call is stopped (its whole process group is killed).
+//! answer, many to a write when busy. If the owner revokes the grant while a call runs,
+//! disowns this agent, or the caller cancels it, the call is stopped (its box is killed)
+//! and the caller told which.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -173,7 +173,7 @@ impl EnrollmentToken {
         msg.extend_from_slice(PROOF_DOMAIN);
         msg.extend_from_slice(&self.id.0);
         msg.extend_from_slice(agent.key().as_bytes());
-        hmac_sha256(&*self.secret, &msg)
+        hmac_sha256(&self.secret, &msg)
     }
 
     /// Does `proof` show that `agent` holds this token? Constant time in the MAC.
@@ -192,9 +192,12 @@ fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= block[i];
         opad[i] ^= block[i];
     }
-    let inner = Sha256::new().chain_update(&*ipad).chain_update(msg).finalize();
+    let inner = Sha256::new()
+        .chain_update(ipad.as_slice())
+        .chain_update(msg)
+        .finalize();
     Sha256::new()
-        .chain_update(&*opad)
+        .chain_update(opad.as_slice())
         .chain_update(inner)
         .finalize()
         .into()

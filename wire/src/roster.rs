@@ -123,6 +123,9 @@ pub enum LeaveReason {
 }
 
 /// A change to the roster, for watchers: a snapshot first, then deltas.
+// Upsert is the big one (an advert); boxing it would cost an allocation per event and
+// save little: events live briefly, and a watcher's buffer holds at most a few hundred.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RosterEvent {
     Snapshot(Vec<AgentInfo>),
