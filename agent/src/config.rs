@@ -436,6 +436,24 @@ mod tests {
         assert_eq!(config.name, "pi-kitchen");
         assert_eq!(config.tags, ["lab", "room-2"]);
         assert_eq!(config.test_pinned_load, Some(0.5));
+        assert!(config.enroll.is_some());
+    }
+
+    #[test]
+    fn an_enrollment_token_is_read_and_never_shown() {
+        let token = wtd_keys::EnrollmentToken::generate();
+        let text = token.to_text();
+        let config = AgentConfig::from_toml(&format!("{}enroll = \"{}\"\n", minimal(), &*text)).unwrap();
+        assert_eq!(config.enroll.as_ref(), Some(&token));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(&text[12..]), "{debug}");
+        // A damaged token: refused, and the message does not repeat it.
+        let damaged = format!("{}x", &text[..text.len() - 1]);
+        let err = AgentConfig::from_toml(&format!("{}enroll = \"{damaged}\"\n", minimal())).unwrap_err();
+        assert!(matches!(err, ConfigError::BadEnrollToken(_)), "{err}");
+        assert!(!err.to_string().contains(&damaged[12..]), "{err}");
+        let err = AgentConfig::from_toml(&format!("{}enroll = \"wtd1abc\"\n", minimal())).unwrap_err();
+        assert!(err.to_string().contains("not an enrollment token"), "{err}");
     }
 
     #[test]

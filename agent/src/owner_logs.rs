@@ -493,6 +493,53 @@ mod tests {
     }
 
     #[test]
+    fn adoptions_are_published_with_the_log_and_the_latest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut logs = open(dir.path());
+        let handle = logs.handle();
+        let me = wtd_keys::AgentId(SecretKey::from_seed(&[7; 32]).public());
+        let mut log = OwnerLog::new(owner(&alice()));
+        let mut entries = Vec::new();
+        for (i, action) in [wtd_keys::Action::Adopt, wtd_keys::Action::Disown]
+            .into_iter()
+            .enumerate()
+        {
+            let record = wtd_keys::Adoption {
+                issuer: owner(&alice()),
+                agent: me,
+                action,
+                token: None,
+                issued_at: Timestamp(1_750_000_000_000 + i as u64),
+            }
+            .sign(&alice());
+            let e = log.next_entry(&alice(), Record::Adoption(record)).unwrap();
+            log.append(e.clone()).unwrap();
+            entries.push(e);
+        }
+        assert!(!handle.borrow().adoptions().adopts(&owner(&alice()), &me));
+        logs.apply(&key(&alice()), &bytes(&entries[..1])).unwrap();
+        assert!(
+            handle.borrow().adoptions().adopts(&owner(&alice()), &me),
+            "adopted"
+        );
+        logs.apply(&key(&alice()), &bytes(&entries)).unwrap();
+        assert!(
+            !handle.borrow().adoptions().adopts(&owner(&alice()), &me),
+            "then disowned"
+        );
+        drop(logs);
+        let reopened = open(dir.path());
+        assert!(
+            !reopened
+                .handle()
+                .borrow()
+                .adoptions()
+                .adopts(&owner(&alice()), &me),
+            "and so after a restart"
+        );
+    }
+
+    #[test]
     fn the_good_prefix_of_a_bad_batch_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut logs = open(dir.path());
