@@ -63,10 +63,11 @@ fn fetch_known(ctx: &Context, me: &SecretKey) -> anyhow::Result<Vec<Known>> {
     let info = proxy::require(&ctx.home.proxy())?;
     let me = std::sync::Arc::new(SecretKey::from_seed(&me.seed()));
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
         let caller = Caller::new(me.clone(), conn);
         let known = known_agents(&caller).await;
         caller.close();
+        proxy::goodbye(&client, caller.connection()).await;
         known
     })
 }

@@ -120,7 +120,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info)
+        let (client, conn) = proxy::connect(&me, &info)
             .await
             .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{e:#}")))?;
         let caller = Caller::new(me.clone(), conn);
@@ -159,6 +159,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             .into())
         });
         caller.close();
+        proxy::goodbye(&client, caller.connection()).await;
         result
     })
 }

@@ -36,10 +36,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 Some(info) => {
                     let me = std::sync::Arc::new(wtd_keys::SecretKey::from_seed(&me.seed()));
                     proxy::runtime()?.block_on(async {
-                        let (_client, conn) = proxy::connect(&me, &info).await?;
+                        let (client, conn) = proxy::connect(&me, &info).await?;
                         let caller = wtd_caller::Caller::new(me.clone(), conn);
                         let k = known_agents(&caller).await;
                         caller.close();
+                        proxy::goodbye(&client, caller.connection()).await;
                         k
                     })?
                 }

@@ -139,7 +139,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let keyring = ctx.keyring()?;
     let me = Arc::new(me);
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
         let caller = wtd_caller::Caller::new(me.clone(), conn.clone());
         let mut recv = proxy::request(&conn, Request::Roster).await?;
         let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? else {
@@ -171,6 +171,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 print!("{}", render(&agents, &keyring, me.public(), &book));
                 print!("{}", render_waiting(&waiting, &keyring, me.public()));
             }
+            proxy::goodbye(&client, &conn).await;
             return Ok(());
         }
         let mut recv = proxy::request(&conn, Request::Watch).await?;
