@@ -285,8 +285,10 @@ fn disowning_refuses_the_next_call_and_cancels_the_one_running() {
         pi.daemon.output().contains("running side/slow")
     });
     let mut slow = slow;
+    let asked = Instant::now();
     l.alice.ok(["disown", "pi-1"]);
     let disowned = Instant::now();
+    println!("`wtd disown` (sign, fsync, publish) took {:?}", disowned - asked);
 
     // The running call is cancelled, and its caller told why.
     let cancelled = wait_for("the slow call to end", LIMIT, || {
