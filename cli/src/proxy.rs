@@ -79,15 +79,14 @@ pub async fn connect(me: &SecretKey, info: &ProxyInfo) -> anyhow::Result<(Client
     Err(last.unwrap_or_else(|| anyhow!("the saved proxy has no address; run `wtd join <ticket>` again")))
 }
 
-/// How long a command waits, when it is done, for its goodbye to reach the proxy. Without
-/// it the process may exit before the close goes out, and the proxy holds the connection
-/// (one of the few it allows per address) until its idle timeout; a script polling
-/// `wtd ls` would fill them. Sending the close takes one turn of the endpoint's driver;
-/// waiting for the whole drain (three probe timeouts) would add ~100 ms to every command,
-/// so this is only long enough for the packet to leave.
-const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long a command lingers, when it is done, for its goodbye to leave. Without it the
+/// process may exit before the endpoint's driver sends the close, and the proxy holds the
+/// connection (one of the few it allows per address) until its idle timeout; a script
+/// polling `wtd ls` would fill them. Sending takes one turn of the driver; waiting for the
+/// whole drain (three probe timeouts) would add tens of ms to every `wtd call`.
+const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Closes the connection politely and waits (briefly) for the close to be sent.
+/// Closes the connection politely and gives the driver a turn to send the close.
 pub async fn goodbye(client: &Client, conn: &Connection) {
     conn.close(0u32.into(), b"bye");
     let _ = tokio::time::timeout(GOODBYE_GRACE, client.endpoint().wait_idle()).await;
