@@ -208,7 +208,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Wait for every agent to show up.
     let runtime = proxy::runtime()?;
     let online = runtime.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut recv = proxy::request(&conn, Request::Roster).await?;
@@ -217,7 +217,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 _ => 0,
             };
             if n >= args.agents || Instant::now() > deadline {
-                conn.close(0u32.into(), b"bye");
+                proxy::goodbye(&client, &conn).await;
                 return anyhow::Ok(n);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -88,13 +88,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     match proxy::load(&ctx.home.proxy())? {
         Some(info) => {
             let roster = proxy::runtime()?.block_on(async {
-                let (_client, conn) = proxy::connect(&me, &info).await?;
+                let (client, conn) = proxy::connect(&me, &info).await?;
                 let mut recv = proxy::request(&conn, WireRequest::Roster).await?;
                 let r = match proxy::next(&mut recv).await? {
                     Some(Response::Roster(r)) => r,
                     _ => Vec::new(),
                 };
-                conn.close(0u32.into(), b"bye");
+                proxy::goodbye(&client, &conn).await;
                 anyhow::Ok(r)
             })?;
             for a in roster {
