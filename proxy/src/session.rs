@@ -15,6 +15,7 @@ use wtd_wire::{
 };
 
 use crate::defaults::OPEN_TIMEOUT;
+use crate::logs::LogStore;
 use crate::shared::{now_ms, Shared};
 use crate::{close_offender, relay, requests, Admission};
 
@@ -68,7 +69,19 @@ fn admit(ctx: &StreamCtx, hello: &AgentHello) -> Result<(), Refusal> {
 /// With `--allow`: the agent must name an allowed owner (its claim) *and* that owner's log,
 /// as stored here, must adopt it (her word). The claim alone is what anyone can write.
 fn adopted_by_allowed(ctx: &StreamCtx, claimed: &[Key]) -> Result<(), Refusal> {
-    let Admission::Allow(allowed) = &ctx.shared.config.admission else {
+    let logs = ctx.shared.logs();
+    admission(&ctx.shared.config.admission, claimed, &AgentId(ctx.peer), &logs)
+}
+
+/// The admission rule, on its own: `claimed` is what the agent's advert names, `agent` its
+/// id as TLS proved it, `logs` the owner logs this proxy verified and stores.
+pub(crate) fn admission(
+    admission: &Admission,
+    claimed: &[Key],
+    agent: &AgentId,
+    logs: &LogStore,
+) -> Result<(), Refusal> {
+    let Admission::Allow(allowed) = admission else {
         return Ok(());
     };
     let claimed: Vec<OwnerKey> = claimed
@@ -80,9 +93,7 @@ fn adopted_by_allowed(ctx: &StreamCtx, claimed: &[Key]) -> Result<(), Refusal> {
     if claimed.is_empty() {
         return Err(Refusal::OwnerNotAllowed);
     }
-    let agent = AgentId(ctx.peer);
-    let logs = ctx.shared.logs();
-    if claimed.iter().any(|o| logs.adopts(o, &agent)) {
+    if claimed.iter().any(|o| logs.adopts(o, agent)) {
         return Ok(());
     }
     Err(Refusal::WaitingForAdoption {
@@ -295,5 +306,75 @@ async fn write_agent(
                 Err(RecvError::Closed) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::log::Record;
+    use wtd_keys::{Action, Adoption, OwnerLog, SecretKey, Timestamp};
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed(&[n; 32])
+    }
+
+    /// A store holding Alice's (key 1) log, which adopts agent 10 and then, if `disown`,
+    /// disowns it.
+    fn store(dir: &std::path::Path, disown: bool) -> LogStore {
+        let alice = key(1);
+        let mut log = OwnerLog::new(OwnerKey(alice.public()));
+        let mut actions = vec![Action::Adopt];
+        if disown {
+            actions.push(Action::Disown);
+        }
+        let mut entries = Vec::new();
+        for (i, action) in actions.into_iter().enumerate() {
+            let a = Adoption {
+                issuer: OwnerKey(alice.public()),
+                agent: AgentId(key(10).public()),
+                action,
+                token: None,
+                issued_at: Timestamp(i as u64 + 1),
+            }
+            .sign(&alice);
+            let e = log.next_entry(&alice, Record::Adoption(a)).unwrap();
+            log.append(e.clone()).unwrap();
+            entries.push(e.bytes().to_vec());
+        }
+        let mut store = LogStore::open(dir).unwrap();
+        store.publish(&entries).unwrap();
+        store
+    }
+
+    #[test]
+    fn allow_admits_only_what_an_allowed_owner_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store(dir.path(), false);
+        let (alice, mallory) = (OwnerKey(key(1).public()), OwnerKey(key(4).public()));
+        let allow = Admission::Allow(vec![alice]);
+        let claims_alice = [Key::from(*alice.key())];
+        let (adopted, stranger) = (AgentId(key(10).public()), AgentId(key(11).public()));
+        assert_eq!(admission(&Admission::Open, &[], &stranger, &logs), Ok(()));
+        assert_eq!(admission(&allow, &claims_alice, &adopted, &logs), Ok(()));
+        // Claims Alice, not adopted: waits, and is told by whom.
+        assert_eq!(
+            admission(&allow, &claims_alice, &stranger, &logs),
+            Err(Refusal::WaitingForAdoption {
+                owners: claims_alice.to_vec()
+            })
+        );
+        // Adopted, but its advert no longer names Alice: not hers either.
+        assert_eq!(
+            admission(&allow, &[Key::from(*mallory.key())], &adopted, &logs),
+            Err(Refusal::OwnerNotAllowed)
+        );
+        // Disowned: waits again.
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store(dir.path(), true);
+        assert!(matches!(
+            admission(&allow, &claims_alice, &adopted, &logs),
+            Err(Refusal::WaitingForAdoption { .. })
+        ));
     }
 }
