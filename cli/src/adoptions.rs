@@ -13,9 +13,9 @@ use wtd_store::logfile::LogFile;
 
 use crate::context::Context;
 
-/// Most other owners' logs fetched for one command: enough for a classroom; a roster
-/// naming more owners than this shows the rest as unknown rather than costing a request
-/// each.
+/// Most owners' logs read for one command: enough for a classroom. Beyond it, a request
+/// each would cost too much, so the rest adopt nothing here (default deny): their agents
+/// show as not adopted and are not called under their grants.
 pub const MAX_OWNERS_FETCHED: usize = 64;
 
 /// The adoptions in the logs of `owners` (yours from your own log, the others fetched
