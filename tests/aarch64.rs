@@ -54,6 +54,7 @@ fn the_aarch64_agent_registers_with_the_x86_proxy() {
         &[&alice_id],
         "tags = [\"arm\"]",
     );
+    alice.adopt(&pi);
     // Emulation is slow to start; the limit is generous.
     let took = wait_for("the aarch64 agent in `wtd ls`", Duration::from_secs(60), || {
         alice.agent_names() == ["pi-arm"]

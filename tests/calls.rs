@@ -93,8 +93,12 @@ impl Lab {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("side.toml"), toml).unwrap();
         }
-        self.lab
-            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra)
+        let agent = self
+            .lab
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra);
+        // Alice's: her config is named in it, and she adopts it.
+        self.alice.adopt(&agent);
+        agent
     }
 
     /// Waits until every agent's first heartbeat (with its pinned load) has arrived.

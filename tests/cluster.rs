@@ -99,7 +99,8 @@ fn allowlist_admission_turns_away_unknown_owners_with_a_clear_error() {
     let proxy = lab.start_proxy_on(0, &["--allow", &alice_id]);
     alice.ok(["join", &proxy.ticket]);
 
-    let _good = lab.add_agent(&proxy.ticket, "alices-pi", &[&alice_id], "");
+    let good = lab.add_agent(&proxy.ticket, "alices-pi", &[&alice_id], "");
+    alice.adopt(&good);
     let bad = lab.add_agent(&proxy.ticket, "mallorys-pi", &[&mallory_id], "");
     wait_for("alice's agent", LIMIT, || alice.agent_names() == ["alices-pi"]);
     wait_for("the refusal in mallory's agent log", LIMIT, || {
@@ -219,9 +220,12 @@ fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
     assert_eq!(me.agent_names(), ["pi-1", "pi-2"]);
     let out = me.ok(["ls"]);
     assert!(
-        out.contains("you") && out.contains("demo"),
-        "you own them, and they offer demo:\n{out}"
+        out.contains("you") && out.contains("demo") && !out.contains("not adopted"),
+        "you own them (they name you and you adopted them), and they offer demo:\n{out}"
     );
+    // As their owner, you may call every mission they offer, with no grant for it.
+    let info = me.ok(["call", "sys/info", "--all"]);
+    assert!(info.contains("pi-1") && info.contains("pi-2"), "{info}");
     let grants = me.grants();
     assert!(
         grants

@@ -75,10 +75,7 @@ async fn pump(mut from: RecvStream, mut to: SendStream, evil: Option<Evil>) {
         if let Some((after, records, ready)) = splice {
             // Whole records only, so the insertion falls between two of them.
             held.extend_from_slice(chunk);
-            loop {
-                let Some(&(_, record)) = tls_records(&held).first() else {
-                    break;
-                };
+            while let Some(&(_, record)) = tls_records(&held).first() {
                 if record.len() < 5 || record.len() != 5 + u16::from_be_bytes([record[3], record[4]]) as usize
                 {
                     break; // not all of it has arrived yet
@@ -200,6 +197,8 @@ fn flipped_redirected_replayed_or_spliced_calls_fail_and_nothing_runs_twice() {
     }
     let pi_a = lab.add_agent(&proxy.ticket, "pi-a", &[&alice_id], "");
     let pi_b = lab.add_agent(&proxy.ticket, "pi-b", &[&alice_id], "");
+    alice.adopt(&pi_a);
+    alice.adopt(&pi_b);
     let (a_id, b_id): (PublicId, PublicId) = (pi_a.id().parse().unwrap(), pi_b.id().parse().unwrap());
     wait_for("both agents", Duration::from_secs(20), || {
         alice.agent_names().len() == 2

@@ -6,6 +6,7 @@
 //! made to fit: warnings are cut to one line of at most 256 bytes and at most 16 of them,
 //! and the model string is dropped if it does not fit.
 
+use wtd_keys::AgentId;
 use wtd_wire::defaults::{MAX_TEXT, MAX_WARNINGS};
 use wtd_wire::{Advert, Key};
 
@@ -17,8 +18,9 @@ pub fn software() -> String {
     format!("wtd-agent {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Builds the advert. `model` is the board (`Raspberry Pi 4 Model B Rev 1.4`), if known.
-pub fn build(config: &AgentConfig, catalogue: &Catalogue, model: Option<String>) -> Advert {
+/// Builds the advert. `model` is the board (`Raspberry Pi 4 Model B Rev 1.4`), if known;
+/// `id` is this agent's, which an enrollment proof is bound to.
+pub fn build(config: &AgentConfig, id: &AgentId, catalogue: &Catalogue, model: Option<String>) -> Advert {
     Advert {
         name: config.name.clone(),
         owners: config.owners.iter().map(|o| Key::from(*o.key())).collect(),
@@ -27,6 +29,7 @@ pub fn build(config: &AgentConfig, catalogue: &Catalogue, model: Option<String>)
         model: model.filter(|m| m.len() <= MAX_TEXT && !m.chars().any(char::is_control)),
         software: software(),
         warnings: fit_warnings(catalogue.warnings()),
+        enrollment: config.enroll.as_ref().map(|t| t.prove(id).into()),
     }
 }
 
@@ -95,16 +98,30 @@ mod tests {
             ..AgentConfig::new(proxy, vec![alice])
         };
         let mut catalogue = Catalogue::builtin();
-        let advert = build(&config, &catalogue, Some("Raspberry Pi 4".into()));
+        let me = AgentId(SecretKey::from_seed(&[3; 32]).public());
+        let advert = build(&config, &me, &catalogue, Some("Raspberry Pi 4".into()));
         assert_eq!(advert.validate(), Ok(()));
         assert_eq!(advert.missions[0].name, "sys");
         assert_eq!(advert.model.as_deref(), Some("Raspberry Pi 4"));
         assert!(advert.software.starts_with("wtd-agent "));
 
         catalogue = Catalogue::load(std::path::Path::new("/dev/null"));
-        let advert = build(&config, &catalogue, Some("x".repeat(MAX_TEXT + 1)));
+        let advert = build(&config, &me, &catalogue, Some("x".repeat(MAX_TEXT + 1)));
         assert_eq!(advert.model, None, "an oversized model is dropped, not refused");
         assert_eq!(advert.warnings.len(), 1);
         assert_eq!(advert.validate(), Ok(()));
+        assert_eq!(advert.enrollment, None);
+
+        // With a token: a proof for this agent's id, and never the token itself.
+        let token = wtd_keys::EnrollmentToken::generate();
+        let config = AgentConfig {
+            enroll: Some(token.clone()),
+            ..config
+        };
+        let advert = build(&config, &me, &catalogue, None);
+        let proof: wtd_keys::EnrollProof = advert.enrollment.unwrap().into();
+        assert!(token.verifies(&proof, &me));
+        let other = AgentId(SecretKey::from_seed(&[4; 32]).public());
+        assert!(!token.verifies(&proof, &other), "bound to this agent's id");
     }
 }

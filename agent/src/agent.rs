@@ -83,7 +83,14 @@ impl Agent {
         let logs = OwnerLogs::open(&config.logs_dir(), &config.owners)?;
         let catalogue = Catalogue::load(&config.missions_dir);
         let pi = sensors::read(&SensorPaths::system());
-        let advert = advert::build(&config, &catalogue, pi.model.clone());
+        let advert = advert::build(&config, &id, &catalogue, pi.model.clone());
+        if let Some(t) = &config.enroll {
+            log::info!(
+                agent:% = id, token:% = t.id();
+                "this agent holds enrollment token {}; its owner can adopt it with `wtd adopt --pending`",
+                t.id()
+            );
+        }
         log::info!(
             agent:% = id, name = config.name.as_str();
             "agent ready: {} missions, {} warnings, model {}",

@@ -12,14 +12,17 @@
 //! 3. if the caller asked for a receipt: its signed call, by the key the session proved,
 //!    for this agent, this session and exactly this function and arguments, fresh, never
 //!    seen before (`wtd_keys::call::check_receipt_call`);
-//! 4. the grant: owner-signed, for this caller, mission and agent, unexpired, unrevoked,
-//!    within its rate and concurrency (`wtd_keys::authz::authorize`);
+//! 4. the caller is an owner who adopted this agent (her own call, no grant needed), or
+//!    holds a grant: owner-signed by an owner whose log adopts this agent, for this caller,
+//!    mission and agent, unexpired, unrevoked, within its rate and concurrency
+//!    (`wtd_keys::authz::authorize`);
 //!
 //! and only then the function runs. Built-in functions answer at once, inside the read
 //! loop; exec functions run as tasks of the session (owned by it: when the session ends,
 //! they are stopped). Their progress lines stream back as events. One writer sends every
-//! answer, many to a write when busy. If the owner revokes the grant while a call runs, or
-//! the caller cancels it, the call is stopped (its whole process group is killed).
+//! answer, many to a write when busy. If the owner revokes the grant while a call runs,
+//! disowns this agent, or the caller cancels it, the call is stopped (its box is killed)
+//! and the caller told which.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,12 +52,61 @@ use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
 
-/// A call that is running, so a revocation can stop it.
+/// A call that is running, so a revocation (or its owner disowning this agent) can stop it.
 #[derive(Debug)]
 struct InFlight {
+    /// The owner whose authority it runs under: the grant's issuer, or the calling owner.
     issuer: OwnerKey,
-    grant: GrantId,
+    /// The grant, or `None` for an owner's own call.
+    grant: Option<GrantId>,
     cancel: CancellationToken,
+}
+
+/// What lets a call run: a grant (with its permit to give back), or the caller being an
+/// owner who adopted this agent.
+#[derive(Debug)]
+enum Authority {
+    Grant(Permit),
+    Owner(OwnerKey),
+}
+
+impl Authority {
+    fn issuer(&self) -> OwnerKey {
+        match self {
+            Authority::Grant(p) => p.issuer,
+            Authority::Owner(o) => *o,
+        }
+    }
+
+    fn grant(&self) -> Option<GrantId> {
+        match self {
+            Authority::Grant(p) => Some(p.grant),
+            Authority::Owner(_) => None,
+        }
+    }
+}
+
+/// Why a running call should stop now, if it should: its grant was revoked, or the owner it
+/// runs under no longer adopts this agent (or is no longer an owner).
+fn stop_reason(
+    logs: &VerifiedLogs,
+    agent: &AgentId,
+    issuer: &OwnerKey,
+    grant: Option<GrantId>,
+) -> Option<Stop> {
+    if !logs.adoptions().adopts(issuer, agent) || logs.log(issuer).is_none() {
+        return Some(Stop::Disowned);
+    }
+    match grant {
+        Some(g) if revoked(logs, issuer, &g) => Some(Stop::Revoked),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Revoked,
+    Disowned,
 }
 
 /// What one caller's session knows: who (proven by TLS), its channel binding, and what
@@ -92,7 +144,7 @@ struct Running {
     cancel: CancellationToken,
     /// Its entry in `State::in_flight`.
     key: u64,
-    permit: Permit,
+    authority: Authority,
 }
 
 /// Mutable state shared by every session. A std mutex: held for bookkeeping only, never
@@ -182,8 +234,13 @@ impl CallService {
         sessions.shutdown().await;
     }
 
-    /// Cancels running calls whose grant has been revoked, as soon as the revocation
-    /// arrives. Runs until `shutdown`.
+    /// Cancels running calls whose grant has been revoked, or whose owner disowned this
+    /// agent, as soon as the record arrives. Runs until `shutdown`.
+    ///
+    /// Why cancel on disowning rather than let the call finish: disowning says "this
+    /// machine is no longer mine", the same withdrawal of authority as revoking every grant
+    /// of that owner here, and a revocation stops running calls too. A caller waiting on
+    /// such a call is told it was cancelled and why.
     pub async fn enforce_revocations(self: Arc<Self>, shutdown: CancellationToken) {
         let mut logs = self.logs.clone();
         loop {
@@ -194,10 +251,19 @@ impl CallService {
             let snapshot = logs.borrow_and_update().clone();
             let state = self.state();
             for call in state.in_flight.values() {
-                if !call.cancel.is_cancelled() && revoked(&snapshot, &call.issuer, &call.grant) {
-                    log::info!(agent:% = self.id; "cancelling a running call: its grant {} was revoked", call.grant);
-                    call.cancel.cancel();
+                if call.cancel.is_cancelled() {
+                    continue;
                 }
+                match stop_reason(&snapshot, &self.id, &call.issuer, call.grant) {
+                    Some(Stop::Revoked) => {
+                        log::info!(agent:% = self.id; "cancelling a running call: its grant was revoked");
+                    }
+                    Some(Stop::Disowned) => {
+                        log::info!(agent:% = self.id, owner:% = call.issuer; "cancelling a running call: its owner disowned this agent");
+                    }
+                    None => continue,
+                }
+                call.cancel.cancel();
             }
         }
     }
@@ -408,7 +474,7 @@ impl CallService {
                 }
             }
         };
-        let permit = match self.authorize(&st.caller, &mission, &function, now) {
+        let authority = match self.authorize(&st.caller, &mission, &function, now) {
             Ok(allowed) => allowed,
             Err(deny) => {
                 // Not run: the same request may be retried once the reason is gone.
@@ -416,7 +482,7 @@ impl CallService {
                     st.replay.forget(c);
                 }
                 log::info!(agent:% = self.id, caller:% = st.caller.key().short(), mission = mission.as_str(); "denied: {deny:?}");
-                return Some(deny_message(id, &deny, &mission, &st.caller));
+                return Some(deny_message(id, &deny, &mission, &st.caller, &self.name));
             }
         };
         let f = self
@@ -425,12 +491,12 @@ impl CallService {
             .expect("looked up above");
         if let Run::Builtin(b) = &f.run {
             let output = self.builtin(*b, &args);
-            self.state().limits.release(permit);
+            self.release_authority(authority);
             log::debug!(agent:% = self.id, caller:% = st.caller.key().short(); "answered {mission}/{function}");
             return Some(self.done(id, CallStatus::Ok, output, String::new(), receipt.as_ref()));
         }
         if st.running.len() >= defaults::MAX_SESSION_CALLS {
-            self.state().limits.release(permit);
+            self.release_authority(authority);
             if let Some(c) = &receipt {
                 st.replay.forget(c);
             }
@@ -447,8 +513,8 @@ impl CallService {
         self.state().in_flight.insert(
             key,
             InFlight {
-                issuer: permit.issuer,
-                grant: permit.grant,
+                issuer: authority.issuer(),
+                grant: authority.grant(),
                 cancel: cancel.clone(),
             },
         );
@@ -462,21 +528,22 @@ impl CallService {
             receipt,
             cancel,
             key,
-            permit,
+            authority,
         };
         st.tasks.spawn(self.clone().run_exec(run, out.clone()));
         None
     }
 
     /// Authorizes `caller` to run `mission/function` now, with the latest verified logs.
-    /// On success: the permit to give back when the call ends (it names the grant).
+    /// On success: what it runs under (a grant's permit to give back when the call ends,
+    /// or the calling owner's own authority).
     fn authorize(
         &self,
         caller: &UserKey,
         mission: &MissionName,
         function: &FunctionName,
         now: Timestamp,
-    ) -> Result<Permit, Deny> {
+    ) -> Result<Authority, Deny> {
         let snapshot = self.logs.borrow().clone();
         let owners: Vec<OwnerKey> = snapshot.owners().copied().collect();
         let grants: Vec<&Grant> = snapshot.grants().collect();
@@ -485,6 +552,7 @@ impl CallService {
             owners: &owners,
             grants: &grants,
             revocations: &revocations,
+            adoptions: snapshot.adoptions(),
         };
         let request = Request {
             caller,
@@ -507,7 +575,8 @@ impl CallService {
         }
         drop(state);
         match decision {
-            Decision::Allow(p) => Ok(p),
+            Decision::Allow(p) => Ok(Authority::Grant(p)),
+            Decision::AllowOwner(o) => Ok(Authority::Owner(o)),
             Decision::Deny(d) => Err(d),
         }
     }
@@ -521,13 +590,19 @@ impl CallService {
         let (status, output, mut detail) = self
             .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out)
             .await;
-        let (issuer, grant) = (run.permit.issuer, run.permit.grant);
-        self.release(run.key, run.permit);
+        let (issuer, grant) = (run.authority.issuer(), run.authority.grant());
+        self.release(run.key, run.authority);
         if status == CallStatus::Cancelled {
-            detail = if revoked(&self.logs.borrow(), &issuer, &grant) {
-                "the call was cancelled: its grant was revoked while it ran".to_string()
-            } else {
-                "the call was cancelled: the caller stopped waiting for it".to_string()
+            detail = match stop_reason(&self.logs.borrow(), &self.id, &issuer, grant) {
+                Some(Stop::Revoked) => {
+                    "the call was cancelled: its grant was revoked while it ran".to_string()
+                }
+                Some(Stop::Disowned) => format!(
+                    "the call was cancelled: its owner {} disowned {} while it ran",
+                    issuer.key().short(),
+                    self.name
+                ),
+                None => "the call was cancelled: the caller stopped waiting for it".to_string(),
             };
         }
         let answer = self.done(run.id, status, output, detail, run.receipt.as_ref());
@@ -559,10 +634,19 @@ impl CallService {
         }
     }
 
-    fn release(&self, key: u64, permit: Permit) {
+    fn release(&self, key: u64, authority: Authority) {
         let mut state = self.state();
         state.in_flight.remove(&key);
-        state.limits.release(permit);
+        if let Authority::Grant(permit) = authority {
+            state.limits.release(permit);
+        }
+    }
+
+    /// Gives back what a call that never ran took.
+    fn release_authority(&self, authority: Authority) {
+        if let Authority::Grant(permit) = authority {
+            self.state().limits.release(permit);
+        }
     }
 
     /// Runs an exec function, streaming its progress as events of call `id`; returns
@@ -737,9 +821,48 @@ fn refused(id: CallNumber, kind: &str, message: String, retry_after_ms: Option<u
 }
 
 /// A refusal in words the caller can act on.
-fn deny_message(id: CallNumber, d: &Deny, mission: &MissionName, caller: &UserKey) -> AgentMsg {
+fn deny_message(id: CallNumber, d: &Deny, mission: &MissionName, caller: &UserKey, agent: &str) -> AgentMsg {
     let ask = format!("ask the owner to run: wtd grant {caller} --mission {mission}");
     match d {
+        Deny::NotAdopted {
+            grant,
+            issuer,
+            disowned: Some(_),
+        } => refused(
+            id,
+            "disowned",
+            format!(
+                "{agent} was disowned by {}, who issued your grant {grant}: her grants no longer reach it",
+                issuer.key().short()
+            ),
+            None,
+        ),
+        Deny::NotAdopted {
+            grant,
+            issuer,
+            disowned: None,
+        } => refused(
+            id,
+            "not_adopted",
+            format!(
+                "{agent} names {} as its owner, but its owner's log has not adopted it, so your grant {grant} \
+                 does not reach it; the owner can run `wtd adopt {agent}`",
+                issuer.key().short()
+            ),
+            None,
+        ),
+        Deny::OwnerNotAdopted { disowned: Some(_) } => refused(
+            id,
+            "disowned",
+            format!("you disowned {agent}, so you may no longer call it as its owner; `wtd adopt {agent}` to take it back"),
+            None,
+        ),
+        Deny::OwnerNotAdopted { disowned: None } => refused(
+            id,
+            "not_adopted",
+            format!("{agent} names you as its owner, but you have not adopted it; run `wtd adopt {agent}` first"),
+            None,
+        ),
         Deny::NoGrant => refused(id, "no_grant", format!("you have no grant for mission `{mission}` here; {ask}"), None),
         Deny::IssuerNotOwner { grant } => refused(
             id,

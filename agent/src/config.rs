@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use wtd_keys::enroll::TokenError;
 use wtd_keys::names::NameError;
 use wtd_keys::ticket::TicketError;
-use wtd_keys::{KeyError, MissionName, OwnerKey, ProxyInfo, Ticket};
+use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyInfo, Ticket};
 use wtd_wire::defaults::{MAX_OWNERS, MAX_TAGS};
 
 use crate::defaults;
@@ -64,6 +65,10 @@ pub struct AgentConfig {
     /// whatever the machine's real load, so a test can decide which agent looks least
     /// loaded. Never set it on a real agent: callers would be routed on a made-up load.
     pub test_pinned_load: Option<f32>,
+    /// A one-time enrollment token from the owner (`wtd enroll new`), so she can adopt this
+    /// agent with `wtd adopt --pending` without knowing its key. A secret: the agent shows
+    /// only a proof made with it, and never logs it.
+    pub enroll: Option<EnrollmentToken>,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -84,6 +89,8 @@ impl fmt::Debug for AgentConfig {
             .field("tags", &self.tags)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("test_pinned_load", &self.test_pinned_load)
+            // The token's Debug names its public id only.
+            .field("enroll", &self.enroll)
             .finish()
     }
 }
@@ -101,6 +108,7 @@ struct ConfigFile {
     tags: Option<Vec<String>>,
     heartbeat_interval: Option<String>,
     test_pinned_load: Option<f32>,
+    enroll: Option<String>,
 }
 
 /// What is wrong with a configuration's content.
@@ -167,6 +175,10 @@ pub enum ConfigError {
         humantime::format_duration(defaults::MIN_HEARTBEAT_INTERVAL),
         humantime::format_duration(defaults::MAX_HEARTBEAT_INTERVAL))]
     HeartbeatOutOfRange(Duration),
+    /// The `enroll` token is damaged or is not an enrollment token. (The message never
+    /// repeats the token: it is a secret.)
+    #[error("`enroll`: {0}")]
+    BadEnrollToken(#[source] TokenError),
     /// The test seam was given a negative or non-finite number.
     #[error("`test_pinned_load` must be a finite number >= 0 (got {0})")]
     BadPinnedLoad(f32),
@@ -208,6 +220,7 @@ impl AgentConfig {
             tags: Vec::new(),
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             test_pinned_load: None,
+            enroll: None,
         }
     }
 
@@ -248,6 +261,9 @@ impl AgentConfig {
                 .map_err(|source| ConfigError::BadDuration { text, source })?;
         }
         config.test_pinned_load = file.test_pinned_load;
+        if let Some(text) = file.enroll {
+            config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -420,6 +436,24 @@ mod tests {
         assert_eq!(config.name, "pi-kitchen");
         assert_eq!(config.tags, ["lab", "room-2"]);
         assert_eq!(config.test_pinned_load, Some(0.5));
+        assert!(config.enroll.is_some());
+    }
+
+    #[test]
+    fn an_enrollment_token_is_read_and_never_shown() {
+        let token = wtd_keys::EnrollmentToken::generate();
+        let text = token.to_text();
+        let config = AgentConfig::from_toml(&format!("{}enroll = \"{}\"\n", minimal(), &*text)).unwrap();
+        assert_eq!(config.enroll.as_ref(), Some(&token));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(&text[12..]), "{debug}");
+        // A damaged token: refused, and the message does not repeat it.
+        let damaged = format!("{}x", &text[..text.len() - 1]);
+        let err = AgentConfig::from_toml(&format!("{}enroll = \"{damaged}\"\n", minimal())).unwrap_err();
+        assert!(matches!(err, ConfigError::BadEnrollToken(_)), "{err}");
+        assert!(!err.to_string().contains(&damaged[12..]), "{err}");
+        let err = AgentConfig::from_toml(&format!("{}enroll = \"wtd1abc\"\n", minimal())).unwrap_err();
+        assert!(err.to_string().contains("not an enrollment token"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use wtd_keys::log::LogError;
-use wtd_keys::{Grant, OwnerKey, OwnerLog, PublicId, Revocation, SignedEntry};
+use wtd_keys::{AdoptionBook, Grant, OwnerKey, OwnerLog, PublicId, Revocation, SignedEntry};
 use wtd_store::atomic::ensure_dir;
 use wtd_store::logfile::{LogFile, LogFileError};
 use wtd_store::IoError;
@@ -43,6 +43,8 @@ pub type LogsHandle = watch::Receiver<Arc<VerifiedLogs>>;
 #[derive(Debug, Clone, Default)]
 pub struct VerifiedLogs {
     logs: BTreeMap<OwnerKey, Arc<OwnerLog>>,
+    /// Who adopted whom, read from `logs` once per change rather than once per call.
+    adoptions: Arc<AdoptionBook>,
 }
 
 impl VerifiedLogs {
@@ -65,6 +67,17 @@ impl VerifiedLogs {
     /// not: pass these and [`VerifiedLogs::revocations`] to `wtd_keys::authz` together.
     pub fn grants(&self) -> impl Iterator<Item = &Grant> {
         self.logs.values().flat_map(|log| log.grants().map(|g| g.grant()))
+    }
+
+    /// The adoptions and disownings in the owners' logs: an owner's grants count here only
+    /// while her log adopts this agent (`wtd_keys::adoption`).
+    pub fn adoptions(&self) -> &AdoptionBook {
+        &self.adoptions
+    }
+
+    fn with_logs(logs: BTreeMap<OwnerKey, Arc<OwnerLog>>) -> Self {
+        let adoptions = Arc::new(AdoptionBook::from_logs(logs.values().map(|l| &**l)));
+        VerifiedLogs { logs, adoptions }
     }
 
     /// Every revocation in every log, each signed by the owner whose log holds it.
@@ -157,12 +170,12 @@ impl OwnerLogs {
             log::debug!(owner:% = owner, seq = file.log().head().seq; "owner log opened");
             files.insert(*owner, file);
         }
-        let snapshot = VerifiedLogs {
-            logs: files
+        let snapshot = VerifiedLogs::with_logs(
+            files
                 .iter()
                 .map(|(owner, file)| (*owner, Arc::new(file.log().clone())))
                 .collect(),
-        };
+        );
         let (published, _) = watch::channel(Arc::new(snapshot));
         Ok(OwnerLogs { files, published })
     }
@@ -224,7 +237,9 @@ impl OwnerLogs {
         if applied.added > 0 {
             let log = Arc::new(file.log().clone());
             self.published.send_modify(|snapshot| {
-                Arc::make_mut(snapshot).logs.insert(owner, log);
+                let mut logs = snapshot.logs.clone();
+                logs.insert(owner, log);
+                *snapshot = Arc::new(VerifiedLogs::with_logs(logs));
             });
         }
         result.map(|()| applied)
@@ -475,6 +490,53 @@ mod tests {
         let ours = chain(&alice(), 2, 0);
         let theirs = chain(&alice(), 2, 0x80);
         refused(&ours, bytes(&theirs), |e| matches!(e, LogError::Fork { seq: 1 }));
+    }
+
+    #[test]
+    fn adoptions_are_published_with_the_log_and_the_latest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut logs = open(dir.path());
+        let handle = logs.handle();
+        let me = wtd_keys::AgentId(SecretKey::from_seed(&[7; 32]).public());
+        let mut log = OwnerLog::new(owner(&alice()));
+        let mut entries = Vec::new();
+        for (i, action) in [wtd_keys::Action::Adopt, wtd_keys::Action::Disown]
+            .into_iter()
+            .enumerate()
+        {
+            let record = wtd_keys::Adoption {
+                issuer: owner(&alice()),
+                agent: me,
+                action,
+                token: None,
+                issued_at: Timestamp(1_750_000_000_000 + i as u64),
+            }
+            .sign(&alice());
+            let e = log.next_entry(&alice(), Record::Adoption(record)).unwrap();
+            log.append(e.clone()).unwrap();
+            entries.push(e);
+        }
+        assert!(!handle.borrow().adoptions().adopts(&owner(&alice()), &me));
+        logs.apply(&key(&alice()), &bytes(&entries[..1])).unwrap();
+        assert!(
+            handle.borrow().adoptions().adopts(&owner(&alice()), &me),
+            "adopted"
+        );
+        logs.apply(&key(&alice()), &bytes(&entries)).unwrap();
+        assert!(
+            !handle.borrow().adoptions().adopts(&owner(&alice()), &me),
+            "then disowned"
+        );
+        drop(logs);
+        let reopened = open(dir.path());
+        assert!(
+            !reopened
+                .handle()
+                .borrow()
+                .adoptions()
+                .adopts(&owner(&alice()), &me),
+            "and so after a restart"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wtd_keys::{AgentId, FunctionName, MissionName, SecretKey};
+use wtd_keys::{AgentId, FunctionName, MissionName, OwnerKey, SecretKey};
 use wtd_transport::{read_frame, write_frame, Connection};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{decode, encode, AgentInfo, Open, Request, Response};
@@ -138,6 +138,30 @@ impl Caller {
             Response::Error(why) => Err(RosterError::Refused(why)),
             _ => Err(RosterError::Unexpected),
         }
+    }
+
+    /// `owner`'s log entries after `after_seq`, as the proxy holds them: the owner's signed
+    /// bytes, unverified. Check them (`wtd_keys::OwnerLog::sync`) before believing any.
+    pub async fn fetch_log(&self, owner: &OwnerKey, after_seq: u64) -> Result<Vec<Vec<u8>>, RosterError> {
+        let e = |e: &dyn std::fmt::Display| RosterError::Proxy(e.to_string());
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|x| e(&x))?;
+        let req = Request::FetchLog {
+            owner: (*owner.key()).into(),
+            after_seq,
+        };
+        write_frame(&mut send, &encode(&Open::Request(req)))
+            .await
+            .map_err(|x| e(&x))?;
+        let _ = send.finish();
+        let mut entries = Vec::new();
+        while let Some(bytes) = read_frame(&mut recv, MAX_FRAME).await.map_err(|x| e(&x))? {
+            match decode::<Response>(&bytes).map_err(|x| e(&x))? {
+                Response::Log { entries: batch } => entries.extend(batch),
+                Response::Error(why) => return Err(RosterError::Refused(why)),
+                _ => return Err(RosterError::Unexpected),
+            }
+        }
+        Ok(entries)
     }
 
     /// The warm session to `agent`, opened if there is none (or the last one ended).

@@ -1,11 +1,17 @@
 //! Choosing agents for a call, from the roster: pure, so every rule is unit-tested.
 //!
 //! Candidates are the online agents that offer the function *and* whose owners granted
-//! this caller the mission (an active grant the caller holds, issued by one of the
-//! agent's owners, covering that agent). The selector orders them; the caller tries them
-//! in order, moving on only when that is safe (see `cmd::call`).
+//! this caller the mission: a grant the caller holds, issued by an owner the agent names
+//! *and whose verified log adopts that agent* (both sides agree it is hers, see
+//! `wtd_keys::adoption`), covering that agent. An agent that only claims an owner is never
+//! a candidate for her grants, so Bob's arguments never reach Mallory's machine because it
+//! says it is Alice's. The selector orders them; the caller tries them in order, moving on
+//! only when that is safe (see `cmd::call`). An owner's own agents (named by them and
+//! adopted in her log) are candidates for every mission they offer, without a grant.
 
-use wtd_keys::{AgentId, FunctionName, Grant, MissionName, OwnerKey, PublicId, UserKey};
+use wtd_keys::{
+    AdoptionBook, AgentId, FunctionName, Grant, MissionName, OwnerKey, PublicId, Timestamp, UserKey,
+};
 use wtd_wire::AgentInfo;
 
 /// How to pick among candidates (Nanite's selectors).
@@ -49,13 +55,29 @@ pub enum NoCandidate {
     Filtered,
     /// Some do, but none of their owners granted this caller the mission.
     NotGranted { owners: Vec<PublicId> },
+    /// Some agents claim an owner who granted this caller the mission, but her log does not
+    /// adopt them (never did, or disowned them at `disowned`): they are not hers, so her
+    /// grant is not used on them.
+    NotAdopted { agents: Vec<Unadopted> },
 }
 
-/// The candidates for `mission/function`, unordered.
+/// An agent that claims an owner whose log does not adopt it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unadopted {
+    pub name: String,
+    pub id: AgentId,
+    pub owner: OwnerKey,
+    /// When she disowned it, if she did.
+    pub disowned: Option<Timestamp>,
+}
+
+/// The candidates for `mission/function`, unordered. `adoptions` holds the verified logs of
+/// the grants' issuers (the caller fetches them from the proxy and checks every entry).
 pub fn candidates(
     roster: &[AgentInfo],
     me: &UserKey,
     grants: &[&Grant],
+    adoptions: &AdoptionBook,
     mission: &MissionName,
     function: &FunctionName,
     filter: &Filter,
@@ -86,6 +108,7 @@ pub fn candidates(
         return Err(NoCandidate::Filtered);
     }
     let mut owners_seen = Vec::new();
+    let mut unadopted = Vec::new();
     let granted: Vec<Candidate> = filtered
         .into_iter()
         .filter(|(a, _, id)| {
@@ -97,12 +120,27 @@ pub fn candidates(
                 .map(OwnerKey)
                 .collect();
             owners_seen.extend(owners.iter().map(|o| *o.key()));
-            grants.iter().any(|g| {
+            let claimed_grants = grants.iter().filter(|g| {
                 g.subject == *me
                     && g.mission == *mission
                     && owners.contains(&g.issuer)
                     && g.audience.covers(id)
-            })
+            });
+            // My own agent (I am an owner it names, and my log adopts it): no grant needed.
+            let me_owner = OwnerKey(*me.key());
+            let mut usable = owners.contains(&me_owner) && adoptions.adopts(&me_owner, id);
+            for g in claimed_grants {
+                match adoptions.status(&g.issuer, id) {
+                    wtd_keys::adoption::Status::Adopted { .. } => usable = true,
+                    wtd_keys::adoption::Status::Never => {
+                        unadopted.push((a.advert.name.clone(), *id, g.issuer, None))
+                    }
+                    wtd_keys::adoption::Status::Disowned { at } => {
+                        unadopted.push((a.advert.name.clone(), *id, g.issuer, Some(at)))
+                    }
+                }
+            }
+            usable
         })
         .map(|(a, idempotent, id)| Candidate {
             id,
@@ -113,6 +151,20 @@ pub fn candidates(
         })
         .collect();
     if granted.is_empty() {
+        if !unadopted.is_empty() {
+            unadopted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            unadopted.dedup_by(|a, b| a.1 == b.1 && a.2 == b.2);
+            let agents = unadopted
+                .into_iter()
+                .map(|(name, id, owner, disowned)| Unadopted {
+                    name,
+                    id,
+                    owner,
+                    disowned,
+                })
+                .collect();
+            return Err(NoCandidate::NotAdopted { agents });
+        }
         owners_seen.sort();
         owners_seen.dedup();
         return Err(NoCandidate::NotGranted { owners: owners_seen });
@@ -179,6 +231,7 @@ mod tests {
                 model: None,
                 software: String::new(),
                 warnings: vec![],
+                enrollment: None,
             },
             load: Load {
                 load1: load,
@@ -207,6 +260,21 @@ mod tests {
         }
     }
 
+    /// Owner `owner` adopted Pis `agents` (the roster's `100 + n` keys).
+    fn book(owner: u8, agents: &[u8]) -> AdoptionBook {
+        let mut b = AdoptionBook::new();
+        for n in agents {
+            b.add(&wtd_keys::Adoption {
+                issuer: OwnerKey(key(owner)),
+                agent: AgentId(key(100 + n)),
+                action: wtd_keys::Action::Adopt,
+                token: None,
+                issued_at: Timestamp(0),
+            });
+        }
+        b
+    }
+
     fn names(c: &[Candidate]) -> Vec<&str> {
         c.iter().map(|c| c.name.as_str()).collect()
     }
@@ -220,20 +288,21 @@ mod tests {
         ];
         let me = UserKey(key(50));
         let g = grant(1, 50, Audience::AllAgents);
+        let b = book(1, &[1, 3]);
         let (m, f) = ("demo".parse().unwrap(), "echo".parse().unwrap());
-        let c = candidates(&roster, &me, &[&g], &m, &f, &Filter::default()).unwrap();
+        let c = candidates(&roster, &me, &[&g], &b, &m, &f, &Filter::default()).unwrap();
         assert_eq!(names(&order(c, Selector::LeastLoaded, 0, 0)), ["pi-1", "pi-3"]);
 
         // A grant for someone else, or from a stranger, gives nothing.
         let other = grant(1, 51, Audience::AllAgents);
         let stranger = grant(9, 50, Audience::AllAgents);
         assert!(matches!(
-            candidates(&roster, &me, &[&other, &stranger], &m, &f, &Filter::default()),
+            candidates(&roster, &me, &[&other, &stranger], &b, &m, &f, &Filter::default()),
             Err(NoCandidate::NotGranted { .. })
         ));
         // An audience limits it to the agents it names.
         let only3 = grant(1, 50, Audience::agents(vec![AgentId(key(103))]));
-        let c = candidates(&roster, &me, &[&only3], &m, &f, &Filter::default()).unwrap();
+        let c = candidates(&roster, &me, &[&only3], &b, &m, &f, &Filter::default()).unwrap();
         assert_eq!(names(&c), ["pi-3"]);
         // Filters.
         let tag = Filter {
@@ -241,7 +310,7 @@ mod tests {
             agent: None,
         };
         assert_eq!(
-            names(&candidates(&roster, &me, &[&g], &m, &f, &tag).unwrap()),
+            names(&candidates(&roster, &me, &[&g], &b, &m, &f, &tag).unwrap()),
             ["pi-3"]
         );
         let by_name = Filter {
@@ -249,7 +318,7 @@ mod tests {
             agent: Some("pi-1".into()),
         };
         assert_eq!(
-            names(&candidates(&roster, &me, &[&g], &m, &f, &by_name).unwrap()),
+            names(&candidates(&roster, &me, &[&g], &b, &m, &f, &by_name).unwrap()),
             ["pi-1"]
         );
         let by_id = Filter {
@@ -257,7 +326,7 @@ mod tests {
             agent: Some(key(103).short()),
         };
         assert_eq!(
-            names(&candidates(&roster, &me, &[&g], &m, &f, &by_id).unwrap()),
+            names(&candidates(&roster, &me, &[&g], &b, &m, &f, &by_id).unwrap()),
             ["pi-3"]
         );
         let none = Filter {
@@ -265,14 +334,65 @@ mod tests {
             agent: None,
         };
         assert_eq!(
-            candidates(&roster, &me, &[&g], &m, &f, &none),
+            candidates(&roster, &me, &[&g], &b, &m, &f, &none),
             Err(NoCandidate::Filtered)
         );
         let nobody: FunctionName = "nope".parse().unwrap();
         assert_eq!(
-            candidates(&roster, &me, &[&g], &m, &nobody, &Filter::default()),
+            candidates(&roster, &me, &[&g], &b, &m, &nobody, &Filter::default()),
             Err(NoCandidate::NobodyOffers)
         );
+    }
+
+    #[test]
+    fn an_agent_that_only_claims_the_issuer_is_never_a_candidate() {
+        // pi-1 is Alice's (owner 1) and adopted; pi-2 (Mallory's machine) claims owner 1 too.
+        let roster = vec![agent(1, 1, 0.9, &[], true), agent(2, 1, 0.1, &[], true)];
+        let me = UserKey(key(50));
+        let g = grant(1, 50, Audience::AllAgents);
+        let (m, f) = ("demo".parse().unwrap(), "echo".parse().unwrap());
+        let b = book(1, &[1]);
+        let c = candidates(&roster, &me, &[&g], &b, &m, &f, &Filter::default()).unwrap();
+        assert_eq!(names(&c), ["pi-1"], "never the least-loaded impostor");
+        let only2 = Filter {
+            tag: None,
+            agent: Some("pi-2".into()),
+        };
+        let Err(NoCandidate::NotAdopted { agents }) = candidates(&roster, &me, &[&g], &b, &m, &f, &only2)
+        else {
+            panic!("pi-2 must be refused as not adopted");
+        };
+        assert_eq!(agents.len(), 1);
+        assert_eq!((agents[0].name.as_str(), agents[0].disowned), ("pi-2", None));
+        // Disowned: said so, with when.
+        let mut b = book(1, &[1, 2]);
+        b.add(&wtd_keys::Adoption {
+            issuer: OwnerKey(key(1)),
+            agent: AgentId(key(101)),
+            action: wtd_keys::Action::Disown,
+            token: None,
+            issued_at: Timestamp(7),
+        });
+        let only1 = Filter {
+            tag: None,
+            agent: Some("pi-1".into()),
+        };
+        let Err(NoCandidate::NotAdopted { agents }) = candidates(&roster, &me, &[&g], &b, &m, &f, &only1)
+        else {
+            panic!("pi-1 was disowned");
+        };
+        assert_eq!(agents[0].disowned, Some(Timestamp(7)));
+        // The owner herself calls both of her agents without a grant, but not the impostor.
+        let alice = UserKey(key(1));
+        let b = book(1, &[1]);
+        let c = candidates(&roster, &alice, &[], &b, &m, &f, &Filter::default()).unwrap();
+        assert_eq!(names(&c), ["pi-1"]);
+        // An adoption by someone else than the grant's issuer does not count.
+        let b = book(9, &[1, 2]);
+        assert!(matches!(
+            candidates(&roster, &me, &[&g], &b, &m, &f, &Filter::default()),
+            Err(NoCandidate::NotAdopted { .. })
+        ));
     }
 
     #[test]

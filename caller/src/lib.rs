@@ -19,7 +19,9 @@
 //! let request = CallRequest::new("demo", "echo", br#"{"msg":"hi"}"#.to_vec())?;
 //! let me_user = wtd_keys::UserKey(me.public());
 //! let grants: Vec<&wtd_keys::Grant> = grants.iter().collect();
-//! let cands = dispatch::candidates(&roster, &me_user, &grants, &request.mission,
+//! // The grants' issuers' logs, fetched and verified (see `Caller::fetch_log`).
+//! let adoptions = wtd_keys::AdoptionBook::new();
+//! let cands = dispatch::candidates(&roster, &me_user, &grants, &adoptions, &request.mission,
 //!                                  &request.function, &Default::default()).unwrap();
 //! let cands = dispatch::order(cands, dispatch::Selector::LeastLoaded, 0, 0);
 //! let (agent, answer) = caller.call_first(&cands, &request, &mut |_| {}).await?;

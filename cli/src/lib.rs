@@ -7,6 +7,7 @@
 //! Exit codes are listed in [`exit`].
 //!
 //! # Layout
+//! - [`adoptions`]: which agents each owner adopted, from logs verified here.
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
 //! - [`exit`]: exit codes, for scripts.
@@ -15,6 +16,7 @@
 //! - [`show`]: how grants and their status are printed.
 #![forbid(unsafe_code)]
 
+pub mod adoptions;
 pub mod cmd;
 pub mod context;
 pub mod exit;
@@ -40,6 +42,13 @@ pub enum Command {
     Grants(cmd::grants::Args),
     /// Cancel grants, permanently.
     Revoke(cmd::revoke::Args),
+    /// Say, with your key, that agents are yours: `wtd adopt pi-1`, or `wtd adopt --pending`
+    /// for every agent that proves an enrollment token you issued.
+    Adopt(cmd::adopt::Args),
+    /// Say, with your key, that an agent is no longer yours; your grants stop reaching it.
+    Disown(cmd::disown::Args),
+    /// Issue one-time enrollment tokens for headless Pis (`wtd enroll new`), or list them.
+    Enroll(cmd::enroll::Args),
     /// Remember a proxy from its join ticket.
     Join(cmd::join::Args),
     /// List the agents online: load, missions, tags.
@@ -67,6 +76,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Grants(a) => cmd::grants::run(&ctx, a),
         Command::Revoke(a) => cmd::revoke::run(&ctx, a),
         Command::Join(a) => cmd::join::run(&ctx, a),
+        Command::Adopt(a) => cmd::adopt::run(&ctx, a),
+        Command::Disown(a) => cmd::disown::run(&ctx, a),
+        Command::Enroll(a) => cmd::enroll::run(&ctx, a),
         Command::Ls(a) => cmd::ls::run(&ctx, a),
         Command::Sync(a) => cmd::sync::run(&ctx, a),
         Command::Up(a) => cmd::up::run(&ctx, a),

@@ -79,6 +79,16 @@ pub async fn connect(me: &SecretKey, info: &ProxyInfo) -> anyhow::Result<(Client
     Err(last.unwrap_or_else(|| anyhow!("the saved proxy has no address; run `wtd join <ticket>` again")))
 }
 
+/// Closes the connection politely and waits for the close to be sent
+/// ([`wtd_transport::close_and_flush`]): without it the process may exit before the close
+/// leaves, and the proxy holds the connection (one of the few it allows per address) until
+/// its idle timeout; a script polling `wtd ls` would fill them. `client` is taken so its
+/// endpoint is still there while the close goes out.
+pub async fn goodbye(client: &Client, conn: &Connection) {
+    wtd_transport::close_and_flush(conn, b"bye").await;
+    let _ = client;
+}
+
 /// Sends one request; returns the stream to read responses from.
 pub async fn request(conn: &Connection, req: Request) -> anyhow::Result<RecvStream> {
     let (mut send, recv) = conn.open_bi().await.context("opening a stream to the proxy")?;

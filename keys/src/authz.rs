@@ -5,8 +5,10 @@
 //! from the grant's bucket and a slot from its concurrency cap. Nothing here reads a
 //! clock, a file or a socket, so every branch is tested with a fake clock.
 //!
-//! Default deny: the answer is Allow only when some grant
-//! 1. was issued by a key this agent obeys,
+//! Default deny: the answer is Allow only when the caller is an owner this agent obeys who
+//! adopted it (an owner needs no grant to call her own agents), or some grant
+//! 1. was issued by a key this agent obeys, and that owner's log adopts this agent (both
+//!    sides agree it is hers: see [`crate::adoption`]),
 //! 2. names the caller as its subject (holder binding) and this mission,
 //! 3. covers this agent,
 //! 4. is valid now (with [`CLOCK_SKEW_MS`] of slack each way, and "now" never earlier than
@@ -17,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use crate::adoption::{AdoptionBook, Status};
 use crate::defaults::CLOCK_SKEW_MS;
 use crate::grant::{Grant, GrantId};
 use crate::identity::{AgentId, OwnerKey, UserKey};
@@ -35,12 +38,15 @@ pub struct Request<'a> {
     pub now: Timestamp,
 }
 
-/// What the agent knows: whom it obeys, and the grants and revocations it has verified.
+/// What the agent knows: whom it obeys, the grants and revocations it has verified, and
+/// which of those owners adopted it.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy<'a> {
     pub owners: &'a [OwnerKey],
     pub grants: &'a [&'a Grant],
     pub revocations: &'a [&'a Revocation],
+    /// The adoptions in the owners' verified logs.
+    pub adoptions: &'a AdoptionBook,
 }
 
 /// Why one grant does not let this call through.
@@ -50,6 +56,9 @@ pub enum GrantStatus {
     Usable,
     /// Signed by a key this agent does not obey.
     IssuerNotOwner,
+    /// Signed by an owner this agent obeys, whose log does not adopt this agent (never did,
+    /// or disowned it at `disowned`).
+    NotAdopted { disowned: Option<Timestamp> },
     /// Covers other agents, not this one.
     NotForThisAgent,
     /// Starts later; `in_ms` from the effective now.
@@ -73,6 +82,18 @@ pub enum Deny {
     /// The caller's grants for this mission are signed by keys this agent does not obey.
     IssuerNotOwner {
         grant: GrantId,
+    },
+    /// The grant's issuer has not adopted this agent, or disowned it: her grants do not
+    /// reach agents that are not hers.
+    NotAdopted {
+        grant: GrantId,
+        issuer: OwnerKey,
+        disowned: Option<Timestamp>,
+    },
+    /// The caller is an owner this agent obeys, but her log does not adopt it, so she may
+    /// not call it as its owner (`wtd adopt` it first).
+    OwnerNotAdopted {
+        disowned: Option<Timestamp>,
     },
     NotForThisAgent {
         grant: GrantId,
@@ -109,15 +130,23 @@ impl Deny {
             Deny::Revoked { .. } => 3,
             Deny::Expired { .. } => 4,
             Deny::NotForThisAgent { .. } => 5,
-            Deny::IssuerNotOwner { .. } => 6,
-            Deny::NoGrant => 7,
+            Deny::NotAdopted { .. } => 6,
+            Deny::IssuerNotOwner { .. } => 7,
+            Deny::OwnerNotAdopted { .. } => 8,
+            Deny::NoGrant => 9,
         }
     }
 
-    fn from_status(grant: GrantId, status: GrantStatus) -> Option<Deny> {
+    fn from_status(grant: &Grant, status: GrantStatus) -> Option<Deny> {
+        let (issuer, grant) = (grant.issuer, grant.id);
         Some(match status {
             GrantStatus::Usable => return None,
             GrantStatus::IssuerNotOwner => Deny::IssuerNotOwner { grant },
+            GrantStatus::NotAdopted { disowned } => Deny::NotAdopted {
+                grant,
+                issuer,
+                disowned,
+            },
             GrantStatus::NotForThisAgent => Deny::NotForThisAgent { grant },
             GrantStatus::NotYetValid { in_ms } => Deny::NotYetValid { grant, in_ms },
             GrantStatus::Expired { ago_ms } => Deny::Expired { grant, ago_ms },
@@ -147,6 +176,9 @@ pub struct Permit {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow(Permit),
+    /// The caller is an owner who adopted this agent: her own call, under no grant, so
+    /// without a rate bucket or a slot to give back.
+    AllowOwner(OwnerKey),
     Deny(Deny),
 }
 
@@ -157,6 +189,8 @@ pub struct Evaluation {
     pub grants: Vec<(GrantId, GrantStatus)>,
     /// The grant that would be used, if any.
     pub usable: Option<GrantId>,
+    /// The caller is an owner who adopted this agent, and so needs no grant.
+    pub as_owner: Option<OwnerKey>,
     pub deny: Option<Deny>,
 }
 
@@ -279,6 +313,11 @@ fn grant_status(req: &Request<'_>, policy: &Policy<'_>, grant: &Grant, now: Time
     if !policy.owners.contains(&grant.issuer) {
         return GrantStatus::IssuerNotOwner;
     }
+    match policy.adoptions.status(&grant.issuer, req.agent) {
+        Status::Adopted { .. } => {}
+        Status::Never => return GrantStatus::NotAdopted { disowned: None },
+        Status::Disowned { at } => return GrantStatus::NotAdopted { disowned: Some(at) },
+    }
     if !grant.audience.covers(req.agent) {
         return GrantStatus::NotForThisAgent;
     }
@@ -332,22 +371,51 @@ fn evaluate_and_choose<'p>(
                 chosen = Some(*grant);
                 usable = Some(grant.id);
             }
-        } else if let Some(d) = Deny::from_status(grant.id, status.clone()) {
+        } else if let Some(d) = Deny::from_status(grant, status.clone()) {
             if deny.as_ref().is_none_or(|best| d.rank() < best.rank()) {
                 deny = Some(d);
             }
         }
         grants.push((grant.id, status));
     }
-    let deny = match usable {
-        Some(_) => None,
-        None => Some(deny.unwrap_or(Deny::NoGrant)),
+    // The caller's own agent: an owner it obeys, who adopted it, needs no grant.
+    let owner = OwnerKey(*req.caller.key());
+    let mut as_owner = None;
+    if policy.owners.contains(&owner) {
+        match policy.adoptions.status(&owner, req.agent) {
+            Status::Adopted { .. } => as_owner = Some(owner),
+            Status::Never => {
+                let d = Deny::OwnerNotAdopted { disowned: None };
+                if deny.as_ref().is_none_or(|best| d.rank() < best.rank()) {
+                    deny = Some(d);
+                }
+            }
+            Status::Disowned { at } => {
+                let d = Deny::OwnerNotAdopted { disowned: Some(at) };
+                if deny.as_ref().is_none_or(|best| d.rank() < best.rank()) {
+                    deny = Some(d);
+                }
+            }
+        }
+    }
+    let deny = match (usable, as_owner) {
+        (None, None) => Some(deny.unwrap_or(Deny::NoGrant)),
+        _ => None,
     };
-    (Evaluation { grants, usable, deny }, chosen)
+    (
+        Evaluation {
+            grants,
+            usable,
+            as_owner,
+            deny,
+        },
+        chosen,
+    )
 }
 
 /// Decides a call and, on Allow, charges the grant's bucket (its issuer's and id's, see
-/// [`RateLimits`]) and takes a concurrency slot.
+/// [`RateLimits`]) and takes a concurrency slot. An adopting owner's own call is allowed
+/// first, charging nothing: her agents are hers to use.
 pub fn authorize(
     req: &Request<'_>,
     policy: &Policy<'_>,
@@ -355,6 +423,13 @@ pub fn authorize(
     floor: TimeFloor,
 ) -> Decision {
     match evaluate_and_choose(req, policy, limits, floor) {
+        (
+            Evaluation {
+                as_owner: Some(owner),
+                ..
+            },
+            _,
+        ) => Decision::AllowOwner(owner),
         (_, Some(grant)) => Decision::Allow(limits.take(grant, floor.effective(req.now))),
         (eval, None) => Decision::Deny(eval.deny.unwrap_or(Deny::NoGrant)),
     }

@@ -57,3 +57,12 @@ pub const CALL_FRESHNESS_MS: u64 = 60 * 1000;
 /// entries of ~80 bytes per call). Beyond it new calls are refused rather than old entries
 /// forgotten: forgetting one early would let its replay through.
 pub const MAX_REPLAY_ENTRIES: usize = 100_000;
+
+/// An enrollment token without `--expires` adopts nothing after this long. A week covers
+/// flashing a stack of cards on Sunday and booting them in class on Friday; a card lost
+/// in a drawer for longer should get a fresh token.
+pub const DEFAULT_ENROLL_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The longest an enrollment token may live: a term. A token is a secret on a card that
+/// can be copied; the shorter it lives, the less a copy is worth.
+pub const MAX_ENROLL_TTL_MS: u64 = 120 * 24 * 3600 * 1000;

@@ -13,16 +13,20 @@
 //! - [`record`]: the signature envelope shared by every record type.
 //! - [`grant`]: holder-bound, owner-signed grants.
 //! - [`revocation`]: owner-signed, permanent revocations.
-//! - [`log`]: the owner's hash-chained log of grants and revocations.
+//! - [`adoption`]: owner-signed adoption (and disowning) of agents; who counts as whose.
+//! - [`enroll`]: one-time enrollment tokens and the proof a headless Pi shows with one.
+//! - [`log`]: the owner's hash-chained log of grants, revocations and adoptions.
 //! - [`authz`]: authorization as one pure function, with token buckets.
 //! - [`call`]: receipts: signed calls and results, the agent's check of one, the replay guard.
 //! - [`ticket`]: the pasteable string a newcomer imports.
 #![forbid(unsafe_code)]
 
+pub mod adoption;
 pub mod authz;
 pub mod call;
 pub mod defaults;
 pub mod encoding;
+pub mod enroll;
 pub mod grant;
 pub mod identity;
 pub mod log;
@@ -32,6 +36,7 @@ pub mod revocation;
 pub mod ticket;
 pub mod time;
 
+pub use adoption::{Action, Adoption, AdoptionBook, Ownership, SignedAdoption};
 pub use authz::{
     authorize, evaluate, Decision, Deny, Evaluation, GrantStatus, Permit, Policy, RateLimits, Request,
 };
@@ -40,6 +45,7 @@ pub use call::{
     CallResult, CallStatus, ReceiptError, ReplayGuard, RequestId, ResultError, SignedCall, SignedResult,
     VerifiedReceipt, VerifiedResult,
 };
+pub use enroll::{EnrollProof, EnrollmentToken, IssuedToken, TokenId};
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};
 pub use log::{OwnerLog, Record, SignedEntry};

@@ -1,4 +1,5 @@
-//! The owner log: an append-only, hash-chained, owner-signed list of grants and revocations.
+//! The owner log: an append-only, hash-chained, owner-signed list of grants, revocations
+//! and adoptions.
 //!
 //! Each entry names its owner, its sequence number (1, 2, 3, ...) and the hash of the entry
 //! before it, and is signed by the owner. So whoever relays the log (the proxy) can drop
@@ -13,8 +14,9 @@
 //!         1 owner       owner key (32)
 //!         2 seq         u64, first entry is 1
 //!         3 prev        32-byte hash of the previous entry, zeros for the first
-//!         4 grant       a signed grant (exactly one of 4 and 5)
+//!         4 grant       a signed grant (exactly one of 4, 5 and 6)
 //!         5 revocation  a signed revocation
+//!         6 adoption    a signed adoption or disowning of an agent (see `adoption`)
 //!       255 signature   by owner, domain "wtd owner log v1"
 //! hash(entry) = SHA-256("wtd log hash v1" || 0 || entry bytes)
 //! ```
@@ -27,6 +29,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::adoption::SignedAdoption;
 use crate::defaults::MAX_LOG_ENTRY_LEN;
 use crate::encoding::{fixed, DecodeError, Reader, Writer};
 use crate::grant::{GrantId, SignedGrant};
@@ -39,7 +42,7 @@ pub const KIND: u8 = 3;
 pub const VERSION: u8 = 1;
 pub const DOMAIN: Domain = Domain("wtd owner log v1");
 const HASH_DOMAIN: &[u8] = b"wtd log hash v1\0";
-const KNOWN: &[u8] = &[1, 2, 3, 4, 5, SIGNATURE_TAG];
+const KNOWN: &[u8] = &[1, 2, 3, 4, 5, 6, SIGNATURE_TAG];
 
 /// The hash that links an entry to the next one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -56,6 +59,7 @@ impl fmt::Debug for EntryHash {
 pub enum Record {
     Grant(SignedGrant),
     Revocation(SignedRevocation),
+    Adoption(SignedAdoption),
 }
 
 impl Record {
@@ -63,6 +67,7 @@ impl Record {
         match self {
             Record::Grant(g) => g.grant().issuer,
             Record::Revocation(r) => r.revocation().issuer,
+            Record::Adoption(a) => a.adoption().issuer,
         }
     }
 
@@ -71,6 +76,7 @@ impl Record {
         match self {
             Record::Grant(g) => g.grant().issued_at,
             Record::Revocation(r) => r.revocation().issued_at,
+            Record::Adoption(a) => a.adoption().issued_at,
         }
     }
 }
@@ -123,13 +129,15 @@ impl SignedEntry {
         let prev = EntryHash(fixed(r.field(3, "prev")?, "prev")?);
         let grant = r.optional(4, "grant")?;
         let revocation = r.optional(5, "revocation")?;
-        let record = match (grant, revocation) {
-            (Some(g), None) => Record::Grant(SignedGrant::decode(g)?),
-            (None, Some(v)) => Record::Revocation(SignedRevocation::decode(v)?),
+        let adoption = r.optional(6, "adoption")?;
+        let record = match (grant, revocation, adoption) {
+            (Some(g), None, None) => Record::Grant(SignedGrant::decode(g)?),
+            (None, Some(v), None) => Record::Revocation(SignedRevocation::decode(v)?),
+            (None, None, Some(a)) => Record::Adoption(SignedAdoption::decode(a)?),
             _ => {
                 return Err(DecodeError::BadValue {
                     field: "record",
-                    reason: "an entry holds exactly one grant or revocation",
+                    reason: "an entry holds exactly one grant, revocation or adoption",
                 }
                 .into())
             }
@@ -249,14 +257,21 @@ impl OwnerLog {
     pub fn grants(&self) -> impl Iterator<Item = &SignedGrant> {
         self.entries.iter().filter_map(|e| match &e.record {
             Record::Grant(g) => Some(g),
-            Record::Revocation(_) => None,
+            _ => None,
         })
     }
 
     pub fn revocations(&self) -> impl Iterator<Item = &SignedRevocation> {
         self.entries.iter().filter_map(|e| match &e.record {
             Record::Revocation(r) => Some(r),
-            Record::Grant(_) => None,
+            _ => None,
+        })
+    }
+
+    pub fn adoptions(&self) -> impl Iterator<Item = &SignedAdoption> {
+        self.entries.iter().filter_map(|e| match &e.record {
+            Record::Adoption(a) => Some(a),
+            _ => None,
         })
     }
 
@@ -307,6 +322,7 @@ impl OwnerLog {
         match &record {
             Record::Grant(g) => w.bytes(4, g.bytes()),
             Record::Revocation(r) => w.bytes(5, r.bytes()),
+            Record::Adoption(a) => w.bytes(6, a.bytes()),
         };
         assert_eq!(owner.public(), *self.owner.key(), "only the owner writes its log");
         let bytes = record::seal(w, DOMAIN, owner);

@@ -17,6 +17,7 @@ use wtd_keys::{
     authorize, evaluate, AgentId, Audience, Decision, Deny, Evaluation, FunctionName, Grant, GrantStatus,
     OwnerKey, Permit, Policy, Rate, RateLimits, Request, Revocation, SecretKey, Target, TimeFloor, Timestamp,
 };
+use wtd_keys::{Action, Adoption, AdoptionBook};
 
 /// One agent's view: whom it obeys, what it has verified, and its rate-limit state.
 struct Agent {
@@ -26,6 +27,9 @@ struct Agent {
     revocations: Vec<Revocation>,
     limits: RateLimits,
     floor: TimeFloor,
+    /// Owners whose logs do *not* adopt this agent: never (`None`) or disowned at a time.
+    /// Every other owner adopted it.
+    not_adopted: Vec<(OwnerKey, Option<Timestamp>)>,
 }
 
 impl Agent {
@@ -38,7 +42,32 @@ impl Agent {
             revocations: vec![],
             limits: RateLimits::default(),
             floor: TimeFloor::default(),
+            not_adopted: vec![],
         }
+    }
+
+    /// The adoptions the agent holds: every owner adopted it at T0 - 1 s, except those in
+    /// `not_adopted` (who never did, or later disowned it).
+    fn book(&self) -> AdoptionBook {
+        let mut book = AdoptionBook::new();
+        for o in &self.owners {
+            let record = |action, issued_at| Adoption {
+                issuer: *o,
+                agent: self.id,
+                action,
+                token: None,
+                issued_at,
+            };
+            match self.not_adopted.iter().find(|(n, _)| n == o) {
+                None => book.add(&record(Action::Adopt, T0.minus_ms(1000))),
+                Some((_, None)) => {}
+                Some((_, Some(at))) => {
+                    book.add(&record(Action::Adopt, T0.minus_ms(1000)));
+                    book.add(&record(Action::Disown, *at));
+                }
+            }
+        }
+        book
     }
 
     fn with_grants(mut self, grants: impl IntoIterator<Item = Grant>) -> Self {
@@ -59,10 +88,12 @@ impl Agent {
         let (caller, m, f) = (user(caller), mission(mission_name), function());
         let grants: Vec<&Grant> = self.grants.iter().collect();
         let revocations: Vec<&Revocation> = self.revocations.iter().collect();
+        let book = self.book();
         let policy = Policy {
             owners: &self.owners,
             grants: &grants,
             revocations: &revocations,
+            adoptions: &book,
         };
         let req = Request {
             caller: &caller,
@@ -79,10 +110,12 @@ impl Agent {
         let (caller, m, f) = (user(caller), mission(mission_name), function());
         let grants: Vec<&Grant> = self.grants.iter().collect();
         let revocations: Vec<&Revocation> = self.revocations.iter().collect();
+        let book = self.book();
         let policy = Policy {
             owners: &self.owners,
             grants: &grants,
             revocations: &revocations,
+            adoptions: &book,
         };
         let req = Request {
             caller: &caller,
@@ -108,14 +141,14 @@ fn function() -> FunctionName {
 fn allowed(d: Decision) -> Permit {
     match d {
         Decision::Allow(p) => p,
-        Decision::Deny(why) => panic!("expected Allow, got {why:?}"),
+        other => panic!("expected Allow under a grant, got {other:?}"),
     }
 }
 
 fn denied(d: Decision) -> Deny {
     match d {
         Decision::Deny(why) => why,
-        Decision::Allow(p) => panic!("expected Deny, got Allow({p:?})"),
+        other => panic!("expected Deny, got {other:?}"),
     }
 }
 
@@ -196,6 +229,111 @@ fn a_grant_from_a_key_the_agent_does_not_obey_is_refused() {
     // The same grant works on an agent that does obey Mallory.
     agent.owners.push(owner(&mallory()));
     agent.call_ok(&bob(), "demo", T0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Adoption: both sides agree
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_grant_reaches_only_agents_its_issuer_adopted() {
+    // Pi 1 names Alice in its config, but her log never adopted it: her grant is not
+    // honoured here (a stranger's machine claiming to be hers gets nothing of her grants).
+    let mut agent = Agent::new().with_grants([roomy(1)]);
+    agent.not_adopted.push((owner(&alice()), None));
+    assert_eq!(
+        denied(agent.call(&bob(), "demo", T0)),
+        Deny::NotAdopted {
+            grant: gid(1),
+            issuer: owner(&alice()),
+            disowned: None
+        }
+    );
+    // Adopted, it is.
+    agent.not_adopted.clear();
+    agent.call_ok(&bob(), "demo", T0);
+}
+
+#[test]
+fn a_disowned_agent_refuses_the_disowners_grants_and_says_when() {
+    let mut agent = Agent::new().with_grants([roomy(1)]);
+    agent.not_adopted.push((owner(&alice()), Some(T0.minus_ms(10))));
+    assert_eq!(
+        denied(agent.call(&bob(), "demo", T0)),
+        Deny::NotAdopted {
+            grant: gid(1),
+            issuer: owner(&alice()),
+            disowned: Some(T0.minus_ms(10))
+        }
+    );
+}
+
+#[test]
+fn one_owner_disowning_does_not_affect_another_owners_grants() {
+    let carols = Grant {
+        issuer: owner(&carol()),
+        ..roomy(2)
+    };
+    let mut agent = Agent::new().with_grants([roomy(1), carols]);
+    agent.owners.push(owner(&carol()));
+    agent.not_adopted.push((owner(&alice()), Some(T0)));
+    let permit = allowed(agent.call(&bob(), "demo", T0));
+    assert_eq!(permit.issuer, owner(&carol()), "Carol's grant is used");
+    agent.limits.release(permit);
+}
+
+#[test]
+fn an_adoption_by_a_key_the_agent_does_not_obey_counts_for_nothing() {
+    // Mallory adopts Pi 1 in her own log and grants Bob: Pi 1 obeys only Alice.
+    let mallorys = Grant {
+        issuer: owner(&mallory()),
+        ..roomy(1)
+    };
+    let mut agent = Agent::new().with_grants([mallorys]);
+    assert_eq!(
+        denied(agent.call(&bob(), "demo", T0)),
+        Deny::IssuerNotOwner { grant: gid(1) }
+    );
+    // Nor may Mallory call it as an owner.
+    assert_eq!(denied(agent.call(&mallory(), "demo", T0)), Deny::NoGrant);
+}
+
+#[test]
+fn an_owner_who_adopted_an_agent_calls_it_without_a_grant() {
+    let mut agent = Agent::new();
+    assert_eq!(
+        agent.call(&alice(), "sys", T0),
+        Decision::AllowOwner(owner(&alice()))
+    );
+    let why = agent.why(&alice(), "demo", T0);
+    assert_eq!((why.as_owner, why.deny), (Some(owner(&alice())), None));
+}
+
+#[test]
+fn an_owner_who_has_not_adopted_or_disowned_an_agent_is_told_so() {
+    let mut agent = Agent::new();
+    agent.not_adopted.push((owner(&alice()), None));
+    assert_eq!(
+        denied(agent.call(&alice(), "sys", T0)),
+        Deny::OwnerNotAdopted { disowned: None }
+    );
+    agent.not_adopted = vec![(owner(&alice()), Some(T0.minus_ms(5)))];
+    assert_eq!(
+        denied(agent.call(&alice(), "sys", T0)),
+        Deny::OwnerNotAdopted {
+            disowned: Some(T0.minus_ms(5))
+        }
+    );
+    // A grant Alice gave herself does not get around her disowning either.
+    let to_herself = Grant {
+        subject: user(&alice()),
+        ..roomy(1)
+    };
+    agent.grants.push(to_herself);
+    assert!(matches!(
+        denied(agent.call(&alice(), "demo", T0)),
+        Deny::NotAdopted { .. }
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -701,7 +839,11 @@ fn the_deny_reported_is_the_grant_closest_to_working() {
         issuer: owner(&mallory()),
         ..roomy(5)
     };
-    let all = [foreign, elsewhere, expired, revoked, future];
+    let unadopted = Grant {
+        issuer: owner(&carol()),
+        ..roomy(6)
+    };
+    let all = [foreign, elsewhere, expired, revoked, future, unadopted];
     let ladder = [
         Deny::NotYetValid {
             grant: gid(2),
@@ -716,15 +858,23 @@ fn the_deny_reported_is_the_grant_closest_to_working() {
             ago_ms: 2 * HOUR,
         },
         Deny::NotForThisAgent { grant: gid(4) },
+        Deny::NotAdopted {
+            grant: gid(6),
+            issuer: owner(&carol()),
+            disowned: None,
+        },
         Deny::IssuerNotOwner { grant: gid(5) },
         Deny::NoGrant,
     ];
     for (peeled, expected) in ladder.iter().enumerate() {
-        let ids_left: Vec<_> = [2, 3, 1, 4, 5][peeled..].iter().map(|&n| gid(n)).collect();
+        let ids_left: Vec<_> = [2, 3, 1, 4, 6, 5][peeled..].iter().map(|&n| gid(n)).collect();
         let grants: Vec<Grant> = all.iter().filter(|g| ids_left.contains(&g.id)).cloned().collect();
         // The order grants are listed in must not matter.
         for order in [grants.clone(), grants.iter().rev().cloned().collect()] {
             let mut agent = Agent::new().with_grants(order);
+            // Pi 1 obeys Carol too, but she has not adopted it.
+            agent.owners.push(owner(&carol()));
+            agent.not_adopted.push((owner(&carol()), None));
             agent.revoke(&alice(), Target::Grant(gid(3)), T0);
             assert_eq!(
                 &denied(agent.call(&bob(), "demo", T0)),

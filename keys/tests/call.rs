@@ -147,10 +147,20 @@ fn bob_calls_demo_echo_on_pi_1_and_believes_the_answer() {
     let the_grant: Grant = grant(&alice(), &bob(), "demo");
     let owners = [owner(&alice())];
     let grants = [&the_grant];
+    // ... and adopted Pi 1, so both sides agree it is hers.
+    let mut adoptions = wtd_keys::AdoptionBook::new();
+    adoptions.add(&wtd_keys::Adoption {
+        issuer: owner(&alice()),
+        agent: pi(1),
+        action: wtd_keys::Action::Adopt,
+        token: None,
+        issued_at: T0,
+    });
     let policy = Policy {
         owners: &owners,
         grants: &grants,
         revocations: &[],
+        adoptions: &adoptions,
     };
     let (mut limits, mut guard) = (RateLimits::default(), ReplayGuard::new());
 
@@ -172,7 +182,7 @@ fn bob_calls_demo_echo_on_pi_1_and_believes_the_answer() {
     assert_eq!(got, sent);
     let permit = match authorize(&got.request(now), &policy, &mut limits, TimeFloor::default()) {
         Decision::Allow(p) => p,
-        Decision::Deny(d) => panic!("Bob holds a grant: {d:?}"),
+        other => panic!("Bob holds a grant: {other:?}"),
     };
     let output = ARGS; // echo
     let result = CallResult::for_call(&got, CallStatus::Ok, output, now.plus_ms(3)).sign(&pi_key(1));

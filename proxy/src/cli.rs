@@ -18,7 +18,9 @@ pub struct Args {
     /// Default: $WTD_HOME/proxy (or ~/.config/wtd/proxy).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Admit only agents of this owner (repeat for several). Without it, any agent may join.
+    /// Admit only agents this owner adopted (repeat for several): the agent must name her
+    /// as its owner and her log must adopt it (`wtd adopt`). Others are told they are
+    /// waiting for adoption, and keep retrying. Without it, any agent may join.
     #[arg(long = "allow", value_name = "OWNER_ID")]
     pub allow: Vec<String>,
     /// Addresses to put in the join ticket, if not the listen address (for example the

@@ -30,3 +30,11 @@ pub const EVENT_BUFFER: usize = 256;
 
 /// The UDP port the proxy listens on by default.
 pub const PORT: u16 = 4433;
+
+/// Most agents kept in the list of those waiting for adoption (`Request::Waiting`). Anyone
+/// can make keys and knock, so it is bounded; the oldest knock is forgotten first.
+pub const MAX_WAITING: usize = 256;
+
+/// A waiting agent not heard from for this long is forgotten. Refused agents retry every
+/// 2 s at most (the agent's backoff cap), so 30 s means it gave up or was switched off.
+pub const WAITING_FORGET_AFTER: Duration = Duration::from_secs(30);

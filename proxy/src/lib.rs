@@ -52,7 +52,8 @@ use crate::shared::Shared;
 pub enum Admission {
     /// Any agent (a classroom on its own LAN).
     Open,
-    /// Only agents that name one of these owners.
+    /// Only agents one of these owners adopted: the agent names her, and her log (as the
+    /// proxy holds it) adopts its id. Others wait, listed by `Request::Waiting`.
     Allow(Vec<OwnerKey>),
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use wtd_keys::log::SignedEntry;
 use wtd_keys::record::RecordError;
-use wtd_keys::OwnerKey;
+use wtd_keys::{AdoptionBook, AgentId, OwnerKey};
 use wtd_store::logfile::{LogFile, LogFileError};
 use wtd_wire::defaults::MAX_LOG_BATCH_BYTES;
 
@@ -75,6 +75,14 @@ impl LogStore {
     /// How many entries the proxy holds for `owner`.
     pub fn head(&self, owner: &OwnerKey) -> u64 {
         self.logs.get(owner).map_or(0, |f| f.log().head().seq)
+    }
+
+    /// Does `owner`'s log, as stored here, adopt `agent` (latest word wins)? The proxy
+    /// checks this for `--allow`; agents and callers check it again themselves.
+    pub fn adopts(&self, owner: &OwnerKey, agent: &AgentId) -> bool {
+        self.logs
+            .get(owner)
+            .is_some_and(|f| AdoptionBook::from_logs([f.log()]).adopts(owner, agent))
     }
 
     /// Entries after `seq`, in batches that each fit one message.

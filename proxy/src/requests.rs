@@ -18,6 +18,10 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             reply(&mut send, &Response::Roster(snapshot)).await;
         }
         Request::Watch => watch(&ctx, &mut send).await,
+        Request::Waiting => {
+            let waiting = ctx.shared.waiting();
+            reply(&mut send, &Response::Waiting(waiting)).await;
+        }
         Request::PublishLog { entries } => {
             let result = ctx.shared.logs().publish(&entries);
             match result {

@@ -147,6 +147,7 @@ mod tests {
             model: None,
             software: String::new(),
             warnings: vec![],
+            enrollment: None,
         }
     }
 

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use wtd_keys::{OwnerKey, PublicId};
+use wtd_keys::{AgentId, OwnerKey, PublicId};
 use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, AgentHello, FromAgent, Key, LeaveReason, Open, Refusal, ToAgent, PROTOCOL_VERSION,
+    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, ToAgent,
+    PROTOCOL_VERSION,
 };
 
 use crate::defaults::OPEN_TIMEOUT;
+use crate::logs::LogStore;
 use crate::shared::{now_ms, Shared};
 use crate::{close_offender, relay, requests, Admission};
 
@@ -61,13 +63,42 @@ fn admit(ctx: &StreamCtx, hello: &AgentHello) -> Result<(), Refusal> {
         });
     }
     hello.advert.validate().map_err(Refusal::BadAdvert)?;
-    if let Admission::Allow(allowed) = &ctx.shared.config.admission {
-        let owners = hello.advert.owners.iter().filter_map(|k| k.parse().ok());
-        if !owners.map(OwnerKey).any(|o| allowed.contains(&o)) {
-            return Err(Refusal::OwnerNotAllowed);
-        }
+    adopted_by_allowed(ctx, &hello.advert.owners)
+}
+
+/// With `--allow`: the agent must name an allowed owner (its claim) *and* that owner's log,
+/// as stored here, must adopt it (her word). The claim alone is what anyone can write.
+fn adopted_by_allowed(ctx: &StreamCtx, claimed: &[Key]) -> Result<(), Refusal> {
+    let logs = ctx.shared.logs();
+    admission(&ctx.shared.config.admission, claimed, &AgentId(ctx.peer), &logs)
+}
+
+/// The admission rule, on its own: `claimed` is what the agent's advert names, `agent` its
+/// id as TLS proved it, `logs` the owner logs this proxy verified and stores.
+pub(crate) fn admission(
+    admission: &Admission,
+    claimed: &[Key],
+    agent: &AgentId,
+    logs: &LogStore,
+) -> Result<(), Refusal> {
+    let Admission::Allow(allowed) = admission else {
+        return Ok(());
+    };
+    let claimed: Vec<OwnerKey> = claimed
+        .iter()
+        .filter_map(|k| k.parse().ok())
+        .map(OwnerKey)
+        .filter(|o| allowed.contains(o))
+        .collect();
+    if claimed.is_empty() {
+        return Err(Refusal::OwnerNotAllowed);
     }
-    Ok(())
+    if claimed.iter().any(|o| logs.adopts(o, agent)) {
+        return Ok(());
+    }
+    Err(Refusal::WaitingForAdoption {
+        owners: claimed.iter().map(|o| Key::from(*o.key())).collect(),
+    })
 }
 
 /// An agent's control stream: register, relay its owners' logs, take heartbeats.
@@ -76,6 +107,14 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
     let name = hello.advert.name.clone();
     if let Err(refusal) = admit(&ctx, &hello) {
         log::info!("refused agent {name} ({}): {refusal}", ctx.peer.short());
+        if matches!(refusal, Refusal::WaitingForAdoption { .. }) {
+            ctx.shared.knocked(AgentInfo {
+                id,
+                advert: hello.advert.clone(),
+                load: Load::default(),
+                last_seen_ms: now_ms(),
+            });
+        }
         send_msg(&mut send, &ToAgent::Refused(refusal)).await;
         let _ = send.finish();
         // Give the refusal time to arrive before the connection goes.
@@ -91,6 +130,7 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
         .map(OwnerKey)
         .collect();
 
+    ctx.shared.admitted(&id);
     // Register, replacing an older connection of the same agent.
     let full = {
         let state = ctx.shared.roster();
@@ -133,7 +173,15 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
 
     let done = CancellationToken::new();
     let reader = read_agent(&ctx, &mut recv, generation, &done);
-    let writer = write_agent(&ctx, &mut send, owners, sent, updates, &done);
+    let writer = write_agent(
+        &ctx,
+        &mut send,
+        &hello.advert.owners,
+        owners,
+        sent,
+        updates,
+        &done,
+    );
     let (reason, ()) = tokio::join!(reader, writer);
 
     let mut state = ctx.shared.roster();
@@ -203,6 +251,7 @@ async fn read_agent(
 async fn write_agent(
     ctx: &StreamCtx,
     send: &mut SendStream,
+    claimed: &[Key],
     owners: Vec<OwnerKey>,
     mut sent: HashMap<OwnerKey, u64>,
     mut updates: tokio::sync::broadcast::Receiver<OwnerKey>,
@@ -235,6 +284,17 @@ async fn write_agent(
                 *sent.entry(owner).or_default() += n;
             }
         }
+        // With `--allow`, an agent its owner disowned no longer belongs here. It has just
+        // been sent the disowning (so it stops its calls); now it is let go, and its
+        // reconnects wait for adoption like any newcomer's.
+        if let Err(refusal) = adopted_by_allowed(ctx, claimed) {
+            log::info!("letting agent {} go: {refusal}", ctx.peer.short());
+            send_msg(send, &ToAgent::Refused(refusal)).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(OPEN_TIMEOUT, send.stopped()).await;
+            ctx.conn.close(3u32.into(), b"refused");
+            return;
+        }
         tokio::select! {
             _ = done.cancelled() => return,
             _ = ctx.shutdown.cancelled() => return,
@@ -246,5 +306,75 @@ async fn write_agent(
                 Err(RecvError::Closed) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::log::Record;
+    use wtd_keys::{Action, Adoption, OwnerLog, SecretKey, Timestamp};
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed(&[n; 32])
+    }
+
+    /// A store holding Alice's (key 1) log, which adopts agent 10 and then, if `disown`,
+    /// disowns it.
+    fn store(dir: &std::path::Path, disown: bool) -> LogStore {
+        let alice = key(1);
+        let mut log = OwnerLog::new(OwnerKey(alice.public()));
+        let mut actions = vec![Action::Adopt];
+        if disown {
+            actions.push(Action::Disown);
+        }
+        let mut entries = Vec::new();
+        for (i, action) in actions.into_iter().enumerate() {
+            let a = Adoption {
+                issuer: OwnerKey(alice.public()),
+                agent: AgentId(key(10).public()),
+                action,
+                token: None,
+                issued_at: Timestamp(i as u64 + 1),
+            }
+            .sign(&alice);
+            let e = log.next_entry(&alice, Record::Adoption(a)).unwrap();
+            log.append(e.clone()).unwrap();
+            entries.push(e.bytes().to_vec());
+        }
+        let mut store = LogStore::open(dir).unwrap();
+        store.publish(&entries).unwrap();
+        store
+    }
+
+    #[test]
+    fn allow_admits_only_what_an_allowed_owner_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store(dir.path(), false);
+        let (alice, mallory) = (OwnerKey(key(1).public()), OwnerKey(key(4).public()));
+        let allow = Admission::Allow(vec![alice]);
+        let claims_alice = [Key::from(*alice.key())];
+        let (adopted, stranger) = (AgentId(key(10).public()), AgentId(key(11).public()));
+        assert_eq!(admission(&Admission::Open, &[], &stranger, &logs), Ok(()));
+        assert_eq!(admission(&allow, &claims_alice, &adopted, &logs), Ok(()));
+        // Claims Alice, not adopted: waits, and is told by whom.
+        assert_eq!(
+            admission(&allow, &claims_alice, &stranger, &logs),
+            Err(Refusal::WaitingForAdoption {
+                owners: claims_alice.to_vec()
+            })
+        );
+        // Adopted, but its advert no longer names Alice: not hers either.
+        assert_eq!(
+            admission(&allow, &[Key::from(*mallory.key())], &adopted, &logs),
+            Err(Refusal::OwnerNotAllowed)
+        );
+        // Disowned: waits again.
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store(dir.path(), true);
+        assert!(matches!(
+            admission(&allow, &claims_alice, &adopted, &logs),
+            Err(Refusal::WaitingForAdoption { .. })
+        ));
     }
 }

@@ -8,9 +8,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::OwnerKey;
 use wtd_transport::Connection;
-use wtd_wire::RosterEvent;
+use wtd_wire::{AgentInfo, Key, RosterEvent};
 
-use crate::defaults::{EVENT_BUFFER, REAP_TICK};
+use crate::defaults::{EVENT_BUFFER, MAX_WAITING, REAP_TICK, WAITING_FORGET_AFTER};
 use crate::logs::LogStore;
 use crate::roster::Roster;
 use crate::ProxyConfig;
@@ -36,6 +36,10 @@ pub(crate) struct Shared {
     pub logs: Mutex<LogStore>,
     /// "This owner's log grew": each agent session listening checks if it cares.
     pub log_updates: broadcast::Sender<OwnerKey>,
+    /// Agents turned away because no allowed owner adopted them yet, by id, so an owner
+    /// can find and adopt them (`wtd adopt`, `wtd adopt --pending`). A std mutex, held for
+    /// bookkeeping only.
+    waiting: Mutex<HashMap<Key, AgentInfo>>,
 }
 
 impl Shared {
@@ -46,7 +50,38 @@ impl Shared {
             events: broadcast::channel(EVENT_BUFFER).0,
             logs: Mutex::new(logs),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
+            waiting: Mutex::default(),
         }
+    }
+
+    fn waiting_list(&self) -> MutexGuard<'_, HashMap<Key, AgentInfo>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes an agent that knocked and was told to wait for adoption.
+    pub fn knocked(&self, info: AgentInfo) {
+        let mut waiting = self.waiting_list();
+        forget_old(&mut waiting, info.last_seen_ms);
+        if !waiting.contains_key(&info.id) && waiting.len() >= MAX_WAITING {
+            if let Some(oldest) = waiting.values().min_by_key(|a| a.last_seen_ms).map(|a| a.id) {
+                waiting.remove(&oldest);
+            }
+        }
+        waiting.insert(info.id, info);
+    }
+
+    /// The agent was admitted: it waits no more.
+    pub fn admitted(&self, id: &Key) {
+        self.waiting_list().remove(id);
+    }
+
+    /// The agents waiting for adoption now, by name.
+    pub fn waiting(&self) -> Vec<AgentInfo> {
+        let mut waiting = self.waiting_list();
+        forget_old(&mut waiting, now_ms());
+        let mut all: Vec<AgentInfo> = waiting.values().cloned().collect();
+        all.sort_by(|a, b| a.advert.name.cmp(&b.advert.name).then(a.id.0.cmp(&b.id.0)));
+        all
     }
 
     pub fn roster(&self) -> MutexGuard<'_, RosterState> {
@@ -68,6 +103,11 @@ impl Shared {
     pub fn subscribe(&self, _held: &RosterState) -> broadcast::Receiver<RosterEvent> {
         self.events.subscribe()
     }
+}
+
+fn forget_old(waiting: &mut HashMap<Key, AgentInfo>, now_ms: u64) {
+    let after = WAITING_FORGET_AFTER.as_millis() as u64;
+    waiting.retain(|_, a| now_ms.saturating_sub(a.last_seen_ms) <= after);
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -63,6 +63,17 @@ impl Home {
         self.dir.join("receipts")
     }
 
+    /// Enrollment tokens this owner issued (`wtd enroll new`), one secret file each.
+    pub fn enrollments(&self) -> PathBuf {
+        self.dir.join("enroll")
+    }
+
+    /// Other owners' logs as this user last verified them (fetched from the proxy to learn
+    /// which agents they adopted), so a proxy cannot roll them back unnoticed.
+    pub fn seen_logs(&self) -> PathBuf {
+        self.dir.join("seen-logs")
+    }
+
     /// The proxy this user joined (`wtd join`).
     pub fn proxy(&self) -> PathBuf {
         self.dir.join("proxy.toml")

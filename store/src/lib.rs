@@ -14,10 +14,12 @@
 //! - [`logfile`]: the owner log on disk: framed, checksummed, fsynced appends.
 //! - [`keyring`]: names for other people's keys, like ssh's known_hosts.
 //! - [`grants`]: grants this user has received (imported from tickets).
+//! - [`enroll`]: the enrollment tokens an owner issued for headless Pis.
 //! - [`floor`]: the persisted time floor.
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod enroll;
 pub mod floor;
 pub mod grants;
 pub mod home;

@@ -330,6 +330,12 @@ impl TestCluster {
 }
 
 impl User {
+    /// `wtd adopt <id>`: this owner signs that `agent` is hers (by its full id, so it works
+    /// before the agent is online). With the agent's config naming her, both sides agree.
+    pub fn adopt(&self, agent: &Agent) {
+        self.ok(["adopt", &agent.id()]);
+    }
+
     /// `wtd ls --json`, parsed (an empty list if the proxy is unreachable).
     pub fn ls(&self) -> Vec<serde_json::Value> {
         let out = self.cli(["ls", "--json"]);

@@ -95,6 +95,7 @@ mod tests {
             model: None,
             software: "wtd 0.1".into(),
             warnings: vec![],
+            enrollment: None,
         }
     }
 
@@ -114,6 +115,21 @@ mod tests {
             decode::<Open>(&vec![0; MAX_FRAME + 1]),
             Err(WireError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn an_enrollment_proof_travels_and_a_waiting_agent_is_told_what_to_do() {
+        let token = wtd_keys::EnrollmentToken::generate();
+        let me = wtd_keys::AgentId(wtd_keys::SecretKey::from_seed(&[2; 32]).public());
+        let mut a = advert();
+        a.enrollment = Some(token.prove(&me).into());
+        let back: Advert = decode(&encode(&a)).unwrap();
+        assert_eq!(back, a);
+        assert!(token.verifies(&back.enrollment.unwrap().into(), &me));
+        let owner = a.owners[0];
+        let why = Refusal::WaitingForAdoption { owners: vec![owner] }.to_string();
+        assert!(why.starts_with("waiting for adoption by wtd1"), "{why}");
+        assert!(why.contains("wtd adopt"), "{why}");
     }
 
     #[test]

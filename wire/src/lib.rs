@@ -10,8 +10,9 @@
 //! ```text
 //! agent                                   proxy                                  CLI
 //!   |-- open control stream ------------------>|                                     |
-//!   |-- AgentHello{version, advert, heads} --->|  admission: open or allowlist        |
-//!   |<-- Welcome | Refused{reason} ------------|                                     |
+//!   |-- AgentHello{version, advert, heads} --->|  admission: open, or adopted by an   |
+//!   |                                          |  allowed owner (else kept waiting)  |
+//!   |<-- Welcome | Refused{reason} ------------|<-- Request::Waiting (adopt it) -----|
 //!   |<-- Log{owner, entries} (catch-up) -------|                                     |
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
@@ -40,8 +41,10 @@ pub mod messages;
 pub mod roster;
 
 /// Bumped on any incompatible change to the messages. Version 2: calls inside a session
-/// are authenticated by the session, many at once (see [`call`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// are authenticated by the session, many at once (see [`call`]). Version 3: adverts carry
+/// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
+/// adoptions (an older agent would refuse them, so it must not connect).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 pub use codec::{decode, encode, encode_frame_into, WireError};
 pub use messages::*;

@@ -78,10 +78,17 @@ pub enum FromAgent {
 /// Why the proxy turned an agent away. The agent logs it and retries later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
-    VersionMismatch { proxy: u16 },
+    VersionMismatch {
+        proxy: u16,
+    },
     OwnerNotAllowed,
     BadAdvert(String),
     Full,
+    /// The agent names an allowed owner, but no allowed owner's log adopts it yet. The
+    /// agent keeps retrying; it is admitted once its owner runs `wtd adopt`.
+    WaitingForAdoption {
+        owners: Vec<Key>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -99,6 +106,22 @@ impl fmt::Display for Refusal {
             ),
             Refusal::BadAdvert(why) => write!(f, "the proxy refused this agent's advert: {why}"),
             Refusal::Full => write!(f, "the proxy has as many agents as it accepts; try again later"),
+            Refusal::WaitingForAdoption { owners } => {
+                let owners: Vec<String> = owners
+                    .iter()
+                    .map(|k| {
+                        k.parse()
+                            .map_or_else(|_| "an invalid key".into(), |k| k.to_string())
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "waiting for adoption by {}: the proxy admits only agents their owner adopted; on the \
+                     owner's machine run `wtd adopt <this agent's name or id>` (or `wtd adopt --pending` \
+                     if this card holds an enrollment token)",
+                    owners.join(" or ")
+                )
+            }
         }
     }
 }
@@ -117,6 +140,9 @@ pub enum Request {
     FetchLog { owner: Key, after_seq: u64 },
     /// How many entries of an owner's log the proxy holds (answered with `LogStored`).
     LogHead { owner: Key },
+    /// The agents the proxy turned away recently because nobody adopted them yet
+    /// (answered with `Waiting`), so their owner can adopt them.
+    Waiting,
 }
 
 /// A reply to a [`Request`].
@@ -134,5 +160,7 @@ pub enum Response {
     Log {
         entries: Vec<Vec<u8>>,
     },
+    /// Agents waiting for adoption (see [`Request::Waiting`]); self-reported like the roster.
+    Waiting(Vec<AgentInfo>),
     Error(String),
 }

@@ -54,6 +54,35 @@ pub struct Advert {
     pub software: String,
     /// Problems the owner should see in `wtd ls`, such as a mission file that was skipped.
     pub warnings: Vec<String>,
+    /// Proof that this agent holds an owner's one-time enrollment token (a MAC over its own
+    /// id, never the token), so `wtd adopt --pending` can adopt a Pi its owner never saw.
+    pub enrollment: Option<EnrollmentProof>,
+}
+
+/// An enrollment proof as it travels: `wtd_keys::enroll::EnrollProof` in bytes. Anyone may
+/// see it; it proves the token only for the id of the agent whose advert carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentProof {
+    pub token: [u8; 16],
+    pub mac: [u8; 32],
+}
+
+impl From<wtd_keys::EnrollProof> for EnrollmentProof {
+    fn from(p: wtd_keys::EnrollProof) -> Self {
+        EnrollmentProof {
+            token: p.token.0,
+            mac: p.mac,
+        }
+    }
+}
+
+impl From<EnrollmentProof> for wtd_keys::EnrollProof {
+    fn from(p: EnrollmentProof) -> Self {
+        wtd_keys::EnrollProof {
+            token: wtd_keys::TokenId(p.token),
+            mac: p.mac,
+        }
+    }
 }
 
 /// A load report, sent with every heartbeat.
@@ -94,6 +123,9 @@ pub enum LeaveReason {
 }
 
 /// A change to the roster, for watchers: a snapshot first, then deltas.
+// Upsert is the big one (an advert); boxing it would cost an allocation per event and
+// save little: events live briefly, and a watcher's buffer holds at most a few hundred.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RosterEvent {
     Snapshot(Vec<AgentInfo>),

@@ -1,7 +1,9 @@
 //! `wtd call demo/echo '{"msg":"hi"}'`: run a function on the best agent for it.
 //!
-//! 1. Ask the proxy for the roster; keep the agents that offer the function and whose
-//!    owners granted you the mission (`wtd_caller::dispatch`); order them by the selector.
+//! 1. Ask the proxy for the roster and the logs of your grants' issuers (each entry checked,
+//!    see `adoptions`); keep the agents that offer the function and whose owners granted
+//!    you the mission *and adopted them* (`wtd_caller::dispatch`): an agent that only
+//!    claims an owner is never called with her grant. Order them by the selector.
 //! 2. Open an end-to-end session to the first one through the proxy, pinned to that
 //!    agent's key (the proxy relays ciphertext only), and send the call on it. The
 //!    session's handshake proved your key, so the call needs no signature of its own;
@@ -19,7 +21,7 @@ use wtd_caller::dispatch::{self, Candidate, Filter, NoCandidate, Selector};
 use wtd_caller::{Answer, CallError, CallRequest, Caller, Failure, Notice, Receipt};
 use wtd_keys::call::CallStatus;
 use wtd_keys::names::parse_target;
-use wtd_keys::{FunctionName, Grant, MissionName, UserKey};
+use wtd_keys::{FunctionName, Grant, MissionName, OwnerKey, UserKey};
 
 use crate::context::Context;
 use crate::exit::{self, Exit};
@@ -118,15 +120,26 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info)
+        let (client, conn) = proxy::connect(&me, &info)
             .await
             .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{e:#}")))?;
         let caller = Caller::new(me.clone(), conn);
         let roster = caller.roster().await?;
         let me_user = UserKey(me.public());
         let grant_refs: Vec<&Grant> = grants.iter().collect();
-        let cands = dispatch::candidates(&roster, &me_user, &grant_refs, &mission, &function, &filter)
-            .map_err(|e| no_candidate(e, &mission, &function, &me_user))?;
+        let mut issuers: Vec<OwnerKey> = grants.iter().map(|g| g.issuer).collect();
+        issuers.push(OwnerKey(me.public()));
+        let adoptions = crate::adoptions::book(ctx, &me, &caller, &issuers).await;
+        let cands = dispatch::candidates(
+            &roster,
+            &me_user,
+            &grant_refs,
+            &adoptions,
+            &mission,
+            &function,
+            &filter,
+        )
+        .map_err(|e| no_candidate(e, &mission, &function, &me_user))?;
         let ordered = dispatch::order(cands, selector, turn, random);
         let call = async {
             if selector == Selector::All {
@@ -146,6 +159,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             .into())
         });
         caller.close().await;
+        drop(client);
         result
     })
 }
@@ -338,6 +352,36 @@ fn no_candidate(
             exit::UNREACHABLE,
             format!("no online agent matching --tag/--agent offers {mission}/{function}; check `wtd ls`"),
         ),
+        NoCandidate::NotAdopted { agents } => {
+            let list: Vec<String> = agents
+                .iter()
+                .map(|a| match a.disowned {
+                    Some(at) => format!(
+                        "{} ({}) was disowned by {} at {}",
+                        a.name,
+                        a.id.key().short(),
+                        a.owner.key().short(),
+                        crate::parse::format_time(at)
+                    ),
+                    None => format!(
+                        "{} ({}) claims to be {}'s, but is not adopted by {}",
+                        a.name,
+                        a.id.key().short(),
+                        a.owner.key().short(),
+                        a.owner.key().short()
+                    ),
+                })
+                .collect();
+            Exit::new(
+                exit::DENIED,
+                format!(
+                    "not calling {mission}/{function} there: {}. Your grant is from that owner, and her grants are \
+                     used only on agents she adopted (so an agent that merely claims her never sees your call); \
+                     ask her to `wtd adopt` it if it is really hers",
+                    list.join("; ")
+                ),
+            )
+        }
         NoCandidate::NotGranted { owners } => {
             let owners: Vec<String> = owners.iter().map(|o| o.short()).collect();
             Exit::new(

@@ -27,7 +27,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     println!("Saved proxy {} at {:?}.", info.id.key().short(), info.addrs);
     // Try it now, so a wrong address or a wrong id shows up here and not later.
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
         let mut recv = proxy::request(&conn, Request::Roster).await?;
         if let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? {
             println!(
@@ -35,7 +35,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 agents.len()
             );
         }
-        wtd_transport::close_and_flush(&conn, b"bye").await;
+        proxy::goodbye(&client, &conn).await;
         anyhow::Ok(())
     })
 }

@@ -1,9 +1,19 @@
-//! `wtd ls`: the agents online at the joined proxy, their load and missions.
+//! `wtd ls`: the agents online at the joined proxy, their load and missions, and whose
+//! they are.
+//!
+//! An agent's advert only *claims* owners. `wtd ls` fetches the claimed owners' logs from
+//! the proxy, checks every entry, and shows an owner only where both sides agree (her log
+//! adopts the agent); an agent that names her but is not adopted shows as
+//! `claims alice, not adopted` (or `disowned`). Agents a `--allow` proxy keeps waiting for
+//! adoption are listed below the table.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use wtd_keys::PublicId;
+use std::sync::Arc;
+
+use wtd_keys::adoption::{ownership, Ownership};
+use wtd_keys::{AdoptionBook, AgentId, OwnerKey, PublicId};
 use wtd_store::keyring::Keyring;
 use wtd_wire::{AgentInfo, Key, Request, Response, RosterEvent};
 
@@ -26,7 +36,12 @@ pub struct Args {
 pub struct AgentView {
     pub id: String,
     pub name: String,
+    /// The owners its advert names (its claim).
     pub owners: Vec<String>,
+    /// Those of them whose log adopts it: the owners both sides agree on.
+    pub adopted_by: Vec<String>,
+    /// Those it names whose log does not adopt it (never did, or disowned it).
+    pub not_adopted: Vec<String>,
     pub missions: Vec<MissionView>,
     pub tags: Vec<String>,
     pub load1: f32,
@@ -59,12 +74,33 @@ fn key_text(k: &Key) -> String {
         .map_or_else(|_| "(invalid key)".to_string(), |k: PublicId| k.to_string())
 }
 
-impl From<&AgentInfo> for AgentView {
-    fn from(a: &AgentInfo) -> Self {
+/// How each owner an agent names stands with it, by the verified logs in `book`.
+fn owner_standing(a: &AgentInfo, book: &AdoptionBook) -> Vec<(PublicId, Ownership)> {
+    let Ok(id) = a.id.parse() else { return Vec::new() };
+    a.advert
+        .owners
+        .iter()
+        .filter_map(|k| k.parse().ok())
+        .map(|o: PublicId| (o, ownership(true, book, &OwnerKey(o), &AgentId(id))))
+        .collect()
+}
+
+impl AgentView {
+    fn new(a: &AgentInfo, book: &AdoptionBook) -> Self {
+        let standing = owner_standing(a, book);
+        let pick = |agreed: bool| {
+            standing
+                .iter()
+                .filter(|(_, s)| (*s == Ownership::Agreed) == agreed)
+                .map(|(o, _)| o.to_string())
+                .collect()
+        };
         AgentView {
             id: key_text(&a.id),
             name: a.advert.name.clone(),
             owners: a.advert.owners.iter().map(key_text).collect(),
+            adopted_by: pick(true),
+            not_adopted: pick(false),
             missions: a
                 .advert
                 .missions
@@ -101,20 +137,41 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let me = ctx.identity()?;
     let info = proxy::require(&ctx.home.proxy())?;
     let keyring = ctx.keyring()?;
+    let me = Arc::new(me);
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
+        let caller = wtd_caller::Caller::new(me.clone(), conn.clone());
+        let mut recv = proxy::request(&conn, Request::Roster).await?;
+        let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? else {
+            anyhow::bail!("the proxy sent no roster");
+        };
+        let mut waiting = Vec::new();
+        let mut recv = proxy::request(&conn, Request::Waiting).await?;
+        if let Some(Response::Waiting(w)) = proxy::next(&mut recv).await? {
+            waiting = w;
+        }
+        // The owners the agents claim; a watch keeps the adoptions it found at its start.
+        let claimed: Vec<OwnerKey> = agents
+            .iter()
+            .chain(&waiting)
+            .flat_map(|a| {
+                a.advert
+                    .owners
+                    .iter()
+                    .filter_map(|k| k.parse().ok())
+                    .map(OwnerKey)
+            })
+            .collect();
+        let book = crate::adoptions::book(ctx, &me, &caller, &claimed).await;
         if !args.watch {
-            let mut recv = proxy::request(&conn, Request::Roster).await?;
-            let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? else {
-                anyhow::bail!("the proxy sent no roster");
-            };
             if args.json {
-                let views: Vec<AgentView> = agents.iter().map(AgentView::from).collect();
+                let views: Vec<AgentView> = agents.iter().map(|a| AgentView::new(a, &book)).collect();
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
-                print!("{}", render(&agents, &keyring, me.public()));
+                print!("{}", render(&agents, &keyring, me.public(), &book));
+                print!("{}", render_waiting(&waiting, &keyring, me.public()));
             }
-            wtd_transport::close_and_flush(&conn, b"bye").await;
+            proxy::goodbye(&client, &conn).await;
             return Ok(());
         }
         let mut recv = proxy::request(&conn, Request::Watch).await?;
@@ -122,7 +179,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         while let Some(resp) = proxy::next(&mut recv).await? {
             let Response::Event(event) = resp else { continue };
             if args.json {
-                println!("{}", event_json(&event));
+                println!("{}", event_json(&event, &book));
             }
             match event {
                 RosterEvent::Snapshot(all) => roster = all.into_iter().map(|a| (a.id.0, a)).collect(),
@@ -146,19 +203,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             if !args.json {
                 let agents: Vec<AgentInfo> = roster.values().cloned().collect();
                 // Clear the screen and redraw, like `top`.
-                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring, me.public()));
+                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring, me.public(), &book));
             }
         }
         anyhow::bail!("the proxy closed the watch (is it shutting down?)")
     })
 }
 
-fn event_json(event: &RosterEvent) -> serde_json::Value {
+fn event_json(event: &RosterEvent, book: &AdoptionBook) -> serde_json::Value {
     match event {
         RosterEvent::Snapshot(all) => {
-            serde_json::json!({"snapshot": all.iter().map(AgentView::from).collect::<Vec<_>>()})
+            serde_json::json!({"snapshot": all.iter().map(|a| AgentView::new(a, book)).collect::<Vec<_>>()})
         }
-        RosterEvent::Upsert(a) => serde_json::json!({"upsert": AgentView::from(a)}),
+        RosterEvent::Upsert(a) => serde_json::json!({"upsert": AgentView::new(a, book)}),
         RosterEvent::Load {
             id,
             load,
@@ -174,8 +231,63 @@ fn event_json(event: &RosterEvent) -> serde_json::Value {
     }
 }
 
+/// Who `k` is, for a person reading the table.
+fn person(keyring: &Keyring, me: PublicId, k: &PublicId) -> String {
+    if *k == me {
+        "you".to_string()
+    } else {
+        who(keyring, k)
+    }
+}
+
+/// The OWNER cell: owners both sides agree on by name; a bare claim said as such.
+fn owner_cell(a: &AgentInfo, keyring: &Keyring, me: PublicId, book: &AdoptionBook) -> String {
+    let cells: Vec<String> = owner_standing(a, book)
+        .iter()
+        .map(|(o, s)| {
+            let p = person(keyring, me, o);
+            match s {
+                Ownership::Agreed => p,
+                Ownership::ClaimOnly { disowned: Some(_) } => format!("claims {p}, disowned"),
+                _ => format!("claims {p}, not adopted"),
+            }
+        })
+        .collect();
+    if cells.is_empty() {
+        "?".to_string()
+    } else {
+        cells.join("; ")
+    }
+}
+
+/// Agents a `--allow` proxy turned away until an owner adopts them.
+fn render_waiting(waiting: &[AgentInfo], keyring: &Keyring, me: PublicId) -> String {
+    let mut out = String::new();
+    for a in waiting {
+        let claims: Vec<String> = a
+            .advert
+            .owners
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(|o: PublicId| person(keyring, me, &o))
+            .collect();
+        let id = a.id.parse().map_or_else(|_| "?".into(), |k: PublicId| k.short());
+        let token = if a.advert.enrollment.is_some() {
+            " (shows an enrollment proof: `wtd adopt --pending`)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "waiting for adoption: {} ({id}) claims {}{token}\n",
+            a.advert.name,
+            claims.join(", ")
+        ));
+    }
+    out
+}
+
 /// The roster as a table, with agents' warnings below it.
-fn render(agents: &[AgentInfo], keyring: &Keyring, me: PublicId) -> String {
+fn render(agents: &[AgentInfo], keyring: &Keyring, me: PublicId, book: &AdoptionBook) -> String {
     if agents.is_empty() {
         return "No agents online.\n".to_string();
     }
@@ -183,16 +295,7 @@ fn render(agents: &[AgentInfo], keyring: &Keyring, me: PublicId) -> String {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let owner = a.advert.owners.first().and_then(|k| k.parse().ok()).map_or_else(
-                || "?".to_string(),
-                |k| {
-                    if k == me {
-                        "you".to_string()
-                    } else {
-                        who(keyring, &k)
-                    }
-                },
-            );
+            let owner = owner_cell(a, keyring, me, book);
             let missions: Vec<&str> = a.advert.missions.iter().map(|m| m.name.as_str()).collect();
             let temp = a
                 .load

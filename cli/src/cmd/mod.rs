@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod adopt;
 pub mod call;
+pub mod disown;
+pub mod enroll;
 pub mod grant;
 pub mod grants;
 pub mod id;

@@ -26,7 +26,7 @@ pub fn publish(ctx: &Context, me: &SecretKey) -> anyhow::Result<u64> {
     let entries: Vec<Vec<u8>> = log.log().entries().iter().map(|e| e.bytes().to_vec()).collect();
     drop(log);
     proxy::runtime()?.block_on(async {
-        let (_client, conn) = proxy::connect(me, &info).await?;
+        let (client, conn) = proxy::connect(me, &info).await?;
         let mut recv = proxy::request(
             &conn,
             Request::LogHead {
@@ -60,7 +60,7 @@ pub fn publish(ctx: &Context, me: &SecretKey) -> anyhow::Result<u64> {
                 size = 0;
             }
         }
-        wtd_transport::close_and_flush(&conn, b"bye").await;
+        proxy::goodbye(&client, &conn).await;
         Ok(seq)
     })
 }

@@ -1,8 +1,11 @@
 //! `wtd up`: a whole cluster on this machine, for trying wtd or teaching with it.
 //!
 //! Starts a proxy on 127.0.0.1 and N agents, each with its own identity and state under
-//! one directory; makes you their owner (creating your identity if needed); grants you the
-//! example `demo` mission; and waits for Ctrl-C, then stops everything cleanly.
+//! one directory; makes you their owner (creating your identity if needed): their configs
+//! name you, and your log adopts them (it makes their keys first, so it knows their ids);
+//! grants you the example `demo` mission; and waits for Ctrl-C, then stops everything
+//! cleanly. As their owner you may call every mission they offer (`sys/info` too) without a
+//! grant; the `demo` grant is there so you can try `wtd grant`'s output on yourself.
 //!
 //! The proxy and agents are this same binary (`wtd proxy`, `wtd agent`) run as child
 //! processes, exactly as they run on real machines.
@@ -129,10 +132,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     proxy::save(&ctx.home.proxy(), &info)?;
 
     // The agents.
+    let mut ids = Vec::new();
     for i in 1..=args.agents {
         let name = format!("pi-{i}");
         let agent_dir = dir.join(&name);
         wtd_store::atomic::ensure_dir(&agent_dir, 0o700)?;
+        // The agent's key, made now (the agent would make it on its first start), so that
+        // you can adopt it before it connects.
+        let state = agent_dir.join("state");
+        wtd_store::atomic::ensure_dir(&state, 0o700)?;
+        let (key, _) = wtd_store::identity::load_or_create(&state.join("identity.key"))?;
+        ids.push(wtd_keys::AgentId(key.public()));
         let config = agent_dir.join("agent.toml");
         let text = format!(
             "# Written by `wtd up`.\nname = \"{name}\"\nstate_dir = \"{}\"\nmissions_dir = \"{}\"\n\
@@ -148,6 +158,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             &["agent".as_ref(), "--config".as_ref(), config.as_os_str()],
             &agent_dir.join("agent.log"),
         )?);
+    }
+
+    // Adopt them: with their configs naming you, both sides agree they are yours.
+    let adopted = crate::cmd::adopt::adopt(ctx, &me, &ids, &[])?;
+    if adopted > 0 {
+        println!("Adopted {adopted} agent(s).");
     }
 
     // Grant yourself the demo mission, unless an active grant is already there.
@@ -192,7 +208,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Wait for every agent to show up.
     let runtime = proxy::runtime()?;
     let online = runtime.block_on(async {
-        let (_client, conn) = proxy::connect(&me, &info).await?;
+        let (client, conn) = proxy::connect(&me, &info).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut recv = proxy::request(&conn, Request::Roster).await?;
@@ -201,7 +217,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 _ => 0,
             };
             if n >= args.agents || Instant::now() > deadline {
-                wtd_transport::close_and_flush(&conn, b"bye").await;
+                proxy::goodbye(&client, &conn).await;
                 return anyhow::Ok(n);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -32,6 +32,12 @@ fn explain(status: &GrantStatus) -> String {
     match status {
         GrantStatus::Usable => "usable".into(),
         GrantStatus::IssuerNotOwner => "made by a key this agent does not obey".into(),
+        GrantStatus::NotAdopted { disowned: None } => {
+            "you have not adopted this agent (`wtd adopt` it)".into()
+        }
+        GrantStatus::NotAdopted { disowned: Some(at) } => {
+            format!("you disowned this agent at {}", crate::parse::format_time(*at))
+        }
         GrantStatus::NotForThisAgent => "covers other agents, not this one".into(),
         GrantStatus::NotYetValid { in_ms } => format!("not valid yet (starts in {})", human_duration(*in_ms)),
         GrantStatus::Expired { ago_ms } => format!("expired {} ago", human_duration(*ago_ms)),
@@ -47,6 +53,13 @@ fn deny_text(d: &Deny) -> String {
     match d {
         Deny::NoGrant => "no grant".into(),
         Deny::IssuerNotOwner { grant } => format!("{grant} is not from an owner of this agent"),
+        Deny::NotAdopted { grant, disowned, .. } => match disowned {
+            Some(_) => format!("{grant} is yours, but you disowned this agent"),
+            None => format!("{grant} is yours, but you have not adopted this agent (`wtd adopt` it)"),
+        },
+        Deny::OwnerNotAdopted { .. } => {
+            "you have not adopted this agent, so you may not call it as its owner".into()
+        }
         Deny::NotForThisAgent { grant } => format!("{grant} covers other agents"),
         Deny::NotYetValid { grant, in_ms } => format!("{grant} starts in {}", human_duration(*in_ms)),
         Deny::Expired { grant, ago_ms } => format!("{grant} expired {} ago", human_duration(*ago_ms)),
@@ -65,6 +78,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let caller = UserKey(keyring.resolve(&args.who)?);
     let (mission, function) = parse_target(&args.target)?;
     let log = ctx.owner_log(&me)?;
+    let adoptions = wtd_keys::AdoptionBook::from_logs([log.log()]);
     let grants: Vec<Grant> = log.log().grants().map(|g| g.grant().clone()).collect();
     let revocations: Vec<Revocation> = log.log().revocations().map(|r| r.revocation().clone()).collect();
     drop(log);
@@ -74,13 +88,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     match proxy::load(&ctx.home.proxy())? {
         Some(info) => {
             let roster = proxy::runtime()?.block_on(async {
-                let (_client, conn) = proxy::connect(&me, &info).await?;
+                let (client, conn) = proxy::connect(&me, &info).await?;
                 let mut recv = proxy::request(&conn, WireRequest::Roster).await?;
                 let r = match proxy::next(&mut recv).await? {
                     Some(Response::Roster(r)) => r,
                     _ => Vec::new(),
                 };
-                wtd_transport::close_and_flush(&conn, b"bye").await;
+                proxy::goodbye(&client, &conn).await;
                 anyhow::Ok(r)
             })?;
             for a in roster {
@@ -124,6 +138,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         owners: &owners,
         grants: &grant_refs,
         revocations: &revocation_refs,
+        adoptions: &adoptions,
     };
     let name = who(&keyring, caller.key());
     for (agent_name, id) in &agents {
@@ -136,6 +151,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         };
         let eval = evaluate(&req, &policy, &RateLimits::default(), TimeFloor::default());
         match (&eval.usable, &eval.deny) {
+            _ if eval.as_owner.is_some() => {
+                println!(
+                    "{agent_name}: ALLOW {name} to call {mission}/{function}, as its owner (no grant needed)"
+                )
+            }
             (Some(g), _) => println!("{agent_name}: ALLOW {name} to call {mission}/{function}, using {g}"),
             (None, Some(d)) => println!("{agent_name}: DENY {name} {mission}/{function}: {}", deny_text(d)),
             (None, None) => println!("{agent_name}: DENY"),
