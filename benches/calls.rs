@@ -107,25 +107,30 @@ fn main() -> anyhow::Result<()> {
     let mut cpu = Vec::new();
 
     eprintln!("1/5 floor: plain QUIC relay, one round trip at a time and {IN_FLIGHT} in flight ...");
-    let floor = caller_rt.block_on(rows::floor(&knobs))?;
-    let floor_p50 = floor.warm.p50();
-    let floor_rate = floor.busy.rate();
+    let mut rig = caller_rt.block_on(rows::FloorRig::start())?;
+    let (_, floor_cpu) = caller_rt.block_on(rig.solo(knobs.calls))?;
+    let (floor_busy, floor_busy_cpu) = caller_rt.block_on(rig.busy(&knobs))?;
+    cpu.push(floor_cpu);
+    cpu.push(floor_busy_cpu);
+
+    let caller = caller_rt.block_on(Caller::connect(&lab))?;
+    eprintln!("2/5 live calls, taking turns with floor round trips ...");
+    let (floor, mut live_warm) = caller_rt.block_on(rows::interleaved(&mut rig, &caller, knobs.calls))?;
+    caller_rt.block_on(rig.close());
+    let floor_p50 = floor.p50();
+    let floor_rate = floor_busy.rate();
     table.row(
-        "1  floor: QUIC round trip via a plain relay",
-        &floor.warm,
+        "1  floor: QUIC round trip via a plain relay (turns with 2)",
+        &floor,
         "-",
         None,
     );
     table.row(
         &format!("1b floor: {IN_FLIGHT} in flight via a plain relay ({IN_FLIGHT} streams)"),
-        &floor.busy,
+        &floor_busy,
         "-",
         None,
     );
-    cpu.push(floor.warm_cpu);
-    cpu.push(floor.busy_cpu);
-
-    let caller = caller_rt.block_on(Caller::connect(&lab))?;
     let budget = floor_p50 + Duration::from_micros(50);
     let worst = floor_p50 + Duration::from_micros(100);
     let rate_budget = (floor_rate * 0.5).max(25_000.0);
@@ -136,9 +141,12 @@ fn main() -> anyhow::Result<()> {
         eprintln!(
             "{n}/5 {kind}: warm on one session; {IN_FLIGHT} in flight on 1 and on {IN_FLIGHT} sessions ..."
         );
+        // The CPU of a warm call, measured alone; for the live call, the latencies shown are
+        // those taken in turns with the floor.
         let meter = CpuMeter::start();
-        let warm = caller_rt.block_on(rows::warm(&caller, knobs.calls, receipt))?;
-        cpu.push(meter.per_call(&format!("{n}  warm"), warm.n() + WARMUP_CALLS));
+        let alone = caller_rt.block_on(rows::warm(&caller, knobs.calls, receipt))?;
+        cpu.push(meter.per_call(&format!("{n}  warm"), alone.n() + WARMUP_CALLS));
+        let warm = if receipt { alone } else { std::mem::take(&mut live_warm) };
         let (text, met) = match live.get("warm") {
             Some((p50, _)) => (
                 format!(
@@ -689,111 +697,166 @@ mod floor {
 mod rows {
     use super::*;
 
-    /// Rows 1 and 1b, with the CPU each used.
-    pub(super) struct Floor {
-        pub(super) warm: Stats,
-        pub(super) busy: Stats,
-        pub(super) warm_cpu: CpuPerCall,
-        pub(super) busy_cpu: CpuPerCall,
+    /// The plain relay of rows 1, its echo node, and a caller's warm stream through it. Kept
+    /// up while the live calls of row 2 are timed, so the two can take turns.
+    pub(super) struct FloorRig {
+        client: Client,
+        conn: Connection,
+        send: wtd_transport::SendStream,
+        recv: wtd_transport::RecvStream,
+        // Dropped in this order: the node, then the relay.
+        _node: Daemon,
+        _relay: Daemon,
     }
 
-    /// Row 1: `calls` round trips of a small message through a plain relay, one warm stream.
-    /// Row 1b: `IN_FLIGHT` streams on the same connection, each echoing in a loop for the
-    /// in-flight rows' time. The relay and the echo node count as the proxy and the agent
-    /// in the CPU table.
-    pub(super) async fn floor(knobs: &Knobs) -> anyhow::Result<Floor> {
-        let (relay_key, node_key, me) = (
-            SecretKey::generate(),
-            SecretKey::generate(),
-            SecretKey::generate(),
-        );
-        let (node_id, relay_id) = (node_key.public(), relay_key.public());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let relay = Daemon::start("proxy-plain", 2, move |stop| async move {
-            match Server::bind(
-                &relay_key,
-                "127.0.0.1:0".parse().expect("literal"),
-                &Limits::default(),
-            ) {
-                Ok(server) => {
-                    let _ = tx.send(server.local_addr().map_err(anyhow::Error::from));
-                    floor::relay(server, node_id, stop).await;
+    impl FloorRig {
+        pub(super) async fn start() -> anyhow::Result<FloorRig> {
+            let (relay_key, node_key, me) = (
+                SecretKey::generate(),
+                SecretKey::generate(),
+                SecretKey::generate(),
+            );
+            let (node_id, relay_id) = (node_key.public(), relay_key.public());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let relay = Daemon::start("proxy-plain", 2, move |stop| async move {
+                match Server::bind(
+                    &relay_key,
+                    "127.0.0.1:0".parse().expect("literal"),
+                    &Limits::default(),
+                ) {
+                    Ok(server) => {
+                        let _ = tx.send(server.local_addr().map_err(anyhow::Error::from));
+                        floor::relay(server, node_id, stop).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e.into()));
-                }
-            }
-        })?;
-        let relay_addr = started(rx, "the plain relay")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let node = Daemon::start("agent-echo", 1, move |stop| {
-            floor::echo_node(node_key, relay_addr, relay_id, tx, stop)
-        })?;
-        started(rx, "the echo node")?;
+            })?;
+            let relay_addr = started(rx, "the plain relay")?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let node = Daemon::start("agent-echo", 1, move |stop| {
+                floor::echo_node(node_key, relay_addr, relay_id, tx, stop)
+            })?;
+            started(rx, "the echo node")?;
+            let client = Client::bind(&me, "127.0.0.1:0".parse()?)?;
+            let conn = client.connect(relay_addr, relay_id).await?;
+            let (send, recv) = conn.open_bi().await?;
+            Ok(FloorRig {
+                client,
+                conn,
+                send,
+                recv,
+                _node: node,
+                _relay: relay,
+            })
+        }
 
-        let client = Client::bind(&me, "127.0.0.1:0".parse()?)?;
-        let conn = client.connect(relay_addr, relay_id).await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        let out = [7u8; FLOOR_MESSAGE];
-        let mut back = [0u8; FLOOR_MESSAGE];
-        let cpu = CpuMeter::start();
-        let mut rounds = Rounds::new(knobs.calls);
-        while rounds.more() {
+        /// One round trip of a [`FLOOR_MESSAGE`]-byte message on the warm stream.
+        pub(super) async fn round_trip(&mut self) -> anyhow::Result<Duration> {
+            let out = [7u8; FLOOR_MESSAGE];
+            let mut back = [0u8; FLOOR_MESSAGE];
             let t = Instant::now();
-            send.write_all(&out).await?;
-            recv.read_exact(&mut back).await?;
-            rounds.record(t.elapsed());
+            self.send.write_all(&out).await?;
+            self.recv.read_exact(&mut back).await?;
+            Ok(t.elapsed())
         }
-        let warm = rounds.finish();
-        // Read before the relay's and the node's threads end and take their counts along.
-        let warm_cpu = cpu.per_call("1  floor", warm.n() + WARMUP_CALLS);
 
-        let mut streams = Vec::new();
-        for _ in 0..IN_FLIGHT {
-            let (mut send, mut recv) = conn.open_bi().await?;
-            // One round trip each first, so every stream exists at the node.
-            send.write_all(&out).await?;
-            recv.read_exact(&mut back).await?;
-            streams.push((send, recv));
-        }
-        let cpu = CpuMeter::start();
-        let made = AtomicU64::new(0);
-        let start = Instant::now();
-        let deadline = start + knobs.secs;
-        let loops = streams.into_iter().map(|(mut send, mut recv)| {
-            let made = &made;
-            async move {
-                let mut times = Vec::new();
-                let mut back = [0u8; FLOOR_MESSAGE];
-                while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < knobs.max_calls {
-                    let t = Instant::now();
-                    send.write_all(&out).await?;
-                    recv.read_exact(&mut back).await?;
-                    times.push(t.elapsed());
-                }
-                anyhow::Ok(times)
+        /// Row 1 alone, for its CPU per call: `calls` round trips.
+        pub(super) async fn solo(&mut self, calls: usize) -> anyhow::Result<(Stats, CpuPerCall)> {
+            let cpu = CpuMeter::start();
+            let mut rounds = Rounds::new(calls);
+            while rounds.more() {
+                let took = self.round_trip().await?;
+                rounds.record(took);
             }
-        });
-        let results = join_all(loops.collect()).await;
-        let mut busy = Stats {
-            elapsed: start.elapsed(),
-            ..Stats::default()
-        };
-        for r in results {
-            busy.times.extend(r?);
+            let stats = rounds.finish();
+            let cpu = cpu.per_call("1  floor", stats.n() + WARMUP_CALLS);
+            Ok((stats, cpu))
         }
-        let busy_cpu = cpu.per_call(&format!("1b {IN_FLIGHT} streams"), busy.n() + IN_FLIGHT);
 
-        conn.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_millis(300), client.endpoint().wait_idle()).await;
-        drop(node);
-        drop(relay);
-        Ok(Floor {
-            warm,
-            busy,
-            warm_cpu,
-            busy_cpu,
-        })
+        /// Row 1b: `IN_FLIGHT` streams on the same connection, each echoing in a loop for
+        /// the in-flight rows' time. The relay and the echo node count as the proxy and the
+        /// agent in the CPU table.
+        pub(super) async fn busy(&mut self, knobs: &Knobs) -> anyhow::Result<(Stats, CpuPerCall)> {
+            let out = [7u8; FLOOR_MESSAGE];
+            let mut back = [0u8; FLOOR_MESSAGE];
+            let mut streams = Vec::new();
+            for _ in 0..IN_FLIGHT {
+                let (mut send, mut recv) = self.conn.open_bi().await?;
+                // One round trip each first, so every stream exists at the node.
+                send.write_all(&out).await?;
+                recv.read_exact(&mut back).await?;
+                streams.push((send, recv));
+            }
+            let cpu = CpuMeter::start();
+            let made = AtomicU64::new(0);
+            let start = Instant::now();
+            let deadline = start + knobs.secs;
+            let loops = streams.into_iter().map(|(mut send, mut recv)| {
+                let made = &made;
+                async move {
+                    let mut times = Vec::new();
+                    let mut back = [0u8; FLOOR_MESSAGE];
+                    while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < knobs.max_calls {
+                        let t = Instant::now();
+                        send.write_all(&out).await?;
+                        recv.read_exact(&mut back).await?;
+                        times.push(t.elapsed());
+                    }
+                    let _ = send.finish();
+                    anyhow::Ok(times)
+                }
+            });
+            let results = join_all(loops.collect()).await;
+            let mut busy = Stats {
+                elapsed: start.elapsed(),
+                ..Stats::default()
+            };
+            for r in results {
+                busy.times.extend(r?);
+            }
+            let busy_cpu = cpu.per_call(&format!("1b {IN_FLIGHT} streams"), busy.n() + IN_FLIGHT);
+            Ok((busy, busy_cpu))
+        }
+
+        pub(super) async fn close(self) {
+            self.conn.close(0u32.into(), b"bye");
+            let _ = tokio::time::timeout(Duration::from_millis(300), self.client.endpoint().wait_idle()).await;
+        }
+    }
+
+    /// Rows 1 and 2 for the budget: a floor round trip and a live call, taking turns, so
+    /// both see the same machine (a shared 2-core box drifts by tens of microseconds from
+    /// one second to the next, as much as the budget itself).
+    pub(super) async fn interleaved(
+        rig: &mut FloorRig,
+        caller: &Caller,
+        calls: usize,
+    ) -> anyhow::Result<(Stats, Stats)> {
+        let s = caller.session().await?;
+        let (mut floor, mut live) = (Stats::default(), Stats::default());
+        let mut rounds = Rounds::new(calls);
+        let start = Instant::now();
+        while rounds.more() {
+            let f = rig.round_trip().await?;
+            let t = Instant::now();
+            match caller.call(&s, false).await {
+                Ok(()) => {}
+                Err(CallFailed::Refused { kind, message }) => live.refused.add(kind, message),
+                Err(CallFailed::Broken(e)) => return Err(e),
+            }
+            let l = t.elapsed();
+            if rounds.measuring() {
+                floor.times.push(f);
+                live.times.push(l);
+            }
+        }
+        // Each kind had half of the wall time.
+        let half = start.elapsed() / 2;
+        floor.elapsed = half;
+        live.elapsed = half;
+        Ok((floor, live))
     }
 
     /// Rows 2 and 3: `calls` calls, one after another, on one warm session.
@@ -932,6 +995,11 @@ mod rows {
             }
             let started = *self.started.get_or_insert_with(Instant::now);
             started.elapsed() < ROW_TIME_LIMIT
+        }
+
+        /// Whether the round just begun counts (it is past the warm-up).
+        fn measuring(&self) -> bool {
+            self.started.is_some()
         }
 
         /// Keeps one round's time, unless it was a warm-up round.
