@@ -36,16 +36,22 @@ pub(crate) struct Shared {
     pub logs: Mutex<LogStore>,
     /// "This owner's log grew": each agent session listening checks if it cares.
     pub log_updates: broadcast::Sender<OwnerKey>,
+    /// Counters and gauges for `/metrics` (atomics: no lock).
+    pub metrics: crate::metrics::ProxyMetrics,
+    /// The MQTT bridge, when configured: publishing never waits for the broker.
+    pub bridge: Option<wtd_telemetry::BridgeHandle>,
 }
 
 impl Shared {
-    pub fn new(config: ProxyConfig, logs: LogStore) -> Self {
+    pub fn new(config: ProxyConfig, logs: LogStore, bridge: Option<wtd_telemetry::BridgeHandle>) -> Self {
         Shared {
             config,
             roster: Mutex::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             logs: Mutex::new(logs),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
+            metrics: crate::metrics::ProxyMetrics::default(),
+            bridge,
         }
     }
 

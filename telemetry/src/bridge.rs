@@ -38,7 +38,7 @@ pub enum BrokerError {
     #[error("the MQTT broker at {url} refused the username or password (check `username` and `password_file` in [mqtt])")]
     BadCredentials { url: String },
     /// CONNACK "not authorized": anonymous access is off, or this user may not connect.
-    #[error("the MQTT broker at {url} says we are not authorized (it needs a username and password, or this user is not allowed to connect)")]
+    #[error("the MQTT broker at {url} says we are not authorized: a wrong or missing username or password, or this user may not connect (check `username` and `password_file` in [mqtt])")]
     NotAuthorized { url: String },
     /// Another CONNACK refusal.
     #[error("the MQTT broker at {url} refused the connection: {code}")]

@@ -46,6 +46,11 @@ impl MetricsServer {
         Ok(MetricsServer { listener })
     }
 
+    /// Takes over a listener bound elsewhere (so the bind error can come at start-up).
+    pub fn from_listener(listener: TcpListener) -> Self {
+        MetricsServer { listener }
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
