@@ -32,11 +32,25 @@ fn agent_id(a: &Agent) -> String {
 /// what each field must look like, and the topic layout.
 fn validate_discovery(topic: &str, payload: &str) -> Value {
     let parts: Vec<&str> = topic.split('/').collect();
-    assert_eq!(parts.len(), 5, "{topic}: <prefix>/<component>/<node_id>/<object_id>/config");
+    assert_eq!(
+        parts.len(),
+        5,
+        "{topic}: <prefix>/<component>/<node_id>/<object_id>/config"
+    );
     assert_eq!(parts[0], "homeassistant");
-    assert!(["sensor", "binary_sensor"].contains(&parts[1]), "{topic}: component");
-    let id_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    assert!(id_ok(parts[2]) && id_ok(parts[3]), "{topic}: node_id and object_id are [a-zA-Z0-9_-]");
+    assert!(
+        ["sensor", "binary_sensor"].contains(&parts[1]),
+        "{topic}: component"
+    );
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    assert!(
+        id_ok(parts[2]) && id_ok(parts[3]),
+        "{topic}: node_id and object_id are [a-zA-Z0-9_-]"
+    );
     assert_eq!(parts[4], "config");
     let v: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{topic}: not JSON: {e}"));
     let obj = v.as_object().expect("a JSON object");
@@ -44,11 +58,20 @@ fn validate_discovery(topic: &str, payload: &str) -> Value {
         assert!(obj.contains_key(key), "{topic}: `{key}` is required here");
     }
     let uid = v["unique_id"].as_str().unwrap();
-    assert_eq!(uid, format!("{}_{}", parts[2], parts[3]), "unique_id made of node and object");
+    assert_eq!(
+        uid,
+        format!("{}_{}", parts[2], parts[3]),
+        "unique_id made of node and object"
+    );
     let st = v["state_topic"].as_str().unwrap();
-    assert!(!st.contains('+') && !st.contains('#'), "a state topic has no wildcards");
+    assert!(
+        !st.contains('+') && !st.contains('#'),
+        "a state topic has no wildcards"
+    );
     let dev = v["device"].as_object().unwrap();
-    let ids = dev["identifiers"].as_array().expect("device.identifiers is a list");
+    let ids = dev["identifiers"]
+        .as_array()
+        .expect("device.identifiers is a list");
     assert_eq!(ids[0], parts[2], "the device is identified by the node id");
     for k in ["name", "manufacturer", "model", "sw_version"] {
         assert!(dev[k].is_string(), "{topic}: device.{k}");
@@ -62,13 +85,23 @@ fn validate_discovery(topic: &str, payload: &str) -> Value {
     let sensor_classes = ["temperature", "power_factor", "voltage"];
     let binary_classes = ["problem", "connectivity", "running"];
     if let Some(dc) = v.get("device_class").and_then(Value::as_str) {
-        let ok = if parts[1] == "sensor" { sensor_classes.contains(&dc) } else { binary_classes.contains(&dc) };
+        let ok = if parts[1] == "sensor" {
+            sensor_classes.contains(&dc)
+        } else {
+            binary_classes.contains(&dc)
+        };
         assert!(ok, "{topic}: device_class {dc}");
     }
     if parts[1] == "binary_sensor" {
-        assert!(v["payload_on"].is_string() && v["payload_off"].is_string(), "{topic}: payload_on/off");
+        assert!(
+            v["payload_on"].is_string() && v["payload_off"].is_string(),
+            "{topic}: payload_on/off"
+        );
     } else {
-        assert!(v["value_template"].is_string(), "{topic}: a sensor reads the state JSON");
+        assert!(
+            v["value_template"].is_string(),
+            "{topic}: a sensor reads the state JSON"
+        );
         assert_eq!(v["state_class"], "measurement");
     }
     if v["device_class"] == "temperature" {
@@ -111,15 +144,27 @@ print(json.dumps(out))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python with prometheus_client (bash scripts/test.sh makes target/pyvenv, or set WTD_PYTHON)");
+        .expect(
+            "python with prometheus_client (bash scripts/test.sh makes target/pyvenv, or set WTD_PYTHON)",
+        );
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "prometheus_client could not parse:\n{}\n{text}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_object().unwrap().clone()
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
 }
 
 fn metric(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
-    m.get(key).and_then(Value::as_f64).unwrap_or_else(|| panic!("no metric {key}; have {:?}", m.keys().collect::<Vec<_>>()))
+    m.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no metric {key}; have {:?}", m.keys().collect::<Vec<_>>()))
 }
 
 #[test]
@@ -130,7 +175,14 @@ fn retained_state_availability_reconnect_and_discovery() {
     let url = broker.url();
     let proxy = start_proxy(
         &lab,
-        &["--mqtt", &url, "--mqtt-cluster", "lab", "--metrics", &metrics_addr],
+        &[
+            "--mqtt",
+            &url,
+            "--mqtt-cluster",
+            "lab",
+            "--metrics",
+            &metrics_addr,
+        ],
     );
     let alice = lab.user("alice");
     let alice_id = alice.init();
@@ -151,18 +203,41 @@ fn retained_state_availability_reconnect_and_discovery() {
         assert_eq!(state["name"], name);
         assert_eq!(state["id"], id.as_str());
         assert_eq!(state["online"], true);
-        assert!(state["missions"].as_array().unwrap().iter().any(|m| m["name"] == "demo"), "{state}");
+        assert!(
+            state["missions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "demo"),
+            "{state}"
+        );
         assert!(state["load1"].is_number() && state["last_seen_ms"].is_number());
-        assert_eq!(broker.retained(&format!("wtd/lab/agents/{id}/availability")).as_deref(), Some("online"));
+        assert_eq!(
+            broker
+                .retained(&format!("wtd/lab/agents/{id}/availability"))
+                .as_deref(),
+            Some("online")
+        );
     }
-    assert_eq!(broker.retained("wtd/lab/bridge/status").as_deref(), Some("online"));
+    assert_eq!(
+        broker.retained("wtd/lab/bridge/status").as_deref(),
+        Some("online")
+    );
 
     // 2. Discovery configs validate against Home Assistant's documented fields.
     let configs = broker.retained_all("homeassistant/#");
-    assert!(configs.len() >= 6, "at least load, cpu, online for each agent: {configs:?}");
+    assert!(
+        configs.len() >= 6,
+        "at least load, cpu, online for each agent: {configs:?}"
+    );
     let mut unique_ids: Vec<String> = configs
         .iter()
-        .map(|(t, p)| validate_discovery(t, p)["unique_id"].as_str().unwrap().to_string())
+        .map(|(t, p)| {
+            validate_discovery(t, p)["unique_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     unique_ids.sort();
     let before = unique_ids.clone();
@@ -174,7 +249,8 @@ fn retained_state_availability_reconnect_and_discovery() {
     assert_eq!(metric(&m, "wtd_proxy_agents_online{}"), 2.0);
     assert_eq!(metric(&m, "wtd_proxy_mqtt_bridge_connected{}"), 1.0);
     let relays_before = metric(&m, "wtd_proxy_relays_total{}");
-    let grant: Value = serde_json::from_str(&alice.ok(["grant", "bob", "--mission", "demo", "--json"])).unwrap();
+    let grant: Value =
+        serde_json::from_str(&alice.ok(["grant", "bob", "--mission", "demo", "--json"])).unwrap();
     bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
     let mut events = broker.subscribe("wtd/lab/events", &lab.dir().join("events.txt"));
     std::thread::sleep(Duration::from_millis(300));
@@ -187,9 +263,14 @@ fn retained_state_availability_reconnect_and_discovery() {
     let m = parse_metrics(&scrape(&metrics_addr));
     assert!(metric(&m, "wtd_proxy_relay_bytes_total{direction=to_agent}") > 0.0);
     assert!(metric(&m, "wtd_proxy_connections_total{}") >= 5.0);
-    assert!(m.keys().any(|k| k.starts_with("wtd_proxy_agent_load1{agent=")), "per-agent gauges");
+    assert!(
+        m.keys().any(|k| k.starts_with("wtd_proxy_agent_load1{agent=")),
+        "per-agent gauges"
+    );
     wait_for("call events on MQTT", LIMIT, || {
-        std::fs::read_to_string(lab.dir().join("events.txt")).unwrap_or_default().contains("\"call_session\"")
+        std::fs::read_to_string(lab.dir().join("events.txt"))
+            .unwrap_or_default()
+            .contains("\"call_session\"")
     });
     let _ = events.kill();
     let _ = events.wait();
@@ -197,32 +278,53 @@ fn retained_state_availability_reconnect_and_discovery() {
     // 4. Killing an agent flips its availability to offline; the other stays online.
     pi1.daemon.kill();
     let avail1 = format!("wtd/lab/agents/{id1}/availability");
-    wait_for("the killed agent offline", LIMIT, || broker.retained(&avail1).as_deref() == Some("offline"));
-    let state1: Value = serde_json::from_str(&broker.retained(&format!("wtd/lab/agents/{id1}/state")).unwrap()).unwrap();
+    wait_for("the killed agent offline", LIMIT, || {
+        broker.retained(&avail1).as_deref() == Some("offline")
+    });
+    let state1: Value =
+        serde_json::from_str(&broker.retained(&format!("wtd/lab/agents/{id1}/state")).unwrap()).unwrap();
     assert_eq!(state1["online"], false);
-    assert_eq!(broker.retained(&format!("wtd/lab/agents/{id2}/availability")).as_deref(), Some("online"));
+    assert_eq!(
+        broker
+            .retained(&format!("wtd/lab/agents/{id2}/availability"))
+            .as_deref(),
+        Some("online")
+    );
 
     // 5. A broker restart (nothing persisted) resumes publishing and re-sends discovery.
     broker.restart();
     let state2 = format!("wtd/lab/agents/{id2}/state");
-    wait_for("state again after the broker restart", LIMIT, || broker.retained(&state2).is_some());
+    wait_for("state again after the broker restart", LIMIT, || {
+        broker.retained(&state2).is_some()
+    });
     wait_for("discovery again after the broker restart", LIMIT, || {
         broker.retained_all("homeassistant/#").len() >= configs.len()
     });
     let mut after: Vec<String> = broker
         .retained_all("homeassistant/#")
         .iter()
-        .map(|(t, p)| validate_discovery(t, p)["unique_id"].as_str().unwrap().to_string())
+        .map(|(t, p)| {
+            validate_discovery(t, p)["unique_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     after.sort();
     assert_eq!(after, before, "the same unique ids after a reconnect");
 
     // 6. Home Assistant's birth message makes the bridge send discovery again.
-    let (topic, _) = configs.iter().find(|(t, _)| t.contains("/load/")).unwrap().clone();
+    let (topic, _) = configs
+        .iter()
+        .find(|(t, _)| t.contains("/load/"))
+        .unwrap()
+        .clone();
     broker.publish(&topic, None, true);
     assert!(broker.retained(&topic).is_none());
     broker.publish("homeassistant/status", Some("online"), false);
-    wait_for("discovery re-sent on Home Assistant's birth", LIMIT, || broker.retained(&topic).is_some());
+    wait_for("discovery re-sent on Home Assistant's birth", LIMIT, || {
+        broker.retained(&topic).is_some()
+    });
 
     // 7. A killed proxy: the broker publishes its last will, and every entity reads offline.
     let mut proxy = proxy;
@@ -246,7 +348,10 @@ fn username_and_password() {
         .status()
         .expect("mosquitto_passwd");
     assert!(ok.success());
-    let broker = Mosquitto::start(&dir, &format!("allow_anonymous false\npassword_file {}", passwd.display()));
+    let broker = Mosquitto::start(
+        &dir,
+        &format!("allow_anonymous false\npassword_file {}", passwd.display()),
+    );
     let auth = ["-u", "wtd", "-P", "right-horse"];
 
     // Wrong password first: a clear error in the proxy's log, and nothing published.
@@ -284,7 +389,10 @@ fn username_and_password() {
     wait_for("state through an authenticated bridge", LIMIT, || {
         broker.retained_with(&topic, &auth).is_some()
     });
-    assert!(!proxy.daemon.output().contains(&"right-horse".to_string()), "the password is never logged");
+    assert!(
+        !proxy.daemon.output().contains(&"right-horse".to_string()),
+        "the password is never logged"
+    );
 }
 
 /// A CA and a broker certificate for 127.0.0.1, written as PEM files.
@@ -308,7 +416,9 @@ fn tls_with_a_ca_file() {
     let (other_ca_file, _, _) = make_ca(&dir, "other-ca");
     let server_key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let server = params.signed_by(&server_key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
@@ -325,7 +435,14 @@ fn tls_with_a_ca_file() {
     let conf = lab.dir().join("proxy.toml");
     let conf_s = conf.display().to_string();
     let write_conf = |ca: &Path| {
-        std::fs::write(&conf, format!("[mqtt]\nurl = \"{url}\"\ncluster = \"tls\"\nca_file = \"{}\"\n", ca.display())).unwrap()
+        std::fs::write(
+            &conf,
+            format!(
+                "[mqtt]\nurl = \"{url}\"\ncluster = \"tls\"\nca_file = \"{}\"\n",
+                ca.display()
+            ),
+        )
+        .unwrap()
     };
     let sub = |topic: &str| {
         let out = std::process::Command::new("mosquitto_sub")

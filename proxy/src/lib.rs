@@ -126,8 +126,9 @@ impl Proxy {
         };
         let metrics = match config.metrics {
             Some(addr) => {
-                let std = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("could not listen for metrics on {addr} (is another proxy using it?)"))?;
+                let std = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!("could not listen for metrics on {addr} (is another proxy using it?)")
+                })?;
                 std.set_nonblocking(true)?;
                 Some(std)
             }
@@ -177,11 +178,18 @@ impl Proxy {
         // roster changes (and "offline") can still go out.
         let bridge_stop = CancellationToken::new();
         let bridge_tasks = TaskTracker::new();
-        if let (Some(bridge), Some(handle), Some(mqtt)) =
-            (self.bridge.take(), self.shared.bridge.clone(), self.shared.config.mqtt.clone())
-        {
+        if let (Some(bridge), Some(handle), Some(mqtt)) = (
+            self.bridge.take(),
+            self.shared.bridge.clone(),
+            self.shared.config.mqtt.clone(),
+        ) {
             bridge_tasks.spawn(bridge.run(bridge_stop.clone()));
-            tasks.spawn(mqtt::follow_roster(self.shared.clone(), mqtt, handle, shutdown.clone()));
+            tasks.spawn(mqtt::follow_roster(
+                self.shared.clone(),
+                mqtt,
+                handle,
+                shutdown.clone(),
+            ));
         }
         if let Some(listener) = self.metrics.take() {
             match tokio::net::TcpListener::from_std(listener) {

@@ -49,23 +49,91 @@ pub struct ProxyMetrics {
 impl ProxyMetrics {
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("wtd_proxy");
-        r.register("connections", "Client connections accepted (agents and people)", self.connections.clone());
-        r.register("relays", "Caller sessions relayed to an agent", self.relays.clone());
-        r.register("relays_failed", "Relay requests for an agent that was gone or did not answer", self.relays_failed.clone());
-        r.register("relay_bytes", "Bytes relayed, counted when a session ends", self.relay_bytes.clone());
-        r.register("relays_open", "Caller sessions being relayed now", self.relays_open.clone());
-        r.register("roster_watchers", "Dashboards following the roster (wtd ls --watch)", self.watchers.clone());
-        r.register("agents_online", "Agents in the roster", self.agents_online.clone());
-        r.register("agent_load1", "An agent's 1-minute load average", self.agent_load.clone());
-        r.register("agent_cpu_percent", "An agent's CPU busy, 0-100", self.agent_cpu.clone());
-        r.register("agent_temperature_celsius", "An agent's SoC temperature (Pis only)", self.agent_temperature.clone());
-        r.register("owner_logs_published", "Owner log publishes stored (grants and revocations)", self.owner_logs_published.clone());
-        r.register("mqtt_bridge_enabled", "1 if the MQTT bridge is configured", self.bridge_enabled.clone());
-        r.register("mqtt_bridge_connected", "1 while connected to the MQTT broker", self.bridge_connected.clone());
-        r.register("mqtt_bridge_queued", "Messages waiting for the broker", self.bridge_queued.clone());
-        r.register("mqtt_bridge_dropped", "Events dropped because the broker was away too long", self.bridge_dropped.clone());
-        r.register("mqtt_bridge_published", "Messages written to the broker", self.bridge_published.clone());
-        r.register("mqtt_bridge_connects", "Successful connections to the broker", self.bridge_connects.clone());
+        r.register(
+            "connections",
+            "Client connections accepted (agents and people)",
+            self.connections.clone(),
+        );
+        r.register(
+            "relays",
+            "Caller sessions relayed to an agent",
+            self.relays.clone(),
+        );
+        r.register(
+            "relays_failed",
+            "Relay requests for an agent that was gone or did not answer",
+            self.relays_failed.clone(),
+        );
+        r.register(
+            "relay_bytes",
+            "Bytes relayed, counted when a session ends",
+            self.relay_bytes.clone(),
+        );
+        r.register(
+            "relays_open",
+            "Caller sessions being relayed now",
+            self.relays_open.clone(),
+        );
+        r.register(
+            "roster_watchers",
+            "Dashboards following the roster (wtd ls --watch)",
+            self.watchers.clone(),
+        );
+        r.register(
+            "agents_online",
+            "Agents in the roster",
+            self.agents_online.clone(),
+        );
+        r.register(
+            "agent_load1",
+            "An agent's 1-minute load average",
+            self.agent_load.clone(),
+        );
+        r.register(
+            "agent_cpu_percent",
+            "An agent's CPU busy, 0-100",
+            self.agent_cpu.clone(),
+        );
+        r.register(
+            "agent_temperature_celsius",
+            "An agent's SoC temperature (Pis only)",
+            self.agent_temperature.clone(),
+        );
+        r.register(
+            "owner_logs_published",
+            "Owner log publishes stored (grants and revocations)",
+            self.owner_logs_published.clone(),
+        );
+        r.register(
+            "mqtt_bridge_enabled",
+            "1 if the MQTT bridge is configured",
+            self.bridge_enabled.clone(),
+        );
+        r.register(
+            "mqtt_bridge_connected",
+            "1 while connected to the MQTT broker",
+            self.bridge_connected.clone(),
+        );
+        r.register(
+            "mqtt_bridge_queued",
+            "Messages waiting for the broker",
+            self.bridge_queued.clone(),
+        );
+        r.register(
+            "mqtt_bridge_dropped",
+            "Events dropped because the broker was away too long",
+            self.bridge_dropped.clone(),
+        );
+        r.register(
+            "mqtt_bridge_published",
+            "Messages written to the broker",
+            self.bridge_published.clone(),
+        );
+        r.register(
+            "mqtt_bridge_connects",
+            "Successful connections to the broker",
+            self.bridge_connects.clone(),
+        );
         r
     }
 }
@@ -85,7 +153,9 @@ pub(crate) fn render(shared: &crate::shared::Shared) -> String {
             name: a.advert.name.clone(),
         };
         m.agent_load.get_or_create(&labels).set(f64::from(a.load.load1));
-        m.agent_cpu.get_or_create(&labels).set(f64::from(a.load.cpu_percent));
+        m.agent_cpu
+            .get_or_create(&labels)
+            .set(f64::from(a.load.cpu_percent));
         if let Some(t) = a.load.temperature_c {
             m.agent_temperature.get_or_create(&labels).set(f64::from(t));
         }

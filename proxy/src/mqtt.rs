@@ -18,7 +18,12 @@ use wtd_wire::RosterEvent;
 use crate::shared::Shared;
 
 /// Follows the roster until `shutdown`, publishing through `bridge`.
-pub(crate) async fn follow_roster(shared: Arc<Shared>, config: MqttConfig, bridge: BridgeHandle, shutdown: CancellationToken) {
+pub(crate) async fn follow_roster(
+    shared: Arc<Shared>,
+    config: MqttConfig,
+    bridge: BridgeHandle,
+    shutdown: CancellationToken,
+) {
     let topics = Topics::new(&config.cluster, &config.discovery_prefix);
     let mut mirror = Mirror::new(topics, Mode::Proxy, config.state_interval, config.forget_after);
     let (mut events, snapshot) = {

@@ -66,8 +66,20 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
     let down_counter = metrics.relay_bytes.get_or_create(&bytes("from_agent")).clone();
     let up_before = up_counter.get();
     let down_before = down_counter.get();
-    let mut caller = join(Counted { inner: recv, counter: up_counter.clone() }, send);
-    let mut callee = join(Counted { inner: a_recv, counter: down_counter.clone() }, a_send);
+    let mut caller = join(
+        Counted {
+            inner: recv,
+            counter: up_counter.clone(),
+        },
+        send,
+    );
+    let mut callee = join(
+        Counted {
+            inner: a_recv,
+            counter: down_counter.clone(),
+        },
+        a_send,
+    );
     let outcome = tokio::select! {
         _ = ctx.shutdown.cancelled() => "proxy_shutdown",
         r = tokio::io::copy_bidirectional(&mut caller, &mut callee) => match r {
@@ -105,7 +117,10 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
                 outcome,
             );
             let topics = wtd_telemetry::Topics::new(&mqtt.cluster, &mqtt.discovery_prefix);
-            bridge.publish(wtd_telemetry::Publication::event(topics.events(), event.to_string()));
+            bridge.publish(wtd_telemetry::Publication::event(
+                topics.events(),
+                event.to_string(),
+            ));
         }
     }
 }

@@ -100,26 +100,37 @@ fn publish_log_events(ctx: &StreamCtx, entries: &[Vec<u8>]) {
     let now = crate::shared::now_ms();
     for bytes in entries {
         // Stored entries were verified by `publish`; one that does not decode is skipped.
-        let Ok(entry) = wtd_keys::log::SignedEntry::decode(bytes) else { continue };
+        let Ok(entry) = wtd_keys::log::SignedEntry::decode(bytes) else {
+            continue;
+        };
         let owner = entry.owner.key().short();
         let event = match &entry.record {
             wtd_keys::log::Record::Grant(g) => {
                 let g = g.grant();
-                wtd_telemetry::events::grant(&owner, &g.subject.key().short(), g.mission.as_str(), g.expires.0, now)
+                wtd_telemetry::events::grant(
+                    &owner,
+                    &g.subject.key().short(),
+                    g.mission.as_str(),
+                    g.expires.0,
+                    now,
+                )
             }
             wtd_keys::log::Record::Revocation(r) => {
-                {
                 let what = match &r.revocation().target {
                     wtd_keys::revocation::Target::Grant(id) => format!("grant {id:?}"),
                     wtd_keys::revocation::Target::SubjectMission(u, m) => {
                         format!("{}'s grants for {}", u.key().short(), m.as_str())
                     }
-                    wtd_keys::revocation::Target::SubjectAll(u) => format!("all of {}'s grants", u.key().short()),
+                    wtd_keys::revocation::Target::SubjectAll(u) => {
+                        format!("all of {}'s grants", u.key().short())
+                    }
                 };
                 wtd_telemetry::events::revocation(&owner, &what, now)
             }
-            }
         };
-        bridge.publish(wtd_telemetry::Publication::event(topics.events(), event.to_string()));
+        bridge.publish(wtd_telemetry::Publication::event(
+            topics.events(),
+            event.to_string(),
+        ));
     }
 }

@@ -68,7 +68,9 @@ impl BrokerError {
             ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
                 BrokerError::BadCredentials { url }
             }
-            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => BrokerError::NotAuthorized { url },
+            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+                BrokerError::NotAuthorized { url }
+            }
             ConnectionError::ConnectionRefused(code) => BrokerError::Refused {
                 url,
                 code: format!("{code:?}"),
@@ -94,15 +96,28 @@ impl BrokerError {
 }
 
 fn looks_like_tls(detail: &str) -> bool {
-    ["certificate", "UnknownIssuer", "NotValidForName", "tls", "TLS", "handshake"]
-        .iter()
-        .any(|w| detail.contains(w))
+    [
+        "certificate",
+        "UnknownIssuer",
+        "NotValidForName",
+        "tls",
+        "TLS",
+        "handshake",
+    ]
+    .iter()
+    .any(|w| detail.contains(w))
 }
 
 fn tls_error(url: String, detail: String) -> BrokerError {
-    if ["certificate", "UnknownIssuer", "NotValidForName", "BadSignature", "Expired"]
-        .iter()
-        .any(|w| detail.contains(w))
+    if [
+        "certificate",
+        "UnknownIssuer",
+        "NotValidForName",
+        "BadSignature",
+        "Expired",
+    ]
+    .iter()
+    .any(|w| detail.contains(w))
     {
         BrokerError::Untrusted { url, detail }
     } else {
@@ -117,7 +132,9 @@ pub enum BridgeError {
     #[error("the MQTT CA file {path} has a certificate that cannot be used: {detail}")]
     BadCa { path: String, detail: String },
     /// No CA file was given for mqtts:// and the system has no CA certificates.
-    #[error("mqtts:// without `ca_file` trusts the system's CA certificates, but none were found; set ca_file")]
+    #[error(
+        "mqtts:// without `ca_file` trusts the system's CA certificates, but none were found; set ca_file"
+    )]
     NoSystemCas,
     /// rustls refused the TLS settings (should not happen with the defaults).
     #[error("TLS setup for MQTT failed: {0}")]
@@ -185,7 +202,12 @@ impl BridgeHandle {
         };
         BridgeHealth {
             connected: *self.inner.connected.borrow(),
-            last_error: self.inner.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: self
+                .inner
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             connects: self.inner.connects.load(Ordering::Relaxed),
             published: self.inner.published.load(Ordering::Relaxed),
             dropped,
@@ -215,22 +237,37 @@ pub struct Bridge {
 impl Bridge {
     /// A bridge for `config`, as `client_id`, whose last will sets `status_topic` to
     /// `offline` (and which sets it `online` on every connect).
-    pub fn new(config: &MqttConfig, client_id: &str, status_topic: String) -> Result<(Bridge, BridgeHandle), BridgeError> {
+    pub fn new(
+        config: &MqttConfig,
+        client_id: &str,
+        status_topic: String,
+    ) -> Result<(Bridge, BridgeHandle), BridgeError> {
         let client_id = config.client_id.clone().unwrap_or_else(|| client_id.to_string());
         let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
         options
             .set_keep_alive(defaults::KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(defaults::MAX_PACKET, defaults::MAX_PACKET)
-            .set_last_will(LastWill::new(status_topic.clone(), "offline", QoS::AtLeastOnce, true));
+            .set_last_will(LastWill::new(
+                status_topic.clone(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
         if let Some(user) = &config.username {
             options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
         }
         if config.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(config)?))));
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(
+                tls_config(config)?,
+            ))));
         }
-        let ha = (!config.discovery_prefix.is_empty())
-            .then(|| (format!("{}/status", config.discovery_prefix), format!("{}/", config.discovery_prefix)));
+        let ha = (!config.discovery_prefix.is_empty()).then(|| {
+            (
+                format!("{}/status", config.discovery_prefix),
+                format!("{}/", config.discovery_prefix),
+            )
+        });
         let inner = Arc::new(Inner {
             outbox: Mutex::new(Outbox::new(config.queue)),
             wake: Notify::new(),
@@ -240,7 +277,9 @@ impl Bridge {
             connected: watch::channel(false).0,
         });
         // The status topic is retained state like any other: re-sent on every connect.
-        inner.outbox().push(Publication::retained(status_topic.clone(), "online"));
+        inner
+            .outbox()
+            .push(Publication::retained(status_topic.clone(), "online"));
         let handle = BridgeHandle { inner: inner.clone() };
         Ok((
             Bridge {
@@ -310,7 +349,8 @@ impl Bridge {
                     } else {
                         log::debug!("{error}; retrying");
                     }
-                    *self.inner.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+                    *self.inner.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(error.to_string());
                     let wait = jitter(backoff);
                     backoff = (backoff * 2).min(defaults::BACKOFF_CAP);
                     tokio::select! {
@@ -340,7 +380,11 @@ impl Bridge {
                 }
                 continue;
             };
-            let qos = if p.retain { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+            let qos = if p.retain {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = client.publish(p.topic, qos, p.retain, p.payload) => if r.is_err() { return },
@@ -418,15 +462,24 @@ mod tests {
     #[test]
     fn refusals_are_explained() {
         let url = "mqtt://127.0.0.1:1";
-        let e = BrokerError::from_rumqttc(&ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword), url);
+        let e = BrokerError::from_rumqttc(
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword),
+            url,
+        );
         assert!(matches!(e, BrokerError::BadCredentials { .. }));
         assert!(e.to_string().contains("password_file"), "{e}");
-        let e = BrokerError::from_rumqttc(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized), url);
+        let e = BrokerError::from_rumqttc(
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+            url,
+        );
         assert!(matches!(e, BrokerError::NotAuthorized { .. }));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = BrokerError::from_rumqttc(&ConnectionError::Io(io), url);
         assert!(matches!(e, BrokerError::Unreachable { .. }), "{e:?}");
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid peer certificate: UnknownIssuer");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
         let e = BrokerError::from_rumqttc(&ConnectionError::Io(io), url);
         assert!(matches!(e, BrokerError::Untrusted { .. }), "{e:?}");
         assert!(e.to_string().contains("ca_file"));
@@ -436,7 +489,10 @@ mod tests {
     fn jitter_stays_in_the_upper_half() {
         for _ in 0..100 {
             let j = jitter(Duration::from_millis(1000));
-            assert!(j >= Duration::from_millis(500) && j < Duration::from_millis(1000), "{j:?}");
+            assert!(
+                j >= Duration::from_millis(500) && j < Duration::from_millis(1000),
+                "{j:?}"
+            );
         }
     }
 }

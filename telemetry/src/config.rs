@@ -97,7 +97,9 @@ pub enum MqttConfigError {
     #[error("cluster `{0}` must be 1 to 64 of a-z, 0-9, `-` and `_` (it becomes a topic level)")]
     BadCluster(String),
     /// The discovery prefix would break the topic layout.
-    #[error("discovery_prefix `{0}` must not contain `+`, `#` or spaces (Home Assistant's is `homeassistant`)")]
+    #[error(
+        "discovery_prefix `{0}` must not contain `+`, `#` or spaces (Home Assistant's is `homeassistant`)"
+    )]
     BadPrefix(String),
     /// A password without a username: brokers ignore it, so it is surely a mistake.
     #[error("a broker password is set but no `username`: add username = \"...\" to [mqtt]")]
@@ -180,10 +182,8 @@ impl MqttConfig {
         };
         let duration = |key: &'static str, text: &Option<String>, default: Duration| match text {
             None => Ok(default),
-            Some(t) => humantime::parse_duration(t).map_err(|_| MqttConfigError::BadDuration {
-                key,
-                text: t.clone(),
-            }),
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|_| MqttConfigError::BadDuration { key, text: t.clone() }),
         };
         let queue = file.queue.unwrap_or(defaults::QUEUE);
         if queue == 0 {
@@ -232,14 +232,22 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), MqttConfigError> {
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
-        return Err(bad("credentials do not go in the URL; use `username` and `password_file`"));
+        return Err(bad(
+            "credentials do not go in the URL; use `username` and `password_file`",
+        ));
     }
     if rest.contains('/') {
         return Err(bad("a broker URL has no path"));
     }
-    let default_port = if tls { defaults::MQTTS_PORT } else { defaults::MQTT_PORT };
+    let default_port = if tls {
+        defaults::MQTTS_PORT
+    } else {
+        defaults::MQTT_PORT
+    };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or(bad("an IPv6 address needs its closing `]`"))?;
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or(bad("an IPv6 address needs its closing `]`"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
             None if after.is_empty() => default_port,
@@ -248,7 +256,10 @@ fn parse_url(url: &str) -> Result<(bool, String, u16), MqttConfigError> {
         (host.to_string(), port)
     } else {
         match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("the port is not a number"))?),
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse().map_err(|_| bad("the port is not a number"))?,
+            ),
             None => (rest.to_string(), default_port),
         }
     };
@@ -309,21 +320,36 @@ mod tests {
     fn cluster_prefix_queue_and_durations_are_checked() {
         let mut f = with_url("mqtt://x");
         f.cluster = Some("Home/1".into());
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::BadCluster(_))));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::BadCluster(_))
+        ));
         let mut f = with_url("mqtt://x");
         f.discovery_prefix = Some("home#".into());
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::BadPrefix(_))));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::BadPrefix(_))
+        ));
         let mut f = with_url("mqtt://x");
         f.queue = Some(0);
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::ZeroQueue)));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::ZeroQueue)
+        ));
         let mut f = with_url("mqtt://x");
         f.forget_after = Some("soon".into());
         assert!(matches!(
             MqttConfig::from_file(&f, None),
-            Err(MqttConfigError::BadDuration { key: "forget_after", .. })
+            Err(MqttConfigError::BadDuration {
+                key: "forget_after",
+                ..
+            })
         ));
         f.forget_after = Some("3s".into());
-        assert_eq!(MqttConfig::from_file(&f, None).unwrap().forget_after, Duration::from_secs(3));
+        assert_eq!(
+            MqttConfig::from_file(&f, None).unwrap().forget_after,
+            Duration::from_secs(3)
+        );
     }
 
     #[test]
@@ -346,7 +372,10 @@ mod tests {
             Err(MqttConfigError::PasswordWithoutUser)
         ));
         f.password_file = Some(dir.path().join("missing"));
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::Read { .. })));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::Read { .. })
+        ));
     }
 
     #[test]
@@ -356,8 +385,14 @@ mod tests {
         std::fs::write(&ca, "not a cert").unwrap();
         let mut f = with_url("mqtt://x");
         f.ca_file = Some(ca.clone());
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::CaWithoutTls)));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::CaWithoutTls)
+        ));
         f.url = Some("mqtts://x".into());
-        assert!(matches!(MqttConfig::from_file(&f, None), Err(MqttConfigError::NoCertificate(_))));
+        assert!(matches!(
+            MqttConfig::from_file(&f, None),
+            Err(MqttConfigError::NoCertificate(_))
+        ));
     }
 }

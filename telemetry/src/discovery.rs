@@ -80,9 +80,7 @@ pub fn config(topics: &Topics, mode: Mode, info: &AgentInfo, entity: Entity) -> 
     let node = node_id(&info.id);
     let availability_topic = topics.agent_availability(&id);
     let state_topic = topics.agent_state(&id);
-    let available = |topic: String| {
-        json!({"topic": topic, "payload_available": "online", "payload_not_available": "offline"})
-    };
+    let available = |topic: String| json!({"topic": topic, "payload_available": "online", "payload_not_available": "offline"});
     // Through the proxy, an entity is available only while both the bridge and the agent
     // are online: a dead bridge (its last will) greys out every Pi rather than freezing
     // their last values. An agent publishing for itself has only its own last will.

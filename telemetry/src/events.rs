@@ -10,7 +10,18 @@ use serde_json::{json, Value};
 use crate::defaults::MAX_EVENT_LINE;
 
 /// A caller's session to an agent was relayed and has ended.
-pub fn session(caller: &str, agent: &str, agent_name: &str, at_ms: u64, duration_ms: u64, bytes_up: u64, bytes_down: u64, outcome: &str) -> Value {
+// One flat event, one argument per field: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub fn session(
+    caller: &str,
+    agent: &str,
+    agent_name: &str,
+    at_ms: u64,
+    duration_ms: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    outcome: &str,
+) -> Value {
     json!({
         "type": "call_session",
         "at_ms": at_ms,
@@ -48,7 +59,14 @@ pub fn revocation(owner: &str, what: &str, at_ms: u64) -> Value {
 
 /// A line a mission's handler emitted. A line that is JSON is passed as JSON, anything else
 /// as a string; either way cut to [`MAX_EVENT_LINE`] bytes.
-pub fn mission(agent: &str, agent_name: &str, mission: &str, function: &str, line: &str, at_ms: u64) -> Value {
+pub fn mission(
+    agent: &str,
+    agent_name: &str,
+    mission: &str,
+    function: &str,
+    line: &str,
+    at_ms: u64,
+) -> Value {
     let line = cut(line.trim(), MAX_EVENT_LINE);
     let event = serde_json::from_str::<Value>(line).unwrap_or_else(|_| Value::String(line.to_string()));
     json!({

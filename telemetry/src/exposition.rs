@@ -75,7 +75,9 @@ impl MetricsServer {
                     }
                 },
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let render = render.clone();
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -100,7 +102,13 @@ async fn serve(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if head.len() > MAX_HTTP_REQUEST {
-            let _ = respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n").await;
+            let _ = respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+            )
+            .await;
             return;
         }
     }
@@ -111,14 +119,33 @@ async fn serve(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync
     let _ = match (method, path) {
         ("GET", "/metrics") => respond(&mut stream, "200 OK", CONTENT_TYPE, render().as_bytes()).await,
         ("GET", "/") => {
-            respond(&mut stream, "200 OK", "text/plain", b"wtd metrics: GET /metrics\n").await
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain",
+                b"wtd metrics: GET /metrics\n",
+            )
+            .await
         }
-        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"only /metrics here\n").await,
+        ("GET", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"only /metrics here\n",
+            )
+            .await
+        }
         _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n").await,
     };
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -149,8 +176,12 @@ mod tests {
         let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
         assert!(ok.contains(CONTENT_TYPE) && ok.ends_with("# EOF\n"), "{ok}");
-        assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
-        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+        assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 405"));
         let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         assert!(get(addr, &huge).await.starts_with("HTTP/1.1 431"));
         stop.cancel();

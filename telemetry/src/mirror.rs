@@ -154,7 +154,10 @@ impl Mirror {
             out.push(config_publication(&self.topics, self.mode, info, *e));
         }
         let id = agent_id_text(&info.id);
-        out.push(Publication::retained(self.topics.agent_availability(&id), "online"));
+        out.push(Publication::retained(
+            self.topics.agent_availability(&id),
+            "online",
+        ));
         out.push(state_publication(&self.topics, info, true));
         // An entity the agent no longer has (a Pi's SD card moved to a laptop): remove it.
         if let Some(old) = self.agents.get(&info.id) {
@@ -176,14 +179,19 @@ impl Mirror {
     }
 
     fn offline(&mut self, id: &Key, now_ms: u64, out: &mut Vec<Publication>) {
-        let Some(known) = self.agents.get_mut(id) else { return };
+        let Some(known) = self.agents.get_mut(id) else {
+            return;
+        };
         if !known.online {
             return;
         }
         known.online = false;
         known.offline_since_ms = now_ms;
         let text = agent_id_text(id);
-        out.push(Publication::retained(self.topics.agent_availability(&text), "offline"));
+        out.push(Publication::retained(
+            self.topics.agent_availability(&text),
+            "offline",
+        ));
         out.push(state_publication(&self.topics, &known.info, false));
     }
 }
@@ -326,7 +334,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&due[0].payload).unwrap();
         assert_eq!(v["cpu_percent"], 20.0);
         assert!(m.tick(6000).is_empty(), "sent once");
-        assert_eq!(m.apply(&load(30.0), 10_000).len(), 1, "past the interval: at once");
+        assert_eq!(
+            m.apply(&load(30.0), 10_000).len(),
+            1,
+            "past the interval: at once"
+        );
     }
 
     #[test]
@@ -356,7 +368,9 @@ mod tests {
         let mut m = mirror();
         m.apply(&RosterEvent::Upsert(agent(1, None)), 0);
         let out = m.apply(&RosterEvent::Snapshot(vec![agent(2, None)]), 10);
-        assert!(topics(&out).iter().any(|t| t.contains(&agent_id_text(&Key([1; 32]))) && t.ends_with("availability")));
+        assert!(topics(&out)
+            .iter()
+            .any(|t| t.contains(&agent_id_text(&Key([1; 32]))) && t.ends_with("availability")));
         assert_eq!(m.online(), 1);
     }
 

@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn reconnects_resend_everything_retained_and_clears_are_sent_once() {
         let mut o = Outbox::new(10);
-        o.push(Publication::retained("homeassistant/sensor/a/config".into(), "{}"));
+        o.push(Publication::retained(
+            "homeassistant/sensor/a/config".into(),
+            "{}",
+        ));
         o.push(Publication::retained("wtd/x/state".into(), "{}"));
         while o.pop().is_some() {}
         o.resend_under("homeassistant/");
@@ -180,7 +183,11 @@ mod tests {
         o.push(Publication::clear("wtd/x/state".into()));
         assert_eq!(o.pop().unwrap(), Publication::clear("wtd/x/state".into()));
         o.resend_retained();
-        assert_eq!(std::iter::from_fn(|| o.pop()).count(), 1, "a cleared topic is not revived");
+        assert_eq!(
+            std::iter::from_fn(|| o.pop()).count(),
+            1,
+            "a cleared topic is not revived"
+        );
         assert_eq!(o.retained_topics(), 1);
     }
 }

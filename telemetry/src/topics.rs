@@ -76,7 +76,10 @@ impl Topics {
 
     /// `<prefix>/<component>/<node_id>/<object_id>/config`, Home Assistant's layout.
     pub fn discovery(&self, component: &str, node_id: &str, object_id: &str) -> String {
-        format!("{}/{component}/{node_id}/{object_id}/config", self.discovery_prefix)
+        format!(
+            "{}/{component}/{node_id}/{object_id}/config",
+            self.discovery_prefix
+        )
     }
 }
 
@@ -108,7 +111,10 @@ mod tests {
         let t = Topics::new("home", "homeassistant");
         assert_eq!(t.bridge_status(), "wtd/home/bridge/status");
         assert_eq!(t.agent_state("wtd1abc"), "wtd/home/agents/wtd1abc/state");
-        assert_eq!(t.agent_availability("wtd1abc"), "wtd/home/agents/wtd1abc/availability");
+        assert_eq!(
+            t.agent_availability("wtd1abc"),
+            "wtd/home/agents/wtd1abc/availability"
+        );
         assert_eq!(t.events(), "wtd/home/events");
         assert_eq!(t.mission_events("demo"), "wtd/home/missions/demo/events");
         assert_eq!(t.ha_status(), "homeassistant/status");

@@ -16,7 +16,11 @@ pub struct Mosquitto {
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn mosquitto_bin() -> PathBuf {
@@ -84,10 +88,27 @@ impl Mosquitto {
 
     pub fn retained_with(&self, topic: &str, auth: &[&str]) -> Option<String> {
         let port = self.port.to_string();
-        let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-t", topic, "-C", "1", "-W", "2", "--retained-only"];
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "2",
+            "--retained-only",
+        ];
         args.extend_from_slice(auth);
-        let out = Command::new("mosquitto_sub").args(&args).output().expect("run mosquitto_sub");
-        let text = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string();
+        let out = Command::new("mosquitto_sub")
+            .args(&args)
+            .output()
+            .expect("run mosquitto_sub");
+        let text = String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string();
         (out.status.success() && !text.is_empty()).then_some(text)
     }
 
@@ -95,7 +116,19 @@ impl Mosquitto {
     pub fn retained_all(&self, filter: &str) -> Vec<(String, String)> {
         let port = self.port.to_string();
         let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", filter, "-W", "2", "--retained-only", "-F", "%t\t%p"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                filter,
+                "-W",
+                "2",
+                "--retained-only",
+                "-F",
+                "%t\t%p",
+            ])
             .output()
             .expect("run mosquitto_sub");
         String::from_utf8_lossy(&out.stdout)
@@ -116,7 +149,11 @@ impl Mosquitto {
         if retain {
             args.push("-r");
         }
-        assert!(Command::new("mosquitto_pub").args(&args).status().unwrap().success());
+        assert!(Command::new("mosquitto_pub")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success());
     }
 
     /// Starts `mosquitto_sub -v` on `filter` in the background; its output goes to a file.
