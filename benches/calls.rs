@@ -146,7 +146,11 @@ fn main() -> anyhow::Result<()> {
         let meter = CpuMeter::start();
         let alone = caller_rt.block_on(rows::warm(&caller, knobs.calls, receipt))?;
         cpu.push(meter.per_call(&format!("{n}  warm"), alone.n() + WARMUP_CALLS));
-        let warm = if receipt { alone } else { std::mem::take(&mut live_warm) };
+        let warm = if receipt {
+            alone
+        } else {
+            std::mem::take(&mut live_warm)
+        };
         let (text, met) = match live.get("warm") {
             Some((p50, _)) => (
                 format!(
@@ -798,7 +802,8 @@ mod rows {
                 async move {
                     let mut times = Vec::new();
                     let mut back = [0u8; FLOOR_MESSAGE];
-                    while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < knobs.max_calls {
+                    while Instant::now() < deadline && made.fetch_add(1, Ordering::Relaxed) < knobs.max_calls
+                    {
                         let t = Instant::now();
                         send.write_all(&out).await?;
                         recv.read_exact(&mut back).await?;
@@ -822,7 +827,8 @@ mod rows {
 
         pub(super) async fn close(self) {
             self.conn.close(0u32.into(), b"bye");
-            let _ = tokio::time::timeout(Duration::from_millis(300), self.client.endpoint().wait_idle()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(300), self.client.endpoint().wait_idle()).await;
         }
     }
 

@@ -11,13 +11,19 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "Installing what the tests need"
 need_apt=()
-# file(1) checks the aarch64 build; procps gives kill(1) to the test harness.
-for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps; do
+# file(1) checks the aarch64 build; procps gives kill(1) to the test harness; tests/mqtt.rs
+# runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Python's prometheus_client parses the /metrics text in tests/mqtt.rs (target/pyvenv).
+if ! target/pyvenv/bin/python -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m venv target/pyvenv
+  target/pyvenv/bin/pip install -q prometheus_client
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 rustup target list --installed | grep -q aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl

@@ -27,6 +27,30 @@ pub struct Args {
     /// laptop's LAN address when listening on 0.0.0.0).
     #[arg(long = "advertise", value_name = "IP:PORT")]
     pub advertise: Vec<SocketAddr>,
+    /// Mirror the cluster to an MQTT broker (mqtt://host:1883 or mqtts://host:8883), for
+    /// Home Assistant and Node-RED. The password comes from WTD_MQTT_PASSWORD or the config.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Topics are wtd/<cluster>/... (default `home`).
+    #[arg(long, value_name = "NAME")]
+    pub mqtt_cluster: Option<String>,
+    /// A TOML file with an [mqtt] section (url, cluster, username, password_file, ca_file,
+    /// ...; see proxy.example.toml). --mqtt and --mqtt-cluster override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `proxy.toml`: for now, the MQTT bridge (every other setting is a flag).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// The MQTT bridge; see `wtd_telemetry::config`.
+    mqtt: Option<wtd_telemetry::config::MqttFile>,
+    /// Where to serve Prometheus metrics.
+    metrics: Option<SocketAddr>,
 }
 
 /// Runs the proxy until Ctrl-C or SIGTERM.
@@ -44,10 +68,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         config.admission = Admission::Allow(owners);
     }
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the proxy config {}", path.display()))?;
+            toml::from_str::<ConfigFile>(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    config.metrics = args.metrics.or(file.metrics);
+    let mut mqtt = file.mqtt.clone();
+    if args.mqtt.is_some() || args.mqtt_cluster.is_some() {
+        let m = mqtt.get_or_insert_with(Default::default);
+        if let Some(url) = &args.mqtt {
+            m.url = Some(url.clone());
+        }
+        if let Some(cluster) = &args.mqtt_cluster {
+            m.cluster = Some(cluster.clone());
+        }
+    }
+    if let Some(m) = mqtt {
+        let checked = wtd_telemetry::MqttConfig::from_file(&m, std::env::var("WTD_MQTT_PASSWORD").ok())
+            .context("the MQTT bridge")?;
+        config.mqtt = Some(checked);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let config_mqtt_url = config.mqtt.as_ref().map(|m| m.url());
     runtime.block_on(async move {
         let socket = std::net::UdpSocket::bind(args.listen)
             .with_context(|| format!("could not listen on {} (is another proxy running?)", args.listen))?;
@@ -61,6 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             vec![local]
         };
         let ticket = proxy.ticket(&addrs);
+        if let Some(m) = &config_mqtt_url {
+            println!("MQTT bridge to {m}");
+        }
+        if let Some(addr) = proxy.metrics_addr() {
+            println!("metrics at http://{addr}/metrics");
+        }
         wtd_store::atomic::write_atomic(&state_dir.join("ticket.txt"), format!("{ticket}\n").as_bytes(), 0o644)?;
         println!("wtd proxy {} listening on {local}", proxy.id());
         if local.ip().is_unspecified() && args.advertise.is_empty() {

@@ -23,12 +23,16 @@
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
 //! - `relay`: splicing a caller's stream to an agent, bytes only.
+//! - `mqtt`: the roster mirrored to an MQTT broker (Home Assistant, Node-RED).
+//! - [`metrics`]: the Prometheus metrics and what they count.
 //! - [`cli`]: `wtd proxy`, the command that runs it.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod defaults;
 pub mod logs;
+pub mod metrics;
+mod mqtt;
 mod relay;
 mod requests;
 pub mod roster;
@@ -40,6 +44,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wtd_keys::{OwnerKey, ProxyId, Ticket};
@@ -67,6 +72,10 @@ pub struct ProxyConfig {
     /// An agent silent this long is dropped.
     pub reap_after: Duration,
     pub max_agents: usize,
+    /// The MQTT bridge (`--mqtt`, or `[mqtt]` in proxy.toml); `None`: no bridge.
+    pub mqtt: Option<wtd_telemetry::MqttConfig>,
+    /// Where to serve Prometheus metrics (`--metrics`); `None`: no endpoint.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -77,6 +86,8 @@ impl ProxyConfig {
             limits: Limits::default(),
             reap_after: defaults::REAP_AFTER,
             max_agents: defaults::MAX_AGENTS,
+            mqtt: None,
+            metrics: None,
         }
     }
 }
@@ -87,6 +98,10 @@ pub struct Proxy {
     id: ProxyId,
     server: Server,
     shared: Arc<Shared>,
+    /// The MQTT connection, run by [`Proxy::run`].
+    bridge: Option<wtd_telemetry::Bridge>,
+    /// The bound metrics listener, served by [`Proxy::run`].
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Proxy {
@@ -100,10 +115,33 @@ impl Proxy {
         }
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
+        let id = ProxyId(secret.public());
+        let bridge = match &config.mqtt {
+            Some(mqtt) => {
+                let topics = wtd_telemetry::Topics::new(&mqtt.cluster, &mqtt.discovery_prefix);
+                let client_id = format!("wtd-proxy-{}", id.0.short());
+                let (bridge, handle) = wtd_telemetry::Bridge::new(mqtt, &client_id, topics.bridge_status())?;
+                Some((bridge, handle))
+            }
+            None => None,
+        };
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!("could not listen for metrics on {addr} (is another proxy using it?)")
+                })?;
+                std.set_nonblocking(true)?;
+                Some(std)
+            }
+            None => None,
+        };
+        let handle = bridge.as_ref().map(|(_, h)| h.clone());
         Ok(Proxy {
-            id: ProxyId(secret.public()),
+            id,
             server,
-            shared: Arc::new(Shared::new(config, logs)),
+            shared: Arc::new(Shared::new(config, logs, handle)),
+            bridge: bridge.map(|(b, _)| b),
+            metrics,
         })
     }
 
@@ -129,9 +167,41 @@ impl Proxy {
 
     /// Serves until `shutdown` is cancelled, then closes every connection and waits for
     /// every task it started.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// The address metrics are served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         tasks.spawn(shared::reaper(self.shared.clone(), shutdown.clone()));
+        // The bridge outlives the connections a little: it stops after them, so the last
+        // roster changes (and "offline") can still go out.
+        let bridge_stop = CancellationToken::new();
+        let bridge_tasks = TaskTracker::new();
+        if let (Some(bridge), Some(handle), Some(mqtt)) = (
+            self.bridge.take(),
+            self.shared.bridge.clone(),
+            self.shared.config.mqtt.clone(),
+        ) {
+            bridge_tasks.spawn(bridge.run(bridge_stop.clone()));
+            tasks.spawn(mqtt::follow_roster(
+                self.shared.clone(),
+                mqtt,
+                handle,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(listener) = self.metrics.take() {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let shared = self.shared.clone();
+                    let server = wtd_telemetry::exposition::MetricsServer::from_listener(listener);
+                    tasks.spawn(server.run(move || metrics::render(&shared), shutdown.clone()));
+                }
+                Err(e) => log::error!("metrics endpoint could not start: {e}"),
+            }
+        }
         loop {
             let pending = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -143,6 +213,9 @@ impl Proxy {
         self.server.endpoint().close(0u32.into(), b"proxy shutting down");
         tasks.close();
         tasks.wait().await;
+        bridge_stop.cancel();
+        bridge_tasks.close();
+        bridge_tasks.wait().await;
         let _ = tokio::time::timeout(Duration::from_millis(300), self.server.endpoint().wait_idle()).await;
     }
 }
@@ -160,6 +233,7 @@ pub async fn run(
 /// One client connection: accepts its streams until it closes or we shut down.
 async fn connection(shared: Arc<Shared>, pending: Pending, shutdown: CancellationToken) {
     let addr = pending.remote_address();
+    shared.metrics.connections.inc();
     let accepted = match tokio::time::timeout(defaults::OPEN_TIMEOUT, pending.handshake()).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {

@@ -17,7 +17,11 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             let snapshot = ctx.shared.roster().roster.snapshot();
             reply(&mut send, &Response::Roster(snapshot)).await;
         }
-        Request::Watch => watch(&ctx, &mut send).await,
+        Request::Watch => {
+            ctx.shared.metrics.watchers.inc();
+            watch(&ctx, &mut send).await;
+            ctx.shared.metrics.watchers.dec();
+        }
         Request::Waiting => {
             let waiting = ctx.shared.waiting();
             reply(&mut send, &Response::Waiting(waiting)).await;
@@ -26,6 +30,8 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             let result = ctx.shared.logs().publish(&entries);
             match result {
                 Ok((owner, seq)) => {
+                    ctx.shared.metrics.owner_logs_published.inc();
+                    publish_log_events(&ctx, &entries);
                     log::info!(
                         "owner {} published its log, now {seq} entries",
                         owner.key().short()
@@ -86,5 +92,54 @@ async fn watch(ctx: &StreamCtx, send: &mut SendStream) {
         if !reply(send, &Response::Event(event)).await {
             return;
         }
+    }
+}
+
+/// Grants and revocations as MQTT events: who may call what until when (metadata only).
+fn publish_log_events(ctx: &StreamCtx, entries: &[Vec<u8>]) {
+    let (Some(bridge), Some(mqtt)) = (&ctx.shared.bridge, &ctx.shared.config.mqtt) else {
+        return;
+    };
+    let topics = wtd_telemetry::Topics::new(&mqtt.cluster, &mqtt.discovery_prefix);
+    let now = crate::shared::now_ms();
+    for bytes in entries {
+        // Stored entries were verified by `publish`; one that does not decode is skipped.
+        let Ok(entry) = wtd_keys::log::SignedEntry::decode(bytes) else {
+            continue;
+        };
+        let owner = entry.owner.key().short();
+        let event = match &entry.record {
+            wtd_keys::log::Record::Grant(g) => {
+                let g = g.grant();
+                wtd_telemetry::events::grant(
+                    &owner,
+                    &g.subject.key().short(),
+                    g.mission.as_str(),
+                    g.expires.0,
+                    now,
+                )
+            }
+            wtd_keys::log::Record::Revocation(r) => {
+                let what = match &r.revocation().target {
+                    wtd_keys::revocation::Target::Grant(id) => format!("grant {id:?}"),
+                    wtd_keys::revocation::Target::SubjectMission(u, m) => {
+                        format!("{}'s grants for {}", u.key().short(), m.as_str())
+                    }
+                    wtd_keys::revocation::Target::SubjectAll(u) => {
+                        format!("all of {}'s grants", u.key().short())
+                    }
+                };
+                wtd_telemetry::events::revocation(&owner, &what, now)
+            }
+            wtd_keys::log::Record::Adoption(a) => {
+                let a = a.adoption();
+                let adopt = a.action == wtd_keys::adoption::Action::Adopt;
+                wtd_telemetry::events::adoption(&owner, &a.agent.key().short(), adopt, now)
+            }
+        };
+        bridge.publish(wtd_telemetry::Publication::event(
+            topics.events(),
+            event.to_string(),
+        ));
     }
 }

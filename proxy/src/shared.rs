@@ -40,10 +40,14 @@ pub(crate) struct Shared {
     /// can find and adopt them (`wtd adopt`, `wtd adopt --pending`). A std mutex, held for
     /// bookkeeping only.
     waiting: Mutex<HashMap<Key, AgentInfo>>,
+    /// Counters and gauges for `/metrics` (atomics: no lock).
+    pub metrics: crate::metrics::ProxyMetrics,
+    /// The MQTT bridge, when configured: publishing never waits for the broker.
+    pub bridge: Option<wtd_telemetry::BridgeHandle>,
 }
 
 impl Shared {
-    pub fn new(config: ProxyConfig, logs: LogStore) -> Self {
+    pub fn new(config: ProxyConfig, logs: LogStore, bridge: Option<wtd_telemetry::BridgeHandle>) -> Self {
         Shared {
             config,
             roster: Mutex::default(),
@@ -51,6 +55,8 @@ impl Shared {
             logs: Mutex::new(logs),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
             waiting: Mutex::default(),
+            metrics: crate::metrics::ProxyMetrics::default(),
+            bridge,
         }
     }
 

@@ -12,6 +12,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod mosquitto;
+
 /// The `wtd` binary cargo built for these tests.
 pub fn wtd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wtd"))

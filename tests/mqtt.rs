@@ -1,0 +1,478 @@
+//! The cluster in Home Assistant, Node-RED and Grafana, against a real mosquitto: the
+//! proxy's MQTT bridge (retained state, availability, last will, reconnects, discovery),
+//! broker auth and TLS, and the Prometheus endpoint parsed by Python's prometheus_client.
+//!
+//! - `retained_state_availability_reconnect_and_discovery`: the main lab script.
+//! - `username_and_password`: a broker that demands them; a wrong one is named in the log.
+//! - `tls_with_a_ca_file`: a broker with a test CA; an untrusted CA is named in the log.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::mosquitto::{free_port, Mosquitto};
+use common::{wait_for, Agent, Daemon, TestCluster};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A proxy started with `args` (and a ticket to wait for).
+fn start_proxy(lab: &TestCluster, args: &[&str]) -> common::Proxy {
+    lab.start_proxy_on(0, args)
+}
+
+fn agent_id(a: &Agent) -> String {
+    a.id()
+}
+
+/// Home Assistant's documented discovery fields, as a schema: what every config must have,
+/// what each field must look like, and the topic layout.
+fn validate_discovery(topic: &str, payload: &str) -> Value {
+    let parts: Vec<&str> = topic.split('/').collect();
+    assert_eq!(
+        parts.len(),
+        5,
+        "{topic}: <prefix>/<component>/<node_id>/<object_id>/config"
+    );
+    assert_eq!(parts[0], "homeassistant");
+    assert!(
+        ["sensor", "binary_sensor"].contains(&parts[1]),
+        "{topic}: component"
+    );
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    assert!(
+        id_ok(parts[2]) && id_ok(parts[3]),
+        "{topic}: node_id and object_id are [a-zA-Z0-9_-]"
+    );
+    assert_eq!(parts[4], "config");
+    let v: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{topic}: not JSON: {e}"));
+    let obj = v.as_object().expect("a JSON object");
+    for key in ["name", "unique_id", "state_topic", "device", "availability"] {
+        assert!(obj.contains_key(key), "{topic}: `{key}` is required here");
+    }
+    let uid = v["unique_id"].as_str().unwrap();
+    assert_eq!(
+        uid,
+        format!("{}_{}", parts[2], parts[3]),
+        "unique_id made of node and object"
+    );
+    let st = v["state_topic"].as_str().unwrap();
+    assert!(
+        !st.contains('+') && !st.contains('#'),
+        "a state topic has no wildcards"
+    );
+    let dev = v["device"].as_object().unwrap();
+    let ids = dev["identifiers"]
+        .as_array()
+        .expect("device.identifiers is a list");
+    assert_eq!(ids[0], parts[2], "the device is identified by the node id");
+    for k in ["name", "manufacturer", "model", "sw_version"] {
+        assert!(dev[k].is_string(), "{topic}: device.{k}");
+    }
+    for a in v["availability"].as_array().expect("availability is a list") {
+        assert!(a["topic"].is_string());
+        assert_eq!(a["payload_available"], "online");
+        assert_eq!(a["payload_not_available"], "offline");
+    }
+    assert!(["all", "any", "latest"].contains(&v["availability_mode"].as_str().unwrap_or("latest")));
+    let sensor_classes = ["temperature", "power_factor", "voltage"];
+    let binary_classes = ["problem", "connectivity", "running"];
+    if let Some(dc) = v.get("device_class").and_then(Value::as_str) {
+        let ok = if parts[1] == "sensor" {
+            sensor_classes.contains(&dc)
+        } else {
+            binary_classes.contains(&dc)
+        };
+        assert!(ok, "{topic}: device_class {dc}");
+    }
+    if parts[1] == "binary_sensor" {
+        assert!(
+            v["payload_on"].is_string() && v["payload_off"].is_string(),
+            "{topic}: payload_on/off"
+        );
+    } else {
+        assert!(
+            v["value_template"].is_string(),
+            "{topic}: a sensor reads the state JSON"
+        );
+        assert_eq!(v["state_class"], "measurement");
+    }
+    if v["device_class"] == "temperature" {
+        assert_eq!(v["unit_of_measurement"], "°C");
+    }
+    v
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("WTD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python"))
+}
+
+/// Parses exposition text with Python's prometheus_client; returns {"name{labels}": value}.
+fn parse_metrics(text: &str) -> serde_json::Map<String, Value> {
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "python with prometheus_client (bash scripts/test.sh makes target/pyvenv, or set WTD_PYTHON)",
+        );
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn metric(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    m.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no metric {key}; have {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[test]
+fn retained_state_availability_reconnect_and_discovery() {
+    let lab = TestCluster::new();
+    let mut broker = Mosquitto::start(&lab.dir().join("broker"), "allow_anonymous true");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let url = broker.url();
+    let proxy = start_proxy(
+        &lab,
+        &[
+            "--mqtt",
+            &url,
+            "--mqtt-cluster",
+            "lab",
+            "--metrics",
+            &metrics_addr,
+        ],
+    );
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+    bob.ok(["join", &proxy.ticket]);
+    alice.ok(["keys", "add", "bob", &bob_id]);
+    let mut pi1 = lab.add_agent(&proxy.ticket, "pi-one", &[&alice_id], "tags = [\"lab\"]");
+    let pi2 = lab.add_agent(&proxy.ticket, "pi-two", &[&alice_id], "");
+    let (id1, id2) = (agent_id(&pi1), agent_id(&pi2));
+
+    // 1. Retained state for every agent, and the bridge online.
+    for (id, name) in [(&id1, "pi-one"), (&id2, "pi-two")] {
+        let topic = format!("wtd/lab/agents/{id}/state");
+        wait_for("retained state", LIMIT, || broker.retained(&topic).is_some());
+        let state: Value = serde_json::from_str(&broker.retained(&topic).unwrap()).unwrap();
+        assert_eq!(state["name"], name);
+        assert_eq!(state["id"], id.as_str());
+        assert_eq!(state["online"], true);
+        assert!(
+            state["missions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "demo"),
+            "{state}"
+        );
+        assert!(state["load1"].is_number() && state["last_seen_ms"].is_number());
+        assert_eq!(
+            broker
+                .retained(&format!("wtd/lab/agents/{id}/availability"))
+                .as_deref(),
+            Some("online")
+        );
+    }
+    assert_eq!(
+        broker.retained("wtd/lab/bridge/status").as_deref(),
+        Some("online")
+    );
+
+    // 2. Discovery configs validate against Home Assistant's documented fields.
+    let configs = broker.retained_all("homeassistant/#");
+    assert!(
+        configs.len() >= 6,
+        "at least load, cpu, online for each agent: {configs:?}"
+    );
+    let mut unique_ids: Vec<String> = configs
+        .iter()
+        .map(|(t, p)| {
+            validate_discovery(t, p)["unique_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    unique_ids.sort();
+    let before = unique_ids.clone();
+    unique_ids.dedup();
+    assert_eq!(before.len(), unique_ids.len(), "unique ids are unique");
+
+    // 3. Metrics parse, and the relay counter moves as calls are made.
+    let m = parse_metrics(&scrape(&metrics_addr));
+    assert_eq!(metric(&m, "wtd_proxy_agents_online{}"), 2.0);
+    assert_eq!(metric(&m, "wtd_proxy_mqtt_bridge_connected{}"), 1.0);
+    let relays_before = metric(&m, "wtd_proxy_relays_total{}");
+    let grant: Value =
+        serde_json::from_str(&alice.ok(["grant", "bob", "--mission", "demo", "--json"])).unwrap();
+    bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
+    let mut events = broker.subscribe("wtd/lab/events", &lab.dir().join("events.txt"));
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        bob.ok(["call", "demo/echo", r#"{"msg":"hi"}"#]);
+    }
+    wait_for("the relay counter to move", LIMIT, || {
+        metric(&parse_metrics(&scrape(&metrics_addr)), "wtd_proxy_relays_total{}") >= relays_before + 3.0
+    });
+    let m = parse_metrics(&scrape(&metrics_addr));
+    assert!(metric(&m, "wtd_proxy_relay_bytes_total{direction=to_agent}") > 0.0);
+    assert!(metric(&m, "wtd_proxy_connections_total{}") >= 5.0);
+    assert!(
+        m.keys().any(|k| k.starts_with("wtd_proxy_agent_load1{agent=")),
+        "per-agent gauges"
+    );
+    wait_for("call events on MQTT", LIMIT, || {
+        std::fs::read_to_string(lab.dir().join("events.txt"))
+            .unwrap_or_default()
+            .contains("\"call_session\"")
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+
+    // 4. Killing an agent flips its availability to offline; the other stays online.
+    pi1.daemon.kill();
+    let avail1 = format!("wtd/lab/agents/{id1}/availability");
+    wait_for("the killed agent offline", LIMIT, || {
+        broker.retained(&avail1).as_deref() == Some("offline")
+    });
+    let state1: Value =
+        serde_json::from_str(&broker.retained(&format!("wtd/lab/agents/{id1}/state")).unwrap()).unwrap();
+    assert_eq!(state1["online"], false);
+    assert_eq!(
+        broker
+            .retained(&format!("wtd/lab/agents/{id2}/availability"))
+            .as_deref(),
+        Some("online")
+    );
+
+    // 5. A broker restart (nothing persisted) resumes publishing and re-sends discovery.
+    broker.restart();
+    let state2 = format!("wtd/lab/agents/{id2}/state");
+    wait_for("state again after the broker restart", LIMIT, || {
+        broker.retained(&state2).is_some()
+    });
+    wait_for("discovery again after the broker restart", LIMIT, || {
+        broker.retained_all("homeassistant/#").len() >= configs.len()
+    });
+    let mut after: Vec<String> = broker
+        .retained_all("homeassistant/#")
+        .iter()
+        .map(|(t, p)| {
+            validate_discovery(t, p)["unique_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    after.sort();
+    assert_eq!(after, before, "the same unique ids after a reconnect");
+
+    // 6. Home Assistant's birth message makes the bridge send discovery again.
+    let (topic, _) = configs
+        .iter()
+        .find(|(t, _)| t.contains("/load/"))
+        .unwrap()
+        .clone();
+    broker.publish(&topic, None, true);
+    assert!(broker.retained(&topic).is_none());
+    broker.publish("homeassistant/status", Some("online"), false);
+    wait_for("discovery re-sent on Home Assistant's birth", LIMIT, || {
+        broker.retained(&topic).is_some()
+    });
+
+    // 7. A killed proxy: the broker publishes its last will, and every entity reads offline.
+    let mut proxy = proxy;
+    proxy.daemon.kill();
+    wait_for("the bridge's last will", Duration::from_secs(60), || {
+        broker.retained("wtd/lab/bridge/status").as_deref() == Some("offline")
+    });
+    drop(pi2);
+}
+
+#[test]
+fn username_and_password() {
+    let lab = TestCluster::new();
+    let dir = lab.dir().join("broker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwd = dir.join("passwd");
+    let ok = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["wtd", "right-horse"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(ok.success());
+    let broker = Mosquitto::start(
+        &dir,
+        &format!("allow_anonymous false\npassword_file {}", passwd.display()),
+    );
+    let auth = ["-u", "wtd", "-P", "right-horse"];
+
+    // Wrong password first: a clear error in the proxy's log, and nothing published.
+    let wrong = lab.dir().join("wrong.password");
+    std::fs::write(&wrong, "wrong-horse\n").unwrap();
+    let conf = lab.dir().join("proxy.toml");
+    let write_conf = |pw: &Path| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[mqtt]\nurl = \"{}\"\ncluster = \"auth\"\nusername = \"wtd\"\npassword_file = \"{}\"\n",
+                broker.url(),
+                pw.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_conf(&wrong);
+    let conf_s = conf.display().to_string();
+    let mut proxy = start_proxy(&lab, &["--config", &conf_s]);
+    wait_for("the refusal explained", LIMIT, || {
+        proxy.daemon.output().contains("username or password")
+    });
+    assert!(broker.retained_with("wtd/auth/bridge/status", &auth).is_none());
+    proxy.daemon.stop();
+
+    let right = lab.dir().join("right.password");
+    std::fs::write(&right, "right-horse\n").unwrap();
+    write_conf(&right);
+    let proxy = start_proxy(&lab, &["--config", &conf_s]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    let pi = lab.add_agent(&proxy.ticket, "pi-auth", &[&alice_id], "");
+    let topic = format!("wtd/auth/agents/{}/state", pi.id());
+    wait_for("state through an authenticated bridge", LIMIT, || {
+        broker.retained_with(&topic, &auth).is_some()
+    });
+    assert!(
+        !proxy.daemon.output().contains(&"right-horse".to_string()),
+        "the password is never logged"
+    );
+}
+
+/// A CA and a broker certificate for 127.0.0.1, written as PEM files.
+fn make_ca(dir: &Path, name: &str) -> (PathBuf, rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, cert.pem()).unwrap();
+    (path, cert, key)
+}
+
+#[test]
+fn tls_with_a_ca_file() {
+    let lab = TestCluster::new();
+    let dir = lab.dir().join("broker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_file, ca, ca_key) = make_ca(&dir, "test-ca");
+    let (other_ca_file, _, _) = make_ca(&dir, "other-ca");
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let server = params.signed_by(&server_key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    let broker = Mosquitto::start(
+        &dir,
+        &format!(
+            "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}",
+            ca_file.display(),
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        ),
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let conf = lab.dir().join("proxy.toml");
+    let conf_s = conf.display().to_string();
+    let write_conf = |ca: &Path| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[mqtt]\nurl = \"{url}\"\ncluster = \"tls\"\nca_file = \"{}\"\n",
+                ca.display()
+            ),
+        )
+        .unwrap()
+    };
+    let sub = |topic: &str| {
+        let out = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "--cafile"])
+            .arg(&ca_file)
+            .args(["-t", topic, "-C", "1", "-W", "2", "--retained-only"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    // An untrusted broker certificate: a clear error, nothing published.
+    write_conf(&other_ca_file);
+    let mut proxy = start_proxy(&lab, &["--config", &conf_s]);
+    wait_for("the untrusted certificate explained", LIMIT, || {
+        proxy.daemon.output().contains("certificate we do not trust")
+    });
+    assert!(sub("wtd/tls/bridge/status").is_empty());
+    proxy.daemon.stop();
+
+    // The right CA: verified, and publishing.
+    write_conf(&ca_file);
+    let proxy = start_proxy(&lab, &["--config", &conf_s]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    let pi = lab.add_agent(&proxy.ticket, "pi-tls", &[&alice_id], "");
+    let topic = format!("wtd/tls/agents/{}/state", pi.id());
+    wait_for("state over TLS", LIMIT, || !sub(&topic).is_empty());
+    assert_eq!(sub("wtd/tls/bridge/status"), "online");
+}
+
+#[allow(dead_code)]
+fn unused(_: &Daemon, _: &OsStr) {}
