@@ -1,4 +1,4 @@
-//! Signed calls through the proxy, end to end: real `wtd proxy`, `wtd agent`s and `wtd
+//! Calls through the proxy, end to end (authenticated by their session; receipts on request): real `wtd proxy`, `wtd agent`s and `wtd
 //! call` processes on 127.0.0.1. Alice owns the agents; Bob calls.
 
 mod common;

@@ -279,6 +279,7 @@ mod tests {
                 model: Some("Raspberry Pi 4".into()),
                 software: "wtd 0.1.0".into(),
                 warnings: vec![],
+                enrollment: None,
             },
             load: Load {
                 temperature_c: temp,
