@@ -252,6 +252,17 @@ fn retained_state_availability_reconnect_and_discovery() {
     let grant: Value =
         serde_json::from_str(&alice.ok(["grant", "bob", "--mission", "demo", "--json"])).unwrap();
     bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
+    // Alice's grants reach only the agents she adopted.
+    alice.ok(["adopt", "pi-one", "pi-two"]);
+    wait_for("the agents to hear of their adoption", LIMIT, || {
+        bob.cli(["call", "demo/echo", "{}", "--agent", "pi-one"])
+            .status
+            .success()
+            && bob
+                .cli(["call", "demo/echo", "{}", "--agent", "pi-two"])
+                .status
+                .success()
+    });
     let mut events = broker.subscribe("wtd/lab/events", &lab.dir().join("events.txt"));
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
