@@ -498,12 +498,14 @@ fn a_script_of_many_calls_never_finds_the_proxy_full() {
 }
 
 /// A hand-made session from `user` to `agent`, below the caller library: the relay, the
-/// pinned handshake, then whatever messages the test writes.
+/// pinned handshake, then whatever messages the test writes. The client and the connection
+/// are returned so the session lives as long as the caller keeps them.
 async fn raw_session(
     user: &common::User,
     proxy: &Proxy,
     agent: &Agent,
 ) -> (
+    wtd_transport::Client,
     wtd_transport::Connection,
     tokio_rustls::client::TlsStream<tokio::io::Join<wtd_transport::RecvStream, wtd_transport::SendStream>>,
 ) {
@@ -527,9 +529,7 @@ async fn raw_session(
     let (tls, _binding) = wtd_transport::session::connect(&key, agent_id, tokio::io::join(recv, send))
         .await
         .unwrap();
-    // The endpoint must outlive the test's use of the connection.
-    std::mem::forget(client);
-    (conn, tls)
+    (client, conn, tls)
 }
 
 /// The agent's next message on a hand-made session, or None once it has closed it.
@@ -564,7 +564,7 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
     };
     rt.block_on(async {
         // Call 5 runs; call 5 again is refused and ends the session; call 6 then gets nothing.
-        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
         wtd_transport::session::write_msg(&mut tls, &call(5))
             .await
             .unwrap();
@@ -586,7 +586,7 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
         assert!(read_agent_msg(&mut tls).await.is_none(), "the session was closed");
 
         // A lower number than the last is refused the same way; so is call number 0.
-        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
         wtd_transport::session::write_msg(&mut tls, &call(9))
             .await
             .unwrap();
@@ -601,7 +601,7 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
             read_agent_msg(&mut tls).await,
             Some(AgentMsg::Refused { id: 8, .. })
         ));
-        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
         wtd_transport::session::write_msg(&mut tls, &call(0))
             .await
             .unwrap();
@@ -611,7 +611,7 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
         ));
 
         // Bytes that are no message: refused as malformed, the session ends.
-        let (_conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
         wtd_transport::session::write_msg(&mut tls, b"\xff\xff\xff\xff not a message")
             .await
             .unwrap();

@@ -112,13 +112,7 @@ pub fn candidates(
     let granted: Vec<Candidate> = filtered
         .into_iter()
         .filter(|(a, _, id)| {
-            let owners: Vec<OwnerKey> = a
-                .advert
-                .owners
-                .iter()
-                .filter_map(|k| k.parse().ok())
-                .map(OwnerKey)
-                .collect();
+            let owners: Vec<OwnerKey> = a.advert.claimed_owners().collect();
             owners_seen.extend(owners.iter().map(|o| *o.key()));
             let claimed_grants = grants.iter().filter(|g| {
                 g.subject == *me

@@ -122,13 +122,7 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
         ctx.conn.close(3u32.into(), b"refused");
         return;
     }
-    let owners: Vec<OwnerKey> = hello
-        .advert
-        .owners
-        .iter()
-        .filter_map(|k| k.parse().ok())
-        .map(OwnerKey)
-        .collect();
+    let owners: Vec<OwnerKey> = hello.advert.claimed_owners().collect();
 
     ctx.shared.admitted(&id);
     // Register, replacing an older connection of the same agent.

@@ -147,6 +147,15 @@ fn text_ok(s: &str) -> bool {
 }
 
 impl Advert {
+    /// The owners this agent claims (only a claim: see `wtd_keys::adoption::ownership`).
+    /// Keys that do not parse are skipped; `validate` refuses an advert with any.
+    pub fn claimed_owners(&self) -> impl Iterator<Item = wtd_keys::OwnerKey> + '_ {
+        self.owners
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(wtd_keys::OwnerKey)
+    }
+
     /// Checks every limit and name; the proxy refuses an advert that fails.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() || !text_ok(&self.name) || self.name.len() > 64 {

@@ -154,13 +154,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let claimed: Vec<OwnerKey> = agents
             .iter()
             .chain(&waiting)
-            .flat_map(|a| {
-                a.advert
-                    .owners
-                    .iter()
-                    .filter_map(|k| k.parse().ok())
-                    .map(OwnerKey)
-            })
+            .flat_map(|a| a.advert.claimed_owners())
             .collect();
         let book = crate::adoptions::book(ctx, &me, &caller, &claimed).await;
         if !args.watch {
