@@ -35,7 +35,7 @@ pub async fn book(ctx: &Context, me: &SecretKey, caller: &Caller, owners: &[Owne
             }
             continue;
         }
-        match seen_log(ctx, caller, owner).await {
+        match seen_log(ctx, me, caller, owner).await {
             Ok(file) => book.add_log(file.log()),
             Err(e) => eprintln!("warning: {e:#}"),
         }
@@ -44,10 +44,21 @@ pub async fn book(ctx: &Context, me: &SecretKey, caller: &Caller, owners: &[Owne
 }
 
 /// `owner`'s log as last verified here, brought up to date from the proxy.
-async fn seen_log(ctx: &Context, caller: &Caller, owner: OwnerKey) -> anyhow::Result<LogFile> {
+/// The copy was verified when it was written; a seal made with `me`'s key spares
+/// verifying it again on every command (`wtd_keys::seal`).
+async fn seen_log(
+    ctx: &Context,
+    me: &SecretKey,
+    caller: &Caller,
+    owner: OwnerKey,
+) -> anyhow::Result<LogFile> {
     let dir = ctx.home.seen_logs();
     wtd_store::atomic::ensure_dir(&dir, 0o700)?;
-    let (mut file, _) = LogFile::open(&dir.join(format!("{owner}.log")), owner)?;
+    let (mut file, _) = LogFile::open_sealed(
+        &dir.join(format!("{owner}.log")),
+        owner,
+        &wtd_keys::seal::SealKey::derive(me),
+    )?;
     let head = file.log().head().seq;
     let fetched = match caller.fetch_log(&owner, head).await {
         Ok(f) => f,

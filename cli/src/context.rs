@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use wtd_keys::seal::SealKey;
 use wtd_keys::{OwnerKey, SecretKey, Timestamp};
 use wtd_store::home::Home;
 use wtd_store::keyring::Keyring;
@@ -29,9 +30,10 @@ impl Context {
     }
 
     /// Opens (and locks) this owner's log. A torn tail from a crash is cut off and said.
+    /// What this machine verified before is not verified again (`wtd_keys::seal`).
     pub fn owner_log(&self, me: &SecretKey) -> anyhow::Result<LogFile> {
         let path = self.home.owner_log();
-        let (file, report) = LogFile::open(&path, OwnerKey(me.public()))
+        let (file, report) = LogFile::open_sealed(&path, OwnerKey(me.public()), &SealKey::derive(me))
             .with_context(|| format!("opening your owner log {}", path.display()))?;
         if report.torn_tail_bytes > 0 {
             eprintln!(

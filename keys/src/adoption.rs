@@ -29,7 +29,7 @@ use crate::encoding::{fixed, DecodeError, Reader, Writer};
 use crate::enroll::TokenId;
 use crate::identity::{AgentId, Domain, OwnerKey, SecretKey};
 use crate::log::{OwnerLog, Record};
-use crate::record::{self, RecordError, SIGNATURE_TAG};
+use crate::record::{self, Check, RecordError, SIGNATURE_TAG};
 use crate::time::Timestamp;
 
 pub const KIND: u8 = 5;
@@ -115,6 +115,12 @@ impl SignedAdoption {
 
     /// Decodes and verifies an adoption record.
     pub fn decode(bytes: &[u8]) -> Result<SignedAdoption, RecordError> {
+        Self::decode_with(bytes, Check::Signatures)
+    }
+
+    /// [`Self::decode`], or with `Check::Sealed` the same without verifying the signature
+    /// (only for bytes a sealed log head vouches for; see `log::SealKey`).
+    pub(crate) fn decode_with(bytes: &[u8], check: Check) -> Result<SignedAdoption, RecordError> {
         let mut r = Reader::new(bytes, MAX_RECORD_LEN, "adoption", KIND, VERSION, KNOWN)?;
         let issuer = OwnerKey(r.key(1, "issuer")?);
         let agent = AgentId(r.key(2, "agent")?);
@@ -142,7 +148,7 @@ impl SignedAdoption {
             .into());
         }
         let issued_at = Timestamp(r.u64(5, "issued_at")?);
-        record::open(r, DOMAIN, issuer.key())?;
+        record::open_with(r, DOMAIN, issuer.key(), check)?;
         Ok(SignedAdoption {
             adoption: Adoption {
                 issuer,

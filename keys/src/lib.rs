@@ -16,6 +16,7 @@
 //! - [`adoption`]: owner-signed adoption (and disowning) of agents; who counts as whose.
 //! - [`enroll`]: one-time enrollment tokens and the proof a headless Pi shows with one.
 //! - [`log`]: the owner's hash-chained log of grants, revocations and adoptions.
+//! - [`seal`]: re-reading a log this machine verified before without verifying it again.
 //! - [`authz`]: authorization as one pure function, with token buckets.
 //! - [`call`]: receipts: signed calls and results, the agent's check of one, the replay guard.
 //! - [`ticket`]: the pasteable string a newcomer imports.
@@ -33,6 +34,7 @@ pub mod log;
 pub mod names;
 pub mod record;
 pub mod revocation;
+pub mod seal;
 pub mod ticket;
 pub mod time;
 

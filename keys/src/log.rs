@@ -34,8 +34,9 @@ use crate::defaults::MAX_LOG_ENTRY_LEN;
 use crate::encoding::{fixed, DecodeError, Reader, Writer};
 use crate::grant::{GrantId, SignedGrant};
 use crate::identity::{Domain, OwnerKey, SecretKey};
-use crate::record::{self, RecordError, SIGNATURE_TAG};
+use crate::record::{self, Check, RecordError, SIGNATURE_TAG};
 use crate::revocation::SignedRevocation;
+use crate::seal::{Seal, SealKey};
 use crate::time::Timestamp;
 
 pub const KIND: u8 = 3;
@@ -123,6 +124,10 @@ impl SignedEntry {
     /// Decodes an entry and verifies its signature, and the signature of the record inside
     /// it, and that both are by the same owner. Chaining is checked by [`OwnerLog`].
     pub fn decode(bytes: &[u8]) -> Result<SignedEntry, RecordError> {
+        Self::decode_with(bytes, Check::Signatures)
+    }
+
+    fn decode_with(bytes: &[u8], check: Check) -> Result<SignedEntry, RecordError> {
         let mut r = Reader::new(bytes, MAX_LOG_ENTRY_LEN, "log entry", KIND, VERSION, KNOWN)?;
         let owner = OwnerKey(r.key(1, "owner")?);
         let seq = r.u64(2, "seq")?;
@@ -131,9 +136,9 @@ impl SignedEntry {
         let revocation = r.optional(5, "revocation")?;
         let adoption = r.optional(6, "adoption")?;
         let record = match (grant, revocation, adoption) {
-            (Some(g), None, None) => Record::Grant(SignedGrant::decode(g)?),
-            (None, Some(v), None) => Record::Revocation(SignedRevocation::decode(v)?),
-            (None, None, Some(a)) => Record::Adoption(SignedAdoption::decode(a)?),
+            (Some(g), None, None) => Record::Grant(SignedGrant::decode_with(g, check)?),
+            (None, Some(v), None) => Record::Revocation(SignedRevocation::decode_with(v, check)?),
+            (None, None, Some(a)) => Record::Adoption(SignedAdoption::decode_with(a, check)?),
             _ => {
                 return Err(DecodeError::BadValue {
                     field: "record",
@@ -156,7 +161,7 @@ impl SignedEntry {
             }
             .into());
         }
-        record::open(r, DOMAIN, owner.key())?;
+        record::open_with(r, DOMAIN, owner.key(), check)?;
         Ok(SignedEntry {
             owner,
             seq,
@@ -207,6 +212,24 @@ pub struct SyncOutcome {
     /// The offer ended before our head: whoever sent it has an older copy (or is
     /// withholding entries). We keep ours; the caller may want to warn.
     pub offered_older: bool,
+}
+
+/// What [`OwnerLog::reopen`] rebuilt.
+#[derive(Debug)]
+pub struct Reopened {
+    pub log: OwnerLog,
+    /// Entries whose signatures were verified now (the rest a seal vouched for). When
+    /// more than zero, the caller should seal the new head.
+    pub verified: usize,
+}
+
+/// An entry [`OwnerLog::reopen`] refused, by its index among the entries given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {} of the log: {error}", .index + 1)]
+pub struct ReopenError {
+    pub index: usize,
+    #[source]
+    pub error: LogError,
 }
 
 /// One owner's log, checked entry by entry.
@@ -336,6 +359,51 @@ impl OwnerLog {
         };
         self.check_next(&entry)?;
         Ok(entry)
+    }
+
+    /// Rebuilds a log from the bytes of its entries, as read back from disk, verifying
+    /// each one, except that with `sealed` = (seal, key) the entries up to a head this
+    /// machine sealed are only decoded and chained (see [`crate::seal`]). A seal that does
+    /// not vouch for this log, or whose head the entries do not reach exactly, is ignored:
+    /// then everything is verified.
+    ///
+    /// A refused entry is reported with its index in `entries`.
+    pub fn reopen(
+        owner: OwnerKey,
+        entries: &[&[u8]],
+        sealed: Option<(&Seal, &SealKey)>,
+    ) -> Result<Reopened, ReopenError> {
+        let vouched = sealed
+            .filter(|(seal, key)| key.vouches(owner, seal))
+            .map(|(seal, _)| seal.head())
+            .filter(|head| head.seq >= 1 && head.seq <= entries.len() as u64);
+        let (mut log, start) = match vouched.and_then(|head| Self::sealed_prefix(owner, entries, head)) {
+            Some(log) => {
+                let n = log.entries.len();
+                (log, n)
+            }
+            None => (OwnerLog::new(owner), 0),
+        };
+        for (index, bytes) in entries.iter().enumerate().skip(start) {
+            let refused = |error: LogError| ReopenError { index, error };
+            let entry = SignedEntry::decode(bytes).map_err(|e| refused(e.into()))?;
+            log.append(entry).map_err(refused)?;
+        }
+        Ok(Reopened {
+            log,
+            verified: entries.len() - start,
+        })
+    }
+
+    /// The first `head.seq` entries decoded without their signatures, if they chain to
+    /// exactly `head`; None otherwise (the caller then verifies everything).
+    fn sealed_prefix(owner: OwnerKey, entries: &[&[u8]], head: Head) -> Option<OwnerLog> {
+        let mut log = OwnerLog::new(owner);
+        for bytes in entries.iter().take(head.seq as usize) {
+            let entry = SignedEntry::decode_with(bytes, Check::Sealed).ok()?;
+            log.append(entry).ok()?;
+        }
+        (log.head() == head).then_some(log)
     }
 
     /// Merges entries someone else sent (the proxy relaying the owner's log). Entries we

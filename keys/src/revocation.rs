@@ -28,7 +28,7 @@ use crate::encoding::{fixed, key_value, name_value, DecodeError, Reader, Writer}
 use crate::grant::{Grant, GrantId};
 use crate::identity::{Domain, OwnerKey, SecretKey, UserKey};
 use crate::names::MissionName;
-use crate::record::{self, RecordError, SIGNATURE_TAG};
+use crate::record::{self, Check, RecordError, SIGNATURE_TAG};
 use crate::time::Timestamp;
 
 pub const KIND: u8 = 2;
@@ -124,6 +124,12 @@ impl SignedRevocation {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SignedRevocation, RecordError> {
+        Self::decode_with(bytes, Check::Signatures)
+    }
+
+    /// [`Self::decode`], or with `Check::Sealed` the same without verifying the signature
+    /// (only for bytes a sealed log head vouches for; see `log::SealKey`).
+    pub(crate) fn decode_with(bytes: &[u8], check: Check) -> Result<SignedRevocation, RecordError> {
         let mut r = Reader::new(bytes, MAX_RECORD_LEN, "revocation", KIND, VERSION, KNOWN)?;
         let issuer = OwnerKey(r.key(1, "issuer")?);
         let kind = r.u8(2, "target")?;
@@ -148,7 +154,7 @@ impl SignedRevocation {
             _ => return Err(shape.into()),
         };
         let issued_at = Timestamp(r.u64(6, "issued_at")?);
-        record::open(r, DOMAIN, issuer.key())?;
+        record::open_with(r, DOMAIN, issuer.key(), check)?;
         Ok(SignedRevocation {
             revocation: Revocation {
                 issuer,

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wtd_keys::defaults::MAX_LOG_ENTRY_LEN;
 use wtd_keys::log::{LogError, OwnerLog, SignedEntry, SyncOutcome};
+use wtd_keys::seal::{Seal, SealKey};
 use wtd_keys::OwnerKey;
 
 use crate::atomic::sync_dir;
@@ -57,6 +58,9 @@ pub enum LogFileError {
 pub struct OpenReport {
     /// Bytes of a torn last frame that were cut off (0 if the file was clean).
     pub torn_tail_bytes: u64,
+    /// Entries whose signatures were verified (with a seal, only those after the sealed
+    /// head; without, all of them).
+    pub verified: usize,
 }
 
 /// An open, locked owner log file and its verified contents.
@@ -75,6 +79,26 @@ fn checksum(entry: &[u8]) -> [u8; CHECKSUM_LEN] {
 impl LogFile {
     /// Opens (creating if absent) the log at `path` for `owner`, verifying every entry.
     pub fn open(path: &Path, owner: OwnerKey) -> Result<(LogFile, OpenReport), LogFileError> {
+        Self::open_with(path, owner, None)
+    }
+
+    /// [`LogFile::open`] for a log this machine keeps: the entries up to the head it sealed
+    /// with `key` last time are only chained, not verified again (`wtd_keys::seal`), and the
+    /// head is sealed anew (in `<file>.seal`) when entries were verified. A missing,
+    /// damaged or stale seal costs only time: then every entry is verified.
+    pub fn open_sealed(
+        path: &Path,
+        owner: OwnerKey,
+        key: &SealKey,
+    ) -> Result<(LogFile, OpenReport), LogFileError> {
+        Self::open_with(path, owner, Some(key))
+    }
+
+    fn open_with(
+        path: &Path,
+        owner: OwnerKey,
+        key: Option<&SealKey>,
+    ) -> Result<(LogFile, OpenReport), LogFileError> {
         let io = |action, e| LogFileError::Io(IoError::new(action, path, e));
         let mut file = OpenOptions::new()
             .read(true)
@@ -88,7 +112,6 @@ impl LogFile {
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|e| io("read", e))?;
 
-        let mut log = OwnerLog::new(owner);
         let mut report = OpenReport::default();
         if !data.is_empty() && data.len() < MAGIC.len() && MAGIC.starts_with(&data) {
             // Even the header was torn: the file was just being created.
@@ -107,17 +130,14 @@ impl LogFile {
             return Err(corrupt(path, 0, "not a wtd owner log"));
         }
 
+        // The frames first (a torn tail ends them), then the entries in them.
+        let mut frames: Vec<(usize, &[u8])> = Vec::new();
         let mut pos = MAGIC.len();
         while pos < data.len() {
             let rest = &data[pos..];
             match parse_frame(rest) {
                 Frame::Whole { entry, len } => {
-                    let entry = SignedEntry::decode(entry)
-                        .map_err(|e| corrupt(path, pos as u64, &format!("entry does not verify: {e}")))?;
-                    log.append(entry).map_err(|source| LogFileError::Entry {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                    frames.push((pos, entry));
                     pos += len;
                 }
                 Frame::Torn => {
@@ -134,6 +154,32 @@ impl LogFile {
                 Frame::TooLong => return Err(corrupt(path, pos as u64, "frame length over the limit")),
             }
         }
+        let seal_path = seal_path(path);
+        let seal = key
+            .and_then(|_| std::fs::read(&seal_path).ok())
+            .and_then(|b| Seal::decode(&b));
+        let entries: Vec<&[u8]> = frames.iter().map(|(_, e)| *e).collect();
+        let reopened = OwnerLog::reopen(owner, &entries, seal.as_ref().zip(key)).map_err(|refused| {
+            let at = frames[refused.index].0 as u64;
+            match refused.error {
+                LogError::Record(e) => corrupt(path, at, &format!("entry does not verify: {e}")),
+                source => LogFileError::Entry {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
+        let log = reopened.log;
+        report.verified = reopened.verified;
+        if let Some(key) = key {
+            if reopened.verified > 0 {
+                // Best effort, so an unwritable seal (a full disk) never fails the open:
+                // without a seal the next open verifies everything again.
+                let seal = key.seal(owner, log.head());
+                let _ = crate::atomic::write_atomic(&seal_path, &seal.encode(), 0o600);
+            }
+        }
+        drop(entries);
         if report.torn_tail_bytes > 0 {
             file.set_len(pos as u64).map_err(|e| io("truncate", e))?;
             file.sync_all().map_err(|e| io("fsync", e))?;
@@ -250,6 +296,13 @@ fn parse_frame(rest: &[u8]) -> Frame<'_> {
         return Frame::BadChecksum { len: total };
     }
     Frame::Whole { entry, len: total }
+}
+
+/// Where the seal of the log at `path` is kept: `<file>.seal` beside it.
+pub fn seal_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".seal");
+    path.with_file_name(name)
 }
 
 fn corrupt(path: &Path, offset: u64, reason: &str) -> LogFileError {

@@ -164,3 +164,183 @@ fn an_entry_that_does_not_chain_is_not_written() {
     assert!(matches!(f.append(stale), Err(LogFileError::Entry { .. })));
     assert_eq!(fs::metadata(&path).unwrap().len(), len);
 }
+
+// ---------------------------------------------------------------------------------------
+// Seals: a log this machine verified is not verified again, unless anything changed
+// ---------------------------------------------------------------------------------------
+
+mod seals {
+    use super::*;
+    use wtd_keys::seal::SealKey;
+    use wtd_store::logfile::seal_path;
+
+    struct Lab {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        alice: SecretKey,
+        owner: OwnerKey,
+        /// The machine reading the log (Bob's CLI keeping a copy of Alice's).
+        key: SealKey,
+    }
+
+    fn lab(entries: u64) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alice.log");
+        let alice = SecretKey::from_seed(&[1; 32]);
+        let owner = OwnerKey(alice.public());
+        let (mut f, _) = LogFile::open(&path, owner).unwrap();
+        for n in 1..=entries {
+            append(&mut f, &alice, n);
+        }
+        Lab {
+            _dir: dir,
+            path,
+            alice,
+            owner,
+            key: SealKey::derive(&SecretKey::from_seed(&[2; 32])),
+        }
+    }
+
+    /// Rewrites entry `index` of the file with `edit`, fixing its frame's length and
+    /// checksum so that only the entry's own checks can catch it.
+    fn edit_entry(path: &std::path::Path, index: usize, edit: impl FnOnce(&mut Vec<u8>)) {
+        let data = fs::read(path).unwrap();
+        let mut out = data[..8].to_vec();
+        let mut pos = 8;
+        let mut i = 0;
+        let mut edit = Some(edit);
+        while pos < data.len() {
+            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            let mut entry = data[pos + 4..pos + 4 + len].to_vec();
+            if i == index {
+                (edit.take().unwrap())(&mut entry);
+            }
+            out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+            out.extend_from_slice(&entry);
+            out.extend_from_slice(&sha2::Sha256::digest(&entry)[..8]);
+            pos += 4 + len + 8;
+            i += 1;
+        }
+        fs::write(path, out).unwrap();
+    }
+
+    use sha2::Digest;
+
+    #[test]
+    fn the_second_open_verifies_nothing_and_a_new_entry_only_itself() {
+        let l = lab(4);
+        let (f, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+        assert_eq!(report.verified, 4, "no seal yet: everything is verified");
+        let head = f.log().head();
+        drop(f);
+        assert!(seal_path(&l.path).exists());
+
+        let (mut f, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+        assert_eq!(report.verified, 0);
+        assert_eq!(f.log().head(), head);
+        assert_eq!(f.log().grants().count(), 4);
+        append(&mut f, &l.alice, 5);
+        drop(f);
+
+        let (f, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+        assert_eq!(report.verified, 1, "only the entry after the sealed head");
+        assert_eq!(f.log().entries().len(), 5);
+        drop(f);
+        let (_, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+        assert_eq!(report.verified, 0);
+    }
+
+    #[test]
+    fn an_edited_entry_is_refused_even_under_a_seal() {
+        for index in [0, 2] {
+            let l = lab(3);
+            drop(LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap());
+            // Flip a bit of the entry's signature: the bytes change, so the chain no
+            // longer reaches the sealed head and every signature is checked.
+            edit_entry(&l.path, index, |e| {
+                let last = e.len() - 1;
+                e[last] ^= 1;
+            });
+            match LogFile::open_sealed(&l.path, l.owner, &l.key) {
+                Err(LogFileError::Corrupt { reason, .. }) => {
+                    assert!(reason.contains("does not verify"), "{reason}")
+                }
+                other => panic!("entry {index} edited: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_seal_that_does_not_vouch_is_ignored_and_everything_verified() {
+        let l = lab(3);
+        drop(LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap());
+        let seal = fs::read(seal_path(&l.path)).unwrap();
+
+        // Made by another machine's key.
+        let other = SealKey::derive(&SecretKey::from_seed(&[3; 32]));
+        let (_, report) = LogFile::open_sealed(&l.path, l.owner, &other).unwrap();
+        assert_eq!(report.verified, 3);
+
+        // Damaged (and then rewritten by the open that verified everything).
+        for damaged in [vec![], seal[..40].to_vec(), {
+            let mut s = seal.clone();
+            s[50] ^= 0x80;
+            s
+        }] {
+            fs::write(seal_path(&l.path), &damaged).unwrap();
+            let (_, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+            assert_eq!(report.verified, 3);
+            let (_, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+            assert_eq!(report.verified, 0, "resealed");
+        }
+
+        // The seal of another owner's log, copied next to this one.
+        let m = lab(3);
+        let carol = SecretKey::from_seed(&[4; 32]);
+        let carol_path = m.path.with_file_name("carol.log");
+        {
+            let (mut f, _) = LogFile::open(&carol_path, OwnerKey(carol.public())).unwrap();
+            for n in 1..=3 {
+                append(&mut f, &carol, n);
+            }
+        }
+        drop(LogFile::open_sealed(&carol_path, OwnerKey(carol.public()), &m.key).unwrap());
+        fs::copy(seal_path(&carol_path), seal_path(&m.path)).unwrap();
+        let (_, report) = LogFile::open_sealed(&m.path, m.owner, &m.key).unwrap();
+        assert_eq!(report.verified, 3);
+    }
+
+    #[test]
+    fn a_log_shorter_than_its_seal_is_verified_in_full() {
+        let l = lab(3);
+        drop(LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap());
+        let sealed = fs::read(seal_path(&l.path)).unwrap();
+        // Back to two entries (a restored backup), keeping the seal of three.
+        let data = fs::read(&l.path).unwrap();
+        let mut pos = 8;
+        for _ in 0..2 {
+            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += 4 + len + 8;
+        }
+        fs::write(&l.path, &data[..pos]).unwrap();
+        let (f, report) = LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap();
+        assert_eq!((f.log().entries().len(), report.verified), (2, 2));
+        drop(f);
+        assert_ne!(
+            fs::read(seal_path(&l.path)).unwrap(),
+            sealed,
+            "sealed at the new head"
+        );
+    }
+
+    #[test]
+    fn a_plain_open_neither_reads_nor_writes_a_seal() {
+        let l = lab(2);
+        let (_, report) = LogFile::open(&l.path, l.owner).unwrap();
+        assert_eq!(report.verified, 2);
+        assert!(!seal_path(&l.path).exists());
+        drop(LogFile::open_sealed(&l.path, l.owner, &l.key).unwrap());
+        let (_, report) = LogFile::open(&l.path, l.owner).unwrap();
+        assert_eq!(report.verified, 2);
+    }
+}
