@@ -625,3 +625,37 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
     });
     assert_eq!(lines(), 2, "calls 5 and 9 ran, once each; nothing else did");
 }
+
+#[test]
+fn a_session_to_an_agent_the_proxy_does_not_have_says_so() {
+    // The relay request and the handshake leave together (`wtd_caller::relay`); the
+    // proxy's refusal must still come back as itself, not as a broken handshake.
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+    let home = wtd_store::home::Home::at(&l.bob.home);
+    let key = std::sync::Arc::new(wtd_store::identity::load(&home.identity()).unwrap());
+    let proxy = wtd_keys::Ticket::from_text(&l.proxy.ticket)
+        .unwrap()
+        .proxy
+        .unwrap();
+    let nobody = wtd_keys::AgentId(wtd_keys::SecretKey::generate().public());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(proxy.addrs[0], *proxy.id.key()).await.unwrap();
+        for _ in 0..3 {
+            match wtd_caller::Session::open(key.clone(), &conn, nobody).await {
+                Err(wtd_caller::OpenError::NoSuchAgent) => {}
+                other => panic!("expected NoSuchAgent, got {:?}", other.map(|s| s.agent())),
+            }
+        }
+        // The connection is still good for a real agent afterwards.
+        let caller = wtd_caller::Caller::new(key.clone(), conn.clone());
+        assert_eq!(caller.roster().await.unwrap().len(), 1);
+        wtd_transport::close_and_flush(&conn, b"bye").await;
+    });
+}

@@ -9,10 +9,10 @@
 //!   idempotent; any other function may or may not have run, and the caller is told so.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wtd_keys::{AgentId, FunctionName, MissionName, OwnerKey, SecretKey};
-use wtd_transport::{read_frame, write_frame, Connection};
+use wtd_transport::{read_frame, write_frame, CertifiedKey, Connection};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{decode, encode, AgentInfo, Open, Request, Response};
 
@@ -105,6 +105,8 @@ pub struct Caller {
     /// an await (two calls racing to open a session to one agent both open one; the
     /// second replaces the first, which ends when its calls are done).
     sessions: Mutex<HashMap<AgentId, Arc<Session>>>,
+    /// Our certificate for end-to-end handshakes, made at the first session.
+    identity: OnceLock<Arc<CertifiedKey>>,
 }
 
 impl Caller {
@@ -113,7 +115,16 @@ impl Caller {
             me,
             conn,
             sessions: Mutex::new(HashMap::new()),
+            identity: OnceLock::new(),
         }
+    }
+
+    /// Uses `identity` (our certificate, e.g. `Client::identity` of the connection's
+    /// client) for the end-to-end handshakes instead of making one at the first session.
+    /// It must be `me`'s: a certificate for another key fails every handshake.
+    pub fn with_identity(self, identity: Arc<CertifiedKey>) -> Caller {
+        let _ = self.identity.set(identity);
+        self
     }
 
     pub fn connection(&self) -> &Connection {
@@ -171,7 +182,15 @@ impl Caller {
                 return Ok(s.clone());
             }
         }
-        let session = Session::open(self.me.clone(), &self.conn, agent)
+        let identity = match self.identity.get() {
+            Some(id) => id.clone(),
+            None => {
+                let id =
+                    wtd_transport::certified_key(&self.me).map_err(|e| CallError::NotSent(e.to_string()))?;
+                self.identity.get_or_init(|| id).clone()
+            }
+        };
+        let session = Session::open_as(self.me.clone(), identity, &self.conn, agent)
             .await
             .map_err(|e| CallError::NotSent(e.to_string()))?;
         let session = Arc::new(session);

@@ -28,3 +28,7 @@ pub const WRITE_BATCH: usize = 64;
 
 /// Bytes the reader asks TLS for at once: several small answers per read when busy.
 pub const READ_BUFFER: usize = 16 * 1024;
+
+/// Largest answer accepted from the proxy to a relay request: a `RelayReply` is a tag and
+/// at most a short reason; anything longer is a misbehaving proxy.
+pub const MAX_RELAY_REPLY: usize = 4 * 1024;

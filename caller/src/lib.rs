@@ -33,6 +33,7 @@
 //! - [`defaults`]: limits and queue sizes, each with its reason.
 //! - [`dispatch`]: choosing agents from the roster (selectors, filters), pure.
 //! - [`session`]: one end-to-end session to one agent, many calls in flight on it.
+//! - [`relay`]: the relay request and the handshake sent together, one round trip saved.
 //! - [`receipt`]: a kept receipt, its file form, and its offline check.
 //! - [`caller`]: sessions kept warm per agent, dispatch with failover, `--all`.
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod caller;
 pub mod defaults;
 pub mod dispatch;
 pub mod receipt;
+pub mod relay;
 pub mod session;
 
 pub use caller::{CallRequest, Caller, Failure, Notice, RequestError, RosterError};

@@ -26,15 +26,15 @@ use tokio_util::sync::CancellationToken;
 use wtd_keys::call::{verify_result, Call, CallStatus, RequestId, ResultError, SignedCall};
 use wtd_keys::{AgentId, FunctionName, MissionName, SecretKey, Timestamp, UserKey};
 use wtd_transport::session::{self as e2e, ChannelBinding, SessionError};
-use wtd_transport::{read_frame, write_frame, Connection};
+use wtd_transport::{write_frame, CertifiedKey, Connection};
 use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
-use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, encode_frame_into, Key, Open, RelayReply};
+use wtd_wire::{encode, encode_frame_into, Key, Open, RelayReply};
 
 use crate::defaults::{
     EVENTS_PER_CALL, MAX_ANSWER, MAX_CALLS_IN_FLIGHT, OUT_QUEUE, READ_BUFFER, WRITE_BATCH,
 };
 use crate::receipt::Receipt;
+use crate::relay::AfterReply;
 
 /// Why a session could not be opened. Nothing was sent to the agent, so trying another
 /// agent is always safe.
@@ -130,11 +130,26 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Opens a session to `agent` through the proxy connection `conn`: the relay, then the
-    /// pinned end-to-end handshake.
+    /// Opens a session to `agent` through the proxy connection `conn`: the relay request
+    /// and, right behind it, the pinned end-to-end handshake (`crate::relay`: the proxy's
+    /// answer is read before the agent's first handshake bytes, without a round trip of its
+    /// own).
     pub async fn open(me: Arc<SecretKey>, conn: &Connection, agent: AgentId) -> Result<Session, OpenError> {
+        let identity =
+            wtd_transport::certified_key(&me).map_err(|e| OpenError::Handshake(SessionError::Setup(e)))?;
+        Self::open_as(me, identity, conn, agent).await
+    }
+
+    /// [`Session::open`] with our certificate already made (`wtd_transport::certified_key`
+    /// of `me`), as a caller opening many sessions keeps it.
+    pub async fn open_as(
+        me: Arc<SecretKey>,
+        identity: Arc<CertifiedKey>,
+        conn: &Connection,
+        agent: AgentId,
+    ) -> Result<Session, OpenError> {
         let proxy = |e: &dyn std::fmt::Display| OpenError::Proxy(e.to_string());
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| proxy(&e))?;
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| proxy(&e))?;
         write_frame(
             &mut send,
             &encode(&Open::Relay {
@@ -143,16 +158,25 @@ impl Session {
         )
         .await
         .map_err(|e| proxy(&e))?;
-        let reply = read_frame(&mut recv, MAX_FRAME)
-            .await
-            .map_err(|e| proxy(&e))?
-            .ok_or_else(|| OpenError::Proxy("the proxy closed the stream".into()))?;
-        match decode::<RelayReply>(&reply).map_err(|e| proxy(&e))? {
-            RelayReply::Connected => {}
-            RelayReply::NoSuchAgent => return Err(OpenError::NoSuchAgent),
-            RelayReply::Unreachable(why) => return Err(OpenError::Unreachable(why)),
+        let (recv, answer) = AfterReply::new(recv);
+        let handshake = e2e::connect_as(identity, *agent.key(), tokio::io::join(recv, send)).await;
+        // What the proxy answered comes first: a refused relay also fails the handshake.
+        let answer = answer.lock().expect("not poisoned").take();
+        match answer {
+            Some(Ok(RelayReply::Connected)) => {}
+            Some(Ok(RelayReply::NoSuchAgent)) => return Err(OpenError::NoSuchAgent),
+            Some(Ok(RelayReply::Unreachable(why))) => return Err(OpenError::Unreachable(why)),
+            Some(Err(why)) => return Err(OpenError::Proxy(why)),
+            None => {
+                // The handshake ended before the proxy answered: the stream or the
+                // connection broke.
+                return Err(match handshake {
+                    Err(e) => OpenError::Proxy(e.to_string()),
+                    Ok(_) => OpenError::Proxy("the proxy never answered the relay request".into()),
+                });
+            }
         }
-        let (tls, binding) = e2e::connect(&me, *agent.key(), tokio::io::join(recv, send)).await?;
+        let (tls, binding) = handshake?;
         Ok(Session::over(me, agent, tls, binding))
     }
 

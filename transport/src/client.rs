@@ -134,6 +134,12 @@ impl Client {
         })
     }
 
+    /// Our certificate and signer, as this client presents them: share it with
+    /// end-to-end sessions (`session::connect_as`) instead of making another.
+    pub fn identity(&self) -> Arc<CertifiedKey> {
+        self.identity.clone()
+    }
+
     /// The local address (useful after binding port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()

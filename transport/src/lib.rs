@@ -76,6 +76,8 @@ pub use client::{close_and_flush, Client, ConnectError};
 pub use endpoint::BindError;
 pub use frame::{read_frame, write_frame, FrameError, WriteFrameError};
 pub use limits::{Limits, RetryPolicy};
+/// A certificate and its signer, made once by [`certified_key`] and shared.
+pub use rustls::sign::CertifiedKey;
 pub use server::{AcceptError, Accepted, Pending, Server};
 pub use tls::{client_tls_config, server_tls_config, TlsSetupError, ALPN, SERVER_NAME};
 pub use verify::{ClientKeyVerifier, PeerKeyError, ServerKeyVerifier};

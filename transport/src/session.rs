@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use wtd_keys::{PublicId, SecretKey};
@@ -53,8 +54,21 @@ pub async fn connect<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    connect_as(certified_key(me)?, agent, io).await
+}
+
+/// [`connect`] with the certificate and signer already made ([`crate::certified_key`]):
+/// a caller opening many sessions makes them once.
+pub async fn connect_as<IO>(
+    identity: Arc<CertifiedKey>,
+    agent: PublicId,
+    io: IO,
+) -> Result<(tokio_rustls::client::TlsStream<IO>, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let verifier = Arc::new(ServerKeyVerifier::new(agent));
-    let config = client_tls_config(certified_key(me)?, verifier.clone())?;
+    let config = client_tls_config(identity, verifier.clone())?;
     let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("a valid name");
     let stream = TlsConnector::from(Arc::new(config))
         .connect(name, io)

@@ -123,7 +123,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let (client, conn) = proxy::connect(&me, &info)
             .await
             .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{e:#}")))?;
-        let caller = Caller::new(me.clone(), conn);
+        let caller = Caller::new(me.clone(), conn).with_identity(client.identity());
         let me_user = UserKey(me.public());
         let grant_refs: Vec<&Grant> = grants.iter().collect();
         let mut issuers: Vec<OwnerKey> = grants.iter().map(|g| g.issuer).collect();
