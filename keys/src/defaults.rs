@@ -66,3 +66,10 @@ pub const DEFAULT_ENROLL_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// The longest an enrollment token may live: a term. A token is a secret on a card that
 /// can be copied; the shorter it lives, the less a copy is worth.
 pub const MAX_ENROLL_TTL_MS: u64 = 120 * 24 * 3600 * 1000;
+
+/// Public keys remembered as having passed every check (`identity::PublicId::from_bytes`).
+/// The same few keys come back again and again (an owner's key is in every entry of her
+/// log, every grant and every advert naming her), and each check costs a point
+/// decompression, about 8 µs on a laptop. 64 keys is a classroom's owners and agents;
+/// 64 x 32 bytes is the whole cost, and a scan of it is far cheaper than one check.
+pub const KEY_MEMO: usize = 64;

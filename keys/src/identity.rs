@@ -13,11 +13,14 @@
 //! a signature made for one record type never verifies as another.
 
 use std::fmt;
+use std::sync::Mutex;
 
 use data_encoding::BASE32_NOPAD;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::defaults;
 
 /// Text prefix of a public id.
 pub const PUBLIC_PREFIX: &str = "wtd1";
@@ -77,6 +80,36 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// Keys that passed [`PublicId::check`] lately, so the same key is not checked again (see
+/// [`defaults::KEY_MEMO`]). The check is a pure function of the 32 bytes, so remembering
+/// a pass is exact; refusals are not remembered. Oldest replaced first.
+static ACCEPTED: Mutex<KeyMemo> = Mutex::new(KeyMemo {
+    keys: [[0; 32]; defaults::KEY_MEMO],
+    len: 0,
+    next: 0,
+});
+
+struct KeyMemo {
+    keys: [[u8; 32]; defaults::KEY_MEMO],
+    len: usize,
+    next: usize,
+}
+
+impl KeyMemo {
+    fn holds(&self, key: &[u8; 32]) -> bool {
+        self.keys[..self.len].iter().any(|k| k == key)
+    }
+
+    fn remember(&mut self, key: &[u8; 32]) {
+        if self.holds(key) {
+            return;
+        }
+        self.keys[self.next] = *key;
+        self.next = (self.next + 1) % defaults::KEY_MEMO;
+        self.len = (self.len + 1).min(defaults::KEY_MEMO);
+    }
+}
+
 /// A public ed25519 key that passed every check: on the curve, canonical, not weak.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicId([u8; 32]);
@@ -84,6 +117,15 @@ pub struct PublicId([u8; 32]);
 impl PublicId {
     /// Parses 32 bytes, refusing non-canonical and small-order points.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        if ACCEPTED.lock().unwrap_or_else(|p| p.into_inner()).holds(bytes) {
+            return Ok(PublicId(*bytes));
+        }
+        let key = Self::check(bytes)?;
+        ACCEPTED.lock().unwrap_or_else(|p| p.into_inner()).remember(bytes);
+        Ok(key)
+    }
+
+    fn check(bytes: &[u8; 32]) -> Result<Self, KeyError> {
         let vk = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::NotAPoint)?;
         if vk.is_weak() {
             return Err(KeyError::Weak);
@@ -339,6 +381,51 @@ mod tests {
         noncanon[0] = 0xee;
         noncanon[31] = 0x7f;
         assert!(PublicId::from_bytes(&noncanon).is_err());
+    }
+
+    #[test]
+    fn remembered_keys_never_let_a_refused_one_through() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // Twice around the memo, then the weak key, twice: refused each time (refusals
+        // are not remembered), and good keys still parse.
+        let keys: Vec<PublicId> = (0..2 * defaults::KEY_MEMO)
+            .map(|_| SecretKey::generate().public())
+            .collect();
+        for k in &keys {
+            assert_eq!(PublicId::from_bytes(k.as_bytes()), Ok(*k));
+            assert_eq!(PublicId::from_bytes(k.as_bytes()), Ok(*k));
+        }
+        for _ in 0..2 {
+            assert_eq!(PublicId::from_bytes(&identity), Err(KeyError::Weak));
+        }
+    }
+
+    #[test]
+    fn the_key_memo_is_bounded_and_forgets_the_oldest() {
+        let mut memo = KeyMemo {
+            keys: [[0; 32]; defaults::KEY_MEMO],
+            len: 0,
+            next: 0,
+        };
+        let key = |i: usize| {
+            let mut k = [0xaau8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        assert!(
+            !memo.holds(&[0; 32]),
+            "an empty memo holds nothing, not even zeros"
+        );
+        for i in 0..defaults::KEY_MEMO {
+            memo.remember(&key(i));
+            memo.remember(&key(i));
+        }
+        assert!((0..defaults::KEY_MEMO).all(|i| memo.holds(&key(i))));
+        memo.remember(&key(defaults::KEY_MEMO));
+        assert!(!memo.holds(&key(0)), "the oldest made room");
+        assert!(memo.holds(&key(1)) && memo.holds(&key(defaults::KEY_MEMO)));
+        assert_eq!(memo.len, defaults::KEY_MEMO);
     }
 
     #[test]
