@@ -487,3 +487,122 @@ fn tls_with_a_ca_file() {
 
 #[allow(dead_code)]
 fn unused(_: &Daemon, _: &OsStr) {}
+
+/// A mission file whose functions print mission events on stderr.
+fn event_missions(dir: &Path) {
+    let mission = |name: &str, functions: &[(&str, &str)]| {
+        let mut text = format!("name = \"{name}\"\nversion = \"1\"\ndescription = \"events\"\n");
+        for (f, script) in functions {
+            text.push_str(&format!(
+                "\n[[functions]]\nname = \"{f}\"\nexec = [\"/bin/sh\", \"-c\", {script:?}]\ntimeout = \"20s\"\n"
+            ));
+        }
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    };
+    mission(
+        "door",
+        &[
+            (
+                "open",
+                r#"echo 'wtd-event: {"open": true}' >&2; echo 'half way' >&2; echo '{}'"#,
+            ),
+            (
+                "flood",
+                r#"i=0; while [ $i -lt 3000 ]; do echo "wtd-event: flood $i" >&2; i=$((i+1)); done; echo '{}'"#,
+            ),
+        ],
+    );
+    mission(
+        "noisy",
+        &[("emit", r#"echo 'wtd-event: {"secret": 1}' >&2; echo '{}'"#)],
+    );
+}
+
+#[test]
+fn mission_events_only_for_allowed_missions_and_bounded() {
+    let lab = TestCluster::new();
+    let broker = Mosquitto::start(&lab.dir().join("broker"), "allow_anonymous true");
+    let proxy = start_proxy(&lab, &["--mqtt", &broker.url(), "--mqtt-cluster", "ev"]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+    bob.ok(["join", &proxy.ticket]);
+    alice.ok(["keys", "add", "bob", &bob_id]);
+    // The owner lets `door` publish; `noisy` is not listed, so it publishes nothing.
+    let mut pi = lab.add_agent(
+        &proxy.ticket,
+        "pi-events",
+        &[&alice_id],
+        "mission_events = [\"door\"]",
+    );
+    event_missions(&pi.dir.join("missions"));
+    pi.restart();
+    alice.adopt(&pi);
+    for mission in ["door", "noisy"] {
+        let grant: Value =
+            serde_json::from_str(&alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
+        bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
+    }
+    wait_for("the grants to reach the agent", LIMIT, || {
+        bob.cli(["call", "door/open", "{}"]).status.success()
+            && bob.cli(["call", "noisy/emit", "{}"]).status.success()
+    });
+    let log = lab.dir().join("mission-events.txt");
+    let mut sub = broker.subscribe("wtd/ev/missions/#", &log);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. The mission not listed first, then the listed one: the second arriving (same path,
+    //    in order) and not the first shows the first was never published.
+    bob.ok(["call", "noisy/emit", "{}"]);
+    let call = bob.cli(["call", "door/open", "{}"]);
+    assert!(call.status.success());
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&call.stdout),
+        String::from_utf8_lossy(&call.stderr)
+    );
+    assert!(
+        !shown.contains("wtd-event"),
+        "event lines are not progress: {shown}"
+    );
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("door's event on MQTT", LIMIT, || {
+        read().contains("wtd/ev/missions/door/events")
+    });
+    let text = read();
+    assert!(
+        !text.contains("noisy"),
+        "a mission not allowed publishes nothing: {text}"
+    );
+    let (_, payload) = text
+        .lines()
+        .find_map(|l| l.split_once('\t'))
+        .expect("topic<TAB>payload");
+    let event: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(event["type"], "mission_event");
+    assert_eq!(event["mission"], "door");
+    assert_eq!(event["function"], "open");
+    assert_eq!(event["event"]["open"], true);
+    assert_eq!(event["agent"], pi.id().as_str());
+
+    // 2. A flood of 3000 events: the call and the next ones are answered, the agent stays
+    //    online, and only the budget's worth is published.
+    let flood_started = std::time::Instant::now();
+    bob.ok(["call", "door/flood", "{}"]);
+    bob.ok(["call", "door/open", "{}"]);
+    let avail = format!("wtd/ev/agents/{}/availability", pi.id());
+    assert_eq!(broker.retained(&avail).as_deref(), Some("online"));
+    assert_eq!(alice.agent_names(), vec!["pi-events".to_string()]);
+    wait_for("some of the flood on MQTT", LIMIT, || read().contains("flood"));
+    std::thread::sleep(Duration::from_secs(1));
+    let flooded = read().lines().filter(|l| l.contains("\"flood ")).count() as u64;
+    let bound = 50 + 10 * (flood_started.elapsed().as_secs() + 1);
+    assert!(
+        (1..=bound).contains(&flooded),
+        "a burst of 50 then 10/s at most: {flooded} published, bound {bound}"
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}

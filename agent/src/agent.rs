@@ -25,13 +25,14 @@ use tokio_util::sync::CancellationToken;
 use wtd_keys::{AgentId, SecretKey};
 use wtd_store::identity::{load_or_create, IdentityError};
 use wtd_transport::{BindError, Client};
-use wtd_wire::Advert;
+use wtd_wire::{Advert, PROTOCOL_VERSION};
 
 use crate::advert;
 use crate::backoff::Backoff;
 use crate::calls::CallService;
 use crate::config::{AgentConfig, ConfigError};
 use crate::defaults;
+use crate::events::MissionEvents;
 use crate::link::Link;
 use crate::load::{poll_sensors, LoadSampler};
 use crate::missions::Catalogue;
@@ -141,12 +142,14 @@ impl Agent {
         let (latest, sensors) = watch::channel(self.pi);
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
+        let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         let calls = Arc::new(CallService::new(
             SecretKey::from_seed(&self.secret.seed()),
             self.config.name.clone(),
             self.catalogue.clone(),
             self.logs.handle(),
             self.config.state_dir.join("time-floor"),
+            Arc::new(mission_events),
         ));
         let link = Link {
             calls: calls.clone(),
@@ -159,6 +162,8 @@ impl Agent {
             sensors,
             heartbeat: self.config.heartbeat_interval,
             backoff: Backoff::default(),
+            events: (!self.config.mission_events.is_empty()).then_some(events_rx),
+            version: PROTOCOL_VERSION,
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(

@@ -48,6 +48,7 @@ use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{decode, encode_frame_into, Relayed};
 
 use crate::defaults;
+use crate::events::MissionEvents;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
@@ -172,6 +173,8 @@ pub struct CallService {
     /// makes every exec call fail with that reason rather than run as root.
     run_as: Result<RunAs, String>,
     next_call: AtomicU64,
+    /// Where handlers' mission events go (bounded, never waits).
+    mission_events: Arc<MissionEvents>,
 }
 
 fn now() -> Timestamp {
@@ -188,6 +191,7 @@ impl CallService {
         catalogue: Arc<Catalogue>,
         logs: LogsHandle,
         floor_path: PathBuf,
+        mission_events: Arc<MissionEvents>,
     ) -> Self {
         let floor = wtd_store::floor::load(&floor_path);
         CallService {
@@ -207,6 +211,7 @@ impl CallService {
                 e.to_string()
             }),
             next_call: AtomicU64::new(0),
+            mission_events,
         }
     }
 
@@ -684,19 +689,32 @@ impl CallService {
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
-                Some(ExecEvent::Progress(line)) = rx.recv(), if alive => {
-                    if out.send(AgentMsg::Event { id, line }).await.is_err() {
-                        // The caller is gone: stop the function too.
-                        alive = false;
-                        cancel.cancel();
+                Some(event) = rx.recv(), if alive => match event {
+                    ExecEvent::Progress(line) => {
+                        if out.send(AgentMsg::Event { id, line }).await.is_err() {
+                            // The caller is gone: stop the function too.
+                            alive = false;
+                            cancel.cancel();
+                        }
                     }
-                }
+                    // Never waits: over the budget or the queue, it is dropped.
+                    ExecEvent::Mission(line) => {
+                        self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
+                    }
+                },
             }
         };
         // Events that arrived just before the end.
-        while let Ok(ExecEvent::Progress(line)) = rx.try_recv() {
-            if alive && out.send(AgentMsg::Event { id, line }).await.is_err() {
-                alive = false;
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                ExecEvent::Progress(line) => {
+                    if alive && out.send(AgentMsg::Event { id, line }).await.is_err() {
+                        alive = false;
+                    }
+                }
+                ExecEvent::Mission(line) => {
+                    self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
+                }
             }
         }
         let (status, output, detail) = match outcome {

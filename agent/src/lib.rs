@@ -19,6 +19,7 @@
 //! - [`sandbox`]: the mission box: a call's cgroup or subreaper, limits, private directory.
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
+//! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -32,6 +33,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod defaults;
+pub mod events;
 pub mod exec;
 pub mod link;
 pub mod load;
