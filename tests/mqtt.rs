@@ -30,7 +30,7 @@ fn agent_id(a: &Agent) -> String {
 
 /// Home Assistant's documented discovery fields, as a schema: what every config must have,
 /// what each field must look like, and the topic layout.
-fn validate_discovery(topic: &str, payload: &str) -> Value {
+fn validate_discovery(topic: &str, payload: &str, agent_mode: bool) -> Value {
     let parts: Vec<&str> = topic.split('/').collect();
     assert_eq!(
         parts.len(),
@@ -54,9 +54,15 @@ fn validate_discovery(topic: &str, payload: &str) -> Value {
     assert_eq!(parts[4], "config");
     let v: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{topic}: not JSON: {e}"));
     let obj = v.as_object().expect("a JSON object");
-    for key in ["name", "unique_id", "state_topic", "device", "availability"] {
+    for key in ["name", "unique_id", "state_topic", "device"] {
         assert!(obj.contains_key(key), "{topic}: `{key}` is required here");
     }
+    // Every entity is greyed out by an availability topic, except an agent's own `online`
+    // sensor when it publishes itself: that sensor's state *is* its availability.
+    assert!(
+        obj.contains_key("availability") || (parts[3] == "online" && agent_mode),
+        "{topic}: `availability` is required here"
+    );
     let uid = v["unique_id"].as_str().unwrap();
     assert_eq!(
         uid,
@@ -76,7 +82,7 @@ fn validate_discovery(topic: &str, payload: &str) -> Value {
     for k in ["name", "manufacturer", "model", "sw_version"] {
         assert!(dev[k].is_string(), "{topic}: device.{k}");
     }
-    for a in v["availability"].as_array().expect("availability is a list") {
+    for a in v["availability"].as_array().map_or(&[][..], |a| a) {
         assert!(a["topic"].is_string());
         assert_eq!(a["payload_available"], "online");
         assert_eq!(a["payload_not_available"], "offline");
@@ -233,7 +239,7 @@ fn retained_state_availability_reconnect_and_discovery() {
     let mut unique_ids: Vec<String> = configs
         .iter()
         .map(|(t, p)| {
-            validate_discovery(t, p)["unique_id"]
+            validate_discovery(t, p, false)["unique_id"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -315,7 +321,7 @@ fn retained_state_availability_reconnect_and_discovery() {
         .retained_all("homeassistant/#")
         .iter()
         .map(|(t, p)| {
-            validate_discovery(t, p)["unique_id"]
+            validate_discovery(t, p, false)["unique_id"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -605,4 +611,93 @@ fn mission_events_only_for_allowed_missions_and_bounded() {
     );
     let _ = sub.kill();
     let _ = sub.wait();
+}
+
+#[test]
+fn an_agent_publishes_itself_when_no_proxy_bridges() {
+    let lab = TestCluster::new();
+    let broker = Mosquitto::start(&lab.dir().join("broker"), "allow_anonymous true");
+    // A proxy without --mqtt: the agent's own [mqtt] is the only publisher.
+    let proxy = start_proxy(&lab, &[]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+    bob.ok(["join", &proxy.ticket]);
+    alice.ok(["keys", "add", "bob", &bob_id]);
+    let extra = format!(
+        "mission_events = [\"door\"]\n[mqtt]\nurl = \"{}\"\ncluster = \"solo\"\nstate_interval = \"1s\"\n",
+        broker.url()
+    );
+    let mut pi = lab.add_agent(&proxy.ticket, "pi-solo", &[&alice_id], &extra);
+    event_missions(&pi.dir.join("missions"));
+    pi.restart();
+    let id = pi.id();
+
+    // 1. Its state, availability and discovery, as the proxy bridge would publish them.
+    let state_topic = format!("wtd/solo/agents/{id}/state");
+    let avail = format!("wtd/solo/agents/{id}/availability");
+    wait_for("the agent's own retained state", LIMIT, || {
+        broker.retained(&state_topic).is_some()
+    });
+    let state: Value = serde_json::from_str(&broker.retained(&state_topic).unwrap()).unwrap();
+    assert_eq!(
+        (state["name"].as_str(), state["online"].as_bool()),
+        (Some("pi-solo"), Some(true))
+    );
+    assert_eq!(broker.retained(&avail).as_deref(), Some("online"));
+    let configs = broker.retained_all("homeassistant/#");
+    assert!(configs.len() >= 3, "load, cpu, online: {configs:?}");
+    for (t, p) in &configs {
+        let v = validate_discovery(t, p, true);
+        let topics: Vec<&str> = v["availability"]
+            .as_array()
+            .map_or(vec![], |a| a.iter().filter_map(|x| x["topic"].as_str()).collect());
+        assert!(
+            !topics.iter().any(|t| t.ends_with("bridge/status")),
+            "no bridge to depend on: {t}"
+        );
+    }
+    assert!(
+        broker.retained("wtd/solo/bridge/status").is_none(),
+        "no proxy bridge here"
+    );
+
+    // 2. Its mission events go straight to the broker; a mission not listed sends none.
+    alice.adopt(&pi);
+    for mission in ["door", "noisy"] {
+        let grant: Value =
+            serde_json::from_str(&alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
+        bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
+    }
+    let log = lab.dir().join("solo-events.txt");
+    let mut sub = broker.subscribe("wtd/solo/missions/#", &log);
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the grants to reach the agent", LIMIT, || {
+        bob.cli(["call", "noisy/emit", "{}"]).status.success()
+            && bob.cli(["call", "door/open", "{}"]).status.success()
+    });
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("door's event, published by the agent", LIMIT, || {
+        read().contains("wtd/solo/missions/door/events")
+    });
+    assert!(!read().contains("noisy"), "{}", read());
+    let _ = sub.kill();
+    let _ = sub.wait();
+
+    // 3. The state keeps coming (every state_interval), and a killed agent reads offline
+    //    by its last will: nobody said goodbye for it.
+    let seen = state["last_seen_ms"].as_u64().unwrap();
+    wait_for("a newer state", LIMIT, || {
+        broker
+            .retained(&state_topic)
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["last_seen_ms"].as_u64())
+            .is_some_and(|t| t > seen)
+    });
+    pi.daemon.kill();
+    wait_for("the agent's last will", Duration::from_secs(60), || {
+        broker.retained(&avail).as_deref() == Some("offline")
+    });
 }

@@ -36,6 +36,7 @@ use crate::events::MissionEvents;
 use crate::link::Link;
 use crate::load::{poll_sensors, LoadSampler};
 use crate::missions::Catalogue;
+use crate::mqtt::Direct;
 use crate::owner_logs::{LogsHandle, OpenLogsError, OwnerLogs};
 use crate::sensors::{self, PiSensors, SensorPaths};
 
@@ -56,6 +57,9 @@ pub enum AgentError {
     /// No UDP socket could be opened to reach the proxy.
     #[error("cannot open a socket to reach the proxy: {0}")]
     Bind(#[from] BindError),
+    /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
+    #[error("the agent's MQTT publisher: {0}")]
+    Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -140,9 +144,9 @@ impl Agent {
         // Probe (and log, once) how this machine contains calls, before the first call.
         crate::sandbox::Sandbox::global();
         let (latest, sensors) = watch::channel(self.pi);
+        let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
-        let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         let calls = Arc::new(CallService::new(
             SecretKey::from_seed(&self.secret.seed()),
             self.config.name.clone(),
@@ -151,6 +155,22 @@ impl Agent {
             self.config.state_dir.join("time-floor"),
             Arc::new(mission_events),
         ));
+        // Mission events go to the agent's own broker if it has one, else to the proxy.
+        let mut events_rx = Some(events_rx);
+        let direct = match &self.config.mqtt {
+            Some(mqtt) => Some(Direct::new(
+                mqtt,
+                self.id,
+                self.advert.clone(),
+                LoadSampler::new(self.config.test_pinned_load),
+                sensors.clone(),
+                events_rx.take().expect("not taken yet"),
+            )?),
+            None => None,
+        };
+        if self.config.mission_events.is_empty() {
+            events_rx = None;
+        }
         let link = Link {
             calls: calls.clone(),
             id: self.id,
@@ -162,7 +182,7 @@ impl Agent {
             sensors,
             heartbeat: self.config.heartbeat_interval,
             backoff: Backoff::default(),
-            events: (!self.config.mission_events.is_empty()).then_some(events_rx),
+            events: events_rx,
             version: PROTOCOL_VERSION,
         };
         // The link only returns on shutdown; the poller stops with it.
@@ -173,7 +193,12 @@ impl Agent {
             shutdown.clone(),
         );
         let enforcer = calls.enforce_revocations(shutdown.clone());
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer);
+        let direct = async {
+            if let Some(d) = direct {
+                d.run(shutdown.clone()).await;
+            }
+        };
+        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct);
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

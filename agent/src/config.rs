@@ -479,6 +479,35 @@ mod tests {
         assert_eq!(config.tags, ["lab", "room-2"]);
         assert_eq!(config.test_pinned_load, Some(0.5));
         assert!(config.enroll.is_some());
+        assert_eq!(config.mission_events, ["door"]);
+        assert_eq!(config.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        // The [mqtt] block, uncommented (without the files it names, which do not exist here).
+        let mqtt: String = example
+            .lines()
+            .skip_while(|l| *l != "# [mqtt]")
+            .filter_map(|l| {
+                l.strip_prefix("# [mqtt]")
+                    .map(|_| "[mqtt]")
+                    .or(l.strip_prefix("#   "))
+            })
+            .filter(|l| !l.starts_with("password_file") && !l.starts_with("ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = AgentConfig::from_toml(&format!("{}{mqtt}", minimal())).unwrap();
+        let m = config.mqtt.expect("the [mqtt] section");
+        assert_eq!(
+            (m.host.as_str(), m.port, m.cluster.as_str()),
+            ("broker.lan", 1883, "home")
+        );
+    }
+
+    #[test]
+    fn mission_events_name_missions_and_mqtt_errors_are_named() {
+        let err =
+            AgentConfig::from_toml(&format!("{}mission_events = [\"Door!\"]\n", minimal())).unwrap_err();
+        assert!(matches!(err, ConfigError::BadEventMission { .. }), "{err}");
+        let err = AgentConfig::from_toml(&format!("{}[mqtt]\nurl = \"http://x\"\n", minimal())).unwrap_err();
+        assert!(err.to_string().starts_with("[mqtt]: "), "{err}");
     }
 
     #[test]
