@@ -701,3 +701,142 @@ fn an_agent_publishes_itself_when_no_proxy_bridges() {
         broker.retained(&avail).as_deref() == Some("offline")
     });
 }
+
+/// The metric family and sample names in exposition text, read by prometheus_client.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+names = set()
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    names.add(fam.name)
+    for s in fam.samples:
+        names.add(s.name)
+print(json.dumps(sorted(names)))
+"#;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with prometheus_client");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client could not parse:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn agent_metrics_move_and_the_grafana_dashboard_uses_only_real_metrics() {
+    let lab = TestCluster::new();
+    let proxy_metrics = format!("127.0.0.1:{}", free_port());
+    let proxy = start_proxy(&lab, &["--metrics", &proxy_metrics]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let bob = lab.user("bob");
+    let bob_id = bob.init();
+    bob.ok(["join", &proxy.ticket]);
+    alice.ok(["keys", "add", "bob", &bob_id]);
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let extra = format!("mission_events = [\"door\"]\nmetrics = \"{agent_metrics}\"\n");
+    let mut pi = lab.add_agent(&proxy.ticket, "pi-metrics", &[&alice_id], &extra);
+    event_missions(&pi.dir.join("missions"));
+    pi.restart();
+    alice.adopt(&pi);
+    // `noisy` once a minute: its second call is refused by the agent (rate_limited).
+    for (mission, rate, burst) in [("door", "600/min", "100"), ("noisy", "1/min", "1")] {
+        let grant: Value = serde_json::from_str(&alice.ok([
+            "grant",
+            "bob",
+            "--mission",
+            mission,
+            "--rate",
+            rate,
+            "--burst",
+            burst,
+            "--json",
+        ]))
+        .unwrap();
+        bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
+    }
+    wait_for("the grants to reach the agent", LIMIT, || {
+        bob.cli(["call", "door/open", "{}"]).status.success()
+    });
+    wait_for("the agent's metrics endpoint", LIMIT, || {
+        std::net::TcpStream::connect(&agent_metrics).is_ok()
+    });
+
+    // 1. The agent's metrics parse, and the counters move with each call.
+    let key = "wtd_agent_calls_total{function=open,mission=door,outcome=ok}";
+    let before = parse_metrics(&scrape(&agent_metrics));
+    let ok_before = metric(&before, key);
+    for _ in 0..3 {
+        bob.ok(["call", "door/open", "{}"]);
+    }
+    bob.ok(["call", "noisy/emit", "{}"]);
+    assert!(
+        !bob.cli(["call", "noisy/emit", "{}"]).status.success(),
+        "over the rate"
+    );
+    let m = parse_metrics(&scrape(&agent_metrics));
+    assert_eq!(metric(&m, key), ok_before + 3.0);
+    let hist = "wtd_agent_function_duration_seconds_count{function=open,mission=door}";
+    assert_eq!(
+        metric(&m, hist) - metric(&before, hist),
+        3.0,
+        "one duration per exec call"
+    );
+    assert!(
+        metric(
+            &m,
+            "wtd_agent_function_duration_seconds_bucket{function=open,le=+Inf,mission=door}"
+        ) >= 4.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "wtd_agent_calls_total{function=emit,mission=noisy,outcome=rate_limited}"
+        ),
+        1.0,
+        "a refused call is counted by its kind"
+    );
+    assert!(metric(&m, "wtd_agent_mission_events_total{outcome=queued}") >= 4.0);
+    assert!(metric(&m, "wtd_agent_mission_events_total{outcome=not_allowed}") >= 1.0);
+    assert_eq!(metric(&m, "wtd_agent_calls_running{}"), 0.0);
+    assert!(metric(&m, "wtd_agent_sessions_total{}") >= 5.0);
+
+    // 2. Every metric the Grafana dashboard queries is one a real scrape has.
+    let mut exported = metric_names(&scrape(&agent_metrics));
+    exported.extend(metric_names(&scrape(&proxy_metrics)));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("valid JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().map_or(&[][..], |t| t) {
+            exprs.push(t["expr"].as_str().expect("every target has an expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("wtd_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            used.insert(name);
+        }
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nobody exports: {missing:?}"
+    );
+    assert!(
+        used.iter().any(|n| n.starts_with("wtd_agent_")) && used.iter().any(|n| n.starts_with("wtd_proxy_"))
+    );
+}

@@ -57,6 +57,13 @@ pub enum AgentError {
     /// No UDP socket could be opened to reach the proxy.
     #[error("cannot open a socket to reach the proxy: {0}")]
     Bind(#[from] BindError),
+    /// The metrics address is taken, or not this machine's.
+    #[error("could not listen for metrics on {addr}: {source} (is another agent using this port? change `metrics` in agent.toml)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
     #[error("the agent's MQTT publisher: {0}")]
     Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
@@ -171,6 +178,24 @@ impl Agent {
         if self.config.mission_events.is_empty() {
             events_rx = None;
         }
+        let metrics = match self.config.metrics {
+            Some(addr) => {
+                let server = wtd_telemetry::exposition::MetricsServer::bind(addr)
+                    .await
+                    .map_err(|e| match e {
+                        wtd_telemetry::exposition::ServeError::Bind { addr, source } => {
+                            AgentError::Metrics { addr, source }
+                        }
+                    })?;
+                log::info!(agent:% = self.id; "metrics at http://{addr}/metrics");
+                let (calls, mqtt) = (calls.clone(), direct.as_ref().map(Direct::handle));
+                Some(server.run(
+                    move || crate::metrics::render(&calls, mqtt.as_ref()),
+                    shutdown.clone(),
+                ))
+            }
+            None => None,
+        };
         let link = Link {
             calls: calls.clone(),
             id: self.id,
@@ -198,7 +223,12 @@ impl Agent {
                 d.run(shutdown.clone()).await;
             }
         };
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct);
+        let metrics = async {
+            if let Some(m) = metrics {
+                m.await;
+            }
+        };
+        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct, metrics);
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

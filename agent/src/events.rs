@@ -85,6 +85,11 @@ impl MissionEvents {
         }
     }
 
+    /// Events waiting for the proxy or the broker.
+    pub fn waiting(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// (queued, dropped, not allowed) since start, for the metrics.
     pub fn counts(&self) -> (u64, u64, u64) {
         (

@@ -21,6 +21,7 @@
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
+//! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -39,6 +40,7 @@ pub mod exec;
 pub mod link;
 pub mod load;
 pub mod logging;
+pub mod metrics;
 pub mod missions;
 mod mqtt;
 pub mod owner_logs;

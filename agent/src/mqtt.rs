@@ -82,6 +82,11 @@ impl Direct {
         })
     }
 
+    /// A handle for the metrics (the publisher's health).
+    pub(crate) fn handle(&self) -> BridgeHandle {
+        self.handle.clone()
+    }
+
     /// Publishes until `shutdown`; then the last state (`online: false`) and `offline`.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let Direct {
