@@ -840,3 +840,72 @@ fn agent_metrics_move_and_the_grafana_dashboard_uses_only_real_metrics() {
         used.iter().any(|n| n.starts_with("wtd_agent_")) && used.iter().any(|n| n.starts_with("wtd_proxy_"))
     );
 }
+
+/// The Home Assistant configs the broker holds for agent `id` (by their device's serial).
+fn configs_of(broker: &Mosquitto, id: &str) -> Vec<String> {
+    broker
+        .retained_all("homeassistant/#")
+        .into_iter()
+        .filter(|(_, p)| serde_json::from_str::<Value>(p).is_ok_and(|v| v["device"]["serial_number"] == id))
+        .map(|(t, _)| t)
+        .collect()
+}
+
+#[test]
+fn agents_that_never_return_are_cleared_after_a_proxy_restart() {
+    let lab = TestCluster::new();
+    let broker = Mosquitto::start(&lab.dir().join("broker"), "allow_anonymous true");
+    let conf = lab.dir().join("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[mqtt]\nurl = \"{}\"\ncluster = \"re\"\nforget_after = \"4s\"\n",
+            broker.url()
+        ),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let proxy = start_proxy(&lab, &["--config", &conf]);
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    let mut gone = lab.add_agent(&proxy.ticket, "pi-gone", &[&alice_id], "");
+    let stays = lab.add_agent(&proxy.ticket, "pi-stays", &[&alice_id], "");
+    let (gone_id, stays_id) = (gone.id(), stays.id());
+    wait_for("both agents in Home Assistant", LIMIT, || {
+        !configs_of(&broker, &gone_id).is_empty() && !configs_of(&broker, &stays_id).is_empty()
+    });
+    assert!(
+        proxy.state_dir.join("mqtt-mirror.json").exists(),
+        "what was published is saved"
+    );
+
+    // The proxy dies without seeing anyone leave, and pi-gone dies while it is down: the
+    // broker still says pi-gone is online, and nobody will ever tell it otherwise but us.
+    let port = proxy.addr.port();
+    let mut proxy = proxy;
+    proxy.daemon.kill();
+    gone.daemon.kill();
+    let gone_avail = format!("wtd/re/agents/{gone_id}/availability");
+    assert_eq!(broker.retained(&gone_avail).as_deref(), Some("online"));
+    let _proxy = lab.start_proxy_on(port, &["--config", &conf]);
+
+    // Restarted: pi-gone reads offline at once, and is cleared forget_after later.
+    wait_for("pi-gone offline after the restart", LIMIT, || {
+        broker.retained(&gone_avail).as_deref() == Some("offline")
+    });
+    wait_for("pi-gone's configs cleared", LIMIT, || {
+        configs_of(&broker, &gone_id).is_empty()
+    });
+    assert!(broker
+        .retained(&format!("wtd/re/agents/{gone_id}/state"))
+        .is_none());
+    // pi-stays came back to the new proxy and keeps its place.
+    wait_for("pi-stays online again", LIMIT, || {
+        broker
+            .retained(&format!("wtd/re/agents/{stays_id}/availability"))
+            .as_deref()
+            == Some("online")
+    });
+    assert!(!configs_of(&broker, &stays_id).is_empty());
+    drop(stays);
+}
