@@ -909,3 +909,156 @@ fn agents_that_never_return_are_cleared_after_a_proxy_restart() {
     assert!(!configs_of(&broker, &stays_id).is_empty());
     drop(stays);
 }
+
+#[test]
+fn the_proxy_checks_the_mission_events_it_publishes() {
+    use wtd_wire::*;
+    let lab = TestCluster::new();
+    let broker = Mosquitto::start(&lab.dir().join("broker"), "allow_anonymous true");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let proxy = start_proxy(
+        &lab,
+        &[
+            "--mqtt",
+            &broker.url(),
+            "--mqtt-cluster",
+            "raw",
+            "--metrics",
+            &metrics_addr,
+        ],
+    );
+    let log = lab.dir().join("raw-events.txt");
+    let mut sub = broker.subscribe("wtd/raw/missions/#", &log);
+    std::thread::sleep(Duration::from_millis(300));
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let advert = Advert {
+        name: "raw-pi".into(),
+        owners: vec![Key::from(wtd_keys::SecretKey::generate().public())],
+        missions: vec![MissionInfo {
+            name: "door".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "watch".into(),
+                description: String::new(),
+                idempotent: true,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "raw".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let event = |mission: &str, line: &str| {
+        encode(&FromAgent::MissionEvent(MissionEvent {
+            mission: mission.into(),
+            function: "watch".into(),
+            line: line.into(),
+        }))
+    };
+    // A worker thread: QUIC keeps sending while the test waits outside the runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, proxy_key) = (proxy.addr, *proxy.id.key());
+    let key = wtd_keys::SecretKey::generate();
+    let client = {
+        let _in_runtime = rt.enter();
+        wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap()
+    };
+    let hello = |version: u16| {
+        let (client, advert) = (&client, advert.clone());
+        async move {
+            let conn = client.connect(addr, proxy_key).await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let hello = Open::Agent(AgentHello {
+                version,
+                advert,
+                heads: vec![],
+            });
+            wtd_transport::write_frame(&mut send, &encode(&hello))
+                .await
+                .unwrap();
+            let first = wtd_transport::read_frame(&mut recv, defaults::MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            (conn, send, recv, decode::<ToAgent>(&first).unwrap())
+        }
+    };
+
+    // Versions: 2 is refused with the reason, 3 (no mission events) is still admitted.
+    let (_, _, _, reply) = rt.block_on(hello(MIN_PROTOCOL_VERSION - 1));
+    assert_eq!(
+        reply,
+        ToAgent::Refused(Refusal::VersionMismatch {
+            proxy: PROTOCOL_VERSION
+        })
+    );
+    let (old, _, _, reply) = rt.block_on(hello(MIN_PROTOCOL_VERSION));
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    old.close(0u32.into(), b"bye");
+
+    let (conn, mut send, mut recv, reply) = rt.block_on(hello(PROTOCOL_VERSION));
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    rt.block_on(async {
+        // A mission it does not offer, then one it does.
+        wtd_transport::write_frame(&mut send, &event("other", "x"))
+            .await
+            .unwrap();
+        wtd_transport::write_frame(&mut send, &event("door", r#"{"n": 0}"#))
+            .await
+            .unwrap();
+    });
+    wait_for("door's event", LIMIT, || {
+        read().contains("wtd/raw/missions/door/events")
+    });
+    assert!(
+        !read().contains("other"),
+        "only missions the agent offers: {}",
+        read()
+    );
+    let m = parse_metrics(&scrape(&metrics_addr));
+    assert_eq!(metric(&m, "wtd_proxy_mission_events_total{}"), 1.0);
+    assert_eq!(metric(&m, "wtd_proxy_mission_events_dropped_total{}"), 1.0);
+
+    // An agent that does not count: the proxy's own budget (a burst of 100, 20/s) cuts it.
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        for n in 1..=1000 {
+            let e = event("door", &format!("flood {n}"));
+            wtd_transport::write_frame(&mut send, &e).await.unwrap();
+        }
+    });
+    wait_for("the flood's dropped events counted", LIMIT, || {
+        metric(
+            &parse_metrics(&scrape(&metrics_addr)),
+            "wtd_proxy_mission_events_dropped_total{}",
+        ) >= 800.0
+    });
+    let published = metric(
+        &parse_metrics(&scrape(&metrics_addr)),
+        "wtd_proxy_mission_events_total{}",
+    ) - 1.0;
+    let bound = 100.0 + 20.0 * (started.elapsed().as_secs_f64() + 1.0);
+    assert!(published <= bound, "{published} published, bound {bound}");
+
+    // A name that is not a mission name (it would be a topic wildcard): the agent is cut off.
+    rt.block_on(async {
+        wtd_transport::write_frame(&mut send, &event("door/#", "x"))
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(LIMIT, async {
+            while let Ok(Some(_)) = wtd_transport::read_frame(&mut recv, defaults::MAX_FRAME).await {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the proxy closes the connection");
+        conn.close(0u32.into(), b"bye");
+    });
+    assert!(!read().contains("door/#"));
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
