@@ -35,7 +35,7 @@ use wtd_transport::{
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
     decode, encode, Advert, AgentHello, FromAgent, MissionEvent, Open, Refusal, ToAgent, WireError,
-    MIN_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -256,7 +256,7 @@ impl Link {
             ..
         } = self;
         // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
-        let events = events.as_mut().filter(|_| *version >= 4);
+        let events = events.as_mut().filter(|_| *version >= MISSION_EVENTS_VERSION);
         // Callers' sessions arrive as streams the proxy opens on this connection. This
         // arm never ends the session by itself; when another arm does, it is dropped and
         // takes every call session with it.

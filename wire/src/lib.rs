@@ -53,6 +53,9 @@ pub const PROTOCOL_VERSION: u16 = 4;
 /// agent refused by a version-3 proxy says hello again as version 3 and sends none.
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
+/// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
+pub const MISSION_EVENTS_VERSION: u16 = 4;
+
 pub use codec::{decode, encode, encode_frame_into, WireError};
 pub use messages::*;
 pub use roster::*;
