@@ -10,7 +10,8 @@
 //! asserted (STYLE 12): the budget is that the three rows match within this machine's noise.
 //! Each proxy has its own agent, shaped like the real processes (proxy: 2 workers, agent
 //! and caller: one thread each). The three are measured in turns, a slice of each row per
-//! turn, so they share the same machine moments instead of the drift between minutes.
+//! turn (each turn starting with another proxy), so they share the same machine moments
+//! instead of the drift between minutes.
 //!
 //! Rows, per proxy, through the caller library `wtd call` uses (`wtd_caller::Session`):
 //! 1. **warm**: `sys/ping` one at a time on one warm session (p50, calls/s);
@@ -96,7 +97,10 @@ fn main() -> anyhow::Result<()> {
     let turns = knobs.turns;
     for turn in 0..turns {
         eprintln!("turn {}/{turns} ...", turn + 1);
-        for (c, r) in callers.iter().zip(results.iter_mut()) {
+        // Each turn starts with another proxy, so none always runs first or last.
+        let n = callers.len();
+        for i in (0..n).map(|i| (i + turn) % n) {
+            let (c, r) = (&callers[i], &mut results[i]);
             rt.block_on(async {
                 r.warm.add(rows::warm(c, knobs.calls / turns).await?);
                 r.fresh.add(rows::fresh(c, knobs.sessions / turns).await?);
