@@ -5,6 +5,14 @@
 //! - `retained_state_availability_reconnect_and_discovery`: the main lab script.
 //! - `username_and_password`: a broker that demands them; a wrong one is named in the log.
 //! - `tls_with_a_ca_file`: a broker with a test CA; an untrusted CA is named in the log.
+//! - `mission_events_only_for_allowed_missions_and_bounded`: handler events through the
+//!   proxy's bridge, only for missions the owner lists; a flood is cut, calls go on.
+//! - `the_proxy_checks_the_mission_events_it_publishes`: a raw agent: versions, missions it
+//!   does not offer, the proxy's own budget, a name that is not a mission name.
+//! - `an_agent_publishes_itself_when_no_proxy_bridges`: `[mqtt]` in agent.toml.
+//! - `agent_metrics_move_and_the_grafana_dashboard_uses_only_real_metrics`: the agent's
+//!   `/metrics`, and every metric `docs/grafana-dashboard.json` queries exists.
+//! - `agents_that_never_return_are_cleared_after_a_proxy_restart`: the mirror remembered.
 
 mod common;
 

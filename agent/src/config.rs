@@ -433,6 +433,9 @@ mod tests {
         assert_eq!(config.test_pinned_load, None);
         assert!(!config.name.is_empty());
         assert_eq!(config.identity_path(), Path::new("/var/lib/wtd/identity.key"));
+        // Off unless asked for: no mission publishes, no broker, no metrics port.
+        assert!(config.mission_events.is_empty());
+        assert_eq!((config.mqtt, config.metrics), (None, None));
     }
 
     #[test]

@@ -142,3 +142,22 @@ async fn an_older_proxy_is_spoken_to_in_its_version_a_too_old_one_is_not() {
     assert_eq!(proxy.next_session().await.hello.version, PROTOCOL_VERSION);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_taken_metrics_port_is_a_clear_error_at_start() {
+    let proxy = FakeProxy::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = wtd_agent::AgentConfig {
+        metrics: Some(addr),
+        ..AgentDir::new().config(proxy.info())
+    };
+    let agent = wtd_agent::Agent::new(config).unwrap();
+    let err = agent
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, wtd_agent::AgentError::Metrics { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&addr.to_string()) && text.contains("metrics"), "{text}");
+}
