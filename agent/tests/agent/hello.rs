@@ -159,5 +159,8 @@ async fn a_taken_metrics_port_is_a_clear_error_at_start() {
         .unwrap_err();
     assert!(matches!(err, wtd_agent::AgentError::Metrics { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&addr.to_string()) && text.contains("metrics"), "{text}");
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("metrics"),
+        "{text}"
+    );
 }
