@@ -6,8 +6,9 @@
 //! [`wtd_telemetry::Mirror`]; what it returns goes into the bridge's bounded outbox. The
 //! roster lock is never held across a publish, and a publish never waits for the broker.
 //!
-//! The agents the mirror published are saved in `<state_dir>/mqtt-mirror.json` whenever
-//! that set changes (not on heartbeats), and restored on start: an agent that never comes
+//! The agents the mirror published are saved in `<state_dir>/mqtt-mirror.json` when that
+//! set changed (checked once a second, so thirty Pis joining at once cost one write, not
+//! thirty fsyncs; never on heartbeats), and restored on start: an agent that never comes
 //! back after a proxy restart is still marked offline, and cleared from Home Assistant
 //! `forget_after` after it went (see `wtd_telemetry::mirror`).
 
@@ -44,7 +45,11 @@ pub(crate) async fn follow_roster(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // What changed in the last second, kept for the next start.
+                save_if_changed(&mirror, &path, &mut saved_version).await;
+                return;
+            }
             _ = tick.tick() => {
                 bridge.publish_all(mirror.tick(now_ms()));
                 save_if_changed(&mirror, &path, &mut saved_version).await;
@@ -63,7 +68,6 @@ pub(crate) async fn follow_roster(
             Err(RecvError::Closed) => return,
         };
         bridge.publish_all(mirror.apply(&event, now_ms()));
-        save_if_changed(&mirror, &path, &mut saved_version).await;
     }
 }
 
