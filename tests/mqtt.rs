@@ -813,6 +813,10 @@ fn agent_metrics_move_and_the_grafana_dashboard_uses_only_real_metrics() {
     assert!(metric(&m, "wtd_agent_mission_events_total{outcome=not_allowed}") >= 1.0);
     assert_eq!(metric(&m, "wtd_agent_calls_running{}"), 0.0);
     assert!(metric(&m, "wtd_agent_sessions_total{}") >= 5.0);
+    assert!(
+        metric(&m, "wtd_agent_start_time_seconds{}") > 1.6e9,
+        "set at start"
+    );
 
     // 2. Every metric the Grafana dashboard queries is one a real scrape has.
     let mut exported = metric_names(&scrape(&agent_metrics));

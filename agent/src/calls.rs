@@ -215,7 +215,11 @@ impl CallService {
             }),
             next_call: AtomicU64::new(0),
             mission_events,
-            metrics: Arc::default(),
+            metrics: {
+                let m = Arc::new(AgentMetrics::default());
+                m.up_since.set(now().0 as f64 / 1000.0);
+                m
+            },
         }
     }
 
