@@ -102,7 +102,9 @@ fn main() -> anyhow::Result<()> {
         for i in (0..n).map(|i| (i + turn) % n) {
             let (c, r) = (&callers[i], &mut results[i]);
             rt.block_on(async {
-                r.warm.add(rows::warm(c, knobs.calls / turns).await?);
+                let warm = rows::warm(c, knobs.calls / turns).await?;
+                r.warm_turns.push(warm.p50());
+                r.warm.add(warm);
                 r.fresh.add(rows::fresh(c, knobs.sessions / turns).await?);
                 r.busy.add(rows::in_flight(c, knobs.secs / turns as u32).await?);
                 anyhow::Ok(())
@@ -115,8 +117,8 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("MQTT bridge cost, {turns} turns, one run (p50 of each row; rates over the row's time)");
     println!(
-        "{:<28} {:>10} {:>9} {:>11} {:>10} {:>11}   bridge: published / dropped / queued / connected",
-        "proxy", "warm p50", "warm/s", "fresh p50", "fresh/s", "16 in fl./s"
+        "{:<28} {:>10} {:>21} {:>9} {:>11} {:>10} {:>11}   bridge: published / dropped / queued / connected",
+        "proxy", "warm p50", "turns' p50 min-max", "warm/s", "fresh p50", "fresh/s", "16 in fl./s"
     );
     for (lab, r) in labs.iter().zip(&results) {
         let bridge = match lab.kind {
@@ -133,10 +135,15 @@ fn main() -> anyhow::Result<()> {
                 )
             }
         };
+        let (lo, hi) = (
+            r.warm_turns.iter().min().copied().unwrap_or_default(),
+            r.warm_turns.iter().max().copied().unwrap_or_default(),
+        );
         println!(
-            "{:<28} {:>10} {:>9.0} {:>11} {:>10.0} {:>11.0}   {bridge}",
+            "{:<28} {:>10} {:>21} {:>9.0} {:>11} {:>10.0} {:>11.0}   {bridge}",
             lab.kind.label(),
             us(r.warm.p50()),
+            format!("{} - {}", us(lo), us(hi)),
             r.warm.rate(),
             us(r.fresh.p50()),
             r.fresh.rate(),
@@ -643,6 +650,9 @@ impl Stats {
 #[derive(Default)]
 struct Results {
     warm: Stats,
+    /// Each turn's warm p50: how far one proxy's figure moves between turns is this
+    /// machine's noise, the yardstick for differences between the rows.
+    warm_turns: Vec<Duration>,
     fresh: Stats,
     busy: Stats,
 }
