@@ -25,16 +25,18 @@ use tokio_util::sync::CancellationToken;
 use wtd_keys::{AgentId, SecretKey};
 use wtd_store::identity::{load_or_create, IdentityError};
 use wtd_transport::{BindError, Client};
-use wtd_wire::Advert;
+use wtd_wire::{Advert, PROTOCOL_VERSION};
 
 use crate::advert;
 use crate::backoff::Backoff;
 use crate::calls::CallService;
 use crate::config::{AgentConfig, ConfigError};
 use crate::defaults;
+use crate::events::MissionEvents;
 use crate::link::Link;
 use crate::load::{poll_sensors, LoadSampler};
 use crate::missions::Catalogue;
+use crate::mqtt::Direct;
 use crate::owner_logs::{LogsHandle, OpenLogsError, OwnerLogs};
 use crate::sensors::{self, PiSensors, SensorPaths};
 
@@ -55,6 +57,16 @@ pub enum AgentError {
     /// No UDP socket could be opened to reach the proxy.
     #[error("cannot open a socket to reach the proxy: {0}")]
     Bind(#[from] BindError),
+    /// The metrics address is taken, or not this machine's.
+    #[error("could not listen for metrics on {addr}: {source} (is another agent using this port? change `metrics` in agent.toml)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
+    #[error("the agent's MQTT publisher: {0}")]
+    Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -139,6 +151,7 @@ impl Agent {
         // Probe (and log, once) how this machine contains calls, before the first call.
         crate::sandbox::Sandbox::global();
         let (latest, sensors) = watch::channel(self.pi);
+        let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
         let calls = Arc::new(CallService::new(
@@ -147,7 +160,42 @@ impl Agent {
             self.catalogue.clone(),
             self.logs.handle(),
             self.config.state_dir.join("time-floor"),
+            Arc::new(mission_events),
         ));
+        // Mission events go to the agent's own broker if it has one, else to the proxy.
+        let mut events_rx = Some(events_rx);
+        let direct = match &self.config.mqtt {
+            Some(mqtt) => Some(Direct::new(
+                mqtt,
+                self.id,
+                self.advert.clone(),
+                LoadSampler::new(self.config.test_pinned_load),
+                sensors.clone(),
+                events_rx.take().expect("not taken yet"),
+            )?),
+            None => None,
+        };
+        if self.config.mission_events.is_empty() {
+            events_rx = None;
+        }
+        let metrics = match self.config.metrics {
+            Some(addr) => {
+                let server = wtd_telemetry::exposition::MetricsServer::bind(addr)
+                    .await
+                    .map_err(|e| match e {
+                        wtd_telemetry::exposition::ServeError::Bind { addr, source } => {
+                            AgentError::Metrics { addr, source }
+                        }
+                    })?;
+                log::info!(agent:% = self.id; "metrics at http://{addr}/metrics");
+                let (calls, mqtt) = (calls.clone(), direct.as_ref().map(Direct::handle));
+                Some(server.run(
+                    move || crate::metrics::render(&calls, mqtt.as_ref()),
+                    shutdown.clone(),
+                ))
+            }
+            None => None,
+        };
         let link = Link {
             calls: calls.clone(),
             id: self.id,
@@ -159,6 +207,8 @@ impl Agent {
             sensors,
             heartbeat: self.config.heartbeat_interval,
             backoff: Backoff::default(),
+            events: events_rx,
+            version: PROTOCOL_VERSION,
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(
@@ -168,7 +218,17 @@ impl Agent {
             shutdown.clone(),
         );
         let enforcer = calls.enforce_revocations(shutdown.clone());
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer);
+        let direct = async {
+            if let Some(d) = direct {
+                d.run(shutdown.clone()).await;
+            }
+        };
+        let metrics = async {
+            if let Some(m) = metrics {
+                m.await;
+            }
+        };
+        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct, metrics);
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

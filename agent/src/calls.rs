@@ -48,7 +48,9 @@ use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{decode, encode_frame_into, Relayed};
 
 use crate::defaults;
+use crate::events::MissionEvents;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
+use crate::metrics::{AgentMetrics, FunctionLabels};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
 
@@ -172,6 +174,10 @@ pub struct CallService {
     /// makes every exec call fail with that reason rather than run as root.
     run_as: Result<RunAs, String>,
     next_call: AtomicU64,
+    /// Where handlers' mission events go (bounded, never waits).
+    mission_events: Arc<MissionEvents>,
+    /// Calls by outcome and function durations (served only if `metrics` is set).
+    metrics: Arc<AgentMetrics>,
 }
 
 fn now() -> Timestamp {
@@ -188,6 +194,7 @@ impl CallService {
         catalogue: Arc<Catalogue>,
         logs: LogsHandle,
         floor_path: PathBuf,
+        mission_events: Arc<MissionEvents>,
     ) -> Self {
         let floor = wtd_store::floor::load(&floor_path);
         CallService {
@@ -207,7 +214,28 @@ impl CallService {
                 e.to_string()
             }),
             next_call: AtomicU64::new(0),
+            mission_events,
+            metrics: {
+                let m = Arc::new(AgentMetrics::default());
+                m.up_since.set(now().0 as f64 / 1000.0);
+                m
+            },
         }
+    }
+
+    /// The call counters and durations, for the metrics endpoint.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    /// Where handlers' mission events go.
+    pub fn mission_events(&self) -> &Arc<MissionEvents> {
+        &self.mission_events
+    }
+
+    /// Exec calls running now.
+    pub fn running(&self) -> usize {
+        self.state().in_flight.len()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -292,6 +320,12 @@ impl CallService {
             Err(_) => return,
         };
         log::debug!(agent:% = self.id, caller:% = peer.short(); "session opened");
+        self.metrics.sessions.inc();
+        self.metrics.sessions_open.inc();
+        let metrics = self.metrics.clone();
+        let _open = OnDrop(move || {
+            metrics.sessions_open.dec();
+        });
         if from.parse().ok() != Some(peer) {
             // The proxy's hint was wrong; the handshake is what counts.
             log::debug!(agent:% = self.id; "the proxy named another caller than the one who proved itself");
@@ -403,6 +437,17 @@ impl CallService {
                         return false;
                     }
                     st.last_call = id;
+                    // Metric labels only for functions we offer: a stranger's made-up
+                    // names must not grow the metrics without bound.
+                    let offered = MissionName::new(&mission)
+                        .ok()
+                        .zip(FunctionName::new(&function).ok())
+                        .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
+                    let labels = if offered {
+                        (mission.clone(), function.clone())
+                    } else {
+                        (String::new(), String::new())
+                    };
                     let call = Incoming {
                         id,
                         mission,
@@ -411,6 +456,7 @@ impl CallService {
                         signed,
                     };
                     if let Some(answer) = self.start_call(st, out, stop, call) {
+                        self.metrics.answered(&labels.0, &labels.1, &answer);
                         if out.send(answer).await.is_err() {
                             return false;
                         }
@@ -587,9 +633,17 @@ impl CallService {
             .catalogue
             .function(&run.mission, &run.function)
             .expect("checked before the call started");
+        let started = std::time::Instant::now();
         let (status, output, mut detail) = self
             .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out)
             .await;
+        self.metrics
+            .durations
+            .get_or_create(&FunctionLabels {
+                mission: run.mission.to_string(),
+                function: run.function.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
         let (issuer, grant) = (run.authority.issuer(), run.authority.grant());
         self.release(run.key, run.authority);
         if status == CallStatus::Cancelled {
@@ -606,6 +660,8 @@ impl CallService {
             };
         }
         let answer = self.done(run.id, status, output, detail, run.receipt.as_ref());
+        self.metrics
+            .answered(run.mission.as_str(), run.function.as_str(), &answer);
         let _ = out.send(answer).await;
         run.id
     }
@@ -684,19 +740,32 @@ impl CallService {
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
-                Some(ExecEvent::Progress(line)) = rx.recv(), if alive => {
-                    if out.send(AgentMsg::Event { id, line }).await.is_err() {
-                        // The caller is gone: stop the function too.
-                        alive = false;
-                        cancel.cancel();
+                Some(event) = rx.recv(), if alive => match event {
+                    ExecEvent::Progress(line) => {
+                        if out.send(AgentMsg::Event { id, line }).await.is_err() {
+                            // The caller is gone: stop the function too.
+                            alive = false;
+                            cancel.cancel();
+                        }
                     }
-                }
+                    // Never waits: over the budget or the queue, it is dropped.
+                    ExecEvent::Mission(line) => {
+                        self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
+                    }
+                },
             }
         };
         // Events that arrived just before the end.
-        while let Ok(ExecEvent::Progress(line)) = rx.try_recv() {
-            if alive && out.send(AgentMsg::Event { id, line }).await.is_err() {
-                alive = false;
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                ExecEvent::Progress(line) => {
+                    if alive && out.send(AgentMsg::Event { id, line }).await.is_err() {
+                        alive = false;
+                    }
+                }
+                ExecEvent::Mission(line) => {
+                    self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
+                }
             }
         }
         let (status, output, detail) = match outcome {
@@ -909,5 +978,14 @@ fn deny_message(id: CallNumber, d: &Deny, mission: &MissionName, caller: &UserKe
             format!("your grant {grant} allows {limit} call(s) at once here, and that many are running; try again when one ends"),
             None,
         ),
+    }
+}
+
+/// Runs a closure when dropped (a session's open-sessions gauge, however it ends).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }

@@ -69,6 +69,14 @@ pub struct AgentConfig {
     /// agent with `wtd adopt --pending` without knowing its key. A secret: the agent shows
     /// only a proof made with it, and never logs it.
     pub enroll: Option<EnrollmentToken>,
+    /// Missions whose handlers may publish events to MQTT (a stderr line starting
+    /// `wtd-event:`). Default none: a mission publishes only if its owner lists it here.
+    pub mission_events: Vec<String>,
+    /// Publish this agent to an MQTT broker itself (`[mqtt]`), for a broker with no bridging
+    /// proxy. Default none.
+    pub mqtt: Option<wtd_telemetry::MqttConfig>,
+    /// Serve this agent's Prometheus metrics here (`metrics = "127.0.0.1:9465"`). Default off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -91,6 +99,10 @@ impl fmt::Debug for AgentConfig {
             .field("test_pinned_load", &self.test_pinned_load)
             // The token's Debug names its public id only.
             .field("enroll", &self.enroll)
+            .field("mission_events", &self.mission_events)
+            // MqttConfig's Debug never shows the password.
+            .field("mqtt", &self.mqtt)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -109,6 +121,9 @@ struct ConfigFile {
     heartbeat_interval: Option<String>,
     test_pinned_load: Option<f32>,
     enroll: Option<String>,
+    mission_events: Option<Vec<String>>,
+    mqtt: Option<wtd_telemetry::config::MqttFile>,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// What is wrong with a configuration's content.
@@ -179,6 +194,16 @@ pub enum ConfigError {
     /// repeats the token: it is a secret.)
     #[error("`enroll`: {0}")]
     BadEnrollToken(#[source] TokenError),
+    /// A `mission_events` entry is not a mission name.
+    #[error("mission_events: `{mission}` is not a mission name: {source}")]
+    BadEventMission {
+        mission: String,
+        #[source]
+        source: NameError,
+    },
+    /// The `[mqtt]` section is wrong; the message says what to fix.
+    #[error("[mqtt]: {0}")]
+    Mqtt(#[from] wtd_telemetry::MqttConfigError),
     /// The test seam was given a negative or non-finite number.
     #[error("`test_pinned_load` must be a finite number >= 0 (got {0})")]
     BadPinnedLoad(f32),
@@ -221,6 +246,9 @@ impl AgentConfig {
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             test_pinned_load: None,
             enroll: None,
+            mission_events: Vec::new(),
+            mqtt: None,
+            metrics: None,
         }
     }
 
@@ -264,6 +292,14 @@ impl AgentConfig {
         if let Some(text) = file.enroll {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
+        config.mission_events = file.mission_events.unwrap_or_default();
+        if let Some(m) = &file.mqtt {
+            config.mqtt = Some(wtd_telemetry::MqttConfig::from_file(
+                m,
+                std::env::var("WTD_MQTT_PASSWORD").ok(),
+            )?);
+        }
+        config.metrics = file.metrics;
         config.validate()?;
         Ok(config)
     }
@@ -317,6 +353,12 @@ impl AgentConfig {
         for tag in &self.tags {
             MissionName::new(tag).map_err(|source| ConfigError::BadTag {
                 tag: tag.clone(),
+                source,
+            })?;
+        }
+        for mission in &self.mission_events {
+            MissionName::new(mission).map_err(|source| ConfigError::BadEventMission {
+                mission: mission.clone(),
                 source,
             })?;
         }
@@ -391,6 +433,9 @@ mod tests {
         assert_eq!(config.test_pinned_load, None);
         assert!(!config.name.is_empty());
         assert_eq!(config.identity_path(), Path::new("/var/lib/wtd/identity.key"));
+        // Off unless asked for: no mission publishes, no broker, no metrics port.
+        assert!(config.mission_events.is_empty());
+        assert_eq!((config.mqtt, config.metrics), (None, None));
     }
 
     #[test]
@@ -437,6 +482,35 @@ mod tests {
         assert_eq!(config.tags, ["lab", "room-2"]);
         assert_eq!(config.test_pinned_load, Some(0.5));
         assert!(config.enroll.is_some());
+        assert_eq!(config.mission_events, ["door"]);
+        assert_eq!(config.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        // The [mqtt] block, uncommented (without the files it names, which do not exist here).
+        let mqtt: String = example
+            .lines()
+            .skip_while(|l| *l != "# [mqtt]")
+            .filter_map(|l| {
+                l.strip_prefix("# [mqtt]")
+                    .map(|_| "[mqtt]")
+                    .or(l.strip_prefix("#   "))
+            })
+            .filter(|l| !l.starts_with("password_file") && !l.starts_with("ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = AgentConfig::from_toml(&format!("{}{mqtt}", minimal())).unwrap();
+        let m = config.mqtt.expect("the [mqtt] section");
+        assert_eq!(
+            (m.host.as_str(), m.port, m.cluster.as_str()),
+            ("broker.lan", 1883, "home")
+        );
+    }
+
+    #[test]
+    fn mission_events_name_missions_and_mqtt_errors_are_named() {
+        let err =
+            AgentConfig::from_toml(&format!("{}mission_events = [\"Door!\"]\n", minimal())).unwrap_err();
+        assert!(matches!(err, ConfigError::BadEventMission { .. }), "{err}");
+        let err = AgentConfig::from_toml(&format!("{}[mqtt]\nurl = \"http://x\"\n", minimal())).unwrap_err();
+        assert!(err.to_string().starts_with("[mqtt]: "), "{err}");
     }
 
     #[test]

@@ -202,3 +202,16 @@ pub const SESSION_WRITE_BATCH: usize = 64;
 
 /// Bytes read from a session at once: several small calls per read when busy.
 pub const SESSION_READ_BUFFER: usize = 16 * 1024;
+
+/// Mission events an agent lets out per second, past a burst of [`MISSION_EVENTS_BURST`].
+/// A mission event is a fact for a dashboard ("door open"), not a log: ten a second is more
+/// than Home Assistant or a person can use, and a handler printing events in a loop costs
+/// the control stream and the broker this much at most.
+pub const MISSION_EVENTS_PER_S: u32 = 10;
+
+/// See [`MISSION_EVENTS_PER_S`]: what a quiet handler may send at once.
+pub const MISSION_EVENTS_BURST: u32 = 50;
+
+/// Mission events waiting for the proxy or the broker (while either is away, the newest
+/// are dropped once it is full). 64 of at most 1 KiB each.
+pub const MISSION_EVENT_QUEUE: usize = 64;

@@ -11,6 +11,7 @@
 //!  spawn the box + argv, no shell ───────► a fresh private dir, scrubbed env, its user, limits
 //!  args JSON ──► stdin, then closed ─────► reads its arguments
 //!  stderr, line by line ◄───────────────── "50% done"     ──► ExecEvent::Progress
+//!                       ◄───────────────── "wtd-event: {..}" ──► ExecEvent::Mission (MQTT)
 //!  stdout, up to output_cap ◄───────────── {"ok": true}   ──► ExecOutcome::Ok
 //!  over its memory or process limit ─────► killed           ──► ExecOutcome::LimitExceeded
 //!  timeout / cancel / too much output ───► SIGTERM to the box, a short grace, SIGKILL to all
@@ -323,7 +324,15 @@ pub enum ExecEvent {
     /// One line the handler wrote to stderr: at most [`MAX_PROGRESS_LINE`] bytes (a cut line
     /// ends in `…`), control characters replaced by `�`, empty lines skipped.
     Progress(String),
+    /// A mission event: a stderr line that started with [`EVENT_PREFIX`], the prefix and
+    /// surrounding spaces removed. It goes to MQTT (if the owner lets this mission publish),
+    /// never to the caller, and does not count against [`MAX_PROGRESS_EVENTS`].
+    Mission(String),
 }
+
+/// How a handler marks a stderr line as a mission event rather than progress:
+/// `echo 'wtd-event: {"door": "open"}' >&2`.
+pub const EVENT_PREFIX: &str = "wtd-event:";
 
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -992,6 +1001,11 @@ async fn report_progress(
         };
         for line in splitter.push(&chunk[..n]) {
             tail.push(&line);
+            if let Some(event) = line.strip_prefix(EVENT_PREFIX) {
+                // The agent's budget bounds these downstream; here they only pass through.
+                let _ = events.send(ExecEvent::Mission(event.trim().to_string())).await;
+                continue;
+            }
             // The box's own report that the program could not run is for us, not the caller.
             if line.is_empty() || sent >= MAX_PROGRESS_EVENTS || is_box_report(&line) {
                 continue;
@@ -1004,7 +1018,9 @@ async fn report_progress(
     }
     if let Some(line) = splitter.finish() {
         tail.push(&line);
-        if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !is_box_report(&line) {
+        if let Some(event) = line.strip_prefix(EVENT_PREFIX) {
+            let _ = events.send(ExecEvent::Mission(event.trim().to_string())).await;
+        } else if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !is_box_report(&line) {
             let _ = events.send(ExecEvent::Progress(line)).await;
         }
     }

@@ -19,6 +19,9 @@
 //! - [`sandbox`]: the mission box: a call's cgroup or subreaper, limits, private directory.
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
+//! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
+//! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
+//! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -32,11 +35,14 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod defaults;
+pub mod events;
 pub mod exec;
 pub mod link;
 pub mod load;
 pub mod logging;
+pub mod metrics;
 pub mod missions;
+mod mqtt;
 pub mod owner_logs;
 pub mod sandbox;
 pub mod sensors;

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wtd_keys::{AgentId, ProxyInfo};
 use wtd_transport::{
@@ -34,7 +34,8 @@ use wtd_transport::{
 };
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, Advert, AgentHello, FromAgent, Open, Refusal, ToAgent, WireError, PROTOCOL_VERSION,
+    decode, encode, Advert, AgentHello, FromAgent, MissionEvent, Open, Refusal, ToAgent, WireError,
+    MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -113,6 +114,11 @@ pub(crate) struct Link {
     pub backoff: Backoff,
     /// Answers the calls the proxy relays to us on this connection.
     pub calls: Arc<CallService>,
+    /// Mission events to send to the proxy's bridge; `None` when this agent publishes them
+    /// itself (`[mqtt]`), or lets no mission publish.
+    pub events: Option<mpsc::Receiver<MissionEvent>>,
+    /// The protocol version we say hello with: ours, or an older proxy's (then no events).
+    pub version: u16,
 }
 
 impl Link {
@@ -134,6 +140,17 @@ impl Link {
             }
             match outcome {
                 Ok(_) => break,
+                // An older proxy we can still talk to: say hello in its version (only
+                // mission events are missing from it) and try again.
+                Err(SessionError::Refused(Refusal::VersionMismatch { proxy }))
+                    if (MIN_PROTOCOL_VERSION..self.version).contains(&proxy) =>
+                {
+                    log::info!(
+                        agent:% = self.id, peer:% = addr;
+                        "the proxy speaks protocol version {proxy}; speaking it too (mission events are not sent through it)"
+                    );
+                    self.version = proxy;
+                }
                 Err(SessionError::Refused(refusal)) => {
                     if refusals.should_log(&refusal, Instant::now()) {
                         log::error!(
@@ -203,7 +220,7 @@ impl Link {
             .await
             .map_err(|e| SessionError::Open(e.into()))?;
         let hello = Open::Agent(AgentHello {
-            version: PROTOCOL_VERSION,
+            version: self.version,
             advert: self.advert.clone(),
             heads: self.logs.heads(),
         });
@@ -234,8 +251,12 @@ impl Link {
             sensors,
             heartbeat,
             calls,
+            events,
+            version,
             ..
         } = self;
+        // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
+        let events = events.as_mut().filter(|_| *version >= MISSION_EVENTS_VERSION);
         // Callers' sessions arrive as streams the proxy opens on this connection. This
         // arm never ends the session by itself; when another arm does, it is dropped and
         // takes every call session with it.
@@ -248,29 +269,40 @@ impl Link {
             // Ends only with an error: the proxy or the connection went away.
             error = receive(&mut recv, logs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.
-            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, shutdown) => stopped,
+            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, shutdown) => stopped,
         }
     }
 }
 
-/// Sends a heartbeat every `interval` until shutdown, then `Leaving`.
+/// Sends a heartbeat every `interval`, and each mission event as it comes, until shutdown,
+/// then `Leaving`. Events are few (the sink's budget bounds them) and small, so one never
+/// holds a heartbeat back for more than one short write.
 async fn send_heartbeats(
     send: &mut SendStream,
     sampler: &mut LoadSampler,
     sensors: &watch::Receiver<PiSensors>,
     interval: Duration,
+    mut events: Option<&mut mpsc::Receiver<MissionEvent>>,
     shutdown: &CancellationToken,
 ) -> Result<Stopped, SessionError> {
     let mut ticks = tokio::time::interval(interval);
     // After a stall (a slow fsync, a suspended laptop) send one heartbeat, not a burst.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let next_event = async {
+            match events.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            // Heartbeats first when both are ready: they keep us in the roster.
+            biased;
             _ = shutdown.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        let load = sampler.sample(&sensors.borrow());
-        let frame = encode(&FromAgent::Heartbeat(load));
+            _ = ticks.tick() => FromAgent::Heartbeat(sampler.sample(&sensors.borrow())),
+            Some(event) = next_event => FromAgent::MissionEvent(event),
+        };
+        let frame = encode(&message);
         // A write only waits when the proxy stops reading; don't let that block shutdown.
         tokio::select! {
             written = write_frame(send, &frame) => written?,

@@ -38,3 +38,12 @@ pub const MAX_WAITING: usize = 256;
 /// A waiting agent not heard from for this long is forgotten. Refused agents retry every
 /// 2 s at most (the agent's backoff cap), so 30 s means it gave up or was switched off.
 pub const WAITING_FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// Mission events published per agent per second, past a burst of
+/// [`MISSION_EVENTS_BURST`]. Twice what an agent lets through by default
+/// (wtd-agent's own budget), so a well-behaved agent is never cut, and a modified one that
+/// floods costs the broker this much at most.
+pub const MISSION_EVENTS_PER_S: u32 = 20;
+
+/// See [`MISSION_EVENTS_PER_S`].
+pub const MISSION_EVENTS_BURST: u32 = 100;

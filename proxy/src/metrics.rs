@@ -38,6 +38,8 @@ pub struct ProxyMetrics {
     pub agent_cpu: Family<AgentLabels, Gauge<f64, AtomicU64>>,
     pub agent_temperature: Family<AgentLabels, Gauge<f64, AtomicU64>>,
     pub owner_logs_published: Counter,
+    pub mission_events: Counter,
+    pub mission_events_dropped: Counter,
     pub bridge_enabled: Gauge,
     pub bridge_connected: Gauge,
     pub bridge_queued: Gauge,
@@ -103,6 +105,16 @@ impl ProxyMetrics {
             "owner_logs_published",
             "Owner log publishes stored (grants and revocations)",
             self.owner_logs_published.clone(),
+        );
+        r.register(
+            "mission_events",
+            "Mission events from agents handed to the MQTT bridge",
+            self.mission_events.clone(),
+        );
+        r.register(
+            "mission_events_dropped",
+            "Mission events dropped: over the agent's budget, or of a mission it does not offer",
+            self.mission_events_dropped.clone(),
         );
         r.register(
             "mqtt_bridge_enabled",

@@ -101,10 +101,8 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
                 .shared
                 .roster()
                 .roster
-                .snapshot()
-                .into_iter()
-                .find(|a| a.id == to)
-                .map(|a| a.advert.name)
+                .advert_of(&to)
+                .map(|a| a.name.clone())
                 .unwrap_or_default();
             let event = wtd_telemetry::events::session(
                 &ctx.peer.short(),

@@ -50,6 +50,11 @@ impl Roster {
         self.agents.get(id).map(|e| e.generation)
     }
 
+    /// What `id` advertises now, if it is in the roster.
+    pub fn advert_of(&self, id: &Key) -> Option<&Advert> {
+        self.agents.get(id).map(|e| &e.info.advert)
+    }
+
     pub fn snapshot(&self) -> Vec<AgentInfo> {
         let mut all: Vec<AgentInfo> = self.agents.values().map(|e| e.info.clone()).collect();
         all.sort_by(|a, b| a.advert.name.cmp(&b.advert.name).then(a.id.0.cmp(&b.id.0)));

@@ -11,7 +11,7 @@ use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream}
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
     decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, ToAgent,
-    PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::defaults::OPEN_TIMEOUT;
@@ -57,7 +57,7 @@ async fn send_msg(send: &mut SendStream, msg: &ToAgent) -> bool {
 
 /// Why an agent is turned away, if it is.
 fn admit(ctx: &StreamCtx, hello: &AgentHello) -> Result<(), Refusal> {
-    if hello.version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
         return Err(Refusal::VersionMismatch {
             proxy: PROTOCOL_VERSION,
         });
@@ -201,6 +201,12 @@ async fn read_agent(
 ) -> LeaveReason {
     let _stop_writer = done.clone().drop_guard();
     let id = Key::from(ctx.peer);
+    // Our own count of this agent's mission events: it trusts no agent to count.
+    let mut budget = wtd_telemetry::budget::Budget::new(
+        crate::defaults::MISSION_EVENTS_PER_S,
+        crate::defaults::MISSION_EVENTS_BURST,
+        now_ms(),
+    );
     loop {
         let frame = tokio::select! {
             _ = ctx.shutdown.cancelled() => return LeaveReason::Silent,
@@ -227,6 +233,22 @@ async fn read_agent(
                 }
             },
             Ok(FromAgent::Leaving) => return LeaveReason::Graceful,
+            Ok(FromAgent::MissionEvent(event)) => {
+                if let Err(why) = event.validate() {
+                    drop(state);
+                    close_offender(&ctx.conn, &format!("invalid mission event: {why}"));
+                    return LeaveReason::Silent;
+                }
+                // The agent's name, if it offers that mission (its own missions only).
+                let name = state
+                    .roster
+                    .advert_of(&id)
+                    .filter(|a| a.missions.iter().any(|m| m.name == event.mission))
+                    .map(|a| a.name.clone());
+                drop(state);
+                publish_mission_event(ctx, &mut budget, name, event);
+                continue;
+            }
             Err(e) => {
                 drop(state);
                 close_offender(&ctx.conn, &format!("malformed message: {e}"));
@@ -301,6 +323,38 @@ async fn write_agent(
             },
         }
     }
+}
+
+/// Publishes a mission event on `wtd/<cluster>/missions/<mission>/events`, if this proxy
+/// has a bridge, the agent offers that mission, and the agent is within its budget.
+/// Otherwise the event is dropped (counted in the metrics); never an error for the agent.
+fn publish_mission_event(
+    ctx: &StreamCtx,
+    budget: &mut wtd_telemetry::budget::Budget,
+    agent_name: Option<String>,
+    event: wtd_wire::MissionEvent,
+) {
+    let (Some(bridge), Some(mqtt)) = (&ctx.shared.bridge, &ctx.shared.config.mqtt) else {
+        return;
+    };
+    let Some(agent_name) = agent_name.filter(|_| budget.take(now_ms())) else {
+        ctx.shared.metrics.mission_events_dropped.inc();
+        return;
+    };
+    ctx.shared.metrics.mission_events.inc();
+    let topics = wtd_telemetry::Topics::new(&mqtt.cluster, &mqtt.discovery_prefix);
+    let payload = wtd_telemetry::events::mission(
+        &wtd_telemetry::topics::agent_id_text(&Key::from(ctx.peer)),
+        &agent_name,
+        &event.mission,
+        &event.function,
+        &event.line,
+        now_ms(),
+    );
+    bridge.publish(wtd_telemetry::Publication::event(
+        topics.mission_events(&event.mission),
+        payload.to_string(),
+    ));
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub const MAX_PACKET: usize = 64 * 1024;
 
 /// Longest mission event line published, in bytes; the rest is cut. An event is a fact
 /// ("door open"), not a file.
-pub const MAX_EVENT_LINE: usize = 1024;
+pub const MAX_EVENT_LINE: usize = wtd_wire::defaults::MAX_EVENT_LINE;
 
 /// The longest HTTP request head the metrics endpoint reads: a scrape's is ~200 bytes.
 pub const MAX_HTTP_REQUEST: usize = 8 * 1024;

@@ -22,12 +22,14 @@
 //! - [`discovery`]: Home Assistant MQTT discovery payloads (pure).
 //! - [`mirror`]: roster events in, publications out (pure, clock passed in).
 //! - [`events`]: call, grant and mission event payloads (pure).
+//! - [`budget`]: a token bucket that bounds mission events (pure, clock passed in).
 //! - [`outbox`]: the bounded queue between publishers and the broker (pure).
 //! - [`bridge`]: the rumqttc connection: TLS, auth, last will, reconnects with backoff.
 //! - [`exposition`]: a tiny HTTP server for `GET /metrics`.
 #![forbid(unsafe_code)]
 
 pub mod bridge;
+pub mod budget;
 pub mod config;
 pub mod defaults;
 pub mod discovery;

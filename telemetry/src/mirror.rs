@@ -6,10 +6,19 @@
 //! - it leaves (killed, unplugged, stopped): `offline`, and a last state with
 //!   `"online": false`; Home Assistant greys it out;
 //! - offline for `forget_after`: removed, every retained topic of it cleared.
+//!
+//! What the broker holds outlives us: a proxy restarted (or crashed) would otherwise forget
+//! the agents it published, and an agent that never comes back would stay in Home
+//! Assistant for ever, reading `online`. So the mirror can be [`Mirror::saved`] (the proxy
+//! writes it to its state directory whenever the set of agents changes) and
+//! [`Mirror::restore`]d on start: every agent it held is marked offline (it is not
+//! connected to this new proxy, yet), keeps its offline-since time, and is cleared once
+//! `forget_after` has passed, like one the proxy saw leave.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wtd_wire::{AgentInfo, Key, RosterEvent};
 
@@ -45,6 +54,27 @@ pub struct Mirror {
     state_interval_ms: u64,
     forget_after_ms: u64,
     agents: HashMap<Key, Known>,
+    /// Bumped whenever an agent is added, goes on- or offline, or is forgotten: when to
+    /// save (heartbeats do not bump it).
+    version: u64,
+}
+
+/// What a mirror saves across restarts: for each agent published, what it was and since
+/// when it has been offline (`None`: it was online). Serialized as JSON by the proxy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// `wtd/<cluster>` and the discovery prefix the agents were published under: a file
+    /// saved under other topics is not restored (the operator renamed the cluster).
+    pub root: String,
+    pub discovery_prefix: String,
+    pub agents: Vec<SavedAgent>,
+}
+
+/// One agent of [`Saved`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedAgent {
+    pub info: AgentInfo,
+    pub offline_since_ms: Option<u64>,
 }
 
 impl Mirror {
@@ -55,7 +85,78 @@ impl Mirror {
             state_interval_ms: state_interval.as_millis() as u64,
             forget_after_ms: forget_after.as_millis() as u64,
             agents: HashMap::new(),
+            version: 0,
         }
+    }
+
+    /// Changes when the set of agents (or their online state) changes; see [`Mirror::saved`].
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Everything needed to clear these agents after a restart.
+    pub fn saved(&self) -> Saved {
+        let mut agents: Vec<SavedAgent> = self
+            .agents
+            .values()
+            .map(|k| {
+                let mut info = k.info.clone();
+                // JSON has no NaN: a number we cannot write is not worth keeping.
+                let l = &mut info.load;
+                for x in [&mut l.load1, &mut l.cpu_percent] {
+                    if !x.is_finite() {
+                        *x = 0.0;
+                    }
+                }
+                l.temperature_c = l.temperature_c.filter(|t| t.is_finite());
+                SavedAgent {
+                    info,
+                    offline_since_ms: (!k.online).then_some(k.offline_since_ms),
+                }
+            })
+            .collect();
+        agents.sort_by_key(|a| a.info.id.0);
+        Saved {
+            root: self.topics.root().to_string(),
+            discovery_prefix: self.topics.discovery_prefix().to_string(),
+            agents,
+        }
+    }
+
+    /// Takes back what a previous run saved: each agent offline (since it went, or since
+    /// `now_ms` if it was online when that run ended) until it reconnects, and forgotten
+    /// `forget_after` later. Returns the publications that say so (the broker may still
+    /// hold `online` from a run that crashed). A file for other topics is ignored (`false`).
+    pub fn restore(&mut self, saved: Saved, now_ms: u64) -> (bool, Vec<Publication>) {
+        if saved.root != self.topics.root() || saved.discovery_prefix != self.topics.discovery_prefix() {
+            return (false, Vec::new());
+        }
+        let mut out = Vec::new();
+        for a in saved.agents {
+            let id = agent_id_text(&a.info.id);
+            out.push(Publication::retained(
+                self.topics.agent_availability(&id),
+                "offline",
+            ));
+            out.push(state_publication(&self.topics, &a.info, false));
+            let entities = Entity::ALL
+                .into_iter()
+                .filter(|e| e.applies_to(&a.info))
+                .collect();
+            self.agents.insert(
+                a.info.id,
+                Known {
+                    info: a.info,
+                    online: false,
+                    offline_since_ms: a.offline_since_ms.unwrap_or(now_ms).min(now_ms),
+                    last_state_ms: 0,
+                    state_due: false,
+                    entities,
+                },
+            );
+        }
+        self.version += 1;
+        (true, out)
     }
 
     pub fn topics(&self) -> &Topics {
@@ -144,6 +245,7 @@ impl Mirror {
         for id in forget {
             let known = self.agents.remove(&id).expect("listed above");
             out.extend(clear_agent(&self.topics, &known.info));
+            self.version += 1;
         }
         out
     }
@@ -159,6 +261,13 @@ impl Mirror {
             "online",
         ));
         out.push(state_publication(&self.topics, info, true));
+        if self
+            .agents
+            .get(&info.id)
+            .is_none_or(|k| !k.online || k.info.advert != info.advert)
+        {
+            self.version += 1;
+        }
         // An entity the agent no longer has (a Pi's SD card moved to a laptop): remove it.
         if let Some(old) = self.agents.get(&info.id) {
             for e in old.entities.iter().filter(|e| !entities.contains(e)) {
@@ -187,6 +296,7 @@ impl Mirror {
         }
         known.online = false;
         known.offline_since_ms = now_ms;
+        self.version += 1;
         let text = agent_id_text(id);
         out.push(Publication::retained(
             self.topics.agent_availability(&text),
@@ -373,6 +483,64 @@ mod tests {
             .iter()
             .any(|t| t.contains(&agent_id_text(&Key([1; 32]))) && t.ends_with("availability")));
         assert_eq!(m.online(), 1);
+    }
+
+    #[test]
+    fn a_restart_remembers_agents_marks_them_offline_and_forgets_them_in_time() {
+        let mut m = mirror();
+        let (a, b) = (agent(1, Some(40.0)), agent(2, None));
+        m.apply(&RosterEvent::Upsert(a.clone()), 0);
+        m.apply(&RosterEvent::Upsert(b.clone()), 0);
+        m.apply(
+            &RosterEvent::Left {
+                id: a.id,
+                reason: LeaveReason::Silent,
+            },
+            1000,
+        );
+        let v = m.version();
+        m.apply(
+            &RosterEvent::Load {
+                id: b.id,
+                load: Load::default(),
+                last_seen_ms: 5,
+            },
+            2000,
+        );
+        assert_eq!(m.version(), v, "heartbeats need no save");
+        let saved: Saved = serde_json::from_str(&serde_json::to_string(&m.saved()).unwrap()).unwrap();
+        assert_eq!(saved, m.saved(), "it survives JSON");
+
+        // A new run (the proxy restarted at 30 s), nobody connected yet.
+        let mut m = mirror();
+        let (restored, out) = m.restore(saved.clone(), 30_000);
+        assert!(restored);
+        let offline: Vec<&Publication> = out
+            .iter()
+            .filter(|p| p.topic.ends_with("/availability"))
+            .collect();
+        assert_eq!(offline.len(), 2);
+        assert!(
+            offline.iter().all(|p| p.payload == b"offline"),
+            "both read offline, whatever the broker held"
+        );
+        assert_eq!((m.known(), m.online()), (2, 0));
+        // b comes back; a never does, and is cleared 60 s after it left (at 1 s), b not.
+        m.apply(&RosterEvent::Snapshot(vec![b.clone()]), 31_000);
+        assert!(m.tick(60_999).is_empty());
+        let cleared = m.tick(61_000);
+        assert!(!cleared.is_empty() && cleared.iter().all(|p| p.payload.is_empty()));
+        assert!(cleared.iter().all(|p| !p.topic.contains(&agent_id_text(&b.id))));
+        assert_eq!((m.known(), m.online()), (1, 1));
+
+        // Saved under another cluster name: not ours to clear.
+        let mut other = Mirror::new(
+            Topics::new("lab", "homeassistant"),
+            Mode::Proxy,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        );
+        assert_eq!(other.restore(saved, 0), (false, vec![]));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! |---|---|---|
 //! | `wtd/<cluster>/bridge/status` | yes | `online` / `offline` (the proxy bridge's last will) |
 //! | `wtd/<cluster>/agents/<agent id>/state` | yes | JSON: load, CPU, memory, temperature, throttling, missions, tags, online, last seen |
-//! | `wtd/<cluster>/agents/<agent id>/availability` | yes | `online` / `offline` |
+//! | `wtd/<cluster>/agents/<agent id>/availability` | yes | `online` / `offline` (an agent publishing itself: its last will) |
 //! | `wtd/<cluster>/events` | no | JSON: one call session or grant event (metadata only) |
-//! | `wtd/<cluster>/missions/<mission>/events` | no | JSON: an event a mission's handler emitted |
+//! | `wtd/<cluster>/missions/<mission>/events` | no | JSON: an event a mission's handler emitted (only missions listed in the agent's `mission_events`) |
 //! | `<prefix>/sensor/<node id>/<object>/config` | yes | Home Assistant discovery (load, cpu, temperature) |
 //! | `<prefix>/binary_sensor/<node id>/<object>/config` | yes | Home Assistant discovery (throttled, online) |
 //! | `<prefix>/status` (read) | - | Home Assistant's birth message: `online` makes us re-send discovery |

@@ -22,3 +22,6 @@ pub const MAX_TEXT: usize = 256;
 pub const MAX_WARNINGS: usize = 16;
 /// Most log heads an agent reports in its hello (one per owner).
 pub const MAX_HEADS: usize = MAX_OWNERS;
+
+/// Longest mission event line, in bytes: an event is a fact ("door open"), not a file.
+pub const MAX_EVENT_LINE: usize = 1024;

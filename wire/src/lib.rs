@@ -15,6 +15,7 @@
 //!   |<-- Welcome | Refused{reason} ------------|<-- Request::Waiting (adopt it) -----|
 //!   |<-- Log{owner, entries} (catch-up) -------|                                     |
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
+//!   |-- MissionEvent{mission, line} (v4) ----->|-- to MQTT, if it has a bridge       |
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
 //!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
 //!                                              |<-- Request::Roster / Watch ---------|
@@ -43,8 +44,17 @@ pub mod roster;
 /// Bumped on any incompatible change to the messages. Version 2: calls inside a session
 /// are authenticated by the session, many at once (see [`call`]). Version 3: adverts carry
 /// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
-/// adoptions (an older agent would refuse them, so it must not connect).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// adoptions (an older agent would refuse them, so it must not connect). Version 4: an
+/// agent may send [`FromAgent::MissionEvent`] (a line a handler emitted, for MQTT).
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
+/// knows no `MissionEvent`: a proxy admits version-3 agents (they never send one), and an
+/// agent refused by a version-3 proxy says hello again as version 3 and sends none.
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
+
+/// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
+pub const MISSION_EVENTS_VERSION: u16 = 4;
 
 pub use codec::{decode, encode, encode_frame_into, WireError};
 pub use messages::*;

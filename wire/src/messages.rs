@@ -73,6 +73,35 @@ pub enum FromAgent {
     Advert(Advert),
     /// Shutting down: drop me from the roster now.
     Leaving,
+    /// A line one of this agent's handlers emitted, for the proxy's MQTT bridge (version 4
+    /// on; see [`MissionEvent`]). Appended last, so the older variants encode as before.
+    MissionEvent(MissionEvent),
+}
+
+/// A mission event: `line` as the handler of `mission/function` printed it (after
+/// `wtd-event:`). The agent sends only events of missions its owner's config lets publish,
+/// at a bounded rate; the proxy checks the names and the size, and keeps its own budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionEvent {
+    pub mission: String,
+    pub function: String,
+    pub line: String,
+}
+
+impl MissionEvent {
+    /// Whether the names are real mission and function names (so they are safe as topic
+    /// levels) and the line fits [`crate::defaults::MAX_EVENT_LINE`].
+    pub fn validate(&self) -> Result<(), String> {
+        wtd_keys::MissionName::new(&self.mission).map_err(|e| format!("mission: {e}"))?;
+        wtd_keys::FunctionName::new(&self.function).map_err(|e| format!("function: {e}"))?;
+        if self.line.len() > crate::defaults::MAX_EVENT_LINE {
+            return Err(format!(
+                "an event line is at most {} bytes",
+                crate::defaults::MAX_EVENT_LINE
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why the proxy turned an agent away. The agent logs it and retries later.

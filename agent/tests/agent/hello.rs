@@ -112,3 +112,55 @@ async fn a_proxy_with_another_key_is_not_trusted() {
     );
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn an_older_proxy_is_spoken_to_in_its_version_a_too_old_one_is_not() {
+    let mut proxy = FakeProxy::start().await;
+    proxy.refuse_next(Refusal::VersionMismatch {
+        proxy: wtd_wire::MIN_PROTOCOL_VERSION,
+    });
+    let dir = AgentDir::new();
+    let agent = TestAgent::start(dir.config(proxy.info()));
+    let refused = proxy.next_session().await;
+    assert_eq!(refused.hello.version, PROTOCOL_VERSION);
+    let mut again = proxy.next_session().await;
+    assert_eq!(
+        again.hello.version,
+        wtd_wire::MIN_PROTOCOL_VERSION,
+        "the same hello, in the proxy's version (no mission events through it)"
+    );
+    again.next_heartbeat().await;
+    agent.stop().await;
+
+    let mut proxy = FakeProxy::start().await;
+    proxy.refuse_next(Refusal::VersionMismatch {
+        proxy: wtd_wire::MIN_PROTOCOL_VERSION - 1,
+    });
+    let agent = TestAgent::start(AgentDir::new().config(proxy.info()));
+    proxy.next_session().await;
+    agent.wait_for_log(Level::Error, "upgrade the older one").await;
+    assert_eq!(proxy.next_session().await.hello.version, PROTOCOL_VERSION);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_is_a_clear_error_at_start() {
+    let proxy = FakeProxy::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = wtd_agent::AgentConfig {
+        metrics: Some(addr),
+        ..AgentDir::new().config(proxy.info())
+    };
+    let agent = wtd_agent::Agent::new(config).unwrap();
+    let err = agent
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, wtd_agent::AgentError::Metrics { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("metrics"),
+        "{text}"
+    );
+}
