@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use wtd_keys::seal::SealKey;
 use wtd_keys::{AgentId, SecretKey};
 use wtd_store::identity::{load_or_create, IdentityError};
 use wtd_transport::{BindError, Client};
@@ -92,7 +93,7 @@ impl Agent {
         if created {
             log::info!(agent:% = id; "created a new identity in {}", config.identity_path().display());
         }
-        let logs = OwnerLogs::open(&config.logs_dir(), &config.owners)?;
+        let logs = OwnerLogs::open(&config.logs_dir(), &config.owners, &SealKey::derive(&secret))?;
         let catalogue = Catalogue::load(&config.missions_dir);
         let pi = sensors::read(&SensorPaths::system());
         let advert = advert::build(&config, &id, &catalogue, pi.model.clone());

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use wtd_keys::log::LogError;
+use wtd_keys::seal::SealKey;
 use wtd_keys::{AdoptionBook, Grant, OwnerKey, OwnerLog, PublicId, Revocation, SignedEntry};
 use wtd_store::atomic::ensure_dir;
 use wtd_store::logfile::{LogFile, LogFileError};
@@ -152,13 +153,14 @@ pub struct OwnerLogs {
 
 impl OwnerLogs {
     /// Opens (creating if needed) one log file per owner in `dir`, verifying every entry
-    /// already stored.
-    pub fn open(dir: &Path, owners: &[OwnerKey]) -> Result<OwnerLogs, OpenLogsError> {
+    /// already stored, except those up to a head this agent sealed with `seal` before
+    /// (`wtd_keys::seal`): a Pi does not verify its owners' whole logs again at every boot.
+    pub fn open(dir: &Path, owners: &[OwnerKey], seal: &SealKey) -> Result<OwnerLogs, OpenLogsError> {
         ensure_dir(dir, 0o700)?;
         let mut files = BTreeMap::new();
         for owner in owners {
             let path = log_path(dir, owner);
-            let (file, report) = LogFile::open(&path, *owner)?;
+            let (file, report) = LogFile::open_sealed(&path, *owner, seal)?;
             if report.torn_tail_bytes > 0 {
                 log::warn!(
                     owner:% = owner, file:% = path.display();
@@ -342,7 +344,12 @@ mod tests {
     }
 
     fn open(dir: &Path) -> OwnerLogs {
-        OwnerLogs::open(dir, &[owner(&alice())]).unwrap()
+        OwnerLogs::open(
+            dir,
+            &[owner(&alice())],
+            &SealKey::derive(&SecretKey::from_seed(&[9; 32])),
+        )
+        .unwrap()
     }
 
     #[test]
