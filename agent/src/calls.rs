@@ -164,6 +164,8 @@ struct State {
 #[derive(Debug)]
 pub struct CallService {
     secret: SecretKey,
+    /// Our certificate for end-to-end sessions, made at the first one and shared.
+    identity: std::sync::OnceLock<Arc<wtd_transport::CertifiedKey>>,
     id: AgentId,
     name: String,
     catalogue: Arc<Catalogue>,
@@ -200,6 +202,7 @@ impl CallService {
         CallService {
             id: AgentId(secret.public()),
             secret,
+            identity: std::sync::OnceLock::new(),
             name,
             catalogue,
             logs,
@@ -306,10 +309,20 @@ impl CallService {
         let Ok(Relayed { from }) = decode::<Relayed>(&hello) else {
             return;
         };
+        let identity = match self.identity.get() {
+            Some(id) => id.clone(),
+            None => match wtd_transport::certified_key(&self.secret) {
+                Ok(id) => self.identity.get_or_init(|| id).clone(),
+                Err(e) => {
+                    log::error!(agent:% = self.id; "cannot make the certificate for sessions: {e}");
+                    return;
+                }
+            },
+        };
         let io = join(recv, send);
         let handshake = tokio::time::timeout(
             defaults::SESSION_HANDSHAKE_TIMEOUT,
-            session::accept(&self.secret, io),
+            session::accept_as(identity, io),
         );
         let (tls, peer, binding) = match handshake.await {
             Ok(Ok(s)) => s,

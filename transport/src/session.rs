@@ -89,8 +89,20 @@ pub async fn accept<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_as(certified_key(me)?, io).await
+}
+
+/// [`accept`] with the certificate and signer already made ([`crate::certified_key`]):
+/// an agent accepting many sessions makes them once.
+pub async fn accept_as<IO>(
+    identity: Arc<CertifiedKey>,
+    io: IO,
+) -> Result<(tokio_rustls::server::TlsStream<IO>, PublicId, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let verifier = Arc::new(ClientKeyVerifier::new());
-    let config = server_tls_config(certified_key(me)?, verifier.clone())?;
+    let config = server_tls_config(identity, verifier.clone())?;
     let stream = TlsAcceptor::from(Arc::new(config))
         .accept(io)
         .await
