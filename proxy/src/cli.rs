@@ -71,6 +71,37 @@ struct ConfigFile {
     metrics: Option<SocketAddr>,
 }
 
+/// Parses and checks the text of a proxy.toml as `wtd proxy --config` does, except that
+/// the files it names (MQTT password, CA) are not read. For the fuzz targets.
+pub fn check_config_text(text: &str) -> anyhow::Result<()> {
+    let file = toml::from_str::<ConfigFile>(text)?;
+    connection_limits(&args_from_nothing(), &file)?;
+    if let Some(m) = &file.mqtt {
+        let mut m = m.clone();
+        m.password_file = None;
+        m.ca_file = None;
+        wtd_telemetry::MqttConfig::from_file(&m, None).context("the MQTT bridge")?;
+    }
+    Ok(())
+}
+
+/// `wtd proxy` with no flags.
+fn args_from_nothing() -> Args {
+    Args {
+        listen: SocketAddr::from(([0, 0, 0, 0], defaults::PORT)),
+        state_dir: None,
+        allow: Vec::new(),
+        advertise: Vec::new(),
+        mqtt: None,
+        mqtt_cluster: None,
+        config: None,
+        metrics: None,
+        deployment: None,
+        max_connections: None,
+        max_connections_per_ip: None,
+    }
+}
+
 /// The connection limits from the flags, else the config file, else the deployment's.
 fn connection_limits(args: &Args, file: &ConfigFile) -> anyhow::Result<ConnectionLimits> {
     let deployment = args.deployment.or(file.deployment).unwrap_or_default();
@@ -255,5 +286,7 @@ mod tests {
         let text = include_str!("../../proxy.example.toml");
         let f = file(text);
         assert!(connection_limits(&args(&[]), &f).is_ok());
+        check_config_text(text).expect("the example is a valid config");
+        assert!(check_config_text("max_connections = 0").is_err());
     }
 }
