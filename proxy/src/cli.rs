@@ -53,6 +53,9 @@ pub struct Args {
     /// Connections kept at once from one IP address (overrides the deployment's number).
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+    /// Agents kept in the roster at once (default 512); more are refused as "full".
+    #[arg(long, value_name = "N")]
+    pub max_agents: Option<usize>,
 }
 
 /// `proxy.toml`: the MQTT bridge, metrics and connection limits (the rest are flags).
@@ -65,6 +68,8 @@ struct ConfigFile {
     max_connections: Option<usize>,
     /// Overrides the deployment's per-address connection limit.
     max_connections_per_ip: Option<usize>,
+    /// Agents kept in the roster at once.
+    max_agents: Option<usize>,
     /// The MQTT bridge; see `wtd_telemetry::config`.
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     /// Where to serve Prometheus metrics.
@@ -99,6 +104,7 @@ fn args_from_nothing() -> Args {
         deployment: None,
         max_connections: None,
         max_connections_per_ip: None,
+        max_agents: None,
     }
 }
 
@@ -140,6 +146,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let deployment = args.deployment.or(file.deployment).unwrap_or_default();
     let connections = connection_limits(&args, &file)?;
     connections.apply(&mut config.limits);
+    if let Some(n) = args.max_agents.or(file.max_agents) {
+        anyhow::ensure!(n >= 1, "max_agents is 0, which would refuse every agent; use at least 1");
+        config.max_agents = n;
+    }
     let mut mqtt = file.mqtt.clone();
     if args.mqtt.is_some() || args.mqtt_cluster.is_some() {
         let m = mqtt.get_or_insert_with(Default::default);
