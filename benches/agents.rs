@@ -29,7 +29,10 @@ use wtd_transport::{read_frame, write_frame, Client};
 use wtd_wire::{decode, encode, Advert, AgentHello, FromAgent, Key, Load, Open, Request, Response, ToAgent};
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The loopback address of simulated agent `i` (unique per agent, 250 per /24).
@@ -68,7 +71,10 @@ impl ProxyProcess {
         let ticket_file = state.join("ticket.txt");
         let start = Instant::now();
         while !ticket_file.exists() {
-            anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "the proxy did not start");
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "the proxy did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let info = Ticket::from_text(std::fs::read_to_string(&ticket_file)?.trim())?
@@ -184,10 +190,19 @@ async fn heartbeats(i: usize, mut a: Joined, stop: CancellationToken) {
 
 /// One roster watcher: counts the events it receives until `stop`.
 async fn watcher(i: usize, proxy: SocketAddr, id: PublicId, events: Arc<AtomicU64>, stop: CancellationToken) {
-    let Ok(client) = Client::bind(&SecretKey::generate(), watcher_addr(i)) else { return };
-    let Ok(conn) = client.connect(proxy, id).await else { return };
-    let Ok((mut send, mut recv)) = conn.open_bi().await else { return };
-    if write_frame(&mut send, &encode(&Open::Request(Request::Watch))).await.is_err() {
+    let Ok(client) = Client::bind(&SecretKey::generate(), watcher_addr(i)) else {
+        return;
+    };
+    let Ok(conn) = client.connect(proxy, id).await else {
+        return;
+    };
+    let Ok((mut send, mut recv)) = conn.open_bi().await else {
+        return;
+    };
+    if write_frame(&mut send, &encode(&Open::Request(Request::Watch)))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -207,7 +222,9 @@ async fn snapshot(proxy: SocketAddr, id: PublicId) -> Option<(Duration, usize, u
     let start = Instant::now();
     let conn = client.connect(proxy, id).await.ok()?;
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
-    write_frame(&mut send, &encode(&Open::Request(Request::Roster))).await.ok()?;
+    write_frame(&mut send, &encode(&Open::Request(Request::Roster)))
+        .await
+        .ok()?;
     let bytes = read_frame(&mut recv, 64 << 20).await.ok()??;
     let took = start.elapsed();
     match decode::<Response>(&bytes) {
@@ -301,7 +318,12 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
     let snapshot = if snaps.is_empty() {
         "failed".to_string()
     } else {
-        format!("{} ({} agents, {} KB)", ms(pct(&snaps, 0.5)), snap_info.1, snap_info.0 / 1024)
+        format!(
+            "{} ({} agents, {} KB)",
+            ms(pct(&snaps, 0.5)),
+            snap_info.1,
+            snap_info.0 / 1024
+        )
     };
     Ok(format!(
         "| {n} | {}/{} | {} / {} | {:.1} s | {rss_joined:.0} / {rss_peak:.0} MB | {cpu:.0} % | {per_watcher:.0} | {snapshot} |",

@@ -275,6 +275,8 @@ fn the_default_limits_are_the_pi_profile_and_bad_limits_stop_the_proxy() {
         "0",
     ]);
     assert!(err.contains("use at least 1"), "{err}");
+    let err = alice.fails(["proxy", "--listen", "127.0.0.1:0", "--max-agents", "0"]);
+    assert!(err.contains("would refuse every agent"), "{err}");
     let config = lab.dir().join("proxy.toml");
     std::fs::write(&config, "max_connections = 8\nmax_connections_per_ip = 9\n").unwrap();
     let err = alice.fails([

@@ -147,7 +147,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let connections = connection_limits(&args, &file)?;
     connections.apply(&mut config.limits);
     if let Some(n) = args.max_agents.or(file.max_agents) {
-        anyhow::ensure!(n >= 1, "max_agents is 0, which would refuse every agent; use at least 1");
+        anyhow::ensure!(
+            n >= 1,
+            "max_agents is 0, which would refuse every agent; use at least 1"
+        );
         config.max_agents = n;
     }
     let mut mqtt = file.mqtt.clone();
