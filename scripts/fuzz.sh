@@ -16,8 +16,15 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 
-if ! rustup toolchain list | grep -q '^nightly'; then
-  rustup toolchain install nightly --profile minimal
+# cargo-fuzz needs nightly compiler flags (sanitizers, coverage). The machine image has a
+# nightly toolchain; if it does not and none can be installed, the stable compiler with
+# RUSTC_BOOTSTRAP=1 accepts the same flags.
+toolchain=+nightly
+if ! rustup toolchain list | grep -q '^nightly' \
+    && ! timeout 300 rustup toolchain install nightly --profile minimal; then
+  echo "no nightly toolchain and none could be installed: fuzzing with stable and RUSTC_BOOTSTRAP=1"
+  toolchain=""
+  export RUSTC_BOOTSTRAP=1
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
@@ -30,12 +37,12 @@ cd fuzz
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  mapfile -t targets < <(cargo $toolchain fuzz list)
 fi
 
 # One build for every target (the first takes a few minutes: every dependency is built
 # with the address sanitizer).
-cargo +nightly fuzz build
+cargo $toolchain fuzz build
 
 failed=()
 for t in "${targets[@]}"; do
@@ -43,7 +50,7 @@ for t in "${targets[@]}"; do
   printf '\n== fuzzing %s for %ss\n' "$t" "$seconds"
   # The first directory collects what this run finds; the kept regressions are seeds.
   # -rss_limit_mb bounds memory per input, so "decoding this costs gigabytes" is a crash.
-  if ! cargo +nightly fuzz run "$t" "corpus/$t" "regressions/$t" -- \
+  if ! cargo $toolchain fuzz run "$t" "corpus/$t" "regressions/$t" -- \
       -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
       2>"artifacts-$t.log"; then
     tail -n 40 "artifacts-$t.log"
