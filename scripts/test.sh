@@ -31,6 +31,9 @@ rustup target list --installed | grep -q aarch64-unknown-linux-musl || rustup ta
 say "Unit, property and end-to-end tests (x86_64)"
 cargo test --workspace --locked
 
+say "Every fuzz target for a few seconds (nightly and cargo-fuzz are installed if missing)"
+bash scripts/fuzz.sh 5
+
 say "The aarch64 build, run as an agent under qemu-user against the x86_64 proxy"
 bin=$(bash scripts/build-aarch64.sh --locked | tail -n 1)
 WTD_AARCH64_BIN="$bin" cargo test --locked --test aarch64 -- --ignored

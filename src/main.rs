@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == wtd_agent::sandbox::BOX_COMMAND) {
         wtd_agent::sandbox::box_main(&[wtd_agent::sandbox::BOX_COMMAND], &args[2..]);
     }
+    exit_with_parent();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => wtd_agent::cli::run(args),
@@ -56,4 +57,25 @@ fn main() -> ExitCode {
 /// stderr; `RUST_LOG` picks the level (default info). The agent's logger serves both.
 fn init_logging() {
     wtd_agent::logging::init(0);
+}
+
+/// Set by `wtd up` for the proxy and agents it starts: the parent's pid.
+const EXIT_WITH_PARENT: &str = "WTD_EXIT_WITH_PARENT";
+
+/// Under `wtd up`, its proxy and agents get SIGTERM (and stop cleanly) when it dies, even
+/// by SIGKILL, which gives it no chance to stop them itself. If it died before this ran,
+/// there is nobody left to serve: exit at once.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(EXIT_WITH_PARENT)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        eprintln!("warning: cannot arrange to stop with wtd up ({e}); stop this process by hand");
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        std::process::exit(0);
+    }
 }

@@ -275,3 +275,69 @@ fn ls_watch_streams_a_snapshot_then_changes() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
 }
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is still running (a zombie waiting to be reaped is not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn killing_wtd_up_even_with_sigkill_stops_its_proxy_and_agents() {
+    for signal in ["KILL", "TERM"] {
+        let lab = TestCluster::new();
+        let me = lab.user("me");
+        let dir = lab.dir().join("up");
+        let mut up = common::Daemon::spawn(
+            "wtd up",
+            lab.dir().join("up.log"),
+            &[
+                "up".as_ref(),
+                "--agents".as_ref(),
+                "2".as_ref(),
+                "--dir".as_ref(),
+                dir.as_os_str(),
+            ],
+            &me.home,
+        );
+        wait_for("wtd up to say it is up", Duration::from_secs(60), || {
+            up.output().contains("Press Ctrl-C")
+        });
+        let children = children_of(up.pid());
+        assert_eq!(children.len(), 3, "a proxy and two agents: {children:?}");
+        up.signal(signal);
+        if signal == "TERM" {
+            // The case the issue reports: SIGKILL right after SIGTERM, mid clean stop.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = up.child.kill();
+        }
+        let _ = up.child.wait();
+        wait_for("every child of wtd up to stop", Duration::from_secs(30), || {
+            children.iter().all(|&pid| !running(pid))
+        });
+        assert!(
+            me.cli(["ls"]).status.code() == Some(1),
+            "the proxy is gone (after SIG{signal})"
+        );
+    }
+}

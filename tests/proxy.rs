@@ -195,3 +195,96 @@ fn the_proxy_keeps_owner_logs_across_restarts() {
     assert!(alice.ok(["sync"]).contains("up to record 1"));
     drop(proxy);
 }
+
+/// A client on its own loopback address (the whole of 127.0.0.0/8 reaches the proxy).
+fn client_on(ip: &str) -> Client {
+    Client::bind(&SecretKey::generate(), format!("{ip}:0").parse().unwrap()).unwrap()
+}
+
+#[test]
+fn connection_limits_come_from_the_flags_and_refuse_past_them() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy_on(
+        0,
+        &[
+            "--deployment",
+            "laptop",
+            "--max-connections",
+            "3",
+            "--max-connections-per-ip",
+            "2",
+        ],
+    );
+    wait_for("the limits line", Duration::from_secs(10), || {
+        proxy.daemon.output().contains("connection limits:")
+    });
+    let out = proxy.daemon.output();
+    assert!(
+        out.contains("connection limits: 3 in all, 2 per address (deployment laptop)"),
+        "{out}"
+    );
+    runtime().block_on(async {
+        let (addr, id) = (proxy.addr, *proxy.id.key());
+        let a = [
+            client_on("127.0.0.1"),
+            client_on("127.0.0.1"),
+            client_on("127.0.0.1"),
+        ];
+        let _a0 = a[0].connect(addr, id).await.expect("first from 127.0.0.1");
+        let _a1 = a[1].connect(addr, id).await.expect("second from 127.0.0.1");
+        // The per-address branch: a third from the same address is refused...
+        let third = a[2].connect(addr, id).await;
+        assert!(matches!(third, Err(ConnectError::Refused { .. })), "{third:?}");
+        let err = third.unwrap_err().to_string();
+        assert!(err.contains("too many connections from your address"), "{err}");
+        // ...while another address still gets in,
+        let b = client_on("127.0.0.2");
+        let _b0 = b.connect(addr, id).await.expect("one from 127.0.0.2");
+        // and the total branch: the proxy is now full for everyone.
+        let c = client_on("127.0.0.3");
+        let full = c.connect(addr, id).await;
+        assert!(matches!(full, Err(ConnectError::Refused { .. })), "{full:?}");
+    });
+    assert!(
+        proxy.daemon.output().contains("at its connection limit"),
+        "the proxy logged the refusals"
+    );
+}
+
+#[test]
+fn the_default_limits_are_the_pi_profile_and_bad_limits_stop_the_proxy() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    wait_for("the limits line", Duration::from_secs(10), || {
+        proxy.daemon.output().contains("connection limits:")
+    });
+    assert!(
+        proxy
+            .daemon
+            .output()
+            .contains("connection limits: 128 in all, 32 per address (deployment pi)"),
+        "{}",
+        proxy.daemon.output()
+    );
+    let alice = lab.user("alice");
+    let err = alice.fails([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-ip",
+        "0",
+    ]);
+    assert!(err.contains("use at least 1"), "{err}");
+    let err = alice.fails(["proxy", "--listen", "127.0.0.1:0", "--max-agents", "0"]);
+    assert!(err.contains("would refuse every agent"), "{err}");
+    let config = lab.dir().join("proxy.toml");
+    std::fs::write(&config, "max_connections = 8\nmax_connections_per_ip = 9\n").unwrap();
+    let err = alice.fails([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(err.contains("above max_connections"), "{err}");
+}

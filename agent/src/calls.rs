@@ -198,7 +198,13 @@ impl CallService {
         floor_path: PathBuf,
         mission_events: Arc<MissionEvents>,
     ) -> Self {
-        let floor = wtd_store::floor::load(&floor_path);
+        let floor = match wtd_store::floor::read(&floor_path) {
+            Ok(floor) => floor.unwrap_or_default(),
+            Err(e) => {
+                log::warn!("{e}; starting from the clock as it is (a new floor is saved with the next call)");
+                Default::default()
+            }
+        };
         CallService {
             id: AgentId(secret.public()),
             secret,

@@ -87,6 +87,13 @@ pub enum SessionError {
     /// The proxy sent a valid message out of turn (e.g. owner logs before `Welcome`).
     #[error("the proxy broke the protocol: {0}")]
     OutOfTurn(&'static str),
+    /// An owner-log entry could not be stored (a full or failing disk). The entries before
+    /// it are kept; the session ends so that the next one starts from what is stored and the
+    /// proxy sends the rest again, once there is room.
+    #[error(
+        "{0}; will reconnect so the proxy sends the entries again (free some space on the agent's disk)"
+    )]
+    Store(String),
 }
 
 /// How a session that did not fail ended.
@@ -347,7 +354,7 @@ async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr:
                     Err(e @ (ApplyError::UnknownOwner { .. } | ApplyError::BadEntry { .. })) => {
                         log::error!(agent:% = id, peer:% = addr; "{e}")
                     }
-                    Err(e @ ApplyError::Store(_)) => log::error!(agent:% = id; "{}", explain(&e)),
+                    Err(e @ ApplyError::Store(_)) => return SessionError::Store(explain(&e)),
                 }
             }
             Ok(ToAgent::Welcome { .. }) => {

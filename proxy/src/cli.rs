@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::OwnerKey;
 
+use crate::capacity::{ConnectionLimits, Deployment};
 use crate::{defaults, Admission, Proxy, ProxyConfig};
 
 #[derive(Debug, clap::Args)]
@@ -35,27 +36,92 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub mqtt_cluster: Option<String>,
     /// A TOML file with an [mqtt] section (url, cluster, username, password_file, ca_file,
-    /// ...; see proxy.example.toml). --mqtt and --mqtt-cluster override its values.
+    /// ...), metrics, the deployment and connection limits; see proxy.example.toml. The
+    /// flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// The machine hosting the proxy, which sets the connection limits: `pi` (128 in all,
+    /// 32 per address; the default) or `laptop` (1024 in all, 64 per address).
+    #[arg(long, value_enum)]
+    pub deployment: Option<Deployment>,
+    /// Connections kept at once; more are refused (overrides the deployment's number).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections kept at once from one IP address (overrides the deployment's number).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Agents kept in the roster at once (default 512); more are refused as "full".
+    #[arg(long, value_name = "N")]
+    pub max_agents: Option<usize>,
 }
 
-/// `proxy.toml`: for now, the MQTT bridge (every other setting is a flag).
+/// `proxy.toml`: the MQTT bridge, metrics and connection limits (the rest are flags).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    /// The machine hosting the proxy: "pi" or "laptop".
+    deployment: Option<Deployment>,
+    /// Overrides the deployment's total connection limit.
+    max_connections: Option<usize>,
+    /// Overrides the deployment's per-address connection limit.
+    max_connections_per_ip: Option<usize>,
+    /// Agents kept in the roster at once.
+    max_agents: Option<usize>,
     /// The MQTT bridge; see `wtd_telemetry::config`.
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     /// Where to serve Prometheus metrics.
     metrics: Option<SocketAddr>,
 }
 
+/// Parses and checks the text of a proxy.toml as `wtd proxy --config` does, except that
+/// the files it names (MQTT password, CA) are not read. For the fuzz targets.
+pub fn check_config_text(text: &str) -> anyhow::Result<()> {
+    let file = toml::from_str::<ConfigFile>(text)?;
+    connection_limits(&args_from_nothing(), &file)?;
+    if let Some(m) = &file.mqtt {
+        let mut m = m.clone();
+        m.password_file = None;
+        m.ca_file = None;
+        wtd_telemetry::MqttConfig::from_file(&m, None).context("the MQTT bridge")?;
+    }
+    Ok(())
+}
+
+/// `wtd proxy` with no flags.
+fn args_from_nothing() -> Args {
+    Args {
+        listen: SocketAddr::from(([0, 0, 0, 0], defaults::PORT)),
+        state_dir: None,
+        allow: Vec::new(),
+        advertise: Vec::new(),
+        mqtt: None,
+        mqtt_cluster: None,
+        config: None,
+        metrics: None,
+        deployment: None,
+        max_connections: None,
+        max_connections_per_ip: None,
+        max_agents: None,
+    }
+}
+
+/// The connection limits from the flags, else the config file, else the deployment's.
+fn connection_limits(args: &Args, file: &ConfigFile) -> anyhow::Result<ConnectionLimits> {
+    let deployment = args.deployment.or(file.deployment).unwrap_or_default();
+    ConnectionLimits::for_deployment(deployment)
+        .with_overrides(
+            args.max_connections.or(file.max_connections),
+            args.max_connections_per_ip.or(file.max_connections_per_ip),
+        )
+        .context("the proxy's connection limits (--max-connections, --max-connections-per-ip or proxy.toml)")
+}
+
 /// Runs the proxy until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let state_dir = match args.state_dir {
+    let state_dir = match args.state_dir.clone() {
         Some(d) => d,
         None => wtd_store::home::Home::from_env()?.dir().join("proxy"),
     };
@@ -77,6 +143,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => ConfigFile::default(),
     };
     config.metrics = args.metrics.or(file.metrics);
+    let deployment = args.deployment.or(file.deployment).unwrap_or_default();
+    let connections = connection_limits(&args, &file)?;
+    connections.apply(&mut config.limits);
+    if let Some(n) = args.max_agents.or(file.max_agents) {
+        anyhow::ensure!(
+            n >= 1,
+            "max_agents is 0, which would refuse every agent; use at least 1"
+        );
+        config.max_agents = n;
+    }
     let mut mqtt = file.mqtt.clone();
     if args.mqtt.is_some() || args.mqtt_cluster.is_some() {
         let m = mqtt.get_or_insert_with(Default::default);
@@ -118,6 +194,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         wtd_store::atomic::write_atomic(&state_dir.join("ticket.txt"), format!("{ticket}\n").as_bytes(), 0o644)?;
         println!("wtd proxy {} listening on {local}", proxy.id());
+        println!(
+            "connection limits: {} in all, {} per address (deployment {deployment})",
+            connections.max_connections, connections.max_connections_per_ip
+        );
         if local.ip().is_unspecified() && args.advertise.is_empty() {
             println!("(the ticket names 127.0.0.1; for other machines, add --advertise <this machine's LAN ip>:{})", local.port());
         }
@@ -143,4 +223,83 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
         signal_result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        Cmd::try_parse_from(std::iter::once("proxy").chain(flags.iter().copied()))
+            .expect("flags parse")
+            .args
+    }
+
+    fn file(text: &str) -> ConfigFile {
+        toml::from_str(text).expect("config parses")
+    }
+
+    #[test]
+    fn the_default_is_the_pi_profile() {
+        let l = connection_limits(&args(&[]), &ConfigFile::default()).unwrap();
+        assert_eq!(l, ConnectionLimits::for_deployment(Deployment::Pi));
+    }
+
+    #[test]
+    fn a_laptop_deployment_from_the_flag_or_the_file() {
+        let laptop = ConnectionLimits::for_deployment(Deployment::Laptop);
+        let from_flag =
+            connection_limits(&args(&["--deployment", "laptop"]), &ConfigFile::default()).unwrap();
+        assert_eq!(from_flag, laptop);
+        let from_file = connection_limits(&args(&[]), &file("deployment = \"laptop\"")).unwrap();
+        assert_eq!(from_file, laptop);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_the_deployment() {
+        let f = file("deployment = \"laptop\"\nmax_connections = 300\nmax_connections_per_ip = 20");
+        let l = connection_limits(&args(&[]), &f).unwrap();
+        assert_eq!((l.max_connections, l.max_connections_per_ip), (300, 20));
+        let l = connection_limits(&args(&["--max-connections-per-ip", "5"]), &f).unwrap();
+        assert_eq!((l.max_connections, l.max_connections_per_ip), (300, 5));
+    }
+
+    #[test]
+    fn unusable_limits_are_refused_with_what_to_do() {
+        let err = connection_limits(&args(&["--max-connections", "0"]), &ConfigFile::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("use at least 1"), "{err:#}");
+        // 33 per address is above a total of 20.
+        let err = connection_limits(
+            &args(&["--max-connections", "20", "--max-connections-per-ip", "33"]),
+            &ConfigFile::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("above max_connections"), "{err:#}");
+    }
+
+    #[test]
+    fn an_unknown_deployment_is_refused() {
+        let err = Cmd::try_parse_from(["proxy", "--deployment", "mainframe"]).unwrap_err();
+        assert!(err.to_string().contains("possible values: pi, laptop"), "{err}");
+        let err = toml::from_str::<ConfigFile>("deployment = \"mainframe\"").unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+        let err = toml::from_str::<ConfigFile>("max_conections = 3").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../proxy.example.toml");
+        let f = file(text);
+        assert!(connection_limits(&args(&[]), &f).is_ok());
+        check_config_text(text).expect("the example is a valid config");
+        assert!(check_config_text("max_connections = 0").is_err());
+    }
 }

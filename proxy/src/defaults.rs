@@ -47,3 +47,27 @@ pub const MISSION_EVENTS_PER_S: u32 = 20;
 
 /// See [`MISSION_EVENTS_PER_S`].
 pub const MISSION_EVENTS_BURST: u32 = 100;
+
+/// Connection limits for a proxy hosted on a Raspberry Pi (`--deployment pi`, the default).
+///
+/// The budget is a Pi Zero 2 W with 512 MB: each connection may make the proxy buffer up
+/// to its receive window plus its send window (256 KiB + 256 KiB, see `wtd_transport`'s
+/// defaults), so 128 connections cost at most 64 MiB, an eighth of its RAM, if every peer
+/// floods at once. 128 holds a classroom of ~30 Pis and ~30 students twice over.
+pub const PI_MAX_CONNECTIONS: usize = 128;
+
+/// Connections from one IP address on a Pi-hosted proxy. Stops one misbehaving machine from
+/// taking every slot, yet lets a classroom of 30 share one NAT address.
+pub const PI_MAX_CONNECTIONS_PER_IP: usize = 32;
+
+/// Connection limits for a proxy on a teacher's laptop (`--deployment laptop`).
+///
+/// The budget is a 4 GB laptop that also runs a browser and a projector: 1,024 connections
+/// cost at most 512 MiB of buffers in the same worst case, an eighth of its RAM. That is
+/// several classrooms (or one large workshop) at once.
+pub const LAPTOP_MAX_CONNECTIONS: usize = 1_024;
+
+/// Connections from one IP address on a laptop-hosted proxy: a room of 30 Pis and 30
+/// students behind one NAT address still fits, with room to spare; one machine that opens
+/// connections in a loop still cannot take more than a sixteenth of the slots.
+pub const LAPTOP_MAX_CONNECTIONS_PER_IP: usize = 64;

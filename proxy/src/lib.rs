@@ -17,6 +17,7 @@
 //!
 //! # Layout
 //! - [`defaults`]: timeouts and caps, each with its reason.
+//! - [`capacity`]: connection limits per deployment (a Pi, a laptop) and their checks.
 //! - [`roster`]: pure bookkeeping of connected agents, producing roster events.
 //! - [`logs`]: the owner logs the proxy stores and relays.
 //! - `shared`: the state every connection task shares, and why each lock is there.
@@ -28,6 +29,7 @@
 //! - [`cli`]: `wtd proxy`, the command that runs it.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod cli;
 pub mod defaults;
 pub mod logs;

@@ -30,8 +30,16 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, IoError> 
         .mode(mode)
         .open(&tmp)
         .map_err(|e| IoError::new("create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| IoError::new("write", &tmp, e))?;
-    f.sync_all().map_err(|e| IoError::new("fsync", &tmp, e))?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| IoError::new("write", &tmp, e))
+        .and_then(|_| f.sync_all().map_err(|e| IoError::new("fsync", &tmp, e)));
+    if let Err(e) = written {
+        // On a full disk the half-written temp file would keep holding the space that the
+        // next attempt needs.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(tmp)
 }
 

@@ -65,6 +65,9 @@ fn spawn(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> anyhow::Result<Da
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(exe)
         .args(args)
+        // The child arms a parent-death signal with this (see the `wtd` binary's main), so
+        // it stops even when `wtd up` is killed with SIGKILL and cannot stop it.
+        .env("WTD_EXIT_WITH_PARENT", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -1,0 +1,109 @@
+//! Valid inputs to start fuzzing from: random bytes almost never carry a valid signature,
+//! so without these the fuzzer would never get past the first check of a log or a frame.
+//! `wtd-fuzz-seeds DIR` writes them to `DIR/<target>/`; `scripts/fuzz.sh` calls it.
+
+use wtd_keys::log::{OwnerLog, Record};
+use wtd_keys::{Audience, Grant, GrantId, OwnerKey, Rate, Revocation, SecretKey, Target, Timestamp, UserKey};
+use wtd_wire::{encode, Advert, AgentHello, FunctionInfo, Key, MissionInfo, Open};
+
+use crate::files::fuzz_owner;
+
+/// The key of [`fuzz_owner`], so seeds can be signed by the owner the checks expect.
+fn owner_secret() -> SecretKey {
+    SecretKey::from_seed(&[7; 32])
+}
+
+fn grant(n: u64) -> Record {
+    let owner = owner_secret();
+    Record::Grant(
+        Grant {
+            id: GrantId([n as u8; 16]),
+            issuer: OwnerKey(owner.public()),
+            subject: UserKey(SecretKey::from_seed(&[9; 32]).public()),
+            audience: Audience::AllAgents,
+            mission: "demo".parse().expect("a mission name"),
+            rate: Rate {
+                calls: 10,
+                period_ms: 60_000,
+            },
+            burst: 10,
+            concurrency: 2,
+            not_before: Timestamp(n * 1000),
+            expires: Timestamp(n * 1000 + 3_600_000),
+            issued_at: Timestamp(n * 1000),
+        }
+        .sign(&owner),
+    )
+}
+
+/// A three-entry owner log of [`fuzz_owner`] (two grants and a revocation), as its file.
+pub fn owner_log_file() -> Vec<u8> {
+    let owner = owner_secret();
+    let mut log = OwnerLog::new(fuzz_owner());
+    let revocation = Record::Revocation(
+        Revocation {
+            issuer: OwnerKey(owner.public()),
+            target: Target::Grant(GrantId([1; 16])),
+            issued_at: Timestamp(5_000),
+        }
+        .sign(&owner),
+    );
+    let mut file = b"WTDLOG1\n".to_vec();
+    for record in [grant(1), grant(2), revocation] {
+        let entry = log.next_entry(&owner, record).expect("chains on");
+        let bytes = entry.bytes().to_vec();
+        file.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        file.extend_from_slice(&bytes);
+        file.extend_from_slice(&sha2_prefix(&bytes));
+        log.append(entry).expect("appends");
+    }
+    file
+}
+
+/// The store's frame checksum: the first 8 bytes of SHA-256 (`wtd_store::logfile`).
+fn sha2_prefix(bytes: &[u8]) -> [u8; 8] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)[..8].try_into().expect("8 bytes")
+}
+
+fn advert() -> Advert {
+    Advert {
+        name: "pi-1".into(),
+        owners: vec![Key::from(owner_secret().public())],
+        missions: vec![MissionInfo {
+            name: "demo".into(),
+            version: "1".into(),
+            description: "".into(),
+            functions: vec![FunctionInfo {
+                name: "echo".into(),
+                description: "".into(),
+                idempotent: true,
+            }],
+        }],
+        tags: vec!["lab".into()],
+        model: None,
+        software: "wtd 0.1".into(),
+        warnings: vec![],
+        enrollment: None,
+    }
+}
+
+/// Every seed, as (target, file name, bytes).
+pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let Record::Grant(g) = grant(1) else {
+        unreachable!()
+    };
+    let hello = Open::Agent(AgentHello {
+        version: wtd_wire::PROTOCOL_VERSION,
+        advert: advert(),
+        heads: vec![],
+    });
+    let mut frames = Vec::new();
+    wtd_wire::encode_frame_into(&hello, &mut frames);
+    vec![
+        ("open_owner_log", "three-entries", owner_log_file()),
+        ("decode_grant", "grant", g.bytes().to_vec()),
+        ("decode_advert", "advert", encode(&advert())),
+        ("decode_frames", "agent-hello", frames),
+    ]
+}
