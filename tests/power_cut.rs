@@ -209,6 +209,17 @@ fn random_truncations_and_zeroed_ranges_never_start_a_wrong_state() {
         if !proxy_side && floor.is_some() {
             files.push("time-floor".into());
         }
+        // The agent's seal of the log (`wtd_keys::seal`), as its next start writes it:
+        // damage to it may only cost time.
+        let seal_file = format!("logs/{log_name}.seal");
+        if !proxy_side {
+            let seal = wtd_keys::seal::SealKey::derive(
+                &wtd_store::identity::load(&dir.join("identity.key")).unwrap(),
+            );
+            drop(wtd_agent::owner_logs::OwnerLogs::open(&dir.join("logs"), &[built.owner], &seal).unwrap());
+            assert!(dir.join(&seal_file).exists(), "the agent sealed its log");
+            files.push(seal_file);
+        }
         assert!(floor.is_some(), "the agent saved a time floor");
         let file = files[rng.below(files.len() as u64) as usize].clone();
         let path = dir.join(&file);
@@ -275,7 +286,12 @@ fn random_truncations_and_zeroed_ranges_never_start_a_wrong_state() {
                 })
                 .map_err(|e| format!("{e:#}"))
         } else {
-            wtd_agent::owner_logs::OwnerLogs::open(&dir.join("logs"), &[built.owner])
+            // Sealed with the agent's own key, as the agent opens them (when the damaged
+            // file is the key itself, with another: the seal then vouches for nothing).
+            let key = wtd_store::identity::load(&dir.join("identity.key"))
+                .unwrap_or_else(|_| wtd_keys::SecretKey::from_seed(&[3; 32]));
+            let seal = wtd_keys::seal::SealKey::derive(&key);
+            wtd_agent::owner_logs::OwnerLogs::open(&dir.join("logs"), &[built.owner], &seal)
                 .map(|logs| {
                     logs.handle()
                         .borrow()
@@ -285,6 +301,12 @@ fn random_truncations_and_zeroed_ranges_never_start_a_wrong_state() {
                 })
                 .map_err(|e| e.to_string())
         };
+        if file.ends_with(".seal") {
+            let got = opened.unwrap_or_else(|e| panic!("{what}: a damaged seal refused the log: {e}"));
+            assert_eq!(got, built.entries, "{what}: a damaged seal changed what was read");
+            tally.whole += 1;
+            continue;
+        }
         match opened {
             Ok(got) => {
                 if is_prefix(&got, &built.entries, &what) {

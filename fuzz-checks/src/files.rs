@@ -95,9 +95,24 @@ pub fn open_owner_log(data: &[u8]) {
         assert_eq!(report.torn_tail_bytes, 0, "the torn tail was cut the first time");
         assert_eq!(again.log().head(), head);
     }
+    // Sealed opens (`wtd_keys::seal`) read exactly what a plain open reads: the first
+    // verifies everything and seals, the second trusts the seal; both agree with a plain
+    // open of the same bytes.
+    let key = wtd_keys::seal::SealKey::derive(&wtd_keys::SecretKey::from_seed(&[5; 32]));
+    let _ = fs::remove_file(wtd_store::logfile::seal_path(&path));
+    write(&path, data);
+    let plain = LogFile::open(&path, owner).map(|(f, _)| f.log().head());
+    for _ in 0..2 {
+        write(&path, data);
+        let sealed = LogFile::open_sealed(&path, owner, &key).map(|(f, _)| f.log().head());
+        assert_eq!(sealed.is_ok(), plain.is_ok(), "a seal changes no verdict");
+        if let (Ok(a), Ok(b)) = (&sealed, &plain) {
+            assert_eq!(a, b, "a seal changes nothing read");
+        }
+    }
     // The agent's and the proxy's own openers, on the original bytes.
     write(&path, data);
-    let _ = OwnerLogs::open(&dir, &[owner]);
+    let _ = OwnerLogs::open(&dir, &[owner], &key);
     write(&path, data);
     let _ = wtd_proxy::logs::LogStore::open(&dir);
 }
