@@ -1093,8 +1093,18 @@ mod pieces {
             }),
         );
 
+        // Every key new to the process (a key seen before is remembered: next row).
+        let fresh: Vec<[u8; 32]> = (0..PIECE_ITERATIONS)
+            .map(|_| *SecretKey::generate().public().as_bytes())
+            .collect();
         piece(
-            "decode checks of one key (PublicId::from_bytes)",
+            "decode checks of a key not seen before (PublicId::from_bytes)",
+            time_each(PIECE_ITERATIONS, |i| {
+                std::hint::black_box(PublicId::from_bytes(&fresh[i]).expect("a key"));
+            }),
+        );
+        piece(
+            "decode checks of a key seen before (remembered)",
             time_each(PIECE_ITERATIONS, |_| {
                 std::hint::black_box(PublicId::from_bytes(bob_pub.as_bytes()).expect("a key"));
             }),
