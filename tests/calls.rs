@@ -659,3 +659,31 @@ fn a_session_to_an_agent_the_proxy_does_not_have_says_so() {
         wtd_transport::close_and_flush(&conn, b"bye").await;
     });
 }
+
+#[test]
+fn a_receipt_call_keeps_a_receipt_that_checks_and_a_tampered_one_does_not() {
+    let l = Lab::new();
+    let _pi = l.agent("pi-1", "", None);
+    l.wait_agents(1);
+    l.grant("demo", &[]);
+    let out = l.call(&["demo/echo", "{\"msg\":\"kept\"}", "--receipt", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // The JSON names the receipt by its request id, the name of the file it is kept in.
+    let id = answer["receipt"].as_str().expect("a receipt id").to_string();
+    let file = l.bob.home.join("receipts").join(format!("{id}.json"));
+    assert!(file.exists(), "{} kept", file.display());
+    let out = l.bob.cli(["receipts", "check", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The kept output altered: the check refuses it.
+    let mut kept: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // One base64 character changed to another: still decodes, to other bytes.
+    let mut output: Vec<char> = kept["output"].as_str().unwrap().chars().collect();
+    output[2] = if output[2] == 'A' { 'B' } else { 'A' };
+    kept["output"] = Value::String(output.into_iter().collect());
+    std::fs::write(&file, serde_json::to_vec(&kept).unwrap()).unwrap();
+    let out = l.bob.cli(["receipts", "check", &id]);
+    assert!(!out.status.success(), "a tampered receipt checked out");
+    assert!(stderr(&out).contains("output"), "{}", stderr(&out));
+}

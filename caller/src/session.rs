@@ -94,6 +94,9 @@ pub struct Answer {
     pub events: Vec<String>,
     /// The verified receipt, when the call asked for one.
     pub receipt: Option<Receipt>,
+    /// The request id that receipt is for (checked with it; a name to show or file it
+    /// under without checking it again).
+    pub receipt_id: Option<RequestId>,
 }
 
 /// What a waiting call hears next.
@@ -341,20 +344,25 @@ impl PendingCall {
                                 "the agent's signed result gives another status than its answer".into(),
                             ));
                         }
-                        Some(Receipt {
-                            call: call.bytes().to_vec(),
-                            args,
-                            result,
-                            output: output.clone(),
-                        })
+                        Some((
+                            Receipt {
+                                call: call.bytes().to_vec(),
+                                args,
+                                result,
+                                output: output.clone(),
+                            },
+                            call.call().request_id,
+                        ))
                     }
                 };
+                let (receipt, receipt_id) = receipt.unzip();
                 Ok(Progress::Done(Answer {
                     status: status_of(status),
                     output,
                     detail,
                     events: std::mem::take(&mut self.events),
                     receipt,
+                    receipt_id,
                 }))
             }
         }

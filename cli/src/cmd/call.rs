@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use wtd_caller::dispatch::{self, Candidate, Filter, NoCandidate, Selector};
-use wtd_caller::{Answer, CallError, CallRequest, Caller, Failure, Notice, Receipt};
+use wtd_caller::{Answer, CallError, CallRequest, Caller, Failure, Notice};
 use wtd_keys::call::CallStatus;
 use wtd_keys::names::parse_target;
 use wtd_keys::{FunctionName, Grant, MissionName, OwnerKey, UserKey};
@@ -296,8 +296,8 @@ fn finish(answers: &[(Candidate, Answer)], json: bool, gathered: bool) -> anyhow
                     "detail": a.detail,
                     "events": a.events,
                 });
-                if let Some(r) = &a.receipt {
-                    item["receipt"] = serde_json::Value::String(receipt_name(r));
+                if let Some(id) = &a.receipt_id {
+                    item["receipt"] = serde_json::Value::String(id.to_string());
                 }
                 item
             })
@@ -324,12 +324,6 @@ fn finish(answers: &[(Candidate, Answer)], json: bool, gathered: bool) -> anyhow
         return Err(Exit::new(code, format!("on {}: {}", agent.name, a.detail)).into());
     }
     Ok(())
-}
-
-fn receipt_name(r: &Receipt) -> String {
-    r.verify()
-        .map(|v| v.call.call().request_id.to_string())
-        .unwrap_or_default()
 }
 
 fn status_word(s: CallStatus) -> &'static str {
