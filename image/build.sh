@@ -2,11 +2,14 @@
 # Builds the wtd Raspberry Pi image (Pi 3, Pi 4, Zero 2 W; 64-bit) from Debian packages only:
 #
 #   bash image/build.sh [--out DIR] [--bin PATH] [--suite SUITE] [--no-compress]
+#                       [--url-base URL] [--install-deps]
 #
 # Produces DIR/wtd-<version>-arm64.img.zst and DIR/wtd-<version>-arm64.img.zst.sha256
-# (DIR defaults to image/out/, which git ignores), and keeps the raw .img beside them for
-# tests. Needs root (files in the image belong to root), mmdebstrap, qemu-user-static
-# (binfmt), mtools, dosfstools, e2fsprogs, fdisk and zstd: `--install-deps` installs them.
+# (DIR defaults to image/out/, which git ignores), keeps the raw .img beside them for
+# tests, and writes DIR/rpi-imager.json, image/rpi-imager.json filled in for this build (its
+# URL is URL/wtd-<version>-arm64.img.zst, default a file:// URL of DIR). Needs root (the
+# image's files belong to root), mmdebstrap, qemu-user-static (binfmt), mtools, dosfstools,
+# e2fsprogs, fdisk, kmod and zstd: `--install-deps` installs them.
 #
 # Two stages:
 #  1. the base root filesystem (mmdebstrap: systemd, the kernel, the Pi firmware, Wi-Fi
@@ -27,6 +30,7 @@ out="$here/out"
 bin=""
 suite=trixie
 compress=1
+url_base=""
 install_deps=0
 while (($#)); do
     case $1 in
@@ -34,8 +38,9 @@ while (($#)); do
     --bin) bin=$2; shift 2 ;;
     --suite) suite=$2; shift 2 ;;
     --no-compress) compress=0; shift ;;
+    --url-base) url_base=$2; shift 2 ;;
     --install-deps) install_deps=1; shift ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "image/build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -185,6 +190,13 @@ if ((compress)); then
     zstd -q -f -T0 -12 "$img" -o "$img.zst"
     (cd "$out" && sha256sum "$name.img.zst" >"$name.img.zst.sha256")
     say "compressed: $img.zst ($(($(stat -c %s "$img.zst") / 1048576)) MiB), sha256 in $name.img.zst.sha256"
+    # Raspberry Pi Imager's os_list entry for this build (rpi-imager --repo DIR/rpi-imager.json).
+    sed -e "s|@VERSION@|$version|" -e "s|@URL@|${url_base:-file://$out}/$name.img.zst|" \
+        -e "s|@RELEASE_DATE@|$(date -u +%Y-%m-%d)|" \
+        -e "s|@EXTRACT_SIZE@|$(stat -c %s "$img")|" -e "s|@EXTRACT_SHA256@|$(sha256sum "$img" | cut -d' ' -f1)|" \
+        -e "s|@DOWNLOAD_SIZE@|$(stat -c %s "$img.zst")|" -e "s|@DOWNLOAD_SHA256@|$(cut -d' ' -f1 "$out/$name.img.zst.sha256")|" \
+        "$here/rpi-imager.json" >"$out/rpi-imager.json"
+    say "Raspberry Pi Imager entry: $out/rpi-imager.json"
 fi
 say "done in $(elapsed)"
 echo "$img"

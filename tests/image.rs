@@ -324,9 +324,14 @@ fn the_image_boots_enrolls_and_serves_and_survives_a_broken_wtd_toml() {
     let mut guest = Guest::boot(&card, &kernel, &initrd, &serial);
     guest.wait_console(
         "the error on the serial console",
-        "wtd: /boot/firmware/wtd.toml is wrong: unknown field `owner`",
+        "wtd: /boot/firmware/wtd.toml is wrong: TOML parse error at line 3, column 1",
     );
+    guest.wait_console("the rest of the error", "the agent waits until this is fixed");
     let console = guest.console();
+    assert!(
+        console.contains("unknown field `owner`, expected one of `hostname`, `proxy`, `owners`"),
+        "{console}"
+    );
     assert!(
         console.contains("the agent waits until this is fixed"),
         "{console}"
