@@ -96,6 +96,11 @@ fi
 [[ -x $bin ]] || die "no wtd binary at $bin"
 
 # --- stage 2: the image ------------------------------------------------------------------------
+# Room for the unpacked root, the two filesystems, the image and its compressed copy.
+for dir in /var/tmp "$out"; do
+    free_mib=$(df -Pm "$dir" | awk 'NR == 2 { print $4 }')
+    ((free_mib > 3000)) || die "only $free_mib MiB free in $dir; the build needs about 3000 MiB"
+done
 work=$(mktemp -d /var/tmp/wtd-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
@@ -147,6 +152,9 @@ systemctl --root="$root" enable wtd-agent.service wtd-firstboot.service systemd-
 # wpa_supplicant is unused (there is no D-Bus): firstboot starts wpa_supplicant@wlan0.
 systemctl --root="$root" disable ssh.service wpa_supplicant.service >/dev/null 2>&1
 systemctl --root="$root" mask ssh.socket >/dev/null 2>&1 || true
+# /etc and /var are up to date with /usr: no ldconfig or catalog rebuild at first boot
+# (ConditionNeedsUpdate=), which costs seconds on a Pi.
+touch "$root/etc/.updated" "$root/var/.updated"
 [[ -L $root/etc/systemd/system/multi-user.target.wants/wtd-agent.service ]] ||
     die "wtd-agent.service was not enabled"
 
