@@ -13,7 +13,11 @@ say "Installing what the tests need"
 need_apt=()
 # file(1) checks the aarch64 build; procps gives kill(1) to the test harness; tests/mqtt.rs
 # runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
-for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv; do
+# The Pi image: mmdebstrap (under qemu-user's binfmt), mkfs/mtools/sfdisk/zstd/kmod to build it
+# (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
+# qemu-system-arm to boot it (tests/image.rs).
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv \
+  mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -37,3 +41,7 @@ bash scripts/fuzz.sh 5
 say "The aarch64 build, run as an agent under qemu-user against the x86_64 proxy"
 bin=$(bash scripts/build-aarch64.sh --locked | tail -n 1)
 WTD_AARCH64_BIN="$bin" cargo test --locked --test aarch64 -- --ignored
+
+say "The Pi image (image/build.sh; the base root filesystem is cached in /var/cache/wtd-image), booted under qemu-system-aarch64"
+img=$(bash image/build.sh --bin "$bin" | tail -n 1)
+WTD_IMAGE="$img" cargo test --locked --test image -- --ignored

@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the agent daemon: offer this machine's missions through a proxy.
     Agent(wtd_agent::cli::Args),
+    /// Apply wtd.toml from the boot partition (the Pi image runs this at every boot).
+    Firstboot(wtd_agent::firstboot::Args),
     /// Run a discovery proxy (agents and people connect out to it).
     Proxy(wtd_proxy::cli::Args),
     #[command(flatten)]
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => wtd_agent::cli::run(args),
+        Command::Firstboot(args) => {
+            init_logging();
+            wtd_agent::firstboot::run(args)
+        }
         Command::Proxy(args) => {
             init_logging();
             wtd_proxy::cli::run(args)

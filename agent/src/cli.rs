@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::missions::{Catalogue, Run};
+use crate::notify::Notifier;
 use crate::{defaults, logging};
 
 /// Run the wtd agent: advertise this machine's missions to the proxy.
@@ -60,7 +61,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn run_until_signalled(config: AgentConfig) -> anyhow::Result<()> {
     let mut signals = StopSignals::new().context("could not listen for SIGTERM and SIGINT")?;
     let shutdown = CancellationToken::new();
-    let agent = crate::run(config, shutdown.clone());
+    // Started (config, identity, logs, missions): tell systemd, and feed its watchdog from
+    // this same event loop, so a stuck agent is restarted.
+    let started = crate::Agent::new(config)?;
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("agent {} connecting to the proxy", started.id()));
+    let watchdog = notifier.feed_watchdog(shutdown.clone());
+    let agent = async {
+        let run = started.run(shutdown.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            // Returns at once without a watchdog, or on shutdown: the agent goes on.
+            () = watchdog => run.await,
+        }
+    };
     tokio::pin!(agent);
     tokio::select! {
         result = &mut agent => return Ok(result?),

@@ -25,6 +25,8 @@
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
+//! - [`notify`]: `READY=1` and watchdog pings to systemd (`Type=notify`).
+//! - [`firstboot`]: `wtd firstboot`, the image's `wtd.toml` on the boot partition applied.
 //! - [`cli`]: `wtd agent` (arguments, runtime, signals).
 #![forbid(unsafe_code)]
 
@@ -37,12 +39,14 @@ pub mod config;
 pub mod defaults;
 pub mod events;
 pub mod exec;
+pub mod firstboot;
 pub mod link;
 pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod missions;
 mod mqtt;
+pub mod notify;
 pub mod owner_logs;
 pub mod sandbox;
 pub mod sensors;
