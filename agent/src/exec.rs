@@ -112,7 +112,9 @@ use tokio_util::sync::CancellationToken;
 use wtd_keys::{FunctionName, MissionName};
 
 use crate::missions::{Function, Limits, Run};
-use crate::sandbox::{CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_STATUS, OVER_MEMORY};
+use crate::sandbox::{
+    CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_PROGRAM, EXEC_FAILED_STATUS, OVER_MEMORY,
+};
 
 // Numbers with a reason, each a candidate for `defaults.rs` (kept here while this module is new).
 
@@ -421,9 +423,9 @@ pub async fn run(
         Ending::Exited(status)
             if status.code() == Some(EXEC_FAILED_STATUS) && exec_errno(&tail).is_some() =>
         {
-            let errno = exec_errno(&tail).unwrap_or_default();
+            let (errno, program) = exec_errno(&tail).unwrap_or_default();
             ExecOutcome::CouldNotStart {
-                reason: spawn_failure(&req, run_as, &io::Error::from_raw_os_error(errno)),
+                reason: spawn_failure(&req, run_as, &io::Error::from_raw_os_error(errno), program),
             }
         }
         // The box saw a process of the call go past its memory limit (one the watchdog
@@ -728,18 +730,24 @@ fn is_box_report(line: &str) -> bool {
     line.starts_with(EXEC_FAILED) || line.starts_with(OVER_MEMORY)
 }
 
-/// The errno in the box's "cannot run the program" line, if that is how stderr ends.
-fn exec_errno(tail: &str) -> Option<i32> {
-    tail.lines()
-        .last()?
-        .strip_prefix(EXEC_FAILED)?
-        .trim()
-        .parse()
-        .ok()
+/// The errno in the box's "cannot run the program" line, if that is how stderr ends, and
+/// whether it was the program itself that could not be executed (rather than the start
+/// of the box's second stage as the function's user).
+fn exec_errno(tail: &str) -> Option<(i32, bool)> {
+    let rest = tail.lines().last()?.strip_prefix(EXEC_FAILED)?.trim_end();
+    let (number, program) = match rest.strip_suffix(EXEC_FAILED_PROGRAM) {
+        Some(number) => (number, true),
+        None => (rest, false),
+    };
+    Some((number.parse().ok()?, program))
 }
 
 /// A sentence for the mission's owner on why the program did not start.
-fn spawn_failure(req: &ExecRequest<'_>, run_as: Resolved, e: &io::Error) -> String {
+///
+/// `program_exec` is true when the uid switch succeeded and the program's own `execve`
+/// failed: an EPERM there is a policy of the system (a seccomp filter, an LSM, file
+/// capabilities under `no_new_privs`), not a missing privilege of the agent.
+fn spawn_failure(req: &ExecRequest<'_>, run_as: Resolved, e: &io::Error, program_exec: bool) -> String {
     let program = req.argv.first().map(String::as_str).unwrap_or_default();
     let who = match run_as.user {
         RunAs::CurrentUser => "the agent's user".to_string(),
@@ -758,6 +766,10 @@ fn spawn_failure(req: &ExecRequest<'_>, run_as: Resolved, e: &io::Error) -> Stri
              a binary must be built for this CPU)"
         ),
         Some(Errno::ETXTBSY) => format!("{program} is being written to; try again once it is installed"),
+        Some(Errno::EPERM) if program_exec => format!(
+            "the system refused to run {program} as {who} ({e}): a security policy of the agent's service \
+             (its seccomp filter, an LSM, or file capabilities under no_new_privs) forbids it"
+        ),
         Some(Errno::EPERM) if matches!(run_as.user, RunAs::Unprivileged { .. }) => {
             format!("cannot switch to {who} to run {program} (only a root agent can): {e}")
         }
@@ -1141,6 +1153,25 @@ mod tests {
             lines.extend(splitter.push(chunk));
         }
         (lines, splitter.finish())
+    }
+
+    #[test]
+    fn the_box_says_which_start_failed() {
+        let line = |rest: &str| format!("some output\n{EXEC_FAILED}{rest}");
+        assert_eq!(exec_errno(&line("1")), Some((1, false)), "switching to the user");
+        assert_eq!(
+            exec_errno(&line("13 program")),
+            Some((13, true)),
+            "the program itself"
+        );
+        assert_eq!(exec_errno(&line("x program")), None);
+        assert_eq!(exec_errno(&line("")), None);
+        assert_eq!(exec_errno("1"), None, "not the box's line");
+        assert_eq!(
+            exec_errno(&format!("{EXEC_FAILED}1\nlater")),
+            None,
+            "not the last line"
+        );
     }
 
     #[test]

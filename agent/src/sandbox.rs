@@ -84,6 +84,17 @@ pub const OVER_MEMORY: &str = "wtd-box: over the memory limit, peak KiB ";
 /// found", so it reads naturally elsewhere too).
 pub const EXEC_FAILED_STATUS: i32 = 127;
 
+/// Follows the errno in the [`EXEC_FAILED`] line when it was the program itself that could
+/// not be executed (stage 2), not the start of stage 2 as the function's user.
+pub const EXEC_FAILED_PROGRAM: &str = " program";
+
+/// Which start the box reports as failed (see `exec_failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    SwitchUser,
+    Program,
+}
+
 /// How calls are contained on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -628,9 +639,17 @@ pub fn box_main(prefix: &[&str], args: &[OsString]) -> ! {
 }
 
 /// Reports that the handler (or stage 2) could not be run, the way the agent reads it.
-fn exec_failed(e: &io::Error) -> ! {
+///
+/// `step` says which start failed: [`Step::SwitchUser`] (stage 1 starting stage 2 as the
+/// function's user: the uid and gid switch happen there) or [`Step::Program`] (stage 2
+/// executing the program itself), as the agent words the two differently.
+fn exec_failed(e: &io::Error, step: Step) -> ! {
     let errno = e.raw_os_error().unwrap_or(0);
-    let _ = writeln!(io::stderr(), "\n{EXEC_FAILED}{errno}");
+    let step = match step {
+        Step::SwitchUser => "",
+        Step::Program => EXEC_FAILED_PROGRAM,
+    };
+    let _ = writeln!(io::stderr(), "\n{EXEC_FAILED}{errno}{step}");
     std::process::exit(EXEC_FAILED_STATUS);
 }
 
@@ -674,7 +693,7 @@ fn stage1(prefix: &[&str], args: BoxArgs) -> ! {
     }
     let child = match stage2.spawn() {
         Ok(child) => child,
-        Err(e) => exec_failed(&e),
+        Err(e) => exec_failed(&e, Step::SwitchUser),
     };
     let handler = Pid::from_raw(child.id() as i32);
     let mut status = None;
@@ -755,7 +774,7 @@ fn stage2(args: BoxArgs) -> ! {
         std::process::exit(EXEC_FAILED_STATUS);
     };
     let e = std::process::Command::new(program).args(rest).exec();
-    exec_failed(&e)
+    exec_failed(&e, Step::Program)
 }
 
 #[cfg(test)]
