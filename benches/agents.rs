@@ -6,9 +6,11 @@
 //! - **join**: connect + TLS + hello until `Welcome`, p50 / p99, and how long all took;
 //! - **proxy RSS** once everyone is in, and its peak during the steady window;
 //! - **proxy CPU** during the steady window (percent of one core);
-//! - **events/watcher/s**: what one watcher receives per second while N agents heartbeat
-//!   (proportional to N today: every heartbeat is a delta to every watcher);
-//! - **snapshot**: `Request::Roster` answered to a new client, p50, and its size.
+//! - **batches and events/watcher/s**: what one watcher receives per second while N agents
+//!   heartbeat. The proxy coalesces changes into one batch per interval per watcher (the
+//!   latest change per agent); a batch is counted when frames arrive after 50 ms of quiet;
+//! - **snapshot**: `Request::Roster` answered to a new client (all its messages), p50, its
+//!   size, and how many agents still connected it did not list.
 //!
 //! `cargo bench --bench agents` (sizes 100 and 1000), or with knobs:
 //! `WTD_LOAD_AGENTS=100,1000,10000` sizes, `WTD_LOAD_WATCHERS` (50), `WTD_LOAD_SECS` the
@@ -171,7 +173,7 @@ async fn join(i: usize, proxy: SocketAddr, id: PublicId, owner: Key) -> Option<J
 }
 
 /// A heartbeat a second until `stop` (or the proxy drops us).
-async fn heartbeats(i: usize, mut a: Joined, stop: CancellationToken) {
+async fn heartbeats(i: usize, mut a: Joined, stop: CancellationToken, dropped: Arc<AtomicUsize>) {
     // Spread the heartbeats over the second, as real agents started at different times are.
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_millis((i * 7919 % 1000) as u64),
@@ -186,10 +188,19 @@ async fn heartbeats(i: usize, mut a: Joined, stop: CancellationToken) {
             r = read_frame(&mut a.recv, 1 << 20) => if !matches!(r, Ok(Some(_))) { break },
         }
     }
+    if !stop.is_cancelled() {
+        dropped.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
-/// One roster watcher: counts the events it receives until `stop`.
-async fn watcher(i: usize, proxy: SocketAddr, id: PublicId, events: Arc<AtomicU64>, stop: CancellationToken) {
+/// One roster watcher: counts the events and batches it receives until `stop`.
+async fn watcher(
+    i: usize,
+    proxy: SocketAddr,
+    id: PublicId,
+    (events, batches): (Arc<AtomicU64>, Arc<AtomicU64>),
+    stop: CancellationToken,
+) {
     let Ok(client) = Client::bind(&SecretKey::generate(), watcher_addr(i)) else {
         return;
     };
@@ -205,11 +216,18 @@ async fn watcher(i: usize, proxy: SocketAddr, id: PublicId, events: Arc<AtomicU6
     {
         return;
     }
+    let mut last = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             r = read_frame(&mut recv, 64 << 20) => match r {
-                Ok(Some(_)) => { events.fetch_add(1, Ordering::Relaxed); }
+                Ok(Some(_)) => {
+                    events.fetch_add(1, Ordering::Relaxed);
+                    if last.elapsed() > Duration::from_millis(50) {
+                        batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last = Instant::now();
+                }
                 _ => break,
             },
         }
@@ -225,12 +243,16 @@ async fn snapshot(proxy: SocketAddr, id: PublicId) -> Option<(Duration, usize, u
     write_frame(&mut send, &encode(&Open::Request(Request::Roster)))
         .await
         .ok()?;
-    let bytes = read_frame(&mut recv, 64 << 20).await.ok()??;
-    let took = start.elapsed();
-    match decode::<Response>(&bytes) {
-        Ok(Response::Roster(r)) => Some((took, bytes.len(), r.len())),
-        _ => None,
+    let _ = send.finish();
+    let (mut size, mut agents) = (0, 0);
+    while let Some(bytes) = read_frame(&mut recv, 64 << 20).await.ok()? {
+        size += bytes.len();
+        match decode::<Response>(&bytes) {
+            Ok(Response::Roster(r)) => agents += r.len(),
+            _ => return None,
+        }
     }
+    Some((start.elapsed(), size, agents))
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -256,6 +278,8 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
     let join_times = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let failed = Arc::new(AtomicUsize::new(0));
     let events = Arc::new(AtomicU64::new(0));
+    let batches = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
     let tasks = tokio_util::task::TaskTracker::new();
     let join_start = Instant::now();
     let _guard = rt.enter();
@@ -263,6 +287,7 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..n {
         let (stop, times, failed, gate) = (stop.clone(), join_times.clone(), failed.clone(), gate.clone());
+        let dropped = dropped.clone();
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await;
             let start = Instant::now();
@@ -271,7 +296,7 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
             match joined {
                 Ok(Some(a)) => {
                     times.lock().unwrap().push(start.elapsed());
-                    heartbeats(i, a, stop).await;
+                    heartbeats(i, a, stop, dropped).await;
                 }
                 _ => {
                     failed.fetch_add(1, Ordering::SeqCst);
@@ -286,11 +311,22 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
     let all_joined = join_start.elapsed();
     let rss_joined = proxy.rss_mb();
     for w in 0..watchers {
-        tasks.spawn(watcher(w, addr, id, events.clone(), stop.clone()));
+        tasks.spawn(watcher(
+            w,
+            addr,
+            id,
+            (events.clone(), batches.clone()),
+            stop.clone(),
+        ));
     }
     // Let the watchers take their snapshot, then measure a steady window.
     std::thread::sleep(Duration::from_secs(2));
-    let (e0, c0, t0) = (events.load(Ordering::SeqCst), proxy.cpu_secs(), Instant::now());
+    let (e0, b0, c0, t0) = (
+        events.load(Ordering::SeqCst),
+        batches.load(Ordering::SeqCst),
+        proxy.cpu_secs(),
+        Instant::now(),
+    );
     let mut rss_peak = rss_joined;
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_millis(200));
@@ -299,12 +335,14 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
     let window = t0.elapsed().as_secs_f64();
     let cpu = (proxy.cpu_secs() - c0) / window * 100.0;
     let per_watcher = (events.load(Ordering::SeqCst) - e0) as f64 / window / watchers.max(1) as f64;
+    let batches_per_watcher = (batches.load(Ordering::SeqCst) - b0) as f64 / window / watchers.max(1) as f64;
     let mut snaps = Vec::new();
-    let mut snap_info = (0, 0);
+    let mut snap_info = (0, 0, 0);
     for _ in 0..5 {
+        let connected = join_times.lock().unwrap().len() - dropped.load(Ordering::SeqCst);
         if let Some((took, bytes, agents)) = rt.block_on(snapshot(addr, id)) {
             snaps.push(took);
-            snap_info = (bytes, agents);
+            snap_info = (bytes, agents, connected.saturating_sub(agents));
         }
     }
     snaps.sort();
@@ -319,19 +357,21 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64) -> anyhow::Result<Strin
         "failed".to_string()
     } else {
         format!(
-            "{} ({} agents, {} KB)",
+            "{} ({} agents, {} KB, {} connected not listed)",
             ms(pct(&snaps, 0.5)),
             snap_info.1,
-            snap_info.0 / 1024
+            snap_info.0 / 1024,
+            snap_info.2
         )
     };
     Ok(format!(
-        "| {n} | {}/{} | {} / {} | {:.1} s | {rss_joined:.0} / {rss_peak:.0} MB | {cpu:.0} % | {per_watcher:.0} | {snapshot} |",
+        "| {n} | {}/{} | {} / {} | {:.1} s | {rss_joined:.0} / {rss_peak:.0} MB | {cpu:.0} % | {batches_per_watcher:.1} / {per_watcher:.0} | {} | {snapshot} |",
         times.len(),
         n,
         ms(pct(&times, 0.5)),
         ms(pct(&times, 0.99)),
         all_joined.as_secs_f64(),
+        dropped.load(Ordering::SeqCst),
     ))
 }
 
@@ -352,8 +392,8 @@ fn main() -> anyhow::Result<()> {
         rows.push(run(&bin, n, watchers, secs)?);
     }
     println!("\nOne proxy (`wtd proxy`, its own process), simulated agents with real QUIC on 127.1.x.y, {watchers} watchers:\n");
-    println!("| agents | joined | join p50 / p99 | all joined in | proxy RSS joined / peak | proxy CPU | events/watcher/s | snapshot for a new client |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| agents | joined | join p50 / p99 | all joined in | proxy RSS joined / peak | proxy CPU | batches / events per watcher per s | agents dropped as silent | snapshot for a new client |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -140,15 +140,17 @@ impl Caller {
             .await
             .map_err(|x| e(&x))?;
         let _ = send.finish();
-        let bytes = read_frame(&mut recv, MAX_FRAME)
-            .await
-            .map_err(|x| e(&x))?
-            .ok_or(RosterError::Unexpected)?;
-        match decode::<Response>(&bytes).map_err(|x| e(&x))? {
-            Response::Roster(r) => Ok(r),
-            Response::Error(why) => Err(RosterError::Refused(why)),
-            _ => Err(RosterError::Unexpected),
+        // A big roster comes in several messages, to the end of the stream (an older proxy
+        // sends one).
+        let mut all: Option<Vec<AgentInfo>> = None;
+        while let Some(bytes) = read_frame(&mut recv, MAX_FRAME).await.map_err(|x| e(&x))? {
+            match decode::<Response>(&bytes).map_err(|x| e(&x))? {
+                Response::Roster(r) => all.get_or_insert_with(Vec::new).extend(r),
+                Response::Error(why) => return Err(RosterError::Refused(why)),
+                _ => return Err(RosterError::Unexpected),
+            }
         }
+        all.ok_or(RosterError::Unexpected)
     }
 
     /// `owner`'s log entries after `after_seq`, as the proxy holds them: the owner's signed

@@ -108,6 +108,27 @@ pub async fn next(recv: &mut RecvStream) -> anyhow::Result<Option<Response>> {
     }
 }
 
+/// The roster, whole: the proxy sends a big one in several `Roster` messages, to the end
+/// of the stream (an older proxy sends one).
+pub async fn roster(conn: &Connection) -> anyhow::Result<Vec<wtd_wire::AgentInfo>> {
+    let mut recv = request(conn, Request::Roster).await?;
+    let mut all = Vec::new();
+    let mut any = false;
+    while let Some(resp) = next(&mut recv).await? {
+        match resp {
+            Response::Roster(chunk) => {
+                any = true;
+                all.extend(chunk);
+            }
+            other => bail!("the proxy answered the roster with {other:?}; is it a wtd proxy?"),
+        }
+    }
+    if !any {
+        bail!("the proxy sent no roster; try again, or check it is running (`wtd proxy`)");
+    }
+    Ok(all)
+}
+
 /// A tokio runtime for one command: one thread is plenty for a CLI.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()

@@ -177,6 +177,7 @@ impl Proxy {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         tasks.spawn(shared::reaper(self.shared.clone(), shutdown.clone()));
+        tasks.spawn(shared::batcher(self.shared.clone(), shutdown.clone()));
         // The bridge outlives the connections a little: it stops after them, so the last
         // roster changes (and "offline") can still go out.
         let bridge_stop = CancellationToken::new();

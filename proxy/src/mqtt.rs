@@ -1,7 +1,7 @@
 //! The proxy's MQTT bridge: the roster, mirrored to the broker for Home Assistant and
 //! Node-RED (topics and payloads: `wtd_telemetry::topics`).
 //!
-//! One task follows the roster's event stream (subscribed under the roster lock with a
+//! One task follows the roster's batches of changes (subscribed under the roster lock with a
 //! snapshot, like a watcher, so no change is missed) and feeds the pure
 //! [`wtd_telemetry::Mirror`]; what it returns goes into the bridge's bounded outbox. The
 //! roster lock is never held across a publish, and a publish never waits for the broker.
@@ -36,7 +36,7 @@ pub(crate) async fn follow_roster(
     let path = shared.config.state_dir.join(SAVED_FILE);
     restore(&mut mirror, &path, &bridge);
     let mut saved_version = mirror.version();
-    let (mut events, snapshot) = {
+    let (mut batches, snapshot) = {
         let state = shared.roster();
         (shared.subscribe(&state), state.roster.snapshot())
     };
@@ -44,7 +44,7 @@ pub(crate) async fn follow_roster(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let event = tokio::select! {
+        let batch = tokio::select! {
             _ = shutdown.cancelled() => {
                 // What changed in the last second, kept for the next start.
                 save_if_changed(&mirror, &path, &mut saved_version).await;
@@ -55,19 +55,25 @@ pub(crate) async fn follow_roster(
                 save_if_changed(&mirror, &path, &mut saved_version).await;
                 continue;
             }
-            e = events.recv() => e,
+            b = batches.recv() => b,
         };
-        let event = match event {
-            Ok(e) => e,
-            // Fell behind (a burst of 500 joins): start again from a snapshot.
+        match batch {
+            Ok(batch) => {
+                for event in &batch.events {
+                    bridge.publish_all(mirror.apply(event, now_ms()));
+                }
+            }
+            // Fell behind: start again from a snapshot.
             Err(RecvError::Lagged(_)) => {
-                let state = shared.roster();
-                events = shared.subscribe(&state);
-                RosterEvent::Snapshot(state.roster.snapshot())
+                let snapshot = {
+                    let state = shared.roster();
+                    batches = shared.subscribe(&state);
+                    state.roster.snapshot()
+                };
+                bridge.publish_all(mirror.apply(&RosterEvent::Snapshot(snapshot), now_ms()));
             }
             Err(RecvError::Closed) => return,
-        };
-        bridge.publish_all(mirror.apply(&event, now_ms()));
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 use tokio::sync::broadcast::error::RecvError;
 use wtd_keys::OwnerKey;
 use wtd_transport::{write_frame, SendStream};
-use wtd_wire::{encode, Request, Response, RosterEvent};
+use wtd_wire::defaults::ROSTER_CHUNK_BYTES;
+use wtd_wire::{chunk_agents, encode, encode_frame_into, AgentInfo, Request, Response, RosterEvent};
 
 use crate::session::StreamCtx;
 
@@ -14,8 +15,14 @@ async fn reply(send: &mut SendStream, msg: &Response) -> bool {
 pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
     match req {
         Request::Roster => {
+            // In several messages when it does not fit in one; the client reads them all,
+            // to the end of the stream.
             let snapshot = ctx.shared.roster().roster.snapshot();
-            reply(&mut send, &Response::Roster(snapshot)).await;
+            for chunk in chunk_agents(snapshot, ROSTER_CHUNK_BYTES) {
+                if !reply(&mut send, &Response::Roster(chunk)).await {
+                    return;
+                }
+            }
         }
         Request::Watch => {
             ctx.shared.metrics.watchers.inc();
@@ -64,32 +71,51 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
     let _ = send.finish();
 }
 
-/// A snapshot, then every change, until the watcher goes away or we shut down. A watcher
-/// too slow to keep up gets a fresh snapshot instead of an unbounded queue.
+/// A watch's snapshot as frames: a `Snapshot` of the agents that fit in one frame, then
+/// the rest as `Upsert`s, so a roster of any size arrives whole, and a watcher of any
+/// version (which replaces its roster on a `Snapshot` and adds on an `Upsert`) ends up
+/// with every agent.
+pub(crate) fn snapshot_frames(all: Vec<AgentInfo>) -> Vec<u8> {
+    let mut chunks = chunk_agents(all, ROSTER_CHUNK_BYTES).into_iter();
+    let mut buf = Vec::new();
+    let first = chunks.next().unwrap_or_default();
+    encode_frame_into(&Response::Event(RosterEvent::Snapshot(first)), &mut buf);
+    for a in chunks.flatten() {
+        encode_frame_into(&Response::Event(RosterEvent::Upsert(a)), &mut buf);
+    }
+    buf
+}
+
+/// A snapshot, then the roster's changes, one batch per interval holding the latest
+/// change per agent, until the watcher goes away or we shut down. A watcher too slow to
+/// keep up gets a fresh snapshot instead of an unbounded queue.
 async fn watch(ctx: &StreamCtx, send: &mut SendStream) {
-    let (mut events, snapshot) = {
+    let (mut batches, snapshot) = {
         let state = ctx.shared.roster();
         (ctx.shared.subscribe(&state), state.roster.snapshot())
     };
-    if !reply(send, &Response::Event(RosterEvent::Snapshot(snapshot))).await {
+    if send.write_all(&snapshot_frames(snapshot)).await.is_err() {
         return;
     }
     loop {
-        let event = tokio::select! {
+        let batch = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = send.stopped() => return,
-            e = events.recv() => e,
+            b = batches.recv() => b,
         };
-        let event = match event {
-            Ok(e) => e,
+        let written = match batch {
+            Ok(batch) => send.write_all(batch.frames()).await,
             Err(RecvError::Lagged(_)) => {
-                let state = ctx.shared.roster();
-                events = ctx.shared.subscribe(&state);
-                RosterEvent::Snapshot(state.roster.snapshot())
+                let snapshot = {
+                    let state = ctx.shared.roster();
+                    batches = ctx.shared.subscribe(&state);
+                    state.roster.snapshot()
+                };
+                send.write_all(&snapshot_frames(snapshot)).await
             }
             Err(RecvError::Closed) => return,
         };
-        if !reply(send, &Response::Event(event)).await {
+        if written.is_err() {
             return;
         }
     }
@@ -141,5 +167,56 @@ fn publish_log_events(ctx: &StreamCtx, entries: &[Vec<u8>]) {
             topics.events(),
             event.to_string(),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_wire::defaults::MAX_FRAME;
+    use wtd_wire::{decode, Advert, Key};
+
+    #[test]
+    fn a_watch_snapshot_bigger_than_a_frame_arrives_whole_in_frames_that_fit() {
+        // A roster built in-process, larger than one frame.
+        let mut roster = crate::roster::Roster::default();
+        for i in 0..10_000u32 {
+            let mut id = [0; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let advert = Advert {
+                name: format!("pi-{i:05}"),
+                owners: vec![Key([9; 32])],
+                missions: vec![],
+                tags: vec![],
+                model: Some("Raspberry Pi 4 Model B Rev 1.4 and some more words".into()),
+                software: "wtd 0.1.0".into(),
+                warnings: vec![],
+                enrollment: None,
+            };
+            roster.join(Key(id), advert, 1);
+        }
+        let all = roster.snapshot();
+        assert!(encode(&Response::Event(RosterEvent::Snapshot(all.clone()))).len() > MAX_FRAME);
+
+        // Read the frames as `wtd ls --watch` does: replace on Snapshot, add on Upsert.
+        let bytes = snapshot_frames(all.clone());
+        let (mut rest, mut frames) = (&bytes[..], 0);
+        let mut seen: Vec<wtd_wire::AgentInfo> = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            assert!(len <= MAX_FRAME);
+            match decode::<Response>(&rest[4..4 + len]).unwrap() {
+                Response::Event(RosterEvent::Snapshot(s)) => {
+                    assert_eq!(frames, 0, "the snapshot comes first");
+                    seen = s;
+                }
+                Response::Event(RosterEvent::Upsert(a)) => seen.push(a),
+                other => panic!("unexpected {other:?}"),
+            }
+            frames += 1;
+            rest = &rest[4 + len..];
+        }
+        assert!(frames > 1);
+        assert_eq!(seen, all, "every agent, once");
     }
 }

@@ -1,7 +1,10 @@
 //! The roster: every connected agent, what it offers, its load, when it was last heard.
 //!
-//! Pure bookkeeping (time is passed in). Every change returns the [`RosterEvent`] to send
-//! to watchers, so the caller cannot forget to tell them.
+//! Pure bookkeeping (time is passed in). Every change also marks its agent *dirty*, so the
+//! caller cannot forget to tell watchers: [`Roster::take_changes`] turns what changed since
+//! its last call into events, the latest change per agent only (coalesced), and the proxy
+//! sends them to every watcher as one batch per interval. A heartbeat costs one map insert,
+//! however many watchers there are.
 //!
 //! Each registration has a *generation*. When an agent reconnects before its old
 //! connection timed out, the new registration replaces the old, and the old connection's
@@ -17,10 +20,23 @@ struct Entry {
     generation: u64,
 }
 
+/// What changed about one agent since the last [`Roster::take_changes`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Dirty {
+    /// It left (kept even if it joined again since, so watchers see both).
+    left: Option<LeaveReason>,
+    /// It joined, or its advert changed.
+    upsert: bool,
+    /// It sent a heartbeat.
+    load: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Roster {
     agents: HashMap<Key, Entry>,
     next_generation: u64,
+    /// At most one per agent present, plus one per agent gone since the last take.
+    dirty: HashMap<Key, Dirty>,
 }
 
 /// What [`Roster::join`] did.
@@ -55,6 +71,30 @@ impl Roster {
         self.agents.get(id).map(|e| &e.info.advert)
     }
 
+    /// What changed since the last call, as events to send to watchers: for each agent
+    /// only its latest state. An agent that left shows as `Left` (then `Upsert` if it came
+    /// back); one that joined shows as `Upsert` with its newest load; one that only
+    /// heartbeat shows as `Load`. A join followed by a leave shows as `Left` only.
+    pub fn take_changes(&mut self) -> Vec<RosterEvent> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for (id, d) in self.dirty.drain() {
+            if let Some(reason) = d.left {
+                out.push(RosterEvent::Left { id, reason });
+            }
+            let Some(e) = self.agents.get(&id) else { continue };
+            if d.upsert {
+                out.push(RosterEvent::Upsert(e.info.clone()));
+            } else if d.load {
+                out.push(RosterEvent::Load {
+                    id,
+                    load: e.info.load.clone(),
+                    last_seen_ms: e.info.last_seen_ms,
+                });
+            }
+        }
+        out
+    }
+
     pub fn snapshot(&self) -> Vec<AgentInfo> {
         let mut all: Vec<AgentInfo> = self.agents.values().map(|e| e.info.clone()).collect();
         all.sort_by(|a, b| a.advert.name.cmp(&b.advert.name).then(a.id.0.cmp(&b.id.0)));
@@ -81,6 +121,7 @@ impl Roster {
                 },
             )
             .map(|old| old.generation);
+        self.dirty.entry(id).or_default().upsert = true;
         Joined {
             generation,
             replaced,
@@ -93,6 +134,7 @@ impl Roster {
         let e = self.agents.get_mut(id).filter(|e| e.generation == generation)?;
         e.info.load = load.clone();
         e.info.last_seen_ms = now_ms;
+        self.dirty.entry(*id).or_default().load = true;
         Some(RosterEvent::Load {
             id: *id,
             load,
@@ -111,6 +153,7 @@ impl Roster {
         let e = self.agents.get_mut(id).filter(|e| e.generation == generation)?;
         e.info.advert = advert;
         e.info.last_seen_ms = now_ms;
+        self.dirty.entry(*id).or_default().upsert = true;
         Some(RosterEvent::Upsert(e.info.clone()))
     }
 
@@ -120,6 +163,14 @@ impl Roster {
             return None;
         }
         self.agents.remove(id);
+        self.dirty.insert(
+            *id,
+            Dirty {
+                left: Some(reason),
+                upsert: false,
+                load: false,
+            },
+        );
         Some(RosterEvent::Left { id: *id, reason })
     }
 
@@ -195,5 +246,73 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, ja.generation);
         assert!(r.contains(&b) && !r.contains(&a));
+    }
+
+    fn sorted(mut events: Vec<RosterEvent>) -> Vec<String> {
+        let mut out: Vec<String> = events
+            .drain(..)
+            .map(|e| match e {
+                RosterEvent::Snapshot(_) => "snapshot".to_string(),
+                RosterEvent::Upsert(a) => format!("upsert {} {}", a.id.0[0], a.last_seen_ms),
+                RosterEvent::Load { id, last_seen_ms, .. } => format!("load {} {last_seen_ms}", id.0[0]),
+                RosterEvent::Left { id, reason } => format!("left {} {reason:?}", id.0[0]),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn changes_are_coalesced_to_the_latest_per_agent() {
+        let mut r = Roster::default();
+        let (a, b, c) = (Key([1; 32]), Key([2; 32]), Key([3; 32]));
+        let ja = r.join(a, advert("a"), 1000);
+        let jb = r.join(b, advert("b"), 1000);
+        for t in [1100, 1200, 1300] {
+            r.heartbeat(&a, ja.generation, Load::default(), t);
+        }
+        // Joined then heartbeat: one upsert, carrying the newest state.
+        assert_eq!(sorted(r.take_changes()), ["upsert 1 1300", "upsert 2 1000"]);
+        assert!(r.take_changes().is_empty(), "taken changes are not sent twice");
+
+        // Many heartbeats in one interval: one load, the latest.
+        for t in [2000, 2100, 2200] {
+            r.heartbeat(&a, ja.generation, Load::default(), t);
+            r.heartbeat(&b, jb.generation, Load::default(), t + 1);
+        }
+        assert_eq!(sorted(r.take_changes()), ["load 1 2200", "load 2 2201"]);
+
+        // A heartbeat then a leave: the leave. A join then a leave: the leave only.
+        r.heartbeat(&a, ja.generation, Load::default(), 3000);
+        r.leave(&a, ja.generation, LeaveReason::Graceful);
+        let jc = r.join(c, advert("c"), 3000);
+        r.leave(&c, jc.generation, LeaveReason::Silent);
+        assert_eq!(sorted(r.take_changes()), ["left 1 Graceful", "left 3 Silent"]);
+
+        // A leave then a rejoin in one interval: both, so no leave is lost.
+        r.leave(&b, jb.generation, LeaveReason::Graceful);
+        let jb2 = r.join(b, advert("b"), 4000);
+        r.heartbeat(&b, jb2.generation, Load::default(), 4100);
+        assert_eq!(sorted(r.take_changes()), ["left 2 Graceful", "upsert 2 4100"]);
+
+        // The reaper's leaves are changes too.
+        r.reap(9000, 2000);
+        assert_eq!(sorted(r.take_changes()), ["left 2 Silent"]);
+        assert!(r.is_empty() && r.dirty.is_empty());
+    }
+
+    #[test]
+    fn pending_changes_stay_bounded_by_the_agents() {
+        let mut r = Roster::default();
+        let gens: Vec<(Key, u64)> = (0..100u8)
+            .map(|i| (Key([i; 32]), r.join(Key([i; 32]), advert("a"), 0).generation))
+            .collect();
+        for t in 0..1000 {
+            for (id, g) in &gens {
+                r.heartbeat(id, *g, Load::default(), t);
+            }
+        }
+        assert_eq!(r.dirty.len(), 100);
+        assert_eq!(r.take_changes().len(), 100);
     }
 }

@@ -142,7 +142,6 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
             old.close(4u32.into(), b"replaced by a newer connection");
         }
         state.conns.insert(joined.generation, ctx.conn.clone());
-        ctx.shared.emit(&state, joined.event);
         joined.generation
     };
     log::info!(
@@ -179,9 +178,8 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
     let (reason, ()) = tokio::join!(reader, writer);
 
     let mut state = ctx.shared.roster();
-    if let Some(event) = state.roster.leave(&id, generation, reason) {
+    if state.roster.leave(&id, generation, reason).is_some() {
         state.conns.remove(&generation);
-        ctx.shared.emit(&state, event);
         log::info!("agent {name} ({}) left: {reason:?}", ctx.peer.short());
     }
     drop(state);
@@ -255,10 +253,10 @@ async fn read_agent(
                 return LeaveReason::Silent;
             }
         };
-        match event {
-            Some(event) => ctx.shared.emit(&state, event),
+        // Watchers hear of it in the next batch (the roster marked it changed).
+        if event.is_none() {
             // Replaced by a newer connection, or reaped: this session is over.
-            None => return LeaveReason::Replaced,
+            return LeaveReason::Replaced;
         }
     }
 }

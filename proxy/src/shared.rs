@@ -1,16 +1,18 @@
 //! The state every connection task shares.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::OwnerKey;
 use wtd_transport::Connection;
-use wtd_wire::{AgentInfo, Key, RosterEvent};
+use wtd_wire::{encode_frame_into, AgentInfo, Key, Response, RosterEvent};
 
-use crate::defaults::{EVENT_BUFFER, MAX_WAITING, REAP_TICK, WAITING_FORGET_AFTER};
+use crate::defaults::{
+    EVENT_BUFFER, MAX_WAITING, REAP_TICK, WAITING_FORGET_AFTER, WATCH_BATCHES_BUFFERED, WATCH_BATCH_INTERVAL,
+};
 use crate::logs::LogStore;
 use crate::roster::Roster;
 use crate::ProxyConfig;
@@ -26,11 +28,12 @@ pub(crate) struct RosterState {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: ProxyConfig,
-    /// A std mutex: held only for in-memory bookkeeping, never across an await. Events are
-    /// sent while it is held, so a watcher that subscribes and snapshots under the same
-    /// lock sees every change exactly once, in order.
+    /// A std mutex: held only for in-memory bookkeeping, never across an await. Batches
+    /// are taken and sent while it is held, so a watcher that subscribes and snapshots
+    /// under the same lock sees every change after its snapshot, in order.
     roster: Mutex<RosterState>,
-    events: broadcast::Sender<RosterEvent>,
+    /// The roster's changes, one batch per [`WATCH_BATCH_INTERVAL`] (see [`batcher`]).
+    batches: broadcast::Sender<Arc<Batch>>,
     /// Owner logs. Held across a publish's fsyncs (rare, owner-initiated), never across
     /// an await.
     pub logs: Mutex<LogStore>,
@@ -51,7 +54,7 @@ impl Shared {
         Shared {
             config,
             roster: Mutex::default(),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            batches: broadcast::channel(WATCH_BATCHES_BUFFERED).0,
             logs: Mutex::new(logs),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
             waiting: Mutex::default(),
@@ -99,15 +102,57 @@ impl Shared {
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends an event to watchers. Call with the roster lock held.
-    pub fn emit(&self, _held: &RosterState, event: RosterEvent) {
-        // No watchers is fine.
-        let _ = self.events.send(event);
+    /// Subscribes to batches of changes. Call with the roster lock held, then snapshot.
+    pub fn subscribe(&self, _held: &RosterState) -> broadcast::Receiver<Arc<Batch>> {
+        self.batches.subscribe()
+    }
+}
+
+/// The roster's changes over one interval, the latest per agent, shared by every watcher.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub events: Vec<RosterEvent>,
+    frames: OnceLock<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new(events: Vec<RosterEvent>) -> Self {
+        Batch {
+            events,
+            frames: OnceLock::new(),
+        }
     }
 
-    /// Subscribes to events. Call with the roster lock held, then snapshot.
-    pub fn subscribe(&self, _held: &RosterState) -> broadcast::Receiver<RosterEvent> {
-        self.events.subscribe()
+    /// The batch as a watch stream carries it: one `Response::Event` frame per change,
+    /// back to back (what every version of `wtd ls --watch` reads), encoded once, by the
+    /// first watcher that needs it, for all of them.
+    pub fn frames(&self) -> &[u8] {
+        self.frames.get_or_init(|| {
+            let mut buf = Vec::new();
+            for e in &self.events {
+                encode_frame_into(&Response::Event(e.clone()), &mut buf);
+            }
+            buf
+        })
+    }
+}
+
+/// Every [`WATCH_BATCH_INTERVAL`], sends what changed in the roster to watchers as one
+/// batch. Its cost is the agents that changed, once, whatever the number of watchers.
+pub(crate) async fn batcher(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_BATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut state = shared.roster();
+        let events = state.roster.take_changes();
+        if !events.is_empty() {
+            // No watchers is fine.
+            let _ = shared.batches.send(Arc::new(Batch::new(events)));
+        }
     }
 }
 
@@ -133,12 +178,11 @@ pub(crate) async fn reaper(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let mut state = shared.roster();
-        for (generation, event) in state.roster.reap(now_ms(), after) {
+        for (generation, _) in state.roster.reap(now_ms(), after) {
             if let Some(conn) = state.conns.remove(&generation) {
                 log::info!("dropping silent agent at {}", conn.remote_address());
                 conn.close(2u32.into(), b"silent for too long");
             }
-            shared.emit(&state, event);
         }
     }
 }

@@ -5,6 +5,12 @@
 /// about 200 KiB; log entries are sent in batches below this.
 pub const MAX_FRAME: usize = 1024 * 1024;
 
+/// Most bytes of agents in one roster message (`Response::Roster`, a watch's `Snapshot`).
+/// A bigger roster (10,000 agents is about 1.2 MB) is sent in several: the proxy splits it
+/// with [`crate::roster::chunk_agents`]. Half a frame leaves room for the message around
+/// the agents, and keeps one frame quick to write on a Pi.
+pub const ROSTER_CHUNK_BYTES: usize = MAX_FRAME / 2;
+
 /// Largest batch of owner-log entries in one `Log`/`PublishLog` message, in bytes.
 pub const MAX_LOG_BATCH_BYTES: usize = 512 * 1024;
 

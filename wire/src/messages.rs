@@ -158,9 +158,14 @@ impl fmt::Display for Refusal {
 /// A request from the CLI.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// The roster, once.
+    /// The roster, once: one or more `Response::Roster` messages (a roster bigger than
+    /// [`crate::defaults::ROSTER_CHUNK_BYTES`] comes in several), then the end of the
+    /// stream. Read to the end and join them.
     Roster,
-    /// A snapshot, then deltas until the stream is closed.
+    /// A snapshot, then deltas until the stream is closed. A snapshot bigger than
+    /// [`crate::defaults::ROSTER_CHUNK_BYTES`] is a `Snapshot` of its first part followed by
+    /// an `Upsert` per remaining agent; deltas come in batches (the latest change per agent
+    /// per interval), each a run of `Event` frames.
     Watch,
     /// Store these entries of the sender's own owner log and pass them to its agents.
     /// The proxy accepts only entries that chain onto what it has.

@@ -142,6 +142,26 @@ pub enum RosterEvent {
     },
 }
 
+/// Splits `agents` into runs that each encode to at most `budget` bytes, in order, so a
+/// roster of any size fits in frames (an agent bigger than `budget` alone gets a run of
+/// its own: it arrived in one frame, so it fits in one). Always at least one run, so an
+/// empty roster is still one (empty) message.
+pub fn chunk_agents(agents: Vec<AgentInfo>, budget: usize) -> Vec<Vec<AgentInfo>> {
+    let mut out = vec![Vec::new()];
+    let mut used = 0;
+    for a in agents {
+        let size = crate::encode(&a).len();
+        let last = out.last_mut().expect("never empty");
+        if !last.is_empty() && used + size > budget {
+            out.push(Vec::new());
+            used = 0;
+        }
+        used += size;
+        out.last_mut().expect("never empty").push(a);
+    }
+    out
+}
+
 fn text_ok(s: &str) -> bool {
     s.len() <= MAX_TEXT && !s.chars().any(char::is_control)
 }
@@ -202,5 +222,74 @@ impl Advert {
             return Err("software version or model too long".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, Response};
+
+    fn agent(i: u32) -> AgentInfo {
+        let mut id = [0; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        AgentInfo {
+            id: Key(id),
+            advert: Advert {
+                name: format!("pi-{i:05}"),
+                owners: vec![Key([7; 32])],
+                missions: vec![MissionInfo {
+                    name: "demo".into(),
+                    version: "1".into(),
+                    description: "x".repeat(100),
+                    functions: vec![FunctionInfo {
+                        name: "echo".into(),
+                        description: "y".repeat(100),
+                        idempotent: true,
+                    }],
+                }],
+                tags: vec![],
+                model: None,
+                software: "wtd".into(),
+                warnings: vec![],
+                enrollment: None,
+            },
+            load: Load::default(),
+            last_seen_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_roster_bigger_than_a_frame_is_split_into_frames_that_fit() {
+        let all: Vec<AgentInfo> = (0..10_000).map(agent).collect();
+        let whole = encode(&Response::Roster(all.clone())).len();
+        assert!(
+            whole > MAX_FRAME,
+            "the test roster must not fit in one frame ({whole} bytes)"
+        );
+        let chunks = chunk_agents(all.clone(), ROSTER_CHUNK_BYTES);
+        assert!(chunks.len() > 1);
+        let mut back = Vec::new();
+        for c in chunks {
+            let bytes = encode(&Response::Roster(c));
+            assert!(bytes.len() <= MAX_FRAME);
+            match decode::<Response>(&bytes).unwrap() {
+                Response::Roster(r) => back.extend(r),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(back, all, "every agent, once, in order");
+    }
+
+    #[test]
+    fn small_and_empty_rosters_are_one_message() {
+        assert_eq!(
+            chunk_agents(vec![], ROSTER_CHUNK_BYTES),
+            vec![Vec::<AgentInfo>::new()]
+        );
+        let few: Vec<AgentInfo> = (0..3).map(agent).collect();
+        assert_eq!(chunk_agents(few.clone(), ROSTER_CHUNK_BYTES), vec![few.clone()]);
+        // A budget smaller than one agent: one agent per run, none dropped.
+        assert_eq!(chunk_agents(few, 1).len(), 3);
     }
 }

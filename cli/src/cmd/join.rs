@@ -2,7 +2,6 @@
 
 use anyhow::bail;
 use wtd_keys::Ticket;
-use wtd_wire::{Request, Response};
 
 use crate::context::Context;
 use crate::proxy;
@@ -28,8 +27,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Try it now, so a wrong address or a wrong id shows up here and not later.
     proxy::runtime()?.block_on(async {
         let (client, conn) = proxy::connect(&me, &info).await?;
-        let mut recv = proxy::request(&conn, Request::Roster).await?;
-        if let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? {
+        if let Ok(agents) = proxy::roster(&conn).await {
             println!(
                 "Connected: {} agent(s) online. See them with `wtd ls`.",
                 agents.len()

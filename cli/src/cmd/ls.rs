@@ -141,10 +141,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     proxy::runtime()?.block_on(async {
         let (client, conn) = proxy::connect(&me, &info).await?;
         let caller = wtd_caller::Caller::new(me.clone(), conn.clone());
-        let mut recv = proxy::request(&conn, Request::Roster).await?;
-        let Some(Response::Roster(agents)) = proxy::next(&mut recv).await? else {
-            anyhow::bail!("the proxy sent no roster");
-        };
+        let agents = proxy::roster(&conn).await?;
         let mut waiting = Vec::new();
         let mut recv = proxy::request(&conn, Request::Waiting).await?;
         if let Some(Response::Waiting(w)) = proxy::next(&mut recv).await? {
@@ -170,7 +167,37 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }
         let mut recv = proxy::request(&conn, Request::Watch).await?;
         let mut roster: BTreeMap<[u8; 32], AgentInfo> = BTreeMap::new();
-        while let Some(resp) = proxy::next(&mut recv).await? {
+        // Changes come in batches (one per agent that changed); read them on their own
+        // task, so the screen is redrawn once a batch is in, not once per change.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let got = proxy::next(&mut recv).await;
+                let end = !matches!(got, Ok(Some(_)));
+                if tx.send(got).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let (mut stale, mut drawn) = (false, std::time::Instant::now());
+        loop {
+            let got = if stale {
+                match tokio::time::timeout(REDRAW_QUIET, rx.recv()).await {
+                    Ok(got) => Got::Msg(got),
+                    Err(_) => Got::Quiet,
+                }
+            } else {
+                Got::Msg(rx.recv().await)
+            };
+            if stale && (matches!(got, Got::Quiet) || drawn.elapsed() >= REDRAW_AT_LEAST) {
+                let agents: Vec<AgentInfo> = roster.values().cloned().collect();
+                // Clear the screen and redraw, like `top`.
+                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring, me.public(), &book));
+                (stale, drawn) = (false, std::time::Instant::now());
+            }
+            let Got::Msg(msg) = got else { continue };
+            // `None`: the proxy finished the stream (or the reader stopped).
+            let Some(Some(resp)) = msg.transpose()? else { break };
             let Response::Event(event) = resp else { continue };
             if args.json {
                 println!("{}", event_json(&event, &book));
@@ -194,14 +221,23 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     roster.remove(&id.0);
                 }
             }
-            if !args.json {
-                let agents: Vec<AgentInfo> = roster.values().cloned().collect();
-                // Clear the screen and redraw, like `top`.
-                print!("\x1b[2J\x1b[H{}", render(&agents, &keyring, me.public(), &book));
-            }
+            stale = !args.json;
         }
         anyhow::bail!("the proxy closed the watch (is it shutting down?)")
     })
+}
+
+/// Redraw `wtd ls --watch` once the proxy has been quiet this long (a batch is in) ...
+const REDRAW_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+/// ... or this long after the last redraw, whichever comes first.
+const REDRAW_AT_LEAST: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the watch loop got: a message from the reader task (`None` when it ended), or
+/// nothing for [`REDRAW_QUIET`].
+#[allow(clippy::large_enum_variant)] // one at a time, on the stack
+enum Got {
+    Msg(Option<anyhow::Result<Option<Response>>>),
+    Quiet,
 }
 
 fn event_json(event: &RosterEvent, book: &AdoptionBook) -> serde_json::Value {

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use wtd_keys::{Ticket, UserKey};
-use wtd_wire::{Request, Response};
 
 use crate::context::{now, Context};
 use crate::proxy;
@@ -214,11 +213,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let (client, conn) = proxy::connect(&me, &info).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut recv = proxy::request(&conn, Request::Roster).await?;
-            let n = match proxy::next(&mut recv).await? {
-                Some(Response::Roster(agents)) => agents.len(),
-                _ => 0,
-            };
+            let n = proxy::roster(&conn).await.map_or(0, |agents| agents.len());
             if n >= args.agents || Instant::now() > deadline {
                 proxy::goodbye(&client, &conn).await;
                 return anyhow::Ok(n);

@@ -11,7 +11,6 @@ use wtd_keys::authz::{evaluate, Deny, GrantStatus, Policy, RateLimits, Request};
 use wtd_keys::names::parse_target;
 use wtd_keys::time::human_duration;
 use wtd_keys::{AgentId, Grant, OwnerKey, Revocation, TimeFloor, UserKey};
-use wtd_wire::{Request as WireRequest, Response};
 
 use crate::context::{now, Context};
 use crate::proxy;
@@ -89,11 +88,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         Some(info) => {
             let roster = proxy::runtime()?.block_on(async {
                 let (client, conn) = proxy::connect(&me, &info).await?;
-                let mut recv = proxy::request(&conn, WireRequest::Roster).await?;
-                let r = match proxy::next(&mut recv).await? {
-                    Some(Response::Roster(r)) => r,
-                    _ => Vec::new(),
-                };
+                let r = proxy::roster(&conn).await.unwrap_or_default();
                 proxy::goodbye(&client, &conn).await;
                 anyhow::Ok(r)
             })?;
