@@ -428,9 +428,7 @@ impl CallService {
             let msg = match decode_with_limit::<CallerMsg>(&buf, defaults::MAX_CALL_MESSAGE) {
                 Ok(m) => m,
                 Err(e) => {
-                    let _ = out
-                        .send(refused(0, "bad_call", format!("malformed message: {e}"), None))
-                        .await;
+                    let _ = out.send(refused(0, "bad_call", e.as_malformed(), None)).await;
                     return false;
                 }
             };

@@ -47,7 +47,7 @@ pub(crate) async fn stream(ctx: StreamCtx, send: SendStream, mut recv: RecvStrea
         }
         Ok(Open::Request(req)) => requests::serve(ctx, send, req).await,
         Ok(Open::Relay { to }) => relay::relay(ctx, send, recv, to).await,
-        Err(e) => close_offender(&ctx.conn, &format!("malformed message: {e}")),
+        Err(e) => close_offender(&ctx.conn, &e.as_malformed()),
     }
 }
 
@@ -249,7 +249,7 @@ async fn read_agent(
             }
             Err(e) => {
                 drop(state);
-                close_offender(&ctx.conn, &format!("malformed message: {e}"));
+                close_offender(&ctx.conn, &e.as_malformed());
                 return LeaveReason::Silent;
             }
         };

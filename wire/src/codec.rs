@@ -16,6 +16,17 @@ pub enum WireError {
     TrailingBytes(usize),
 }
 
+impl WireError {
+    /// The reason given to a peer whose message could not be read: always "malformed
+    /// message: ...", said once (the `Malformed` text already says it).
+    pub fn as_malformed(&self) -> String {
+        match self {
+            WireError::Malformed(_) => self.to_string(),
+            other => format!("malformed message: {other}"),
+        }
+    }
+}
+
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_stdvec(msg).expect("wire messages always serialize")
 }
@@ -60,6 +71,21 @@ mod tests {
     use super::*;
     use crate::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_malformed_message_is_said_once() {
+        assert_eq!(
+            WireError::Malformed("x".into()).as_malformed(),
+            "malformed message: x"
+        );
+        assert_eq!(
+            WireError::TrailingBytes(3).as_malformed(),
+            "malformed message: 3 unexpected bytes after the message"
+        );
+        assert!(WireError::TooLarge(9)
+            .as_malformed()
+            .starts_with("malformed message: message of 9"));
+    }
 
     #[test]
     fn frames_appended_to_one_buffer_decode_one_by_one() {
