@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use wtd_caller::Caller;
-use wtd_keys::{AdoptionBook, OwnerKey, SecretKey, SignedEntry};
+use wtd_keys::{AdoptionBook, OwnerKey, OwnerLog, SecretKey, SignedEntry};
 use wtd_store::logfile::LogFile;
 
 use crate::context::Context;
@@ -19,15 +19,24 @@ use crate::context::Context;
 pub const MAX_OWNERS_FETCHED: usize = 64;
 
 /// The adoptions in the logs of `owners` (yours from your own log, the others fetched
-/// through `caller` and verified). Problems are printed as warnings: what could not be
-/// verified simply adopts nothing.
-pub async fn book(ctx: &Context, me: &SecretKey, caller: &Caller, owners: &[OwnerKey]) -> AdoptionBook {
+/// through `caller` and verified). `mine` is your own log when the command already read
+/// it (it is read from disk otherwise). Problems are printed as warnings: what could not
+/// be verified simply adopts nothing.
+pub async fn book(
+    ctx: &Context,
+    me: &SecretKey,
+    mine_read: Option<&OwnerLog>,
+    caller: &Caller,
+    owners: &[OwnerKey],
+) -> AdoptionBook {
     let mut book = AdoptionBook::new();
     let owners: BTreeSet<OwnerKey> = owners.iter().copied().collect();
     let mine = OwnerKey(me.public());
     for owner in owners.into_iter().take(MAX_OWNERS_FETCHED) {
         if owner == mine {
-            if ctx.home.owner_log().exists() {
+            if let Some(log) = mine_read {
+                book.add_log(log);
+            } else if ctx.home.owner_log().exists() {
                 match ctx.owner_log(me) {
                     Ok(file) => book.add_log(file.log()),
                     Err(e) => eprintln!("warning: {e:#}"),

@@ -100,12 +100,15 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Grants others gave you, and grants you gave yourself as an owner (`wtd up` does).
     let (received, _) = wtd_store::grants::list(&ctx.home.received_grants())?;
     let mut grants: Vec<Grant> = received.iter().map(|g| g.grant().clone()).collect();
-    if ctx.home.owner_log().exists() {
-        let log = ctx.owner_log(&me)?;
-        let mine = log
-            .log()
-            .grants()
-            .filter(|g| *g.grant().subject.key() == me.public());
+    // Read once (and not held: its lock would block `wtd grant` for the whole call); the
+    // adoption book below uses the same copy.
+    let own_log = if ctx.home.owner_log().exists() {
+        Some(ctx.owner_log(&me)?.log().clone())
+    } else {
+        None
+    };
+    if let Some(log) = &own_log {
+        let mine = log.grants().filter(|g| *g.grant().subject.key() == me.public());
         grants.extend(mine.map(|g| g.grant().clone()));
     }
     let turn = if selector == Selector::RoundRobin {
@@ -132,7 +135,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // time of one, on the path every `wtd call` takes.
         let (roster, adoptions) = tokio::join!(
             caller.roster(),
-            crate::adoptions::book(ctx, &me, &caller, &issuers)
+            crate::adoptions::book(ctx, &me, own_log.as_ref(), &caller, &issuers)
         );
         let roster = roster?;
         let cands = dispatch::candidates(

@@ -153,7 +153,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             .chain(&waiting)
             .flat_map(|a| a.advert.claimed_owners())
             .collect();
-        let book = crate::adoptions::book(ctx, &me, &caller, &claimed).await;
+        let book = crate::adoptions::book(ctx, &me, None, &caller, &claimed).await;
         if !args.watch {
             if args.json {
                 let views: Vec<AgentView> = agents.iter().map(|a| AgentView::new(a, &book)).collect();
