@@ -406,6 +406,8 @@ fn damaged_real_processes_catch_up_or_refuse() {
     built.agent.restart();
     let out = exits(&mut built.agent.daemon);
     assert!(out.contains(&name) && out.contains("damaged"), "{out}");
+    // Its copy can be fetched again, and it says so (there is no backup to restore).
+    assert!(out.contains("move it aside") && !out.contains("backup"), "{out}");
     println!(
         "agent with a zeroed record: refused: {}",
         out.lines().last().unwrap_or_default()

@@ -52,7 +52,7 @@ pub enum AgentError {
     /// directory? a damaged key file?).
     #[error("the agent's identity: {0}")]
     Identity(#[from] IdentityError),
-    /// An owner log could not be opened, or is damaged; restore it from a backup.
+    /// An owner log could not be opened, or is damaged (the message says what to do).
     #[error("the agent's owner logs: {0}")]
     Logs(#[from] OpenLogsError),
     /// No UDP socket could be opened to reach the proxy.

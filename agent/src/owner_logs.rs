@@ -95,9 +95,13 @@ pub enum OpenLogsError {
     /// The logs directory could not be created (permissions? read-only filesystem?).
     #[error(transparent)]
     Dir(#[from] IoError),
-    /// A log file is unreadable or damaged; the message says which and how to fix it.
+    /// A log file is unreadable; the message says which and why.
     #[error(transparent)]
     File(#[from] LogFileError),
+    /// A log file is damaged. It is only this agent's copy of what the proxy holds, so
+    /// there is no backup to restore: moved aside, it is fetched again.
+    #[error("the owner log {} is damaged ({detail}); it is this agent's copy of what the proxy holds: move it aside and restart the agent, which fetches the log again", path.display())]
+    Damaged { path: PathBuf, detail: String },
 }
 
 /// Entries from the proxy that were not (all) accepted. Whatever came before the refused
@@ -160,7 +164,17 @@ impl OwnerLogs {
         let mut files = BTreeMap::new();
         for owner in owners {
             let path = log_path(dir, owner);
-            let (file, report) = LogFile::open_sealed(&path, *owner, seal)?;
+            let (file, report) = LogFile::open_sealed(&path, *owner, seal).map_err(|e| match e {
+                LogFileError::Corrupt { offset, reason, .. } => OpenLogsError::Damaged {
+                    path: path.clone(),
+                    detail: format!("at byte {offset}: {reason}"),
+                },
+                LogFileError::Entry { source, .. } => OpenLogsError::Damaged {
+                    path: path.clone(),
+                    detail: source.to_string(),
+                },
+                other => OpenLogsError::File(other),
+            })?;
             if report.torn_tail_bytes > 0 {
                 log::warn!(
                     owner:% = owner, file:% = path.display();
