@@ -21,7 +21,10 @@ for answer in answers:
     if answer.get("status") != "ok":
         print(f"{answer.get('agent')}: {answer.get('status')} {answer.get('detail', '')}".rstrip())
         continue
-    result = json.loads(answer["output"])
+    # `wtd call` hands on JSON output as JSON (other output as a string).
+    result = answer["output"]
+    if isinstance(result, str):
+        result = json.loads(result)
     print(f"{answer['agent']}: {result['inside']} of {result['darts']} darts inside, pi ~ {result['estimate']:.5f}")
     darts += result["darts"]
     inside += result["inside"]

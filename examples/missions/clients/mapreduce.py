@@ -58,7 +58,10 @@ def main():
     if call.returncode != 0:
         sys.exit(f"reduce failed: {err.strip()}")
     envelope = json.loads(out)
-    result = json.loads(envelope["output"])
+    # `--json` hands on JSON output as JSON (other output as a string).
+    result = envelope["output"]
+    if isinstance(result, str):
+        result = json.loads(result)
     print(f"reduce on {envelope['agent']}: {result['words']} words, {result['distinct']} different")
     for word, n in result["top"]:
         print(f"  {n:4}  {word}")
