@@ -1,5 +1,5 @@
-//! The lessons of `docs/lessons/`, run as written, so their text cannot drift from the
-//! program.
+//! The lessons of `docs/lessons/` (and the pages of `examples/missions/`), run as
+//! written, so their text cannot drift from the program.
 //!
 //! Every ```` ```console ```` block of a lesson is a terminal session: a line `$ cmd` is a
 //! command typed by "you", `bob$ cmd` one typed by Bob on his own machine (every person has
@@ -38,7 +38,7 @@
 //! for random results like pi's), `console any-agent` (which agent answered, for a
 //! least-loaded call among equals), `console any-order` (lines in any order: progress
 //! lines of `--all`, which agents write at the same time), `console json-keys` (a JSON object's keys, not its
-//! values: facts about the machine it ran on, like its name or memory).
+//! values, on the last line: facts about the machine it ran on, like its name or memory).
 
 mod common;
 
@@ -300,9 +300,12 @@ fn normalise(line: &str, flags: &[String]) -> String {
 
 fn normalised(lines: &[String], flags: &[String]) -> Vec<String> {
     if flags.iter().any(|f| f == "json-keys") {
-        // Facts about the machine it ran on (its name, kernel, memory): only which facts.
-        return match serde_json::from_str::<serde_json::Value>(&lines.join("\n")) {
-            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        // Facts about the machine it ran on (its name, kernel, memory): only which facts,
+        // from the answer on the last line (progress lines before it may differ too: a
+        // machine without a sensor says so).
+        let answer = lines.iter().rev().find(|l| !l.trim().is_empty());
+        return match answer.map(|l| serde_json::from_str::<serde_json::Value>(l)) {
+            Some(Ok(serde_json::Value::Object(map))) => map.keys().cloned().collect(),
             _ => lines.to_vec(),
         };
     }
@@ -721,8 +724,13 @@ fn agent_id(state: &Path) -> String {
 
 /// Runs the lesson `file` of docs/lessons/; fails on a difference (or blesses it).
 fn lesson(file: &str) {
-    let path = repo().join("docs/lessons").join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
+    page(&repo().join("docs/lessons").join(file));
+}
+
+/// Runs the console blocks of the page at `path`; fails on a difference (or blesses it).
+fn page(path: &Path) {
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(path).unwrap();
     let items = parse(&text);
     let bless = std::env::var_os("WTD_BLESS").is_some();
     let mut run = Run {
@@ -775,7 +783,7 @@ fn lesson(file: &str) {
         for (first, end, content) in blessed.into_iter().rev() {
             lines.splice(first..end, content);
         }
-        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
     } else if !differences.is_empty() {
         panic!(
             "{} command(s) of {file} print something else than the lesson says (if the \
@@ -888,4 +896,12 @@ fn lesson_5_map_reduce_across_the_class() {
 #[test]
 fn the_teachers_guide_troubleshooting_shows_the_real_messages() {
     lesson("teachers-guide.md");
+}
+
+/// The example missions' pages show real output too.
+#[test]
+fn the_example_missions_pages_show_real_output() {
+    for mission in ["echo", "sysinfo", "primes", "pi", "wordcount"] {
+        page(&repo().join("examples/missions").join(format!("{mission}.md")));
+    }
 }
