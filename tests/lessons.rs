@@ -472,12 +472,8 @@ impl Run {
         let out = child.wait_with_output().expect("run bash");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         // The last grant ticket printed: what Alice would read out or send to Bob.
-        if let Some(t) = text
-            .split_whitespace()
-            .filter(|w| w.starts_with("wtdt1"))
-            .next_back()
-        {
-            if cmd.command.starts_with("wtd grant") {
+        if cmd.command.starts_with("wtd grant") {
+            if let Some(t) = text.split_whitespace().rfind(|w| w.starts_with("wtdt1")) {
                 self.grant_ticket = Some(t.to_string());
             }
         }

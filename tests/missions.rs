@@ -78,10 +78,13 @@ impl Lab {
     }
 }
 
+/// One step of the test: a check against the cluster.
+type Step = fn(&Lab);
+
 #[test]
 fn the_example_missions_run_through_a_real_cluster() {
     let lab = Lab::new();
-    let steps: [(&str, fn(&Lab)); 10] = [
+    let steps: [(&str, Step); 10] = [
         (
             "every_example_mission_loads_without_a_warning",
             every_example_mission_loads_without_a_warning,
