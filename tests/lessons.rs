@@ -333,6 +333,8 @@ struct Run {
     unplug_busy: bool,
     /// The agent unplugged last: what a directive calls `unplugged`.
     unplugged: Option<String>,
+    /// The agents that should be online now (started, not unplugged).
+    plugged_in: std::collections::BTreeSet<String>,
 }
 
 impl Run {
@@ -443,6 +445,18 @@ impl Run {
         if cmd.command.starts_with("wtd up") {
             return self.start_up(cmd, &command);
         }
+        // Every command runs against the cluster the page describes: on a loaded machine
+        // an agent can miss its heartbeats and leave the roster for a moment, which would
+        // change what the command prints (liveness has its own benchmark).
+        if self.up.is_some() {
+            let want: Vec<String> = self.plugged_in.iter().cloned().collect();
+            wait_for(&format!("{want:?} online"), LIMIT, || {
+                let out = self.wtd(&self.owner(), ["ls", "--json"]);
+                let agents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                want.iter()
+                    .all(|name| agents.iter().any(|a| a["name"] == name.as_str()))
+            });
+        }
         // `exec 2>&1`: stderr and stdout in one pipe, in the order they were written,
         // as a terminal shows them. `timeout`: no command of a lesson runs for minutes.
         let child = self
@@ -464,6 +478,7 @@ impl Run {
                 .unwrap();
             eprintln!("unplugging {name}, which runs the call");
             self.unplugged = Some(name.clone());
+            self.plugged_in.remove(name);
             Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status()
@@ -517,6 +532,12 @@ impl Run {
                 .trim()
                 .to_string(),
         );
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().join("agent.toml").exists() {
+                self.plugged_in
+                    .insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
         self.up = Some((child, cmd.person.clone(), dir));
         self.tidy(&text)
     }
@@ -601,6 +622,7 @@ impl Run {
             }
             ["unplug", name] => {
                 self.unplugged = Some(name.to_string());
+                self.plugged_in.remove(*name);
                 if let Some(mut pi) = self.pis.remove(*name) {
                     pi.kill();
                 } else {
@@ -634,6 +656,7 @@ impl Run {
     }
 
     fn start_agent(&mut self, name: &str, config: &Path, dir: &Path) {
+        self.plugged_in.insert(name.to_string());
         let args: Vec<&OsStr> = vec!["agent".as_ref(), "--config".as_ref(), config.as_os_str()];
         let log = self.dir.path().join(format!("{name}.log"));
         let daemon = Daemon::spawn(name, log, &args, dir);
@@ -696,7 +719,8 @@ impl Drop for Run {
 impl Run {
     /// Ctrl-C for `wtd up`: it stops its agents, then its proxy.
     fn stop_up(&mut self) {
-        if let Some((mut up, _, _)) = self.up.take() {
+        if let Some((mut up, _, dir)) = self.up.take() {
+            self.plugged_in.retain(|name| !dir.join(name).exists());
             let _ = Command::new("kill").args(["-INT", &up.id().to_string()]).status();
             for _ in 0..200 {
                 if let Ok(Some(_)) = up.try_wait() {
@@ -737,6 +761,7 @@ fn page(path: &Path) {
         grant_ticket: None,
         unplug_busy: false,
         unplugged: None,
+        plugged_in: Default::default(),
     };
     let mut differences = Vec::new();
     // Replacement contents for console blocks, by their line range.
