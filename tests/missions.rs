@@ -340,12 +340,19 @@ fn pi_darts_gathered_with_all_make_an_estimate(lab: &Lab) {
         .collect();
     assert!(inside.windows(2).all(|w| w[0] == w[1]), "{seeded}");
 
-    // The client adds them up.
-    let out = Command::new("/usr/bin/python3")
+    // The client adds them up, reading the list on its stdin as from a pipe.
+    let mut gather = Command::new("/usr/bin/python3")
         .arg(clients().join("gather-pi.py"))
-        .stdin(std::fs::File::open(write_temp(&serde_json::to_vec(answers).unwrap())).unwrap())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    std::io::Write::write_all(
+        &mut gather.stdin.take().unwrap(),
+        &serde_json::to_vec(answers).unwrap(),
+    )
+    .unwrap();
+    let out = gather.wait_with_output().unwrap();
     let out = text(&out.stdout);
     assert!(
         out.contains("all together: ") && out.contains(" of 60000 darts inside, pi ~ 3.1"),
@@ -354,12 +361,6 @@ fn pi_darts_gathered_with_all_make_an_estimate(lab: &Lab) {
     for name in AGENTS {
         assert!(out.contains(&format!("{name}: ")), "{out}");
     }
-}
-
-fn write_temp(bytes: &[u8]) -> PathBuf {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    file.into_temp_path().keep().unwrap()
 }
 
 fn pi_refuses_bad_arguments_with_a_reason(lab: &Lab) {
