@@ -19,8 +19,10 @@
 //!   agent named `pi-7` whose config names that person, joined to the proxy, offering the
 //!   example missions (as the image does); `enrolled`: with a one-time enrollment token
 //!   from `wtd enroll new`, as `scripts/flash.sh` writes by default.
-//! - `<!-- test: write ~/PATH as you -->`: that person saves the next fenced block there.
+//! - `<!-- test: write ~/PATH as you -->`: that person saves the next fenced block there
+//!   (with its placeholders filled in: a roster of `<id of sam>` lines).
 //! - `<!-- test: ctrl-c -->`: Ctrl-C in the terminal running `wtd up`.
+//! - `<!-- test: init sam -->`: Sam has made his identity on his own laptop, off the page.
 //! - `<!-- test: unplug-busy -->`: during the next command, the plug of whichever of `wtd
 //!   up`'s agents runs its call is pulled (SIGKILL), as a person does when they see it run.
 //!   Later directives may name it `unplugged` (`<!-- test: plug unplugged -->`).
@@ -569,9 +571,15 @@ impl Run {
                 let path = path.strip_prefix("~/").expect("write ~/PATH as PERSON");
                 let path = self.home(person).join(path);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, block.join("\n") + "\n").unwrap();
+                // With what the person would paste in place of `<id of sam>`.
+                let text: Vec<String> = block.iter().map(|l| self.fill(l)).collect();
+                std::fs::write(&path, text.join("\n") + "\n").unwrap();
             }
             ["ctrl-c"] => self.stop_up(),
+            ["init", person] => {
+                let out = self.wtd(person, ["init"]);
+                assert!(out.status.success(), "line {line}: wtd init as {person} failed");
+            }
             ["unplug-busy"] => self.unplug_busy = true,
             ["up", person] => {
                 // The classroom's proxy (and the teacher's Pis), not part of the reading.
