@@ -1,9 +1,10 @@
 //! `wtd up`: a whole cluster on this machine, for trying wtd or teaching with it.
 //!
 //! Starts a proxy on 127.0.0.1 and N agents, each with its own identity and state under
-//! one directory; makes you their owner (creating your identity if needed): their configs
-//! name you, and your log adopts them (it makes their keys first, so it knows their ids);
-//! grants you the example `demo` mission; and waits for Ctrl-C, then stops everything
+//! one directory, offering the example missions of `examples/missions/`; makes you their
+//! owner (creating your identity if needed): their configs name you, and your log adopts
+//! them (it makes their keys first, so it knows their ids); grants you the example `demo`
+//! mission; and waits for Ctrl-C, then stops everything
 //! cleanly. As their owner you may call every mission they offer (`sys/info` too) without a
 //! grant; the `demo` grant is there so you can try `wtd grant`'s output on yourself.
 //!
@@ -20,8 +21,29 @@ use wtd_keys::{Ticket, UserKey};
 use crate::context::{now, Context};
 use crate::proxy;
 
-/// The example mission every agent gets.
-const DEMO_MISSION: &str = include_str!("../../../examples/missions/demo.toml");
+/// The example missions every agent gets (`examples/missions/`, each explained in its
+/// `.md` there): built into the binary, so `wtd up` works from an installed `wtd` alone.
+const EXAMPLE_MISSIONS: [(&str, &str); 7] = [
+    ("demo.toml", include_str!("../../../examples/missions/demo.toml")),
+    (
+        "files.toml",
+        include_str!("../../../examples/missions/files.toml"),
+    ),
+    ("echo.toml", include_str!("../../../examples/missions/echo.toml")),
+    (
+        "sysinfo.toml",
+        include_str!("../../../examples/missions/sysinfo.toml"),
+    ),
+    (
+        "primes.toml",
+        include_str!("../../../examples/missions/primes.toml"),
+    ),
+    ("pi.toml", include_str!("../../../examples/missions/pi.toml")),
+    (
+        "wordcount.toml",
+        include_str!("../../../examples/missions/wordcount.toml"),
+    ),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -97,7 +119,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     wtd_store::atomic::ensure_dir(&dir, 0o700)?;
     let missions = dir.join("missions");
     wtd_store::atomic::ensure_dir(&missions, 0o755)?;
-    wtd_store::atomic::write_atomic(&missions.join("demo.toml"), DEMO_MISSION.as_bytes(), 0o644)?;
+    for (file, text) in EXAMPLE_MISSIONS {
+        wtd_store::atomic::write_atomic(&missions.join(file), text.as_bytes(), 0o644)?;
+    }
 
     // The proxy.
     let proxy_state = dir.join("proxy");
@@ -240,6 +264,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     println!("  wtd ls                    # the agents, their load and missions");
     println!("  wtd ls --watch            # live, like a dashboard");
     println!("  wtd call demo/echo '{{\"msg\":\"hi\"}}'   # runs on the least-loaded agent");
+    println!("  wtd call --all pi/darts   # every agent estimates pi (examples/missions/)");
     println!();
     println!("Press Ctrl-C to stop everything.");
 
