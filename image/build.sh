@@ -84,8 +84,13 @@ if [[ -f $base ]]; then
     say "base root filesystem cached: $base"
 else
     say "building the base root filesystem ($suite, arm64; about 10 minutes under emulation)"
-    "$here/base.sh" "$base.partial" "$suite" >&2
-    mv "$base.partial" "$base"
+    # The partial name ends in .tar too: mmdebstrap picks its output format from the name,
+    # and writes a directory for anything else.
+    partial="$cache/base-$hash.partial.tar"
+    rm -rf "$partial"
+    "$here/base.sh" "$partial" "$suite" >&2
+    [[ -f $partial ]] || die "mmdebstrap did not write a tarball at $partial"
+    mv "$partial" "$base"
     say "base built in $(elapsed): $base"
 fi
 
