@@ -13,8 +13,8 @@
 //! steps finishes the filesystem's part at the next boot.
 //!
 //! The partition table edit is a pure function of the MBR's 512 bytes ([`grown_mbr`]);
-//! the kernel is told with util-linux's `resizepart`, the filesystem grown with
-//! `resize2fs`.
+//! the kernel is told with util-linux's `partx --update`, the filesystem grown with
+//! `resize2fs` (e2fsprogs).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -176,7 +176,7 @@ pub fn grow_root() -> anyhow::Result<Option<String>> {
             disk.sync_all()
                 .with_context(|| format!("writing the partition table of {}", root.disk.display()))?;
             let (disk_path, number) = (root.disk.to_string_lossy(), root.number.to_string());
-            run("resizepart", &[&disk_path, &number, &sectors.to_string()])?;
+            run("partx", &["--update", "--nr", &number, &disk_path])?;
             Some((root.size, sectors))
         }
     };
