@@ -39,7 +39,7 @@ use crate::load::{poll_sensors, LoadSampler};
 use crate::missions::Catalogue;
 use crate::mqtt::Direct;
 use crate::owner_logs::{LogsHandle, OpenLogsError, OwnerLogs};
-use crate::sensors::{self, PiSensors, SensorPaths};
+use crate::sensors::{self, PiSensors};
 
 /// The agent could not start. Each variant says what to fix; once started, the agent
 /// does not stop on errors.
@@ -95,7 +95,7 @@ impl Agent {
         }
         let logs = OwnerLogs::open(&config.logs_dir(), &config.owners, &SealKey::derive(&secret))?;
         let catalogue = Catalogue::load(&config.missions_dir);
-        let pi = sensors::read(&SensorPaths::system());
+        let pi = sensors::read(&config.sensor_paths());
         let advert = advert::build(&config, &id, &catalogue, pi.model.clone());
         if let Some(t) = &config.enroll {
             log::info!(
@@ -213,7 +213,7 @@ impl Agent {
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(
-            SensorPaths::system(),
+            self.config.sensor_paths(),
             defaults::SENSOR_INTERVAL,
             latest,
             shutdown.clone(),

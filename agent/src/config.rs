@@ -26,6 +26,7 @@ use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyInfo, Tick
 use wtd_wire::defaults::{MAX_OWNERS, MAX_TAGS};
 
 use crate::defaults;
+use crate::sensors::SensorPaths;
 
 /// The longest agent name, in bytes (what the proxy accepts in an advert).
 pub const MAX_NAME_LEN: usize = 64;
@@ -65,6 +66,11 @@ pub struct AgentConfig {
     /// whatever the machine's real load, so a test can decide which agent looks least
     /// loaded. Never set it on a real agent: callers would be routed on a made-up load.
     pub test_pinned_load: Option<f32>,
+    /// TEST ONLY: read the Pi's sensor files (temperature, `get_throttled`, model) under
+    /// this directory instead of `/`, and never run `vcgencmd`, so a test on a laptop can
+    /// play a hot or throttled Pi. Never set it on a real agent: callers would avoid or
+    /// prefer it on made-up readings.
+    pub test_sensor_root: Option<PathBuf>,
     /// A one-time enrollment token from the owner (`wtd enroll new`), so she can adopt this
     /// agent with `wtd adopt --pending` without knowing its key. A secret: the agent shows
     /// only a proof made with it, and never logs it.
@@ -97,6 +103,7 @@ impl fmt::Debug for AgentConfig {
             .field("tags", &self.tags)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("test_pinned_load", &self.test_pinned_load)
+            .field("test_sensor_root", &self.test_sensor_root)
             // The token's Debug names its public id only.
             .field("enroll", &self.enroll)
             .field("mission_events", &self.mission_events)
@@ -120,6 +127,7 @@ struct ConfigFile {
     tags: Option<Vec<String>>,
     heartbeat_interval: Option<String>,
     test_pinned_load: Option<f32>,
+    test_sensor_root: Option<PathBuf>,
     enroll: Option<String>,
     mission_events: Option<Vec<String>>,
     mqtt: Option<wtd_telemetry::config::MqttFile>,
@@ -245,6 +253,7 @@ impl AgentConfig {
             tags: Vec::new(),
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             test_pinned_load: None,
+            test_sensor_root: None,
             enroll: None,
             mission_events: Vec::new(),
             mqtt: None,
@@ -289,6 +298,7 @@ impl AgentConfig {
                 .map_err(|source| ConfigError::BadDuration { text, source })?;
         }
         config.test_pinned_load = file.test_pinned_load;
+        config.test_sensor_root = file.test_sensor_root;
         if let Some(text) = file.enroll {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
@@ -373,6 +383,14 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where the Pi sensors are read: the real machine, or the test seam's fake tree.
+    pub fn sensor_paths(&self) -> SensorPaths {
+        match &self.test_sensor_root {
+            Some(root) => SensorPaths::under(root),
+            None => SensorPaths::system(),
+        }
     }
 
     /// Where the agent's secret key lives: `<state_dir>/identity.key`.
