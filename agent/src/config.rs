@@ -22,7 +22,8 @@ use serde::Deserialize;
 use wtd_keys::enroll::TokenError;
 use wtd_keys::names::NameError;
 use wtd_keys::ticket::TicketError;
-use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyInfo, Ticket};
+use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyId, ProxyInfo, Ticket};
+use wtd_transport::lan::{LanPolicy, ANY_ON_LAN};
 use wtd_wire::defaults::{MAX_OWNERS, MAX_TAGS};
 
 use crate::defaults;
@@ -52,8 +53,9 @@ pub struct AgentConfig {
     pub name: String,
     /// Where the identity key and the owners' logs are kept. Default `/var/lib/wtd`.
     pub state_dir: PathBuf,
-    /// The proxy to connect to: its pinned key and addresses, from the join ticket.
-    pub proxy: ProxyInfo,
+    /// The proxy to connect to: from a join ticket (its pinned key and addresses), or found
+    /// on the LAN (`proxy = "<proxy id>"` or `"any-on-lan"`).
+    pub proxy: ProxySource,
     /// The keys whose grants and revocations this agent obeys (1 to 8).
     pub owners: Vec<OwnerKey>,
     /// Where mission files (`*.toml`) are read from. Default `/etc/wtd/missions`.
@@ -83,6 +85,35 @@ pub struct AgentConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Serve this agent's Prometheus metrics here (`metrics = "127.0.0.1:9465"`). Default off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Look for the proxy on these network interfaces only (`lan_interfaces = ["wlan0"]`),
+    /// when `proxy` is found on the LAN. Default every interface.
+    pub lan_interfaces: Vec<String>,
+}
+
+/// Where the agent's proxy comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySource {
+    /// A join ticket: the proxy's key and addresses, pinned.
+    Ticket(ProxyInfo),
+    /// Found on the LAN by mDNS, and joined only if the policy allows its id (which the
+    /// handshake then proves, so an impostor announcing the same id is refused).
+    Lan(LanPolicy),
+}
+
+impl From<ProxyInfo> for ProxySource {
+    fn from(info: ProxyInfo) -> Self {
+        ProxySource::Ticket(info)
+    }
+}
+
+impl fmt::Display for ProxySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxySource::Ticket(info) => write!(f, "{} at {:?}", info.id, info.addrs),
+            ProxySource::Lan(LanPolicy::Only(id)) => write!(f, "{id}, found on the LAN"),
+            ProxySource::Lan(LanPolicy::AnyOnLan) => write!(f, "any proxy found on the LAN"),
+        }
+    }
 }
 
 impl fmt::Debug for AgentConfig {
@@ -91,10 +122,7 @@ impl fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("name", &self.name)
             .field("state_dir", &self.state_dir)
-            .field(
-                "proxy",
-                &format_args!("{} at {:?}", self.proxy.id, self.proxy.addrs),
-            )
+            .field("proxy", &format_args!("{}", self.proxy))
             .field(
                 "owners",
                 &self.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
@@ -110,6 +138,7 @@ impl fmt::Debug for AgentConfig {
             // MqttConfig's Debug never shows the password.
             .field("mqtt", &self.mqtt)
             .field("metrics", &self.metrics)
+            .field("lan_interfaces", &self.lan_interfaces)
             .finish()
     }
 }
@@ -132,6 +161,7 @@ struct ConfigFile {
     mission_events: Option<Vec<String>>,
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     metrics: Option<std::net::SocketAddr>,
+    lan_interfaces: Option<Vec<String>>,
 }
 
 /// What is wrong with a configuration's content.
@@ -143,12 +173,25 @@ pub enum ConfigError {
     Toml(#[from] toml::de::Error),
     /// No `proxy` key: the agent would not know where to connect.
     #[error(
-        "`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`)"
+        "`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`), to the proxy's id (`wtd1...`) to find it on the LAN, or to \"any-on-lan\""
     )]
     NoProxy,
     /// The `proxy` ticket does not decode.
     #[error("`proxy` is not a usable ticket: {0}")]
     BadTicket(#[source] TicketError),
+    /// `proxy` looks like an id (`wtd1...`) but is not a valid one.
+    #[error(
+        "`proxy` is not a valid proxy id ({0}); copy the id `wtd proxy` prints again, or use its join ticket"
+    )]
+    BadProxyId(#[source] KeyError),
+    /// `proxy` is neither a ticket, an id, nor `any-on-lan`.
+    #[error(
+        "`proxy` must be a join ticket (`wtdt1...`), a proxy id (`wtd1...`) or \"any-on-lan\"; got `{0}`"
+    )]
+    BadProxy(String),
+    /// `lan_interfaces` is set but the proxy comes from a ticket, which never looks on the LAN.
+    #[error("`lan_interfaces` only applies when `proxy` is found on the LAN (an id or \"any-on-lan\"); remove it, or set `proxy` so")]
+    LanInterfacesWithTicket,
     /// The ticket decodes but names no proxy (it is a grant ticket, for a person).
     #[error("the `proxy` ticket names no proxy (it may be a grant ticket meant for a person); use the join ticket printed by `wtd proxy`")]
     TicketWithoutProxy,
@@ -217,6 +260,26 @@ pub enum ConfigError {
     BadPinnedLoad(f32),
 }
 
+/// The `proxy` key: a join ticket, a proxy id to find on the LAN, or `any-on-lan`.
+fn parse_proxy(text: &str) -> Result<ProxySource, ConfigError> {
+    let text = text.trim();
+    if text == ANY_ON_LAN {
+        return Ok(ProxySource::Lan(LanPolicy::AnyOnLan));
+    }
+    if text.starts_with(wtd_keys::ticket::PREFIX) {
+        let info = Ticket::from_text(text)
+            .map_err(ConfigError::BadTicket)?
+            .proxy
+            .ok_or(ConfigError::TicketWithoutProxy)?;
+        return Ok(ProxySource::Ticket(info));
+    }
+    if text.starts_with(wtd_keys::identity::PUBLIC_PREFIX) {
+        let id = text.parse::<ProxyId>().map_err(ConfigError::BadProxyId)?;
+        return Ok(ProxySource::Lan(LanPolicy::Only(id)));
+    }
+    Err(ConfigError::BadProxy(text.chars().take(40).collect()))
+}
+
 /// Reading the configuration file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadConfigError {
@@ -243,11 +306,11 @@ pub enum LoadConfigError {
 impl AgentConfig {
     /// A configuration with every default: named after the hostname, state in
     /// `/var/lib/wtd`, missions from `/etc/wtd/missions`, a 1 s heartbeat, no tags.
-    pub fn new(proxy: ProxyInfo, owners: Vec<OwnerKey>) -> Self {
+    pub fn new(proxy: impl Into<ProxySource>, owners: Vec<OwnerKey>) -> Self {
         AgentConfig {
             name: default_name(),
             state_dir: PathBuf::from(defaults::STATE_DIR),
-            proxy,
+            proxy: proxy.into(),
             owners,
             missions_dir: PathBuf::from(defaults::MISSIONS_DIR),
             tags: Vec::new(),
@@ -258,17 +321,14 @@ impl AgentConfig {
             mission_events: Vec::new(),
             mqtt: None,
             metrics: None,
+            lan_interfaces: Vec::new(),
         }
     }
 
     /// Parses and checks a configuration.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text)?;
-        let ticket = file.proxy.ok_or(ConfigError::NoProxy)?;
-        let proxy = Ticket::from_text(&ticket)
-            .map_err(ConfigError::BadTicket)?
-            .proxy
-            .ok_or(ConfigError::TicketWithoutProxy)?;
+        let proxy = parse_proxy(&file.proxy.ok_or(ConfigError::NoProxy)?)?;
         let owners = file
             .owners
             .unwrap_or_default()
@@ -299,6 +359,7 @@ impl AgentConfig {
         }
         config.test_pinned_load = file.test_pinned_load;
         config.test_sensor_root = file.test_sensor_root;
+        config.lan_interfaces = file.lan_interfaces.unwrap_or_default();
         if let Some(text) = file.enroll {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
@@ -343,8 +404,12 @@ impl AgentConfig {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN || self.name.chars().any(char::is_control) {
             return Err(ConfigError::BadName(self.name.clone()));
         }
-        if self.proxy.addrs.is_empty() {
-            return Err(ConfigError::NoProxyAddress);
+        match &self.proxy {
+            ProxySource::Ticket(info) if info.addrs.is_empty() => return Err(ConfigError::NoProxyAddress),
+            ProxySource::Ticket(_) if !self.lan_interfaces.is_empty() => {
+                return Err(ConfigError::LanInterfacesWithTicket)
+            }
+            _ => {}
         }
         if self.owners.is_empty() {
             return Err(ConfigError::NoOwners);
@@ -440,9 +505,40 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_may_be_found_on_the_lan_by_id_or_any() {
+        let owners = format!("owners = [\"{}\"]\n", alice());
+        let id = ticket().0.id;
+        let by_id = AgentConfig::from_toml(&format!("proxy = \"{id}\"\n{owners}")).unwrap();
+        assert_eq!(by_id.proxy, ProxySource::Lan(LanPolicy::Only(id)));
+        let any = AgentConfig::from_toml(&format!(
+            "proxy = \"any-on-lan\"\nlan_interfaces = [\"wlan0\"]\n{owners}"
+        ))
+        .unwrap();
+        assert_eq!(any.proxy, ProxySource::Lan(LanPolicy::AnyOnLan));
+        assert_eq!(any.lan_interfaces, ["wlan0"]);
+        // Each wrong spelling says what a right one looks like.
+        let text = id.to_string();
+        let typo = format!(
+            "{}{}",
+            &text[..text.len() - 1],
+            if text.ends_with('a') { 'b' } else { 'a' }
+        );
+        let err = AgentConfig::from_toml(&format!("proxy = \"{typo}\"\n{owners}")).unwrap_err();
+        assert!(matches!(err, ConfigError::BadProxyId(_)), "{err}");
+        let err = AgentConfig::from_toml(&format!("proxy = \"any\"\n{owners}")).unwrap_err();
+        assert!(err.to_string().contains("any-on-lan"), "{err}");
+        let err = AgentConfig::from_toml(&format!(
+            "proxy = \"{}\"\nlan_interfaces = [\"wlan0\"]\n{owners}",
+            ticket().1
+        ))
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::LanInterfacesWithTicket), "{err}");
+    }
+
+    #[test]
     fn a_minimal_file_gets_every_default() {
         let config = AgentConfig::from_toml(&minimal()).unwrap();
-        assert_eq!(config.proxy, ticket().0);
+        assert_eq!(config.proxy, ProxySource::Ticket(ticket().0));
         assert_eq!(config.owners, vec![alice()]);
         assert_eq!(config.state_dir, Path::new("/var/lib/wtd"));
         assert_eq!(config.missions_dir, Path::new("/etc/wtd/missions"));

@@ -10,6 +10,7 @@
 //! - [`adoptions`]: which agents each owner adopted, from logs verified here.
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
+//! - [`defaults`]: the CLI's numbers, each with its reason.
 //! - [`exit`]: exit codes, for scripts.
 //! - [`parse`]: parsing of rates, durations and agent lists.
 //! - [`proxy`]: the joined proxy: where it is, and one request at a time.
@@ -19,6 +20,7 @@
 pub mod adoptions;
 pub mod cmd;
 pub mod context;
+pub mod defaults;
 pub mod exit;
 pub mod parse;
 pub mod proxy;

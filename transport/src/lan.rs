@@ -130,7 +130,10 @@ pub fn read_announcement(
     }
     Ok(ProxyInfo {
         id,
-        addrs: v4.into_iter().map(|a| SocketAddr::new(IpAddr::V4(a), port)).collect(),
+        addrs: v4
+            .into_iter()
+            .map(|a| SocketAddr::new(IpAddr::V4(a), port))
+            .collect(),
     })
 }
 
@@ -160,7 +163,12 @@ fn choose_interfaces(daemon: &ServiceDaemon, interfaces: &[String]) -> Result<()
         }
     }
     daemon.disable_interface(IfKind::All)?;
-    daemon.enable_interface(interfaces.iter().map(|n| IfKind::Name(n.clone())).collect::<Vec<_>>())?;
+    daemon.enable_interface(
+        interfaces
+            .iter()
+            .map(|n| IfKind::Name(n.clone()))
+            .collect::<Vec<_>>(),
+    )?;
     Ok(())
 }
 
@@ -173,7 +181,9 @@ pub struct Announcer {
 
 impl std::fmt::Debug for Announcer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Announcer").field("fullname", &self.fullname).finish()
+        f.debug_struct("Announcer")
+            .field("fullname", &self.fullname)
+            .finish()
     }
 }
 
@@ -224,7 +234,10 @@ pub enum Change {
     /// A proxy appeared, or announced new addresses.
     Seen(Sighting),
     /// An announcement that [`read_announcement`] refused.
-    Ignored { instance: String, why: AnnouncementError },
+    Ignored {
+        instance: String,
+        why: AnnouncementError,
+    },
     /// A proxy said goodbye (or its records expired).
     Gone { instance: String },
 }
@@ -289,7 +302,10 @@ impl Browser {
     /// seconds to answer), then returns the sightings.
     pub async fn collect_for(&mut self, wait: Duration) -> Vec<Sighting> {
         let deadline = tokio::time::Instant::now() + wait;
-        while tokio::time::timeout_at(deadline, self.next_change()).await.is_ok_and(|c| c.is_some()) {}
+        while tokio::time::timeout_at(deadline, self.next_change())
+            .await
+            .is_ok_and(|c| c.is_some())
+        {}
         self.sightings()
     }
 
@@ -303,7 +319,8 @@ impl Browser {
                         if self.seen.get(&instance) == Some(&proxy) {
                             return None;
                         }
-                        if !self.seen.contains_key(&instance) && self.seen.len() >= defaults::MAX_LAN_PROXIES {
+                        if !self.seen.contains_key(&instance) && self.seen.len() >= defaults::MAX_LAN_PROXIES
+                        {
                             return Some(Change::Ignored {
                                 instance,
                                 why: AnnouncementError::TooMany,
@@ -371,7 +388,10 @@ mod tests {
             panic!("not an id");
         };
         assert_eq!(shown.len(), 64, "a hostile TXT value is cut before it is logged");
-        assert_eq!(read_announcement(Some(&text), 0, one()), Err(AnnouncementError::NoPort));
+        assert_eq!(
+            read_announcement(Some(&text), 0, one()),
+            Err(AnnouncementError::NoPort)
+        );
         assert_eq!(
             read_announcement(Some(&text), 4433, ["fe80::1".parse().unwrap()]),
             Err(AnnouncementError::NoAddress)
