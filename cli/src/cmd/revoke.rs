@@ -73,6 +73,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         Target::Grant(id) => format!("{id}"),
         Target::SubjectMission(s, m) => format!("{}'s grants for mission `{m}`", who(&keyring, s.key())),
         Target::SubjectAll(s) => format!("all of {}'s grants", who(&keyring, s.key())),
+        Target::Grants { label, .. } => format!("lesson `{label}`"),
     };
     println!(
         "Revoked {what} ({hits} grant(s)). This is permanent; agents refuse them as soon as they hear of it."
