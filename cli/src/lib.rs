@@ -12,8 +12,10 @@
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
 //! - [`defaults`]: the CLI's numbers, each with its reason.
 //! - [`exit`]: exit codes, for scripts.
+//! - [`lessons`]: which grants each lesson label stands for (`wtd revoke --label`).
 //! - [`parse`]: parsing of rates, durations and agent lists.
 //! - [`proxy`]: the joined proxy: where it is, and one request at a time.
+//! - [`roster`]: a class roster (`name id` per line), checked all or nothing.
 //! - [`show`]: how grants and their status are printed.
 #![forbid(unsafe_code)]
 
@@ -22,8 +24,10 @@ pub mod cmd;
 pub mod context;
 pub mod defaults;
 pub mod exit;
+pub mod lessons;
 pub mod parse;
 pub mod proxy;
+pub mod roster;
 pub mod show;
 
 use clap::Subcommand;
