@@ -153,7 +153,12 @@ impl Agent {
     /// not spawned, so nothing the agent started can outlive this call.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let (target, bind) = match &self.config.proxy {
-            ProxySource::Ticket(info) => (ProxyTarget::Ticket(info.clone()), bind_addr(&info.addrs)),
+            ProxySource::Ticket(info) => {
+                if !self.config.lan_interfaces.is_empty() {
+                    log::info!(agent:% = self.id; "`lan_interfaces` is unused: `proxy` is a join ticket");
+                }
+                (ProxyTarget::Ticket(info.clone()), bind_addr(&info.addrs))
+            }
             // LAN announcements are read for their IPv4 addresses only (see wtd_transport::lan).
             ProxySource::Lan(policy) => {
                 log::info!(

@@ -86,7 +86,7 @@ pub struct AgentConfig {
     /// Serve this agent's Prometheus metrics here (`metrics = "127.0.0.1:9465"`). Default off.
     pub metrics: Option<std::net::SocketAddr>,
     /// Look for the proxy on these network interfaces only (`lan_interfaces = ["wlan0"]`),
-    /// when `proxy` is found on the LAN. Default every interface.
+    /// when `proxy` is found on the LAN (unused with a ticket). Default every interface.
     pub lan_interfaces: Vec<String>,
 }
 
@@ -189,9 +189,7 @@ pub enum ConfigError {
         "`proxy` must be a join ticket (`wtdt1...`), a proxy id (`wtd1...`) or \"any-on-lan\"; got `{0}`"
     )]
     BadProxy(String),
-    /// `lan_interfaces` is set but the proxy comes from a ticket, which never looks on the LAN.
-    #[error("`lan_interfaces` only applies when `proxy` is found on the LAN (an id or \"any-on-lan\"); remove it, or set `proxy` so")]
-    LanInterfacesWithTicket,
+
     /// The ticket decodes but names no proxy (it is a grant ticket, for a person).
     #[error("the `proxy` ticket names no proxy (it may be a grant ticket meant for a person); use the join ticket printed by `wtd proxy`")]
     TicketWithoutProxy,
@@ -404,12 +402,8 @@ impl AgentConfig {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN || self.name.chars().any(char::is_control) {
             return Err(ConfigError::BadName(self.name.clone()));
         }
-        match &self.proxy {
-            ProxySource::Ticket(info) if info.addrs.is_empty() => return Err(ConfigError::NoProxyAddress),
-            ProxySource::Ticket(_) if !self.lan_interfaces.is_empty() => {
-                return Err(ConfigError::LanInterfacesWithTicket)
-            }
-            _ => {}
+        if matches!(&self.proxy, ProxySource::Ticket(info) if info.addrs.is_empty()) {
+            return Err(ConfigError::NoProxyAddress);
         }
         if self.owners.is_empty() {
             return Err(ConfigError::NoOwners);
@@ -527,12 +521,14 @@ mod tests {
         assert!(matches!(err, ConfigError::BadProxyId(_)), "{err}");
         let err = AgentConfig::from_toml(&format!("proxy = \"any\"\n{owners}")).unwrap_err();
         assert!(err.to_string().contains("any-on-lan"), "{err}");
-        let err = AgentConfig::from_toml(&format!(
+        // With a ticket the LAN is never searched: the key is kept (so switching `proxy`
+        // back and forth needs no other edit) and the agent says at start it is unused.
+        let with_ticket = AgentConfig::from_toml(&format!(
             "proxy = \"{}\"\nlan_interfaces = [\"wlan0\"]\n{owners}",
             ticket().1
         ))
-        .unwrap_err();
-        assert!(matches!(err, ConfigError::LanInterfacesWithTicket), "{err}");
+        .unwrap();
+        assert!(matches!(with_ticket.proxy, ProxySource::Ticket(_)));
     }
 
     #[test]
@@ -598,6 +594,8 @@ mod tests {
         assert!(config.enroll.is_some());
         assert_eq!(config.mission_events, ["door"]);
         assert_eq!(config.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(config.lan_interfaces, ["wlan0"]);
+        assert_eq!(config.test_sensor_root, Some(PathBuf::from("/tmp/fake-pi")));
         // The [mqtt] block, uncommented (without the files it names, which do not exist here).
         let mqtt: String = example
             .lines()
