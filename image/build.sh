@@ -146,7 +146,7 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 rm -rf "$root/var/lib/wtd"
 : >"$root/etc/machine-id"
 rm -f "$root"/etc/ssh/ssh_host_*
-systemctl --root="$root" enable wtd-agent.service wtd-firstboot.service systemd-networkd.service \
+systemctl --root="$root" enable wtd-agent.service wtd-firstboot.service wtd-growroot.service systemd-networkd.service \
     systemd-resolved.service systemd-timesyncd.service getty@tty1.service >/dev/null 2>&1
 # SSH only when wtd.toml gives a key (`wtd firstboot` starts it); the D-Bus flavour of
 # wpa_supplicant is unused (there is no D-Bus): firstboot starts wpa_supplicant@wlan0.

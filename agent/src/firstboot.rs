@@ -72,6 +72,10 @@ pub struct Args {
     /// Check the file once and exit (non-zero if it is wrong); change nothing.
     #[arg(long)]
     pub check: bool,
+    /// Only grow the root partition and filesystem to fill the card, then exit (the
+    /// image's `wtd-growroot.service`; see `growroot`). Does not read the file.
+    #[arg(long, conflicts_with = "check")]
+    pub grow_root: bool,
 }
 
 /// `wtd.toml` as written.
@@ -477,6 +481,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let consoles = consoles(&args.consoles);
+    if args.grow_root {
+        // Never fatal: a card that cannot grow still works, with the image's own room.
+        match crate::growroot::grow_root() {
+            Ok(Some(done)) => tell(&consoles, &format!("wtd: {done}")),
+            Ok(None) => eprintln!("wtd: the root filesystem already fills the card"),
+            Err(e) => tell(
+                &consoles,
+                &format!("wtd: the root filesystem was not grown to fill the card ({e:#}); the Pi works, with the image's own free space"),
+            ),
+        }
+        return Ok(());
+    }
     let mut last: Option<(String, Instant)> = None;
     let config = loop {
         match read(&args.file, &shipped) {

@@ -28,6 +28,7 @@
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
 //! - [`notify`]: `READY=1` and watchdog pings to systemd (`Type=notify`).
 //! - [`firstboot`]: `wtd firstboot`, the image's `wtd.toml` on the boot partition applied.
+//! - [`growroot`]: `wtd firstboot --grow-root`, the image's root partition grown to fill its card.
 //! - [`cli`]: `wtd agent` (arguments, runtime, signals).
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod defaults;
 pub mod events;
 pub mod exec;
 pub mod firstboot;
+pub mod growroot;
 mod lan;
 pub mod link;
 pub mod load;
