@@ -145,6 +145,9 @@ impl Link {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut failures = 0u32;
         let mut refusals = RefusalLog::default();
+        // When each LAN sighting last failed its handshake, so a spoofer that keeps
+        // announcing is logged at warn once per REFUSAL_LOG_EVERY, not on every retry.
+        let mut spoofs: std::collections::HashMap<(ProxyId, SocketAddr), Instant> = Default::default();
         for attempt in 0usize.. {
             let (proxy, addr) = match &mut self.proxy {
                 // With several addresses (LAN and Wi-Fi, say), try each in turn.
@@ -189,11 +192,25 @@ impl Link {
                     log::warn!(agent:% = self.id, peer:% = addr; "lost the proxy: {}; reconnecting", explain(&e))
                 }
                 // Anyone on the LAN can announce any id: say that this one failed to prove it.
-                Err(e) if matches!(self.proxy, ProxyTarget::Lan(_)) => log::warn!(
-                    agent:% = self.id, peer:% = addr, proxy:% = proxy;
-                    "not joining the proxy announced on the LAN as {proxy} at {addr}: {}",
-                    explain(&e)
-                ),
+                Err(e) if matches!(self.proxy, ProxyTarget::Lan(_)) => {
+                    let now = Instant::now();
+                    let quiet = spoofs
+                        .get(&(proxy, addr))
+                        .is_some_and(|at| now.duration_since(*at) < defaults::REFUSAL_LOG_EVERY);
+                    if quiet {
+                        log::debug!(agent:% = self.id, peer:% = addr; "the LAN sighting failed again: {}", explain(&e));
+                    } else {
+                        // Bounded: at most MAX_LAN_PROXIES sightings times their addresses.
+                        spoofs.retain(|_, at| now.duration_since(*at) < defaults::REFUSAL_LOG_EVERY);
+                        spoofs.insert((proxy, addr), now);
+                        log::warn!(
+                            agent:% = self.id, peer:% = addr, proxy:% = proxy;
+                            "not joining the proxy announced on the LAN as {proxy} at {addr}: {} (repeats are logged every {})",
+                            explain(&e),
+                            humantime::format_duration(defaults::REFUSAL_LOG_EVERY)
+                        );
+                    }
+                }
                 Err(e) => log::warn!(agent:% = self.id, peer:% = addr; "{}", explain(&e)),
             }
             let delay = self.backoff.delay(failures, random_unit());
