@@ -15,8 +15,10 @@ need_apt=()
 # runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
 # The Pi image: mmdebstrap (under qemu-user's binfmt), mkfs/mtools/sfdisk/zstd/kmod to build it
 # (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
-# qemu-system-arm to boot it and openssh-client to log in to it (tests/image.rs).
-for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv \
+# qemu-system-arm to boot it and openssh-client to log in to it (tests/image.rs). iproute2's
+# `ip netns` gives tests/lan.rs a network namespace of its own for mDNS, so nothing it
+# announces reaches the real network.
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps iproute2 mosquitto mosquitto-clients python3-venv \
   mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm openssh-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -245,6 +245,8 @@ fn raw_call(l: &Lab, user: &User, agent: &Agent, function: &str) -> Result<wtd_c
             name: agent.name.clone(),
             load: 0.0,
             cpu: 0.0,
+            temperature_c: None,
+            throttled: false,
             idempotent: false,
         };
         let req = wtd_caller::CallRequest::new("side", function, b"{}".to_vec()).unwrap();

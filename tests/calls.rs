@@ -687,3 +687,68 @@ fn a_receipt_call_keeps_a_receipt_that_checks_and_a_tampered_one_does_not() {
     assert!(!out.status.success(), "a tampered receipt checked out");
     assert!(stderr(&out).contains("output"), "{}", stderr(&out));
 }
+
+/// A fake Pi sensor tree for the agent's `test_sensor_root` seam: a CPU thermal zone at
+/// `temp_c` and the firmware's `get_throttled` word, as a Pi 4 has them.
+fn fake_pi(lab: &TestCluster, name: &str, temp_c: f32, throttled: u32) -> String {
+    let root = lab.dir().join("sensors").join(name);
+    let zone = root.join("sys/class/thermal/thermal_zone0");
+    std::fs::create_dir_all(&zone).unwrap();
+    std::fs::write(zone.join("type"), "cpu-thermal\n").unwrap();
+    std::fs::write(zone.join("temp"), format!("{}\n", (temp_c * 1000.0) as i64)).unwrap();
+    let fw = root.join("sys/devices/platform/soc/soc:firmware");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("get_throttled"), format!("{throttled:x}\n")).unwrap();
+    format!("test_sensor_root = \"{}\"", root.display())
+}
+
+#[test]
+fn least_loaded_avoids_throttled_pis_and_coolest_picks_the_coolest() {
+    let l = Lab::new();
+    // pi-hot is the least loaded but throttled now (under-voltage + throttled: 0x50005);
+    // pi-cool is the busiest and coolest, and was throttled once since boot (0x50000),
+    // which does not make it slow today.
+    let hot = fake_pi(&l.lab, "pi-hot", 84.0, 0x50005);
+    let warm = fake_pi(&l.lab, "pi-warm", 61.5, 0);
+    let cool = fake_pi(&l.lab, "pi-cool", 41.0, 0x50000);
+    let _h = l.agent(
+        "pi-hot",
+        &format!("test_pinned_load = 0.1\ntags = [\"hot\"]\n{hot}"),
+        None,
+    );
+    let _w = l.agent("pi-warm", &format!("test_pinned_load = 0.5\n{warm}"), None);
+    let _c = l.agent("pi-cool", &format!("test_pinned_load = 0.9\n{cool}"), None);
+    l.wait_agents(3);
+    l.wait_pinned_loads();
+    wait_for("temperatures reported", LIMIT, || {
+        l.bob.ls().iter().all(|a| a["temperature_c"].as_f64().is_some())
+    });
+    let by_name = |name: &str| l.bob.ls().into_iter().find(|a| a["name"] == name).unwrap();
+    assert_eq!(
+        by_name("pi-hot")["throttled"],
+        0x50005,
+        "the load report carries the bits"
+    );
+    l.grant("demo", &[]);
+    let answered_by = |extra: &[&str]| {
+        let mut args = vec!["demo/echo", "{}", "--json"];
+        args.extend_from_slice(extra);
+        let out = l.call(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["agent"].as_str().unwrap().to_string()
+    };
+    for _ in 0..2 {
+        assert_eq!(answered_by(&[]), "pi-warm", "least loaded among the unthrottled");
+        assert_eq!(answered_by(&["--least-loaded"]), "pi-warm");
+        assert_eq!(answered_by(&["--coolest"]), "pi-cool");
+    }
+    // When only a throttled Pi can serve, it serves: slow beats nothing.
+    assert_eq!(answered_by(&["--tag", "hot"]), "pi-hot");
+    assert_eq!(answered_by(&["--tag", "hot", "--coolest"]), "pi-hot");
+    // Naming it still reaches it.
+    assert_eq!(answered_by(&["--agent", "pi-hot"]), "pi-hot");
+    // --coolest is one selector among the others: two at once is a usage error.
+    let out = l.call(&["demo/echo", "{}", "--coolest", "--random"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -31,15 +31,16 @@ use wtd_wire::{Advert, PROTOCOL_VERSION};
 use crate::advert;
 use crate::backoff::Backoff;
 use crate::calls::CallService;
-use crate::config::{AgentConfig, ConfigError};
+use crate::config::{AgentConfig, ConfigError, ProxySource};
 use crate::defaults;
 use crate::events::MissionEvents;
-use crate::link::Link;
+use crate::lan::LanFinder;
+use crate::link::{Link, ProxyTarget};
 use crate::load::{poll_sensors, LoadSampler};
 use crate::missions::Catalogue;
 use crate::mqtt::Direct;
 use crate::owner_logs::{LogsHandle, OpenLogsError, OwnerLogs};
-use crate::sensors::{self, PiSensors, SensorPaths};
+use crate::sensors::{self, PiSensors};
 
 /// The agent could not start. Each variant says what to fix; once started, the agent
 /// does not stop on errors.
@@ -68,6 +69,9 @@ pub enum AgentError {
     /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
     #[error("the agent's MQTT publisher: {0}")]
     Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
+    /// `proxy` is to be found on the LAN, but mDNS could not start (the message says why).
+    #[error("cannot look for the proxy on the LAN: {0}; or set `proxy` to a join ticket")]
+    Lan(#[from] wtd_transport::lan::LanError),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -95,7 +99,7 @@ impl Agent {
         }
         let logs = OwnerLogs::open(&config.logs_dir(), &config.owners, &SealKey::derive(&secret))?;
         let catalogue = Catalogue::load(&config.missions_dir);
-        let pi = sensors::read(&SensorPaths::system());
+        let pi = sensors::read(&config.sensor_paths());
         let advert = advert::build(&config, &id, &catalogue, pi.model.clone());
         if let Some(t) = &config.enroll {
             log::info!(
@@ -148,7 +152,26 @@ impl Agent {
     /// Everything runs inside this one future: the link and the sensor poller are joined,
     /// not spawned, so nothing the agent started can outlive this call.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
-        let client = Client::bind(&self.secret, bind_addr(&self.config.proxy.addrs))?;
+        let (target, bind) = match &self.config.proxy {
+            ProxySource::Ticket(info) => {
+                if !self.config.lan_interfaces.is_empty() {
+                    log::info!(agent:% = self.id; "`lan_interfaces` is unused: `proxy` is a join ticket");
+                }
+                (ProxyTarget::Ticket(info.clone()), bind_addr(&info.addrs))
+            }
+            // LAN announcements are read for their IPv4 addresses only (see wtd_transport::lan).
+            ProxySource::Lan(policy) => {
+                log::info!(
+                    agent:% = self.id;
+                    "no join ticket: looking for {} on the LAN (mDNS {})",
+                    self.config.proxy,
+                    wtd_transport::lan::SERVICE_TYPE
+                );
+                let finder = LanFinder::start(*policy, &self.config.lan_interfaces)?;
+                (ProxyTarget::Lan(finder), (Ipv4Addr::UNSPECIFIED, 0).into())
+            }
+        };
+        let client = Client::bind(&self.secret, bind)?;
         // Probe (and log, once) how this machine contains calls, before the first call.
         crate::sandbox::Sandbox::global();
         let (latest, sensors) = watch::channel(self.pi);
@@ -201,7 +224,7 @@ impl Agent {
             calls: calls.clone(),
             id: self.id,
             client,
-            proxy: self.config.proxy.clone(),
+            proxy: target,
             advert: self.advert,
             logs: self.logs,
             sampler: LoadSampler::new(self.config.test_pinned_load),
@@ -213,7 +236,7 @@ impl Agent {
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(
-            SensorPaths::system(),
+            self.config.sensor_paths(),
             defaults::SENSOR_INTERVAL,
             latest,
             shutdown.clone(),

@@ -120,7 +120,7 @@ impl StopSignals {
 fn check(config: &AgentConfig) -> anyhow::Result<()> {
     let catalogue = Catalogue::load(&config.missions_dir);
     println!("name:      {}", config.name);
-    println!("proxy:     {} at {:?}", config.proxy.id, config.proxy.addrs);
+    println!("proxy:     {}", config.proxy);
     for owner in &config.owners {
         println!("owner:     {owner}");
     }

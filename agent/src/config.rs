@@ -22,10 +22,12 @@ use serde::Deserialize;
 use wtd_keys::enroll::TokenError;
 use wtd_keys::names::NameError;
 use wtd_keys::ticket::TicketError;
-use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyInfo, Ticket};
+use wtd_keys::{EnrollmentToken, KeyError, MissionName, OwnerKey, ProxyId, ProxyInfo, Ticket};
+use wtd_transport::lan::{LanPolicy, ANY_ON_LAN};
 use wtd_wire::defaults::{MAX_OWNERS, MAX_TAGS};
 
 use crate::defaults;
+use crate::sensors::SensorPaths;
 
 /// The longest agent name, in bytes (what the proxy accepts in an advert).
 pub const MAX_NAME_LEN: usize = 64;
@@ -51,8 +53,9 @@ pub struct AgentConfig {
     pub name: String,
     /// Where the identity key and the owners' logs are kept. Default `/var/lib/wtd`.
     pub state_dir: PathBuf,
-    /// The proxy to connect to: its pinned key and addresses, from the join ticket.
-    pub proxy: ProxyInfo,
+    /// The proxy to connect to: from a join ticket (its pinned key and addresses), or found
+    /// on the LAN (`proxy = "<proxy id>"` or `"any-on-lan"`).
+    pub proxy: ProxySource,
     /// The keys whose grants and revocations this agent obeys (1 to 8).
     pub owners: Vec<OwnerKey>,
     /// Where mission files (`*.toml`) are read from. Default `/etc/wtd/missions`.
@@ -65,6 +68,11 @@ pub struct AgentConfig {
     /// whatever the machine's real load, so a test can decide which agent looks least
     /// loaded. Never set it on a real agent: callers would be routed on a made-up load.
     pub test_pinned_load: Option<f32>,
+    /// TEST ONLY: read the Pi's sensor files (temperature, `get_throttled`, model) under
+    /// this directory instead of `/`, and never run `vcgencmd`, so a test on a laptop can
+    /// play a hot or throttled Pi. Never set it on a real agent: callers would avoid or
+    /// prefer it on made-up readings.
+    pub test_sensor_root: Option<PathBuf>,
     /// A one-time enrollment token from the owner (`wtd enroll new`), so she can adopt this
     /// agent with `wtd adopt --pending` without knowing its key. A secret: the agent shows
     /// only a proof made with it, and never logs it.
@@ -77,6 +85,35 @@ pub struct AgentConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Serve this agent's Prometheus metrics here (`metrics = "127.0.0.1:9465"`). Default off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Look for the proxy on these network interfaces only (`lan_interfaces = ["wlan0"]`),
+    /// when `proxy` is found on the LAN (unused with a ticket). Default every interface.
+    pub lan_interfaces: Vec<String>,
+}
+
+/// Where the agent's proxy comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySource {
+    /// A join ticket: the proxy's key and addresses, pinned.
+    Ticket(ProxyInfo),
+    /// Found on the LAN by mDNS, and joined only if the policy allows its id (which the
+    /// handshake then proves, so an impostor announcing the same id is refused).
+    Lan(LanPolicy),
+}
+
+impl From<ProxyInfo> for ProxySource {
+    fn from(info: ProxyInfo) -> Self {
+        ProxySource::Ticket(info)
+    }
+}
+
+impl fmt::Display for ProxySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxySource::Ticket(info) => write!(f, "{} at {:?}", info.id, info.addrs),
+            ProxySource::Lan(LanPolicy::Only(id)) => write!(f, "{id}, found on the LAN"),
+            ProxySource::Lan(LanPolicy::AnyOnLan) => write!(f, "any proxy found on the LAN"),
+        }
+    }
 }
 
 impl fmt::Debug for AgentConfig {
@@ -85,10 +122,7 @@ impl fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("name", &self.name)
             .field("state_dir", &self.state_dir)
-            .field(
-                "proxy",
-                &format_args!("{} at {:?}", self.proxy.id, self.proxy.addrs),
-            )
+            .field("proxy", &format_args!("{}", self.proxy))
             .field(
                 "owners",
                 &self.owners.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
@@ -97,12 +131,14 @@ impl fmt::Debug for AgentConfig {
             .field("tags", &self.tags)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("test_pinned_load", &self.test_pinned_load)
+            .field("test_sensor_root", &self.test_sensor_root)
             // The token's Debug names its public id only.
             .field("enroll", &self.enroll)
             .field("mission_events", &self.mission_events)
             // MqttConfig's Debug never shows the password.
             .field("mqtt", &self.mqtt)
             .field("metrics", &self.metrics)
+            .field("lan_interfaces", &self.lan_interfaces)
             .finish()
     }
 }
@@ -120,10 +156,12 @@ struct ConfigFile {
     tags: Option<Vec<String>>,
     heartbeat_interval: Option<String>,
     test_pinned_load: Option<f32>,
+    test_sensor_root: Option<PathBuf>,
     enroll: Option<String>,
     mission_events: Option<Vec<String>>,
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     metrics: Option<std::net::SocketAddr>,
+    lan_interfaces: Option<Vec<String>>,
 }
 
 /// What is wrong with a configuration's content.
@@ -135,12 +173,23 @@ pub enum ConfigError {
     Toml(#[from] toml::de::Error),
     /// No `proxy` key: the agent would not know where to connect.
     #[error(
-        "`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`)"
+        "`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`), to the proxy's id (`wtd1...`) to find it on the LAN, or to \"any-on-lan\""
     )]
     NoProxy,
     /// The `proxy` ticket does not decode.
     #[error("`proxy` is not a usable ticket: {0}")]
     BadTicket(#[source] TicketError),
+    /// `proxy` looks like an id (`wtd1...`) but is not a valid one.
+    #[error(
+        "`proxy` is not a valid proxy id ({0}); copy the id `wtd proxy` prints again, or use its join ticket"
+    )]
+    BadProxyId(#[source] KeyError),
+    /// `proxy` is neither a ticket, an id, nor `any-on-lan`.
+    #[error(
+        "`proxy` must be a join ticket (`wtdt1...`), a proxy id (`wtd1...`) or \"any-on-lan\"; got `{0}`"
+    )]
+    BadProxy(String),
+
     /// The ticket decodes but names no proxy (it is a grant ticket, for a person).
     #[error("the `proxy` ticket names no proxy (it may be a grant ticket meant for a person); use the join ticket printed by `wtd proxy`")]
     TicketWithoutProxy,
@@ -209,6 +258,26 @@ pub enum ConfigError {
     BadPinnedLoad(f32),
 }
 
+/// The `proxy` key: a join ticket, a proxy id to find on the LAN, or `any-on-lan`.
+fn parse_proxy(text: &str) -> Result<ProxySource, ConfigError> {
+    let text = text.trim();
+    if text == ANY_ON_LAN {
+        return Ok(ProxySource::Lan(LanPolicy::AnyOnLan));
+    }
+    if text.starts_with(wtd_keys::ticket::PREFIX) {
+        let info = Ticket::from_text(text)
+            .map_err(ConfigError::BadTicket)?
+            .proxy
+            .ok_or(ConfigError::TicketWithoutProxy)?;
+        return Ok(ProxySource::Ticket(info));
+    }
+    if text.starts_with(wtd_keys::identity::PUBLIC_PREFIX) {
+        let id = text.parse::<ProxyId>().map_err(ConfigError::BadProxyId)?;
+        return Ok(ProxySource::Lan(LanPolicy::Only(id)));
+    }
+    Err(ConfigError::BadProxy(text.chars().take(40).collect()))
+}
+
 /// Reading the configuration file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadConfigError {
@@ -235,31 +304,29 @@ pub enum LoadConfigError {
 impl AgentConfig {
     /// A configuration with every default: named after the hostname, state in
     /// `/var/lib/wtd`, missions from `/etc/wtd/missions`, a 1 s heartbeat, no tags.
-    pub fn new(proxy: ProxyInfo, owners: Vec<OwnerKey>) -> Self {
+    pub fn new(proxy: impl Into<ProxySource>, owners: Vec<OwnerKey>) -> Self {
         AgentConfig {
             name: default_name(),
             state_dir: PathBuf::from(defaults::STATE_DIR),
-            proxy,
+            proxy: proxy.into(),
             owners,
             missions_dir: PathBuf::from(defaults::MISSIONS_DIR),
             tags: Vec::new(),
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             test_pinned_load: None,
+            test_sensor_root: None,
             enroll: None,
             mission_events: Vec::new(),
             mqtt: None,
             metrics: None,
+            lan_interfaces: Vec::new(),
         }
     }
 
     /// Parses and checks a configuration.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text)?;
-        let ticket = file.proxy.ok_or(ConfigError::NoProxy)?;
-        let proxy = Ticket::from_text(&ticket)
-            .map_err(ConfigError::BadTicket)?
-            .proxy
-            .ok_or(ConfigError::TicketWithoutProxy)?;
+        let proxy = parse_proxy(&file.proxy.ok_or(ConfigError::NoProxy)?)?;
         let owners = file
             .owners
             .unwrap_or_default()
@@ -289,6 +356,8 @@ impl AgentConfig {
                 .map_err(|source| ConfigError::BadDuration { text, source })?;
         }
         config.test_pinned_load = file.test_pinned_load;
+        config.test_sensor_root = file.test_sensor_root;
+        config.lan_interfaces = file.lan_interfaces.unwrap_or_default();
         if let Some(text) = file.enroll {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
@@ -333,7 +402,7 @@ impl AgentConfig {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN || self.name.chars().any(char::is_control) {
             return Err(ConfigError::BadName(self.name.clone()));
         }
-        if self.proxy.addrs.is_empty() {
+        if matches!(&self.proxy, ProxySource::Ticket(info) if info.addrs.is_empty()) {
             return Err(ConfigError::NoProxyAddress);
         }
         if self.owners.is_empty() {
@@ -373,6 +442,14 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where the Pi sensors are read: the real machine, or the test seam's fake tree.
+    pub fn sensor_paths(&self) -> SensorPaths {
+        match &self.test_sensor_root {
+            Some(root) => SensorPaths::under(root),
+            None => SensorPaths::system(),
+        }
     }
 
     /// Where the agent's secret key lives: `<state_dir>/identity.key`.
@@ -422,9 +499,42 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_may_be_found_on_the_lan_by_id_or_any() {
+        let owners = format!("owners = [\"{}\"]\n", alice());
+        let id = ticket().0.id;
+        let by_id = AgentConfig::from_toml(&format!("proxy = \"{id}\"\n{owners}")).unwrap();
+        assert_eq!(by_id.proxy, ProxySource::Lan(LanPolicy::Only(id)));
+        let any = AgentConfig::from_toml(&format!(
+            "proxy = \"any-on-lan\"\nlan_interfaces = [\"wlan0\"]\n{owners}"
+        ))
+        .unwrap();
+        assert_eq!(any.proxy, ProxySource::Lan(LanPolicy::AnyOnLan));
+        assert_eq!(any.lan_interfaces, ["wlan0"]);
+        // Each wrong spelling says what a right one looks like.
+        let text = id.to_string();
+        let typo = format!(
+            "{}{}",
+            &text[..text.len() - 1],
+            if text.ends_with('a') { 'b' } else { 'a' }
+        );
+        let err = AgentConfig::from_toml(&format!("proxy = \"{typo}\"\n{owners}")).unwrap_err();
+        assert!(matches!(err, ConfigError::BadProxyId(_)), "{err}");
+        let err = AgentConfig::from_toml(&format!("proxy = \"any\"\n{owners}")).unwrap_err();
+        assert!(err.to_string().contains("any-on-lan"), "{err}");
+        // With a ticket the LAN is never searched: the key is kept (so switching `proxy`
+        // back and forth needs no other edit) and the agent says at start it is unused.
+        let with_ticket = AgentConfig::from_toml(&format!(
+            "proxy = \"{}\"\nlan_interfaces = [\"wlan0\"]\n{owners}",
+            ticket().1
+        ))
+        .unwrap();
+        assert!(matches!(with_ticket.proxy, ProxySource::Ticket(_)));
+    }
+
+    #[test]
     fn a_minimal_file_gets_every_default() {
         let config = AgentConfig::from_toml(&minimal()).unwrap();
-        assert_eq!(config.proxy, ticket().0);
+        assert_eq!(config.proxy, ProxySource::Ticket(ticket().0));
         assert_eq!(config.owners, vec![alice()]);
         assert_eq!(config.state_dir, Path::new("/var/lib/wtd"));
         assert_eq!(config.missions_dir, Path::new("/etc/wtd/missions"));
@@ -484,6 +594,8 @@ mod tests {
         assert!(config.enroll.is_some());
         assert_eq!(config.mission_events, ["door"]);
         assert_eq!(config.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(config.lan_interfaces, ["wlan0"]);
+        assert_eq!(config.test_sensor_root, Some(PathBuf::from("/tmp/fake-pi")));
         // The [mqtt] block, uncommented (without the files it names, which do not exist here).
         let mqtt: String = example
             .lines()
@@ -582,10 +694,10 @@ mod tests {
             Err(ConfigError::BadTicket(_))
         ));
         let not_a_ticket = format!("proxy = \"192.168.1.10:7788\"\n{owners}");
-        assert!(matches!(
-            AgentConfig::from_toml(&not_a_ticket),
-            Err(ConfigError::BadTicket(TicketError::BadPrefix))
-        ));
+        // An address is not enough: the key to pin comes from a ticket (or the LAN).
+        let err = AgentConfig::from_toml(&not_a_ticket).unwrap_err();
+        assert!(matches!(err, ConfigError::BadProxy(_)), "{err}");
+        assert!(err.to_string().contains("join ticket"), "{err}");
         let empty_ticket = Ticket::default().to_text();
         let no_proxy = format!("proxy = \"{empty_ticket}\"\n{owners}");
         assert!(matches!(

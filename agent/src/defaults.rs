@@ -215,3 +215,8 @@ pub const MISSION_EVENTS_BURST: u32 = 50;
 /// Mission events waiting for the proxy or the broker (while either is away, the newest
 /// are dropped once it is full). 64 of at most 1 KiB each.
 pub const MISSION_EVENT_QUEUE: usize = 64;
+
+/// How often an agent looking for its proxy on the LAN (and finding none it may join) says
+/// so in its log. Often enough that someone watching `journalctl -f` sees it within a
+/// lesson's minute; rarely enough not to fill a small SD card's journal.
+pub const LAN_STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);

@@ -140,7 +140,7 @@ impl BootConfig {
         let hostname = file.hostname.unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
         check_hostname(&hostname)?;
         let proxy = file.proxy.ok_or_else(|| {
-            anyhow::anyhow!("`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`)")
+            anyhow::anyhow!("`proxy` is missing: set it to the join ticket printed by `wtd proxy` (a line starting with `wtdt1`), the proxy's id to find it on the LAN, or \"any-on-lan\"")
         })?;
         let owners = file.owners.unwrap_or_default();
         let tags = file.tags.unwrap_or_default();

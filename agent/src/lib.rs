@@ -22,6 +22,7 @@
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
+//! - `lan`: finding the proxy on the LAN by mDNS when there is no ticket (`proxy = "<id>"`).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -42,6 +43,7 @@ pub mod events;
 pub mod exec;
 pub mod firstboot;
 pub mod growroot;
+mod lan;
 pub mod link;
 pub mod load;
 pub mod logging;

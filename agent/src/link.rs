@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use wtd_keys::{AgentId, ProxyInfo};
+use wtd_keys::{AgentId, ProxyId, ProxyInfo};
 use wtd_transport::{
     read_frame, write_frame, Client, ConnectError, Connection, FrameError, RecvStream, SendStream,
     WriteFrameError,
@@ -41,6 +41,7 @@ use wtd_wire::{
 use crate::backoff::{random_unit, Backoff};
 use crate::calls::CallService;
 use crate::defaults;
+use crate::lan::LanFinder;
 use crate::load::LoadSampler;
 use crate::owner_logs::{ApplyError, OwnerLogs};
 use crate::sensors::PiSensors;
@@ -111,7 +112,8 @@ pub(crate) struct Link {
     pub id: AgentId,
     /// The QUIC endpoint, bound once; every session's connection comes from it.
     pub client: Client,
-    pub proxy: ProxyInfo,
+    /// Where the proxy is: a ticket's, or found on the LAN for each connection.
+    pub proxy: ProxyTarget,
     pub advert: Advert,
     pub logs: OwnerLogs,
     pub sampler: LoadSampler,
@@ -128,18 +130,35 @@ pub(crate) struct Link {
     pub version: u16,
 }
 
+/// The proxy a link connects to.
+#[derive(Debug)]
+pub(crate) enum ProxyTarget {
+    /// From a join ticket: this id, at these addresses in turn.
+    Ticket(ProxyInfo),
+    /// Found on the LAN: each attempt takes the next allowed announcement.
+    Lan(LanFinder),
+}
+
 impl Link {
     /// Keeps a session with the proxy going until `shutdown`, reconnecting with backoff.
     /// Returns once the last session has said goodbye and the close has gone out.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut failures = 0u32;
         let mut refusals = RefusalLog::default();
-        let addrs = self.proxy.addrs.clone();
+        // When each LAN sighting last failed its handshake, so a spoofer that keeps
+        // announcing is logged at warn once per REFUSAL_LOG_EVERY, not on every retry.
+        let mut spoofs: std::collections::HashMap<(ProxyId, SocketAddr), Instant> = Default::default();
         for attempt in 0usize.. {
-            // With several addresses (LAN and Wi-Fi, say), try each in turn.
-            let addr = addrs[attempt % addrs.len()];
+            let (proxy, addr) = match &mut self.proxy {
+                // With several addresses (LAN and Wi-Fi, say), try each in turn.
+                ProxyTarget::Ticket(info) => (info.id, info.addrs[attempt % info.addrs.len()]),
+                ProxyTarget::Lan(finder) => match finder.next(self.id, &shutdown).await {
+                    Some((info, addr)) => (info.id, addr),
+                    None => break,
+                },
+            };
             let mut welcomed_at = None;
-            let outcome = self.session(addr, &mut welcomed_at, &shutdown).await;
+            let outcome = self.session(proxy, addr, &mut welcomed_at, &shutdown).await;
             // A session that was healthy for a while resets the backoff: a proxy restart
             // after a day of uptime should be retried at once, a flapping one should not.
             if welcomed_at.is_some_and(|at: Instant| at.elapsed() >= self.backoff.cap) {
@@ -172,6 +191,26 @@ impl Link {
                 Err(e) if welcomed_at.is_some() => {
                     log::warn!(agent:% = self.id, peer:% = addr; "lost the proxy: {}; reconnecting", explain(&e))
                 }
+                // Anyone on the LAN can announce any id: say that this one failed to prove it.
+                Err(e) if matches!(self.proxy, ProxyTarget::Lan(_)) => {
+                    let now = Instant::now();
+                    let quiet = spoofs
+                        .get(&(proxy, addr))
+                        .is_some_and(|at| now.duration_since(*at) < defaults::REFUSAL_LOG_EVERY);
+                    if quiet {
+                        log::debug!(agent:% = self.id, peer:% = addr; "the LAN sighting failed again: {}", explain(&e));
+                    } else {
+                        // Bounded: at most MAX_LAN_PROXIES sightings times their addresses.
+                        spoofs.retain(|_, at| now.duration_since(*at) < defaults::REFUSAL_LOG_EVERY);
+                        spoofs.insert((proxy, addr), now);
+                        log::warn!(
+                            agent:% = self.id, peer:% = addr, proxy:% = proxy;
+                            "not joining the proxy announced on the LAN as {proxy} at {addr}: {} (repeats are logged every {})",
+                            explain(&e),
+                            humantime::format_duration(defaults::REFUSAL_LOG_EVERY)
+                        );
+                    }
+                }
                 Err(e) => log::warn!(agent:% = self.id, peer:% = addr; "{}", explain(&e)),
             }
             let delay = self.backoff.delay(failures, random_unit());
@@ -190,6 +229,7 @@ impl Link {
     /// One connection, from connect to its end. `Ok` means shutdown was requested.
     async fn session(
         &mut self,
+        proxy: ProxyId,
         addr: SocketAddr,
         welcomed_at: &mut Option<Instant>,
         shutdown: &CancellationToken,
@@ -197,9 +237,11 @@ impl Link {
         log::debug!(agent:% = self.id, peer:% = addr; "connecting to the proxy");
         let connection = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Stopped::Abruptly),
-            connection = self.client.connect(addr, *self.proxy.id.key()) => connection?,
+            connection = self.client.connect(addr, *proxy.key()) => connection?,
         };
-        let result = self.converse(&connection, addr, welcomed_at, shutdown).await;
+        let result = self
+            .converse(&connection, proxy, addr, welcomed_at, shutdown)
+            .await;
         match &result {
             Ok(Stopped::Gracefully) => {
                 // The proxy closes the connection once it has read our `Leaving`; closing
@@ -218,6 +260,7 @@ impl Link {
     async fn converse(
         &mut self,
         connection: &Connection,
+        proxy: ProxyId,
         addr: SocketAddr,
         welcomed_at: &mut Option<Instant>,
         shutdown: &CancellationToken,
@@ -243,7 +286,7 @@ impl Link {
             ToAgent::Welcome { proxy_software } => {
                 *welcomed_at = Some(Instant::now());
                 log::info!(
-                    agent:% = self.id, peer:% = addr, proxy:% = self.proxy.id;
+                    agent:% = self.id, peer:% = addr, proxy:% = proxy;
                     "connected to the proxy ({proxy_software}) as {}", self.advert.name
                 );
             }

@@ -14,16 +14,26 @@ use wtd_keys::{
 };
 use wtd_wire::AgentInfo;
 
-/// How to pick among candidates (Nanite's selectors).
+/// How to pick among candidates (Nanite's selectors, plus one for hot Pis).
+///
+/// A Pi that reports it is throttled *now* (too hot, or a weak power supply; the low bits
+/// of its `get_throttled` word) runs everything slower. `LeastLoaded` and `Coolest` put
+/// such agents after every unthrottled one: they are used only when no unthrottled agent
+/// can serve (or as the last retries). Random, round-robin and all ignore temperature, as
+/// asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selector {
-    /// Lowest reported load first (the default).
+    /// Lowest reported load first (the default), throttled agents last.
     LeastLoaded,
     Random,
     /// The next agent after the one used last time.
     RoundRobin,
     /// Every candidate, results gathered.
     All,
+    /// Lowest reported temperature first, throttled agents last. Agents that report no
+    /// temperature (laptops, VMs) come after those that do: nothing says they are cool.
+    /// Ties go to the less loaded.
+    Coolest,
 }
 
 /// Narrowing the candidates down.
@@ -42,6 +52,10 @@ pub struct Candidate {
     pub name: String,
     pub load: f32,
     pub cpu: f32,
+    /// Its SoC temperature, if it reports one (a Pi does).
+    pub temperature_c: Option<f32>,
+    /// Slowed down right now by heat or power ([`wtd_wire::Load::throttled_now`]).
+    pub throttled: bool,
     /// Safe to retry elsewhere if this agent vanishes mid-call.
     pub idempotent: bool,
 }
@@ -141,6 +155,9 @@ pub fn candidates(
             name: a.advert.name.clone(),
             load: a.load.load1,
             cpu: a.load.cpu_percent,
+            // A NaN or absurd reading is no reading: it must not sort first.
+            temperature_c: a.load.temperature_c.filter(|t| t.is_finite()),
+            throttled: a.load.throttled_now(),
             idempotent,
         })
         .collect();
@@ -177,7 +194,24 @@ pub fn order(mut cands: Vec<Candidate>, selector: Selector, turn: u64, random: u
     }
     match selector {
         Selector::LeastLoaded => {
-            cands.sort_by(|a, b| a.load.total_cmp(&b.load).then(a.cpu.total_cmp(&b.cpu)));
+            cands.sort_by(|a, b| {
+                a.throttled
+                    .cmp(&b.throttled)
+                    .then(a.load.total_cmp(&b.load))
+                    .then(a.cpu.total_cmp(&b.cpu))
+            });
+        }
+        Selector::Coolest => {
+            // `None` sorts after every reading: (false, t) < (true, _).
+            let temp = |c: &Candidate| (c.temperature_c.is_none(), c.temperature_c.unwrap_or(0.0));
+            cands.sort_by(|a, b| {
+                let (ta, tb) = (temp(a), temp(b));
+                a.throttled
+                    .cmp(&b.throttled)
+                    .then(ta.0.cmp(&tb.0))
+                    .then(ta.1.total_cmp(&tb.1))
+                    .then(a.load.total_cmp(&b.load))
+            });
         }
         Selector::RoundRobin => cands.rotate_left((turn % n as u64) as usize),
         Selector::Random => {
@@ -396,6 +430,8 @@ mod tests {
             name: format!("pi-{n}"),
             load,
             cpu: 0.0,
+            temperature_c: None,
+            throttled: false,
             idempotent: true,
         };
         let all = vec![c(1, 0.7), c(2, 0.2), c(3, 0.5)];
@@ -423,5 +459,85 @@ mod tests {
         }
         assert_eq!(seen.len(), 3, "random picks each agent first sometimes");
         assert_eq!(order(all, Selector::All, 0, 0).len(), 3);
+    }
+
+    fn hot(n: u8, load: f32, temp: Option<f32>, throttled: bool) -> Candidate {
+        Candidate {
+            id: AgentId(key(100 + n)),
+            name: format!("pi-{n}"),
+            load,
+            cpu: 0.0,
+            temperature_c: temp,
+            throttled,
+            idempotent: true,
+        }
+    }
+
+    #[test]
+    fn least_loaded_skips_throttled_agents_while_others_can_serve() {
+        // pi-1 is idle but throttled; pi-2 and pi-3 are busier but run at full speed.
+        let all = vec![
+            hot(1, 0.1, Some(85.0), true),
+            hot(2, 0.8, Some(50.0), false),
+            hot(3, 0.4, None, false),
+        ];
+        assert_eq!(
+            names(&order(all.clone(), Selector::LeastLoaded, 0, 0)),
+            ["pi-3", "pi-2", "pi-1"],
+            "the throttled one only as the last resort"
+        );
+        // Only throttled agents: still served, least loaded first.
+        let only_hot = vec![hot(1, 0.9, Some(85.0), true), hot(2, 0.2, Some(86.0), true)];
+        assert_eq!(
+            names(&order(only_hot, Selector::LeastLoaded, 0, 0)),
+            ["pi-2", "pi-1"]
+        );
+        // Random, round-robin and all do not look at temperature.
+        assert_eq!(
+            names(&order(all.clone(), Selector::RoundRobin, 0, 0)),
+            ["pi-1", "pi-2", "pi-3"]
+        );
+        assert_eq!(order(all, Selector::All, 0, 0).len(), 3);
+    }
+
+    #[test]
+    fn coolest_orders_by_temperature_throttled_and_unknown_last() {
+        let all = vec![
+            hot(1, 0.1, Some(70.0), false),
+            hot(2, 0.9, Some(45.5), false),
+            hot(3, 0.0, Some(30.0), true),
+            hot(4, 0.0, None, false),
+            hot(5, 0.5, Some(45.5), false),
+        ];
+        assert_eq!(
+            names(&order(all, Selector::Coolest, 0, 0)),
+            // 45.5 twice: the less loaded first. No reading after every reading; a throttled
+            // Pi after all (it is slow now, however cool its sensor says it is).
+            ["pi-5", "pi-2", "pi-1", "pi-4", "pi-3"]
+        );
+    }
+
+    #[test]
+    fn candidates_carry_temperature_and_throttling_from_the_load_report() {
+        let mut a = agent(1, 1, 0.2, &[], true);
+        a.load.temperature_c = Some(81.0);
+        a.load.throttled = Some(0x50005); // under-voltage and throttled now
+        let mut b = agent(2, 1, 0.3, &[], true);
+        b.load.temperature_c = Some(f32::NAN);
+        b.load.throttled = Some(0x50000); // only "has happened since boot": fine now
+        let me = UserKey(key(50));
+        let g = grant(1, 50, Audience::AllAgents);
+        let book = book(1, &[1, 2]);
+        let (m, f) = ("demo".parse().unwrap(), "echo".parse().unwrap());
+        let c = candidates(&[a, b], &me, &[&g], &book, &m, &f, &Filter::default()).unwrap();
+        let c1 = c.iter().find(|c| c.name == "pi-1").unwrap();
+        let c2 = c.iter().find(|c| c.name == "pi-2").unwrap();
+        assert_eq!((c1.temperature_c, c1.throttled), (Some(81.0), true));
+        assert_eq!(
+            (c2.temperature_c, c2.throttled),
+            (None, false),
+            "NaN is no reading"
+        );
+        assert_eq!(names(&order(c, Selector::LeastLoaded, 0, 0)), ["pi-2", "pi-1"]);
     }
 }

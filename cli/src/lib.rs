@@ -10,18 +10,24 @@
 //! - [`adoptions`]: which agents each owner adopted, from logs verified here.
 //! - [`cmd`]: one module per subcommand.
 //! - [`context`]: the user's home, identity, keyring and owner log, loaded on demand.
+//! - [`defaults`]: the CLI's numbers, each with its reason.
 //! - [`exit`]: exit codes, for scripts.
+//! - [`lessons`]: which grants each lesson label stands for (`wtd revoke --label`).
 //! - [`parse`]: parsing of rates, durations and agent lists.
 //! - [`proxy`]: the joined proxy: where it is, and one request at a time.
+//! - [`roster`]: a class roster (`name id` per line), checked all or nothing.
 //! - [`show`]: how grants and their status are printed.
 #![forbid(unsafe_code)]
 
 pub mod adoptions;
 pub mod cmd;
 pub mod context;
+pub mod defaults;
 pub mod exit;
+pub mod lessons;
 pub mod parse;
 pub mod proxy;
+pub mod roster;
 pub mod show;
 
 use clap::Subcommand;

@@ -100,9 +100,21 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     });
     let mut frames = Vec::new();
     wtd_wire::encode_frame_into(&hello, &mut frames);
+    // A lesson's end: one set revocation of three grants (revocation target 4).
+    let owner = owner_secret();
+    let lesson = Revocation {
+        issuer: OwnerKey(owner.public()),
+        target: Target::Grants {
+            label: "roster-2026-12-03".into(),
+            grants: vec![GrantId([1; 16]), GrantId([2; 16]), GrantId([3; 16])],
+        },
+        issued_at: Timestamp(6_000),
+    }
+    .sign(&owner);
     vec![
         ("open_owner_log", "three-entries", owner_log_file()),
         ("decode_grant", "grant", g.bytes().to_vec()),
+        ("decode_revocation", "lesson-set", lesson.bytes().to_vec()),
         ("decode_advert", "advert", encode(&advert())),
         ("decode_frames", "agent-hello", frames),
     ]

@@ -73,3 +73,12 @@ pub const MAX_ENROLL_TTL_MS: u64 = 120 * 24 * 3600 * 1000;
 /// decompression, about 8 µs on a laptop. 64 keys is a classroom's owners and agents;
 /// 64 x 32 bytes is the whole cost, and a scan of it is far cheaper than one check.
 pub const KEY_MEMO: usize = 64;
+
+/// Grants one set revocation may end (`wtd revoke --class`): a lesson's, one per student.
+/// 512 ids are 8 KiB, half of [`MAX_RECORD_LEN`], leaving room for the rest of the record
+/// and the log entry around it; a class is 30, a school's whole year fits.
+pub const MAX_REVOKED_SET: usize = 512;
+
+/// Longest lesson label (`wtd grant --class ... --label`), in bytes: a name people read
+/// in `wtd grants`, like `roster-2026-12-03` or `year 9, lesson 3`.
+pub const MAX_LABEL_LEN: usize = 64;

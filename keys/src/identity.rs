@@ -165,6 +165,19 @@ impl PublicId {
         format!("{}-{}-{}-{}", &hex[0..4], &hex[4..8], &hex[8..12], &hex[12..16])
     }
 
+    /// The text form of any 32 bytes, even bytes [`PublicId::from_bytes`] refuses (a weak
+    /// key): for tests and fixtures that check such text is refused with the right reason.
+    /// Never a way to get a `PublicId`: parsing the text checks the key like any other.
+    pub fn text_of_any_bytes(bytes: &[u8; 32]) -> String {
+        let mut raw = [0u8; 35];
+        raw[..32].copy_from_slice(bytes);
+        raw[32..].copy_from_slice(&Self::checksum(bytes));
+        format!(
+            "{PUBLIC_PREFIX}{}",
+            BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
+        )
+    }
+
     fn checksum(bytes: &[u8; 32]) -> [u8; 3] {
         let h = Sha256::new_with_prefix(b"wtd id checksum\0")
             .chain_update(bytes)

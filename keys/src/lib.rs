@@ -8,6 +8,7 @@
 //! - [`defaults`]: every limit and duration, each with its reason.
 //! - [`identity`]: ed25519 keys, their text form (`wtd1...`), domain-separated signing.
 //! - [`names`]: canonical mission and function names.
+//! - [`paste`]: finding the one id in pasted text (a QR code, a sheet, `wtd id` output).
 //! - [`time`]: timestamps and the persisted time floor.
 //! - [`encoding`]: the one canonical binary encoding of every signed record.
 //! - [`record`]: the signature envelope shared by every record type.
@@ -32,6 +33,7 @@ pub mod grant;
 pub mod identity;
 pub mod log;
 pub mod names;
+pub mod paste;
 pub mod record;
 pub mod revocation;
 pub mod seal;

@@ -938,3 +938,72 @@ fn limits_rank_above_every_other_reason() {
     assert_eq!(why.usable, None);
     agent.limits.release(running);
 }
+
+// ---------------------------------------------------------------------------------------
+// Lessons: a class granted together, expiring together, revoked in one record
+// ---------------------------------------------------------------------------------------
+
+/// Alice's lesson: one grant each for Bob, Carol and Oscar, ids 1 to 3, all with one expiry.
+fn class_of_three(expires: Timestamp) -> Vec<Grant> {
+    [bob(), carol(), oscar()]
+        .iter()
+        .enumerate()
+        .map(|(i, student)| Grant {
+            id: gid(i as u8 + 1),
+            expires,
+            burst: 1000,
+            concurrency: 1000,
+            ..grant(&alice(), student, "demo")
+        })
+        .collect()
+}
+
+#[test]
+fn a_class_expires_together_on_the_clock() {
+    let end = T0.plus_ms(45 * MINUTE);
+    let mut agent = Agent::new().with_grants(class_of_three(end));
+    // The last instant the skew still allows: everyone in; one millisecond later: everyone out.
+    let last = end.plus_ms(CLOCK_SKEW_MS - 1);
+    for s in [bob(), carol(), oscar()] {
+        agent.call_ok(&s, "demo", last);
+    }
+    for s in [bob(), carol(), oscar()] {
+        assert!(matches!(
+            denied(agent.call(&s, "demo", last.plus_ms(1))),
+            Deny::Expired { .. }
+        ));
+    }
+}
+
+#[test]
+fn one_set_revocation_ends_the_whole_lesson_and_nothing_else() {
+    let lesson = Target::Grants {
+        label: "roster-2026-12-03".into(),
+        grants: vec![gid(1), gid(2), gid(3)],
+    };
+    // Bob also holds an older grant outside the lesson (id 9); it survives.
+    let outside = Grant {
+        id: gid(9),
+        mission: mission("sys"),
+        ..roomy(9)
+    };
+    let mut agent = Agent::new().with_grants(class_of_three(T0.plus_ms(HOUR)));
+    agent.grants.push(outside);
+    agent.revoke(&alice(), lesson.clone(), T0);
+    for s in [bob(), carol(), oscar()] {
+        assert!(matches!(
+            denied(agent.call(&s, "demo", T0.plus_ms(MINUTE))),
+            Deny::Revoked { .. }
+        ));
+    }
+    assert!(agent
+        .why(&carol(), "demo", T0)
+        .grants
+        .contains(&(gid(2), GrantStatus::Revoked(lesson.clone()))));
+    agent.call_ok(&bob(), "sys", T0.plus_ms(MINUTE));
+    // Mallory's copy of the same set, even from an owner the agent obeys, ends nothing of Alice's.
+    let mut other = Agent::new().with_grants(class_of_three(T0.plus_ms(HOUR)));
+    other.owners.push(owner(&mallory()));
+    other.revoke(&mallory(), lesson, T0);
+    other.call_ok(&carol(), "demo", T0.plus_ms(MINUTE));
+}

@@ -91,6 +91,14 @@ fn target() -> impl Strategy<Value = Target> {
         any::<[u8; 16]>().prop_map(|id| Target::Grant(GrantId(id))),
         (seed(), mission_name()).prop_map(|(s, m)| Target::SubjectMission(UserKey(public(s)), m)),
         seed().prop_map(|s| Target::SubjectAll(UserKey(public(s)))),
+        (
+            proptest::collection::btree_set(any::<[u8; 16]>(), 1..40),
+            "[a-z0-9][a-z0-9 -]{0,30}[a-z0-9]"
+        )
+            .prop_map(|(ids, label)| Target::Grants {
+                label,
+                grants: ids.into_iter().map(GrantId).collect(),
+            }),
     ]
 }
 

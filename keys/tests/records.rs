@@ -16,8 +16,8 @@ mod common;
 
 use common::*;
 use wtd_keys::defaults::{
-    MAX_AUDIENCE, MAX_GRANT_TTL_MS, MAX_LOG_ENTRY_LEN, MAX_RECORD_LEN, MAX_TICKET_ADDRS, MAX_TICKET_GRANTS,
-    MAX_TICKET_LEN,
+    MAX_AUDIENCE, MAX_GRANT_TTL_MS, MAX_LABEL_LEN, MAX_LOG_ENTRY_LEN, MAX_RECORD_LEN, MAX_REVOKED_SET,
+    MAX_TICKET_ADDRS, MAX_TICKET_GRANTS, MAX_TICKET_LEN,
 };
 use wtd_keys::encoding::DecodeError;
 use wtd_keys::identity::SignatureError;
@@ -656,7 +656,11 @@ fn a_revocation_whose_fields_do_not_match_its_target_is_refused() {
         ("all missions without the subject", vec![(2, vec![3])]),
         ("an unknown target kind 0", vec![(2, vec![0]), (3, vec![9; 16])]),
         (
-            "an unknown target kind 4",
+            "an unknown target kind 5",
+            vec![(2, vec![5]), (4, bob_key.clone())],
+        ),
+        (
+            "a set target with a subject instead of its set",
             vec![(2, vec![4]), (4, bob_key.clone())],
         ),
     ];
@@ -671,6 +675,131 @@ fn a_revocation_whose_fields_do_not_match_its_target_is_refused() {
             "target",
             "{why}"
         );
+    }
+}
+
+/// Alice ends a lesson: grants 1..=n in one record.
+fn lesson(ids: Vec<GrantId>) -> Target {
+    Target::Grants {
+        label: "roster-2026-12-03".into(),
+        grants: ids,
+    }
+}
+
+#[test]
+fn a_set_revocation_round_trips_and_revokes_exactly_its_grants() {
+    let ids: Vec<GrantId> = (1..=30).map(gid).collect();
+    let signed = revocation_by(&alice(), lesson(ids.clone()));
+    let back = SignedRevocation::decode(signed.bytes()).expect("decodes");
+    assert_eq!(back, signed);
+    assert_eq!(back.revocation().clone().sign(&alice()).bytes(), signed.bytes());
+    let r = back.revocation();
+    let mut g = grant(&alice(), &bob(), "demo");
+    for id in &ids {
+        g.id = *id;
+        assert!(r.revokes(&g), "{id} is in the set");
+    }
+    // Whenever it was issued: a set names grants, not a time.
+    g.id = gid(7);
+    g.issued_at = T0.plus_ms(100 * MINUTE);
+    assert!(r.revokes(&g));
+    g.id = gid(31);
+    assert!(!r.revokes(&g), "a grant outside the set is untouched");
+    // Only the issuer's own grants: Mallory's grant with a copied id is not Alice's to end.
+    let mut theirs = grant(&mallory(), &bob(), "demo");
+    theirs.id = gid(1);
+    assert!(!r.revokes(&theirs));
+    // The largest set fits in a record.
+    let most: Vec<GrantId> = (0..MAX_REVOKED_SET as u16)
+        .map(|n| {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&n.to_be_bytes());
+            GrantId(id)
+        })
+        .collect();
+    let big = revocation_by(&alice(), lesson(most));
+    assert!(SignedRevocation::decode(big.bytes()).is_ok());
+}
+
+#[test]
+fn a_bad_set_revocation_is_refused_even_when_signed() {
+    let good = revocation_by(&alice(), lesson(vec![gid(1), gid(2), gid(3)]));
+    let edited = |edit: &dyn Fn(&mut Vec<Field>)| resign(good.bytes(), revocation::DOMAIN, &alice(), edit);
+    let ids = |list: &[u8]| list.iter().flat_map(|n| gid(*n).0).collect::<Vec<u8>>();
+    // Unsorted, repeated, empty, or not a whole number of ids.
+    for (why, value) in [("unsorted", ids(&[2, 1, 3])), ("repeated", ids(&[1, 1, 3]))] {
+        let bytes = edited(&|f| set(f, 7, value.clone()));
+        assert_eq!(
+            bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+            "grants",
+            "{why}"
+        );
+    }
+    for len in [0usize, 15, 17] {
+        let bytes = edited(&|f| set(f, 7, vec![1; len]));
+        assert_eq!(
+            decode_error(SignedRevocation::decode(&bytes)),
+            DecodeError::BadLength { field: "grants", len },
+        );
+    }
+    // Too many ids: over the cap (the record is still under its size limit).
+    let too_many: Vec<u8> = (0..=MAX_REVOKED_SET as u16)
+        .flat_map(|n| {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&n.to_be_bytes());
+            id
+        })
+        .collect();
+    let bytes = edited(&|f| set(f, 7, too_many.clone()));
+    assert_eq!(
+        bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+        "grants"
+    );
+    // The label: present, short, printable, no edge spaces, UTF-8.
+    for label in [&b""[..], b"a\nb", b" lesson", &[b'x'; MAX_LABEL_LEN + 1][..]] {
+        let bytes = edited(&|f| set(f, 8, label.to_vec()));
+        assert_eq!(
+            bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+            "label",
+            "{label:?}"
+        );
+    }
+    let bytes = edited(&|f| set(f, 8, vec![0xff, 0xfe]));
+    assert_eq!(
+        bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+        "label"
+    );
+    // Missing its set or its label, or a set on another target kind.
+    let bytes = edited(&|f| remove(f, 8));
+    assert_eq!(
+        bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+        "target"
+    );
+    let bytes = edited(&|f| remove(f, 7));
+    assert_eq!(
+        bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+        "target"
+    );
+    let by_id = revocation_by(&alice(), Target::Grant(gid(9)));
+    let bytes = resign(by_id.bytes(), revocation::DOMAIN, &alice(), |f| {
+        f.push((7, ids(&[1])));
+        f.push((8, b"x".to_vec()));
+    });
+    assert_eq!(
+        bad_value_field(decode_error(SignedRevocation::decode(&bytes))),
+        "target"
+    );
+    // Forged by Mallory: refused like any revocation.
+    let forged = resign(good.bytes(), revocation::DOMAIN, &mallory(), |_| {});
+    assert_eq!(SignedRevocation::decode(&forged), Err(SIG_ERR));
+    // And we never sign what we would refuse.
+    for bad in [lesson(vec![]), lesson(vec![gid(2), gid(1)])] {
+        let r = Revocation {
+            issuer: owner(&alice()),
+            target: bad,
+            issued_at: T0,
+        };
+        assert!(r.validate().is_err());
     }
 }
 
@@ -732,12 +861,12 @@ fn revocation_fields_are_checked_one_by_one() {
         }
     );
     // An unknown field, a wrong version.
-    let bytes = edited_revocation(|f| f.push((7, vec![])));
+    let bytes = edited_revocation(|f| f.push((9, vec![])));
     assert_eq!(
         decode_error(SignedRevocation::decode(&bytes)),
         DecodeError::UnknownField {
             what: "revocation",
-            tag: 7
+            tag: 9
         }
     );
     let mut bytes = revoke_bob_demo().bytes().to_vec();

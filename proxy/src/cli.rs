@@ -56,6 +56,29 @@ pub struct Args {
     /// Agents kept in the roster at once (default 512); more are refused as "full".
     #[arg(long, value_name = "N")]
     pub max_agents: Option<usize>,
+    /// Announce this proxy on the LAN with mDNS (`_wtd._udp.local.`: its id and port, what
+    /// a ticket holds), so agents with `proxy = "<id>"` or `"any-on-lan"` and `wtd join
+    /// --lan` find it without a ticket. The default when listening on a LAN address or
+    /// 0.0.0.0; this forces it on a loopback address too.
+    #[arg(long, conflicts_with = "no_announce")]
+    pub announce: bool,
+    /// Never announce this proxy on the LAN.
+    #[arg(long)]
+    pub no_announce: bool,
+    /// Announce only on this network interface (repeat for several; default every one),
+    /// e.g. the classroom's Wi-Fi and not the school network.
+    #[arg(long = "lan-interface", value_name = "NAME")]
+    pub lan_interfaces: Vec<String>,
+}
+
+/// Whether to announce the proxy on the LAN: asked for, or listening where the LAN can
+/// reach it (a loopback-only proxy is unreachable from other machines, so announcing it
+/// would only advertise an address no one can use).
+fn should_announce(args: &Args) -> bool {
+    if args.no_announce {
+        return false;
+    }
+    args.announce || !args.lan_interfaces.is_empty() || !args.listen.ip().is_loopback()
 }
 
 /// `proxy.toml`: the MQTT bridge, metrics and connection limits (the rest are flags).
@@ -105,6 +128,9 @@ fn args_from_nothing() -> Args {
         max_connections: None,
         max_connections_per_ip: None,
         max_agents: None,
+        announce: false,
+        no_announce: false,
+        lan_interfaces: Vec::new(),
     }
 }
 
@@ -203,6 +229,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("Join ticket (agents: `proxy = \"...\"` in agent.toml; people: `wtd join ...`):");
         println!("{ticket}");
+        // Held for the proxy's life; dropping it withdraws the announcement.
+        let _announcer = if should_announce(&args) {
+            match wtd_transport::lan::Announcer::start(&proxy.id(), local.port(), &args.lan_interfaces) {
+                Ok(a) => {
+                    println!(
+                        "announced on the LAN (mDNS {}); agents with proxy = \"{}\" or \"any-on-lan\" find it",
+                        wtd_transport::lan::SERVICE_TYPE,
+                        proxy.id()
+                    );
+                    Some(a)
+                }
+                // Asked for by name: a proxy that silently is not found would be a puzzle.
+                Err(e) if args.announce || !args.lan_interfaces.is_empty() => {
+                    return Err(anyhow::Error::new(e).context("--announce"));
+                }
+                // On by default: tickets still work, so say so and go on.
+                Err(e) => {
+                    log::warn!("not announced on the LAN: {e}; join tickets still work");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let signals = async move {
@@ -292,6 +342,25 @@ mod tests {
         assert!(err.to_string().contains("unknown variant"), "{err}");
         let err = toml::from_str::<ConfigFile>("max_conections = 3").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn the_proxy_announces_itself_where_the_lan_can_reach_it() {
+        assert!(should_announce(&args(&[])), "0.0.0.0 by default");
+        assert!(should_announce(&args(&["--listen", "192.168.1.10:4433"])));
+        assert!(
+            !should_announce(&args(&["--listen", "127.0.0.1:4433"])),
+            "loopback: nobody else can reach it"
+        );
+        assert!(should_announce(&args(&["--listen", "127.0.0.1:0", "--announce"])));
+        assert!(should_announce(&args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--lan-interface",
+            "lo"
+        ])));
+        assert!(!should_announce(&args(&["--no-announce"])));
+        assert!(Cmd::try_parse_from(["proxy", "--announce", "--no-announce"]).is_err());
     }
 
     #[test]

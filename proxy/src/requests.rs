@@ -154,6 +154,9 @@ fn publish_log_events(ctx: &StreamCtx, entries: &[Vec<u8>]) {
                     wtd_keys::revocation::Target::SubjectAll(u) => {
                         format!("all of {}'s grants", u.key().short())
                     }
+                    wtd_keys::revocation::Target::Grants { label, grants } => {
+                        format!("lesson {label:?} ({} grants)", grants.len())
+                    }
                 };
                 wtd_telemetry::events::revocation(&owner, &what, now)
             }

@@ -53,6 +53,12 @@ impl Home {
         self.dir.join("owner.log")
     }
 
+    /// The lessons this owner granted (`wtd grant --class`): each label and its grant ids,
+    /// so `wtd revoke --label` can end one.
+    pub fn lessons(&self) -> PathBuf {
+        self.dir.join("lessons.toml")
+    }
+
     /// Grants others made out to this user.
     pub fn received_grants(&self) -> PathBuf {
         self.dir.join("received")

@@ -344,3 +344,35 @@ mod seals {
         assert_eq!(report.verified, 2);
     }
 }
+
+#[test]
+fn a_batch_is_one_append_and_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("owner.log");
+    let alice = SecretKey::from_seed(&[1; 32]);
+    let owner = OwnerKey(alice.public());
+    let (mut f, _) = LogFile::open(&path, owner).unwrap();
+    append(&mut f, &alice, 1);
+    // A lesson of three grants, chained in memory, then written at once.
+    let mut scratch = f.log().clone();
+    let mut batch = Vec::new();
+    for n in 2..=4 {
+        let e = scratch.next_entry(&alice, grant(&alice, n)).unwrap();
+        scratch.append(e.clone()).unwrap();
+        batch.push(e);
+    }
+    let len_before = fs::metadata(&path).unwrap().len();
+    // A batch whose last entry does not chain (built on the old head) is refused whole.
+    let stray = f.log().next_entry(&alice, grant(&alice, 9)).unwrap();
+    let mut bad = batch.clone();
+    bad.push(stray);
+    assert!(matches!(f.append_batch(bad), Err(LogFileError::Entry { .. })));
+    assert_eq!(fs::metadata(&path).unwrap().len(), len_before, "nothing written");
+    assert_eq!(f.log().entries().len(), 1);
+    f.append_batch(batch).unwrap();
+    assert_eq!(f.log().entries().len(), 4);
+    drop(f);
+    let (f, report) = LogFile::open(&path, owner).unwrap();
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(f.log().entries().len(), 4, "the batch survives reopen");
+}

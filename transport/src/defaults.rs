@@ -101,3 +101,10 @@ pub const FRAME_PREALLOCATE: usize = 16 * 1024;
 /// which sends at once); a few more cover a driver that was busy with other packets. Each
 /// turn is a `yield_now`, microseconds, so a command that exits pays almost nothing.
 pub const CLOSE_FLUSH_TURNS: usize = 8;
+
+/// Proxies a LAN browser remembers at once. A classroom has one or two; anyone on the LAN
+/// can announce as many fake ones as they like, so the list is capped, not grown.
+pub const MAX_LAN_PROXIES: usize = 32;
+
+/// Addresses kept from one LAN announcement: as many as a ticket may hold.
+pub const MAX_LAN_ADDRS: usize = wtd_keys::defaults::MAX_TICKET_ADDRS;

@@ -57,6 +57,7 @@
 //! - `server`: [`Server`], [`Pending`], [`Accepted`]: admitting clients and naming them.
 //! - `frame`: [`write_frame`] / [`read_frame`], length-prefixed messages on a stream.
 //! - [`session`]: end-to-end TLS between a caller and an agent inside a relayed stream.
+//! - [`lan`]: finding a proxy on the LAN with mDNS/DNS-SD, and announcing one.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -65,6 +66,7 @@ mod client;
 pub mod defaults;
 mod endpoint;
 mod frame;
+pub mod lan;
 pub mod limits;
 mod server;
 pub mod session;

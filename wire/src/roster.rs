@@ -100,6 +100,19 @@ pub struct Load {
     pub throttled: Option<u32>,
 }
 
+/// The low four bits of `get_throttled`: under-voltage, frequency capped, throttled, soft
+/// temperature limit, each *now*. Bits 16-19 say the same happened since boot, which does
+/// not make a Pi slow today, so dispatch looks only at these.
+pub const THROTTLED_NOW_MASK: u32 = 0xF;
+
+impl Load {
+    /// Whether the Pi is slowed down right now (heat or a weak power supply). Unknown (not a
+    /// Pi) counts as not throttled.
+    pub fn throttled_now(&self) -> bool {
+        self.throttled.is_some_and(|raw| raw & THROTTLED_NOW_MASK != 0)
+    }
+}
+
 /// One agent in the roster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {

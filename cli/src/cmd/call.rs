@@ -33,9 +33,14 @@ pub struct Args {
     pub target: String,
     /// The arguments, as JSON (default `{}`).
     pub args: Option<String>,
-    /// Pick the agent reporting the lowest load (the default).
+    /// Pick the agent reporting the lowest load (the default). Pis throttled right now
+    /// (too hot, weak power) are used only when no other agent can serve.
     #[arg(long, group = "selector")]
     pub least_loaded: bool,
+    /// Pick the agent reporting the lowest temperature (throttled Pis last, agents with no
+    /// sensor after those with one).
+    #[arg(long, group = "selector")]
+    pub coolest: bool,
     /// Pick an agent at random.
     #[arg(long, group = "selector")]
     pub random: bool,
@@ -90,6 +95,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         Selector::Random
     } else if args.round_robin {
         Selector::RoundRobin
+    } else if args.coolest {
+        Selector::Coolest
     } else {
         Selector::LeastLoaded
     };

@@ -332,6 +332,12 @@ fn render(agents: &[AgentInfo], keyring: &Keyring, me: PublicId, book: &Adoption
                 .temperature_c
                 .map(|t| format!(" {t:.0}°C"))
                 .unwrap_or_default();
+            // `wtd call` avoids these while others can serve; say so where people look.
+            let temp = if a.load.throttled_now() {
+                format!("{temp} THROTTLED")
+            } else {
+                temp
+            };
             vec![
                 a.advert.name.clone(),
                 a.id.parse().map_or_else(|_| "?".into(), |k| k.short()),

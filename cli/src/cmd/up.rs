@@ -212,7 +212,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             &me,
             &keyring,
             crate::cmd::grant::Args {
-                who: me.public().to_string(),
+                who: Some(me.public().to_string()),
+                class: None,
+                until: None,
+                label: None,
                 mission: "demo".into(),
                 rate: "600/min".into(),
                 burst: None,
