@@ -77,6 +77,11 @@ pub struct AgentConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Serve this agent's Prometheus metrics here (`metrics = "127.0.0.1:9465"`). Default off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Tell the proxy's dashboard about each call this agent answers (who called which
+    /// function, how long it took, allowed or denied and why; never arguments or results).
+    /// Default off: calls are end-to-end encrypted, and only the owner may decide that
+    /// their details show on a projector.
+    pub report_calls: bool,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -103,6 +108,7 @@ impl fmt::Debug for AgentConfig {
             // MqttConfig's Debug never shows the password.
             .field("mqtt", &self.mqtt)
             .field("metrics", &self.metrics)
+            .field("report_calls", &self.report_calls)
             .finish()
     }
 }
@@ -124,6 +130,7 @@ struct ConfigFile {
     mission_events: Option<Vec<String>>,
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     metrics: Option<std::net::SocketAddr>,
+    report_calls: Option<bool>,
 }
 
 /// What is wrong with a configuration's content.
@@ -249,6 +256,7 @@ impl AgentConfig {
             mission_events: Vec::new(),
             mqtt: None,
             metrics: None,
+            report_calls: false,
         }
     }
 
@@ -293,6 +301,7 @@ impl AgentConfig {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
         config.mission_events = file.mission_events.unwrap_or_default();
+        config.report_calls = file.report_calls.unwrap_or(false);
         if let Some(m) = &file.mqtt {
             config.mqtt = Some(wtd_telemetry::MqttConfig::from_file(
                 m,
