@@ -183,8 +183,10 @@ function arrow(g, x1, x2, y, cls, marker) {
 
 function renderSequence() {
   const box = document.getElementById("sequence");
-  // Calls the agents reported; sessions the proxy relayed stand in for agents that do not.
-  const rows = events.filter(e => e.type === "call" || e.type === "session").slice(-SEQ_SHOWN);
+  // Calls the agents reported; a session the proxy relayed stands in for the calls of an
+  // agent that does not report them (one that does reports them right after it).
+  const rows = events.filter((e, i) => e.type === "call" || (e.type === "session" &&
+    !events.slice(i + 1).some(c => c.type === "call" && c.caller === e.caller && c.agent === e.agent))).slice(-SEQ_SHOWN);
   const rowH = 78, top = 56;
   const height = top + Math.max(1, rows.length) * rowH + 10;
   box.setAttribute("viewBox", "0 0 640 " + height);
