@@ -15,9 +15,11 @@ need_apt=()
 # runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
 # The Pi image: mmdebstrap (under qemu-user's binfmt), mkfs/mtools/sfdisk/zstd/kmod to build it
 # (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
-# qemu-system-arm to boot it (tests/image.rs).
+# qemu-system-arm to boot it (tests/image.rs). chromium and chromium-driver: tests/dashboard.rs
+# drives the dashboard in a real headless browser over WebDriver.
 for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv \
-  mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm; do
+  mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm \
+  chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

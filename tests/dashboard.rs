@@ -60,23 +60,39 @@ fn the_dashboard_shows_agents_calls_and_revocations_live() {
     });
     assert_eq!(browser.text("#link .text"), "live");
     let card = browser.text("#agents .card[data-name=pi-1]");
-    assert!(card.contains("● online") && card.contains("demo (echo") && card.contains("✓ adopted"), "{card}");
     assert!(
-        browser.text("#note").contains("Call details are reported by agents whose owners opted in"),
+        card.contains("● online") && card.contains("demo (echo") && card.contains("✓ adopted"),
+        "{card}"
+    );
+    assert!(
+        browser
+            .text("#note")
+            .contains("Call details are reported by agents whose owners opted in"),
         "the page says where call details come from"
     );
 
     // A grant, then calls: one allowed, one denied by the agent's rate limit.
-    let grant: Value = serde_json::from_str(&alice.ok([
-        "grant", "bob", "--mission", "demo", "--rate", "1/min", "--json",
-    ]))
-    .unwrap();
+    let grant: Value =
+        serde_json::from_str(&alice.ok(["grant", "bob", "--mission", "demo", "--rate", "1/min", "--json"]))
+            .unwrap();
     bob.ok(["grants", "import", grant["ticket"].as_str().unwrap()]);
     wait_for("the grant on the page", LIMIT, || {
         browser.text("#grants li[data-type=grant]").contains("demo")
     });
-    bob.ok(["call", "demo/echo", r#"{"msg":"a-result-never-shown"}"#, "--agent", "pi-1"]);
-    let denied = bob.cli(["call", "demo/echo", r#"{"msg":"an-argument-never-shown"}"#, "--agent", "pi-1"]);
+    bob.ok([
+        "call",
+        "demo/echo",
+        r#"{"msg":"a-result-never-shown"}"#,
+        "--agent",
+        "pi-1",
+    ]);
+    let denied = bob.cli([
+        "call",
+        "demo/echo",
+        r#"{"msg":"an-argument-never-shown"}"#,
+        "--agent",
+        "pi-1",
+    ]);
     assert_eq!(denied.status.code(), Some(3), "the second call is over the rate");
 
     wait_for("the allowed call in the feed", LIMIT, || {
@@ -90,17 +106,30 @@ fn the_dashboard_shows_agents_calls_and_revocations_live() {
         ) == Value::Bool(true)
     });
     // And in the sequence diagram: caller, proxy and agent lanes, the call and its answer.
-    let lanes = browser.eval("return [...document.querySelectorAll('#sequence text.head')].map(t => t.textContent);");
+    let lanes =
+        browser.eval("return [...document.querySelectorAll('#sequence text.head')].map(t => t.textContent);");
     assert_eq!(lanes, serde_json::json!(["caller", "proxy", "agent"]));
     let diagram = browser.text("#sequence");
-    assert!(diagram.contains("demo/echo") && diagram.contains("✓ ok"), "{diagram}");
+    assert!(
+        diagram.contains("demo/echo") && diagram.contains("✓ ok"),
+        "{diagram}"
+    );
     assert!(diagram.contains("✕ denied: rate limited"), "{diagram}");
-    assert!(browser.count("#sequence g.call[data-type=call] line") >= 4, "arrows are drawn");
+    assert!(
+        browser.count("#sequence g.call[data-type=call] line") >= 4,
+        "arrows are drawn"
+    );
     // The call's arguments never reach the proxy, let alone the page.
     let page = browser.eval("return document.body.innerHTML;");
     let page = page.as_str().unwrap();
-    assert!(!page.contains("an-argument-never-shown"), "no arguments on the page");
-    assert!(!page.contains("a-result-never-shown"), "no results (echo returns its argument)");
+    assert!(
+        !page.contains("an-argument-never-shown"),
+        "no arguments on the page"
+    );
+    assert!(
+        !page.contains("a-result-never-shown"),
+        "no results (echo returns its argument)"
+    );
 
     // A killed agent turns offline, with "last seen".
     let killed_at = Instant::now();
@@ -113,13 +142,18 @@ fn the_dashboard_shows_agents_calls_and_revocations_live() {
         killed_at.elapsed().as_secs_f64().min(took.as_secs_f64() + 0.1)
     );
     let off = browser.text("#agents .card[data-name=pi-3]");
-    assert!(off.contains("✕ offline") && off.contains("last seen") && off.contains("went silent"), "{off}");
+    assert!(
+        off.contains("✕ offline") && off.contains("last seen") && off.contains("went silent"),
+        "{off}"
+    );
     assert_eq!(browser.count("#agents .card[data-online=true]"), 2);
 
     // A revocation appears as it happens.
     alice.ok(["revoke", "bob", "--mission", "demo"]);
     wait_for("the revocation on the page", LIMIT, || {
-        browser.text("#grants li[data-type=revocation]").contains("REVOKED")
+        browser
+            .text("#grants li[data-type=revocation]")
+            .contains("REVOKED")
     });
     assert!(browser.text("#grants li[data-type=revocation]").contains("demo"));
 
@@ -140,7 +174,11 @@ fn the_dashboard_shows_agents_calls_and_revocations_live() {
     // The JSON snapshot says the same as the page.
     let s = state(&url);
     assert_eq!(s["cards"].as_array().unwrap().len(), 3);
-    assert!(s["events"].as_array().unwrap().iter().any(|e| e["type"] == "revocation"));
+    assert!(s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "revocation"));
 }
 
 #[test]
@@ -157,9 +195,10 @@ fn call_details_only_from_agents_whose_owner_opted_in() {
     wait_for("the agent", LIMIT, || alice.agent_names() == ["quiet"]);
     alice.ok(["call", "sys/ping", "--agent", "quiet"]);
     wait_for("the relayed session on the dashboard", LIMIT, || {
-        state(&url)["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["type"] == "session" && e["agent_name"] == "quiet"))
+        state(&url)["events"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["type"] == "session" && e["agent_name"] == "quiet")
+        })
     });
     // Give a report time to arrive, had one been sent; none is.
     std::thread::sleep(Duration::from_secs(2));

@@ -49,11 +49,11 @@ use wtd_wire::{decode, encode_frame_into, Key, Relayed};
 
 use crate::defaults;
 use crate::events::MissionEvents;
-use crate::reports::CallReports;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
 use crate::metrics::{AgentMetrics, FunctionLabels};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
+use crate::reports::CallReports;
 
 /// A call that is running, so a revocation (or its owner disowning this agent) can stop it.
 #[derive(Debug)]

@@ -73,14 +73,23 @@ impl CallReports {
 
     /// (queued, dropped) since start.
     pub fn counts(&self) -> (u64, u64) {
-        (self.sent.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed))
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
     }
 }
 
 /// The report of one answer, or `None` for a progress line or a call of a function this
 /// agent does not offer (its names are whatever a stranger typed; the caller already got
 /// its "no such function").
-pub fn report_of(caller: Key, mission: &str, function: &str, answer: &AgentMsg, took: Duration) -> Option<CallReport> {
+pub fn report_of(
+    caller: Key,
+    mission: &str,
+    function: &str,
+    answer: &AgentMsg,
+    took: Duration,
+) -> Option<CallReport> {
     let (allowed, outcome, reason) = match answer {
         AgentMsg::Event { .. } => return None,
         AgentMsg::Done { status, .. } => (true, status_word(*status), String::new()),
@@ -149,9 +158,22 @@ mod tests {
 
     #[test]
     fn a_report_says_what_happened_and_never_what_was_said() {
-        let ok = report_of(caller(), "demo", "echo", &done(Status::Failed), Duration::from_millis(12)).unwrap();
-        assert_eq!((ok.allowed, ok.outcome.as_str(), ok.latency_ms), (true, "failed", 12));
-        assert!(ok.reason.is_empty(), "a failure's detail may quote the output: not sent");
+        let ok = report_of(
+            caller(),
+            "demo",
+            "echo",
+            &done(Status::Failed),
+            Duration::from_millis(12),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.allowed, ok.outcome.as_str(), ok.latency_ms),
+            (true, "failed", 12)
+        );
+        assert!(
+            ok.reason.is_empty(),
+            "a failure's detail may quote the output: not sent"
+        );
         let text = format!("{ok:?}");
         assert!(!text.contains("secret"), "{text}");
 
@@ -159,9 +181,19 @@ mod tests {
         assert_eq!((denied.allowed, denied.outcome.as_str()), (false, "no_grant"));
         assert_eq!(denied.reason, "no grant for demo from you");
 
-        let progress = AgentMsg::Event { id: 1, line: "50%".into() };
+        let progress = AgentMsg::Event {
+            id: 1,
+            line: "50%".into(),
+        };
         assert!(report_of(caller(), "demo", "echo", &progress, Duration::ZERO).is_none());
-        assert!(report_of(caller(), "demo", "echo", &refusal("unknown_function"), Duration::ZERO).is_none());
+        assert!(report_of(
+            caller(),
+            "demo",
+            "echo",
+            &refusal("unknown_function"),
+            Duration::ZERO
+        )
+        .is_none());
         assert!(report_of(caller(), "Not A Name", "echo", &done(Status::Ok), Duration::ZERO).is_none());
     }
 
@@ -179,7 +211,10 @@ mod tests {
         }
         let (sent, dropped) = on.counts();
         assert_eq!(sent + dropped, 10_000);
-        assert!(sent >= 1 && sent as usize <= defaults::CALL_REPORT_QUEUE, "{sent}");
+        assert!(
+            sent >= 1 && sent as usize <= defaults::CALL_REPORT_QUEUE,
+            "{sent}"
+        );
         assert_eq!(rx.try_recv().unwrap().outcome, "ok");
     }
 }

@@ -160,7 +160,9 @@ impl Proxy {
         let handle = bridge.as_ref().map(|(_, h)| h.clone());
         let mut shared = Shared::new(config, logs, handle);
         if dashboard.is_some() {
-            shared.dashboard = Some(Arc::new(dashboard::Dashboard::new(defaults::DASHBOARD_CONNECTIONS)));
+            shared.dashboard = Some(Arc::new(dashboard::Dashboard::new(
+                defaults::DASHBOARD_CONNECTIONS,
+            )));
         }
         Ok(Proxy {
             id,

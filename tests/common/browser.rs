@@ -95,7 +95,10 @@ impl Browser {
             .expect("start chromedriver");
         let start = Instant::now();
         while request(port, "GET", "/status", None).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().unwrap();
@@ -148,7 +151,11 @@ impl Browser {
 
     /// Runs `script` (a function body; `return` what you want) in the page.
     pub fn eval(&self, script: &str) -> Value {
-        self.command("POST", "execute/sync", Some(&json!({ "script": script, "args": [] })))
+        self.command(
+            "POST",
+            "execute/sync",
+            Some(&json!({ "script": script, "args": [] })),
+        )
     }
 
     /// The visible text of the first element matching `selector` ("" if none).

@@ -46,10 +46,7 @@ impl CallReport {
         self.caller.parse().map_err(|e| format!("caller key: {e}"))?;
         let word_ok = !self.outcome.is_empty()
             && self.outcome.len() <= MAX_OUTCOME
-            && self
-                .outcome
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_');
+            && self.outcome.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         if !word_ok {
             return Err(format!(
                 "the outcome must be 1 to {MAX_OUTCOME} lowercase letters and underscores"

@@ -126,7 +126,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         proxy_state.as_os_str(),
     ];
     if !args.no_dashboard {
-        proxy_args.extend([std::ffi::OsStr::new("--dashboard"), std::ffi::OsStr::new(&dashboard)]);
+        proxy_args.extend([
+            std::ffi::OsStr::new("--dashboard"),
+            std::ffi::OsStr::new(&dashboard),
+        ]);
     }
     children.push(spawn("the proxy", &proxy_args, &proxy_log)?);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -140,7 +143,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            bail!("the proxy exited ({status}): {last}{hint}\nsee {}", proxy_log.display());
+            bail!(
+                "the proxy exited ({status}): {last}{hint}\nsee {}",
+                proxy_log.display()
+            );
         }
         if Instant::now() > deadline {
             bail!("the proxy did not start within 20 s; see {}", proxy_log.display());
@@ -152,7 +158,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let dashboard_url = if args.no_dashboard {
         None
     } else {
-        Some(std::fs::read_to_string(proxy_state.join("dashboard.txt"))?.trim().to_string())
+        Some(
+            std::fs::read_to_string(proxy_state.join("dashboard.txt"))?
+                .trim()
+                .to_string(),
+        )
     };
     let info = Ticket::from_text(&ticket)?
         .proxy

@@ -76,7 +76,11 @@ pub struct Update {
 
 impl Update {
     pub fn is_empty(&self) -> bool {
-        !self.full && !self.reset && self.cards.is_empty() && self.removed.is_empty() && self.events.is_empty()
+        !self.full
+            && !self.reset
+            && self.cards.is_empty()
+            && self.removed.is_empty()
+            && self.events.is_empty()
     }
 
     pub fn to_json(&self, now_ms: u64) -> Value {
@@ -109,11 +113,13 @@ pub struct Feed {
 
 /// An id in its text form (`wtd1...`), and its short form for people.
 pub fn id_text(k: &Key) -> String {
-    k.parse().map_or_else(|_| "invalid-key".to_string(), |k| k.to_string())
+    k.parse()
+        .map_or_else(|_| "invalid-key".to_string(), |k| k.to_string())
 }
 
 pub fn short(k: &Key) -> String {
-    k.parse().map_or_else(|_| "invalid-key".to_string(), |k| k.short())
+    k.parse()
+        .map_or_else(|_| "invalid-key".to_string(), |k| k.short())
 }
 
 impl Feed {
@@ -188,7 +194,11 @@ impl Feed {
                 }
             }
             RosterEvent::Upsert(a) => self.upsert(a, adopted(a), now_ms),
-            RosterEvent::Load { id, load, last_seen_ms } => {
+            RosterEvent::Load {
+                id,
+                load,
+                last_seen_ms,
+            } => {
                 if let Some(c) = self.cards.get_mut(id) {
                     c.info.load = load.clone();
                     c.info.last_seen_ms = *last_seen_ms;
@@ -364,7 +374,11 @@ impl Feed {
             Some(v) => v + 1 < oldest_removal && self.removed.len() >= DASHBOARD_OFFLINE_CARDS,
         };
         let since = version.unwrap_or(0);
-        let mut cards: Vec<&Card> = self.cards.values().filter(|c| full || c.version > since).collect();
+        let mut cards: Vec<&Card> = self
+            .cards
+            .values()
+            .filter(|c| full || c.version > since)
+            .collect();
         cards.sort_by(|a, b| {
             (a.info.advert.name.as_str(), a.info.id.0).cmp(&(b.info.advert.name.as_str(), b.info.id.0))
         });
@@ -535,7 +549,10 @@ mod tests {
             f.report(&key(2), &report(50, "other"), 1001),
             Err(ReportRefused::MissionNotOffered("other".into()))
         );
-        assert_eq!(f.report(&key(3), &report(50, "demo"), 1001), Err(ReportRefused::NotInRoster));
+        assert_eq!(
+            f.report(&key(3), &report(50, "demo"), 1001),
+            Err(ReportRefused::NotInRoster)
+        );
         // After the session closed, reports are taken for a grace period, then not.
         f.relay_closed(&key(2), &key(50), 2000);
         assert!(f.report(&key(2), &report(50, "demo"), 2001).is_ok());
@@ -543,8 +560,18 @@ mod tests {
         assert!(f.report(&key(2), &report(50, "demo"), late).is_err());
         // An agent gone offline reports nothing.
         f.relay_opened(&key(2), &key(50), 3000);
-        f.apply(&RosterEvent::Left { id: key(2), reason: LeaveReason::Silent }, 3000, NO);
-        assert_eq!(f.report(&key(2), &report(50, "demo"), 3001), Err(ReportRefused::NotInRoster));
+        f.apply(
+            &RosterEvent::Left {
+                id: key(2),
+                reason: LeaveReason::Silent,
+            },
+            3000,
+            NO,
+        );
+        assert_eq!(
+            f.report(&key(2), &report(50, "demo"), 3001),
+            Err(ReportRefused::NotInRoster)
+        );
     }
 
     #[test]
@@ -581,12 +608,26 @@ mod tests {
     #[test]
     fn offline_agents_stay_a_while_then_go() {
         let mut f = Feed::default();
-        f.apply(&RosterEvent::Snapshot(vec![agent(1, "pi-1"), agent(2, "pi-2")]), 1000, NO);
+        f.apply(
+            &RosterEvent::Snapshot(vec![agent(1, "pi-1"), agent(2, "pi-2")]),
+            1000,
+            NO,
+        );
         let v = f.version();
-        f.apply(&RosterEvent::Left { id: key(1), reason: LeaveReason::Silent }, 2000, NO);
+        f.apply(
+            &RosterEvent::Left {
+                id: key(1),
+                reason: LeaveReason::Silent,
+            },
+            2000,
+            NO,
+        );
         let u = f.update_since(Some(v), f.seq());
         assert_eq!(u.cards.len(), 1);
-        assert_eq!((u.cards[0]["name"].as_str(), u.cards[0]["online"].as_bool()), (Some("pi-1"), Some(false)));
+        assert_eq!(
+            (u.cards[0]["name"].as_str(), u.cards[0]["online"].as_bool()),
+            (Some("pi-1"), Some(false))
+        );
         assert_eq!(u.cards[0]["left_reason"], "went silent");
         assert_eq!(f.cards_len(), 2, "kept, shown offline");
         // A snapshot without pi-2 (we lagged) marks it offline too.
@@ -610,7 +651,14 @@ mod tests {
             let mut a = agent(1, "x");
             a.id = Key(id);
             f.apply(&RosterEvent::Upsert(a), later, NO);
-            f.apply(&RosterEvent::Left { id: Key(id), reason: LeaveReason::Graceful }, later + i as u64, NO);
+            f.apply(
+                &RosterEvent::Left {
+                    id: Key(id),
+                    reason: LeaveReason::Graceful,
+                },
+                later + i as u64,
+                NO,
+            );
         }
         assert!(f.cards_len() <= DASHBOARD_OFFLINE_CARDS + 1);
     }

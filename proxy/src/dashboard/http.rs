@@ -35,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Dashboard;
-use crate::defaults::{DASHBOARD_IO_TIMEOUT, DASHBOARD_KEEPALIVE, DASHBOARD_MAX_REQUEST, DASHBOARD_PUSH_INTERVAL};
+use crate::defaults::{
+    DASHBOARD_IO_TIMEOUT, DASHBOARD_KEEPALIVE, DASHBOARD_MAX_REQUEST, DASHBOARD_PUSH_INTERVAL,
+};
 use crate::shared::now_ms;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -71,7 +73,10 @@ pub(crate) fn host_ok(host: &str) -> bool {
     let host = host.trim();
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
-        return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        return rest
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
     } else {
         host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.chars().all(|c| c.is_ascii_digit()) {
@@ -105,7 +110,9 @@ pub(crate) fn route(head: &str) -> Route {
     let mut host = None;
     let mut last_event_id = None;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         if name.eq_ignore_ascii_case("host") {
             host = Some(value.trim().to_string());
         } else if name.eq_ignore_ascii_case("last-event-id") {
@@ -196,7 +203,11 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
     let read = async {
         loop {
             if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                return if end > DASHBOARD_MAX_REQUEST { Err(true) } else { Ok(()) };
+                return if end > DASHBOARD_MAX_REQUEST {
+                    Err(true)
+                } else {
+                    Ok(())
+                };
             }
             if head.len() > DASHBOARD_MAX_REQUEST {
                 return Err(true);
@@ -222,12 +233,22 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
         }
         _ => return None,
     }
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(head.len());
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
     Some(String::from_utf8_lossy(&head[..end]).into_owned())
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, dashboard: &Dashboard, stop: &CancellationToken) {
-    let Some(head) = read_head(&mut stream).await else { return };
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    dashboard: &Dashboard,
+    stop: &CancellationToken,
+) {
+    let Some(head) = read_head(&mut stream).await else {
+        return;
+    };
     let head_only = head.starts_with("HEAD ");
     let route = route(&head);
     let t = DASHBOARD_IO_TIMEOUT;
@@ -303,16 +324,19 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, dashboard: &Dashboa
 
 /// The event stream: a snapshot, then an update whenever something changed (at most every
 /// [`DASHBOARD_PUSH_INTERVAL`]), and a keep-alive comment when nothing did.
-async fn events(stream: &mut TcpStream, dashboard: &Dashboard, last_event_id: Option<u64>, stop: &CancellationToken) {
+async fn events(
+    stream: &mut TcpStream,
+    dashboard: &Dashboard,
+    last_event_id: Option<u64>,
+    stop: &CancellationToken,
+) {
     // The page sends nothing more; reading tells us at once when it goes away, so its slot
     // is freed then, not at the next write. Whatever it does send is read and dropped.
     let (mut rd, mut stream) = stream.split();
     let mut scratch = [0u8; 256];
     let stream = &mut stream;
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n"
-    );
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+                X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n";
     if write(stream, head.as_bytes()).await.is_err() {
         return;
     }
@@ -354,13 +378,20 @@ async fn events(stream: &mut TcpStream, dashboard: &Dashboard, last_event_id: Op
 
 fn sse(update: &super::Update) -> String {
     // JSON has no raw newlines, so one `data:` line holds it.
-    format!("event: update\nid: {}\ndata: {}\n\n", update.seq, update.to_json(now_ms()))
+    format!(
+        "event: update\nid: {}\ndata: {}\n\n",
+        update.seq,
+        update.to_json(now_ms())
+    )
 }
 
 async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     match tokio::time::timeout(DASHBOARD_IO_TIMEOUT, w.write_all(bytes)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the page stopped reading")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the page stopped reading",
+        )),
     }
 }
 
@@ -376,7 +407,11 @@ async fn respond(
          Content-Security-Policy: {CSP}\r\nX-Content-Type-Options: nosniff\r\n\
          Referrer-Policy: no-referrer\r\nCache-Control: no-cache\r\n{}Connection: close\r\n\r\n",
         body.len(),
-        if status.starts_with("405") { "Allow: GET, HEAD\r\n" } else { "" },
+        if status.starts_with("405") {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        },
     );
     stream.write_all(head.as_bytes()).await?;
     if !head_only {
@@ -389,7 +424,14 @@ async fn respond(
 mod tests {
     use super::*;
 
-    async fn start(max: usize) -> (SocketAddr, Arc<Dashboard>, CancellationToken, tokio::task::JoinHandle<()>) {
+    async fn start(
+        max: usize,
+    ) -> (
+        SocketAddr,
+        Arc<Dashboard>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let dashboard = Arc::new(Dashboard::new(max));
@@ -415,7 +457,10 @@ mod tests {
         let (addr, _, stop, run) = start(8).await;
         let page = ask(addr, &get("/")).await;
         assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-        assert!(page.contains("Content-Security-Policy: default-src 'none'"), "{page}");
+        assert!(
+            page.contains("Content-Security-Policy: default-src 'none'"),
+            "{page}"
+        );
         assert!(page.ends_with(INDEX));
         assert!(ask(addr, &get("/dashboard.js?v=1")).await.ends_with(JS));
         assert!(ask(addr, &get("/dashboard.css")).await.contains("text/css"));
@@ -428,9 +473,15 @@ mod tests {
             assert!(r.starts_with("HTTP/1.1 404"), "{bad}: {r}");
         }
         let head = ask(addr, "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
-        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         assert!(ask(addr, "hello\r\n\r\n").await.starts_with("HTTP/1.1 400"));
-        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(DASHBOARD_MAX_REQUEST + 10));
+        let huge = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(DASHBOARD_MAX_REQUEST + 10)
+        );
         assert!(ask(addr, &huge).await.starts_with("HTTP/1.1 431"));
         stop.cancel();
         run.await.unwrap();
@@ -440,7 +491,11 @@ mod tests {
     async fn it_is_read_only_and_refuses_other_sites() {
         let (addr, _, stop, run) = start(8).await;
         for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"] {
-            let r = ask(addr, &format!("{method} / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")).await;
+            let r = ask(
+                addr,
+                &format!("{method} / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"),
+            )
+            .await;
             assert!(r.starts_with("HTTP/1.1 405"), "{method}: {r}");
             assert!(r.contains("Allow: GET, HEAD"), "{r}");
         }
@@ -448,10 +503,24 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 421"), "{r}");
         let r = ask(addr, "GET / HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 421"), "no Host: {r}");
-        for ok in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "teacher.local", "teacher-laptop:8080", "10.0.0.5"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "teacher.local",
+            "teacher-laptop:8080",
+            "10.0.0.5",
+        ] {
             assert!(host_ok(ok), "{ok}");
         }
-        for bad in ["evil.com", "evil.com:8080", "127.0.0.1.nip.io", "a.b.local.evil.com", "[nope]:1", ""] {
+        for bad in [
+            "evil.com",
+            "evil.com:8080",
+            "127.0.0.1.nip.io",
+            "a.b.local.evil.com",
+            "[nope]:1",
+            "",
+        ] {
             assert!(!host_ok(bad), "{bad}");
         }
         stop.cancel();
@@ -473,7 +542,10 @@ mod tests {
                 assert!(n > 0);
                 got.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
-            assert!(got.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"), "{got}");
+            assert!(
+                got.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"),
+                "{got}"
+            );
             pages.push(s);
         }
         // A third is told at once, not queued.
@@ -520,7 +592,12 @@ mod tests {
         let data = got.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
         let v: serde_json::Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["reset"], false);
-        let seqs: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
         assert_eq!(seqs, [4, 5], "only what it missed");
         assert!(got.contains("id: 5"));
         stop.cancel();

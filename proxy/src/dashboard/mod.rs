@@ -133,7 +133,11 @@ pub(crate) fn refresh_adoptions(shared: &Shared, dashboard: &Dashboard) {
 
 /// Follows the roster into the feed until `shutdown` (like a watcher: subscribed with a
 /// snapshot under the roster lock, so no change is missed), and forgets old offline cards.
-pub(crate) async fn follow_roster(shared: Arc<Shared>, dashboard: Arc<Dashboard>, shutdown: CancellationToken) {
+pub(crate) async fn follow_roster(
+    shared: Arc<Shared>,
+    dashboard: Arc<Dashboard>,
+    shutdown: CancellationToken,
+) {
     let (mut batches, snapshot) = {
         let state = shared.roster();
         (shared.subscribe(&state), state.roster.snapshot())
