@@ -7,6 +7,9 @@
 //!   revocation appears; a screenshot is saved as `target/dashboard.png`.
 //! - `call_details_only_from_agents_whose_owner_opted_in`: an agent without `report_calls`
 //!   shows its sessions (what the proxy sees) but no call details.
+//! - `the_proxy_checks_the_call_reports_it_shows`: a raw agent that lies: a call from
+//!   someone who never called it, a mission it does not offer, a flood, a report that is not
+//!   one; and a version-4 agent is still admitted.
 
 mod common;
 
@@ -207,4 +210,180 @@ fn call_details_only_from_agents_whose_owner_opted_in() {
         events.iter().all(|e| e["type"] != "call"),
         "no call details without the owner's opt-in: {events:?}"
     );
+}
+
+#[test]
+fn the_proxy_checks_the_call_reports_it_shows() {
+    use wtd_wire::{
+        decode, encode, Advert, AgentHello, CallReport, FromAgent, FunctionInfo, Key, MissionInfo, Open,
+        RelayReply, Relayed, ToAgent,
+    };
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy_on(0, &["--dashboard", "127.0.0.1:0"]);
+    let url = dashboard_url(&proxy);
+    let owner = Key::from(wtd_keys::SecretKey::generate().public());
+    let advert = Advert {
+        name: "raw".into(),
+        owners: vec![owner],
+        missions: vec![MissionInfo {
+            name: "demo".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "echo".into(),
+                description: String::new(),
+                idempotent: true,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "raw".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, proxy_key) = (proxy.addr, *proxy.id.key());
+    let _in_runtime = rt.enter();
+    let agent_key = wtd_keys::SecretKey::generate();
+    let agent = wtd_transport::Client::bind(&agent_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let caller_key = wtd_keys::SecretKey::generate();
+    let caller = wtd_transport::Client::bind(&caller_key, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let frame_limit = wtd_wire::defaults::MAX_FRAME;
+    let hello = |version: u16| {
+        let (agent, advert) = (&agent, advert.clone());
+        async move {
+            let conn = agent.connect(addr, proxy_key).await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let hello = Open::Agent(AgentHello {
+                version,
+                advert,
+                heads: vec![],
+            });
+            wtd_transport::write_frame(&mut send, &encode(&hello))
+                .await
+                .unwrap();
+            let first = wtd_transport::read_frame(&mut recv, frame_limit)
+                .await
+                .unwrap()
+                .unwrap();
+            (conn, send, recv, decode::<ToAgent>(&first).unwrap())
+        }
+    };
+    // An agent of version 4 (no call reports) is still admitted.
+    let (old, _, _, reply) = rt.block_on(hello(4));
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    old.close(0u32.into(), b"bye");
+    let (conn, mut control, mut recv, reply) = rt.block_on(hello(wtd_wire::PROTOCOL_VERSION));
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    // Its control stream: heartbeats twice a second (else it is reaped as silent), and the
+    // frames the test sends, in order.
+    let (tx, mut frames) = tokio::sync::mpsc::channel::<Vec<u8>>(2048);
+    let writer = rt.spawn(async move {
+        let beat = encode(&FromAgent::Heartbeat(wtd_wire::Load::default()));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let frame = tokio::select! {
+                _ = tick.tick() => beat.clone(),
+                f = frames.recv() => match f { Some(f) => f, None => return },
+            };
+            if wtd_transport::write_frame(&mut control, &frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let send = |f: Vec<u8>| tx.blocking_send(f).unwrap();
+    let agent_id = Key::from(agent_key.public());
+    wait_for("raw on the dashboard", LIMIT, || {
+        state(&url)["cards"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "raw" && c["online"] == true))
+    });
+
+    // A real caller's session is relayed to it.
+    let caller_id = Key::from(caller_key.public());
+    rt.block_on(async {
+        let cconn = caller.connect(addr, proxy_key).await.unwrap();
+        let (mut cs, mut cr) = cconn.open_bi().await.unwrap();
+        wtd_transport::write_frame(&mut cs, &encode(&Open::Relay { to: agent_id }))
+            .await
+            .unwrap();
+        let (_, mut ar) = conn.accept_bi().await.unwrap();
+        let relayed = wtd_transport::read_frame(&mut ar, 1 << 16)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode::<Relayed>(&relayed).unwrap().from, caller_id);
+        let r = wtd_transport::read_frame(&mut cr, 1 << 16)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode::<RelayReply>(&r).unwrap(), RelayReply::Connected);
+        let _ = cs.finish();
+        cconn.close(0u32.into(), b"bye");
+    });
+    let report = |caller: Key, mission: &str, outcome: &str| {
+        encode(&FromAgent::CallReport(CallReport {
+            caller,
+            mission: mission.into(),
+            function: "echo".into(),
+            latency_ms: 2,
+            allowed: true,
+            outcome: outcome.into(),
+            reason: String::new(),
+        }))
+    };
+    let stranger = Key::from(wtd_keys::SecretKey::generate().public());
+    // Someone who never called it; a mission it does not offer; then a true one.
+    for f in [
+        report(stranger, "demo", "ok"),
+        report(caller_id, "other", "ok"),
+        report(caller_id, "demo", "ok"),
+    ] {
+        send(f);
+    }
+    let calls = || -> Vec<Value> {
+        state(&url)["events"]
+            .as_array()
+            .map(|e| e.iter().filter(|e| e["type"] == "call").cloned().collect())
+            .unwrap_or_default()
+    };
+    wait_for("the true report", LIMIT, || !calls().is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let shown = calls();
+    assert_eq!(
+        shown.len(),
+        1,
+        "only the report of a call it was really relayed: {shown:?}"
+    );
+    assert_eq!(shown[0]["caller"], caller_key.public().short());
+    assert_eq!(shown[0]["mission"], "demo");
+
+    // A flood: the proxy's own budget (a burst of 120, 40 a second) cuts it.
+    let started = Instant::now();
+    for _ in 0..1000 {
+        send(report(caller_id, "demo", "ok"));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let flood = calls().len() - 1;
+    let bound = 120.0 + 40.0 * (started.elapsed().as_secs_f64() + 1.0);
+    assert!(
+        flood >= 1 && (flood as f64) <= bound,
+        "{flood} shown of 1000, bound {bound}"
+    );
+
+    // A report that is not one (an outcome that is not a word): the agent is cut off.
+    send(report(caller_id, "demo", "<b>ok</b>"));
+    rt.block_on(async {
+        let closed = tokio::time::timeout(LIMIT, async {
+            while let Ok(Some(_)) = wtd_transport::read_frame(&mut recv, frame_limit).await {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the proxy closes the connection");
+    });
+    assert!(!http_get(&url, "state.json").contains("<b>"));
+    writer.abort();
 }
