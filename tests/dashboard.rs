@@ -56,7 +56,7 @@ fn the_dashboard_shows_agents_calls_and_revocations_live() {
     }
     wait_for("three agents", LIMIT, || bob.agent_names().len() == 3);
 
-    let browser = Browser::start(&lab.dir().join("chromedriver.log"), 1600, 1200);
+    let browser = Browser::start(&lab.dir().join("chromedriver.log"), 1920, 1200);
     browser.goto(&url);
     wait_for("three online cards on the page", LIMIT, || {
         browser.count("#agents .card[data-online=true]") == 3
@@ -283,7 +283,12 @@ fn the_proxy_checks_the_call_reports_it_shows() {
     // frames the test sends, in order.
     let (tx, mut frames) = tokio::sync::mpsc::channel::<Vec<u8>>(2048);
     let writer = rt.spawn(async move {
-        let beat = encode(&FromAgent::Heartbeat(wtd_wire::Load::default()));
+        // A hot Pi, throttled now: the card says so.
+        let beat = encode(&FromAgent::Heartbeat(wtd_wire::Load {
+            temperature_c: Some(81.5),
+            throttled: Some(0x4),
+            ..Default::default()
+        }));
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let frame = tokio::select! {
@@ -301,6 +306,17 @@ fn the_proxy_checks_the_call_reports_it_shows() {
         state(&url)["cards"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["name"] == "raw" && c["online"] == true))
+    });
+
+    wait_for("its temperature and throttling on its card", LIMIT, || {
+        state(&url)["cards"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["name"] == "raw"
+                    && c["temperature_c"] == 81.5
+                    && c["throttled"] == true
+                    && c["throttled_words"][0] == "throttled now"
+            })
+        })
     });
 
     // A real caller's session is relayed to it.

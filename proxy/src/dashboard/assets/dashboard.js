@@ -8,7 +8,7 @@
 "use strict";
 
 const MAX_EVENTS = 300;   // as many as the proxy keeps
-const FEED_SHOWN = 14;    // lines of the feed that fit on a projector
+const FEED_SHOWN = 10;    // lines of the feed that fit on a projector
 const SEQ_SHOWN = 6;      // calls drawn in the sequence diagram
 
 const cards = new Map();  // agent id -> card (as the proxy sent it)
@@ -34,6 +34,13 @@ function ago(ms) {
 function clock(ms) {
   const d = new Date(ms);
   return d.toTimeString().slice(0, 8);
+}
+
+// When a grant ends: the time, and the day too if it is not today ("Dec 04 16:15").
+function until(ms) {
+  const d = new Date(ms);
+  const today = new Date(now()).toDateString() === d.toDateString();
+  return (today ? "" : d.toDateString().slice(4, 10) + " ") + d.toTimeString().slice(0, 5);
 }
 
 // ---- cards ---------------------------------------------------------------------------
@@ -74,7 +81,7 @@ function cardElement(c) {
   card.append(el("div", "line", "CPU " + Math.round(pct) + "% · load " + (c.load1 || 0).toFixed(2) + mem));
   const sensors = el("div", "line");
   if (c.temperature_c !== null && c.temperature_c !== undefined) {
-    const t = el("span", c.temperature_c >= 70 ? "hot" : "", "🌡 " + c.temperature_c.toFixed(1) + " °C" + (c.temperature_c >= 70 ? " ▲ hot" : ""));
+    const t = el("span", c.temperature_c >= 70 ? "hot" : "", "temp " + c.temperature_c.toFixed(1) + " °C" + (c.temperature_c >= 70 ? " ▲ hot" : ""));
     sensors.append(t, document.createTextNode(" "));
   }
   if (c.throttled) {
@@ -130,9 +137,9 @@ function feedItem(e) {
     case "session":
       add("mark", "⇄"); txt(e.caller + " → " + e.agent_name + ": session relayed by the proxy"); break;
     case "grant":
-      add("mark grant", "🔑"); add("grant", "GRANT "); txt(e.owner + " lets " + e.grantee + " call " + e.mission + " until " + clock(e.expires_ms)); break;
+      add("mark grant", "✚"); add("grant", "GRANT "); txt(e.owner + " lets " + e.grantee + " call " + e.mission + " until " + until(e.expires_ms)); break;
     case "revocation":
-      add("mark revocation", "⛔"); add("revocation", "REVOKED "); txt(e.owner + ": " + e.revokes); break;
+      add("mark revocation", "⊘"); add("revocation", "REVOKED "); txt(e.owner + ": " + e.revokes); break;
     case "adoption":
       add("mark joined", "✓"); txt(e.owner + " adopted " + (nameOf(e.agent) || e.agent.slice(0, 12))); break;
     case "disown":
@@ -160,7 +167,7 @@ function renderFeed() {
   for (const e of shown) feed.append(feedItem(e));
   const grants = document.getElementById("grants");
   grants.replaceChildren();
-  const g = events.filter(e => e.type === "grant" || e.type === "revocation").slice(-8).reverse();
+  const g = events.filter(e => e.type === "grant" || e.type === "revocation").slice(-5).reverse();
   if (!g.length) grants.append(el("li", "empty", "None yet."));
   for (const e of g) grants.append(feedItem(e));
 }
