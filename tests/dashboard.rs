@@ -219,8 +219,21 @@ fn the_proxy_checks_the_call_reports_it_shows() {
         RelayReply, Relayed, ToAgent,
     };
     let lab = TestCluster::new();
-    let proxy = lab.start_proxy_on(0, &["--dashboard", "127.0.0.1:0"]);
+    let proxy = lab.start_proxy_on(0, &["--dashboard", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
     let url = dashboard_url(&proxy);
+    let out = proxy.daemon.output();
+    let metrics = out
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics at "))
+        .and_then(|m| m.strip_suffix("metrics"))
+        .unwrap_or_else(|| panic!("the proxy prints its metrics address: {out}"))
+        .to_string();
+    let counter = |name: &str| -> f64 {
+        http_get(&metrics, "metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(-1.0)
+    };
     let owner = Key::from(wtd_keys::SecretKey::generate().public());
     let advert = Advert {
         name: "raw".into(),
@@ -383,12 +396,21 @@ fn the_proxy_checks_the_call_reports_it_shows() {
     for _ in 0..1000 {
         send(report(caller_id, "demo", "ok"));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for("every report counted, shown or not", LIMIT, || {
+        counter("wtd_proxy_call_reports_total ") + counter("wtd_proxy_call_reports_dropped_total ") >= 1003.0
+    });
     let flood = calls().len() - 1;
     let bound = 120.0 + 40.0 * (started.elapsed().as_secs_f64() + 1.0);
     assert!(
         flood >= 1 && (flood as f64) <= bound,
         "{flood} shown of 1000, bound {bound}"
+    );
+
+    // Counted, so an operator sees an agent that lies.
+    assert_eq!(counter("wtd_proxy_call_reports_total "), (flood + 1) as f64);
+    assert_eq!(
+        counter("wtd_proxy_call_reports_dropped_total "),
+        (2 + 1000 - flood) as f64
     );
 
     // A report that is not one (an outcome that is not a word): the agent is cut off.

@@ -160,9 +160,10 @@ impl Proxy {
         let handle = bridge.as_ref().map(|(_, h)| h.clone());
         let mut shared = Shared::new(config, logs, handle);
         if dashboard.is_some() {
-            shared.dashboard = Some(Arc::new(dashboard::Dashboard::new(
-                defaults::DASHBOARD_CONNECTIONS,
-            )));
+            let d = dashboard::Dashboard::new(defaults::DASHBOARD_CONNECTIONS);
+            // The same gauge: `/metrics` shows the pages open.
+            shared.metrics.dashboard_pages = d.pages.clone();
+            shared.dashboard = Some(Arc::new(d));
         }
         Ok(Proxy {
             id,

@@ -351,16 +351,17 @@ fn dashboard_report(
         return;
     };
     let refused = |why: &str| {
-        dashboard
-            .reports_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.shared.metrics.call_reports_dropped.inc();
         log::debug!("call report from {} not shown: {why}", ctx.peer.short());
     };
     if !budget.take(now_ms()) {
         return refused("over its budget");
     }
-    if let Err(why) = dashboard.change(|f| f.report(agent, report, now_ms())) {
-        refused(&why.to_string());
+    match dashboard.change(|f| f.report(agent, report, now_ms())) {
+        Ok(_) => {
+            ctx.shared.metrics.call_reports.inc();
+        }
+        Err(why) => refused(&why.to_string()),
     }
 }
 

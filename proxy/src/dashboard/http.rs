@@ -266,7 +266,9 @@ async fn connection(
         }
         Route::Events { last_event_id } if !head_only => {
             log::debug!("dashboard page connected from {peer}");
+            dashboard.pages.inc();
             events(&mut stream, dashboard, last_event_id, stop).await;
+            dashboard.pages.dec();
             log::debug!("dashboard page from {peer} went away");
             return;
         }

@@ -50,8 +50,8 @@ pub struct Dashboard {
     changed: watch::Sender<u64>,
     /// Connections served at once (see `defaults::DASHBOARD_CONNECTIONS`).
     pub(crate) max_connections: usize,
-    /// Reports refused by [`Feed::check_report`] or over an agent's budget.
-    pub(crate) reports_refused: std::sync::atomic::AtomicU64,
+    /// Pages connected now (their event streams), for the metrics.
+    pub(crate) pages: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Dashboard {
@@ -60,7 +60,7 @@ impl Dashboard {
             feed: Mutex::default(),
             changed: watch::channel(0).0,
             max_connections,
-            reports_refused: Default::default(),
+            pages: Default::default(),
         }
     }
 
@@ -77,10 +77,6 @@ impl Dashboard {
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
-    }
-
-    pub fn refused(&self) -> u64 {
-        self.reports_refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
