@@ -17,9 +17,11 @@ need_apt=()
 # (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
 # qemu-system-arm to boot it and openssh-client to log in to it (tests/image.rs). iproute2's
 # `ip netns` gives tests/lan.rs a network namespace of its own for mDNS, so nothing it
-# announces reaches the real network.
+# announces reaches the real network. chromium and chromium-driver: tests/dashboard.rs
+# drives the dashboard in a real headless browser over WebDriver.
 for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps iproute2 mosquitto mosquitto-clients python3-venv \
-  mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm openssh-client; do
+  mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm openssh-client \
+  chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

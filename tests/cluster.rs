@@ -211,6 +211,9 @@ fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
             "2".as_ref(),
             "--dir".as_ref(),
             dir.as_os_str(),
+            // A free port: 8080, the default, may be taken on a shared machine.
+            "--dashboard".as_ref(),
+            "127.0.0.1:0".as_ref(),
         ],
         &me.home,
     );
@@ -218,6 +221,18 @@ fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
         up.output().contains("Press Ctrl-C")
     });
     assert_eq!(me.agent_names(), ["pi-1", "pi-2"]);
+    // It prints the dashboard's address, and the agents report their calls to it.
+    let out = up.output();
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Dashboard (put it on the projector): "))
+        .unwrap_or_else(|| panic!("wtd up prints the dashboard's URL:\n{out}"))
+        .trim()
+        .to_string();
+    for agent in ["pi-1", "pi-2"] {
+        let config = std::fs::read_to_string(dir.join(agent).join("agent.toml")).unwrap();
+        assert!(config.contains("report_calls = true"), "{config}");
+    }
     let out = me.ok(["ls"]);
     assert!(
         out.contains("you") && out.contains("demo") && !out.contains("not adopted"),
@@ -226,6 +241,10 @@ fn wtd_up_runs_a_whole_cluster_and_ctrl_c_stops_it() {
     // As their owner, you may call every mission they offer, with no grant for it.
     let info = me.ok(["call", "sys/info", "--all"]);
     assert!(info.contains("pi-1") && info.contains("pi-2"), "{info}");
+    wait_for("the calls on the dashboard", Duration::from_secs(30), || {
+        let state = common::http_get(&url, "state.json");
+        state.matches("\"function\":\"info\"").count() >= 2
+    });
     let grants = me.grants();
     assert!(
         grants
@@ -317,6 +336,8 @@ fn killing_wtd_up_even_with_sigkill_stops_its_proxy_and_agents() {
                 "2".as_ref(),
                 "--dir".as_ref(),
                 dir.as_os_str(),
+                "--dashboard".as_ref(),
+                "127.0.0.1:0".as_ref(),
             ],
             &me.home,
         );

@@ -176,6 +176,7 @@ impl Agent {
         crate::sandbox::Sandbox::global();
         let (latest, sensors) = watch::channel(self.pi);
         let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
+        let (reports, reports_rx) = crate::reports::CallReports::new(self.config.report_calls);
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
         let calls = Arc::new(CallService::new(
@@ -185,6 +186,7 @@ impl Agent {
             self.logs.handle(),
             self.config.state_dir.join("time-floor"),
             Arc::new(mission_events),
+            Arc::new(reports),
         ));
         // Mission events go to the agent's own broker if it has one, else to the proxy.
         let mut events_rx = Some(events_rx);
@@ -232,6 +234,7 @@ impl Agent {
             heartbeat: self.config.heartbeat_interval,
             backoff: Backoff::default(),
             events: events_rx,
+            reports: reports_rx,
             version: PROTOCOL_VERSION,
         };
         // The link only returns on shutdown; the poller stops with it.

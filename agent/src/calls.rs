@@ -45,7 +45,7 @@ use wtd_transport::{read_frame, Connection, RecvStream, SendStream};
 use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
 use wtd_wire::codec::decode_with_limit;
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode_frame_into, Relayed};
+use wtd_wire::{decode, encode_frame_into, Key, Relayed};
 
 use crate::defaults;
 use crate::events::MissionEvents;
@@ -53,6 +53,7 @@ use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
 use crate::metrics::{AgentMetrics, FunctionLabels};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
+use crate::reports::CallReports;
 
 /// A call that is running, so a revocation (or its owner disowning this agent) can stop it.
 #[derive(Debug)]
@@ -147,6 +148,8 @@ struct Running {
     /// Its entry in `State::in_flight`.
     key: u64,
     authority: Authority,
+    /// When the call arrived, for its report's latency.
+    arrived: std::time::Instant,
 }
 
 /// Mutable state shared by every session. A std mutex: held for bookkeeping only, never
@@ -180,6 +183,8 @@ pub struct CallService {
     mission_events: Arc<MissionEvents>,
     /// Calls by outcome and function durations (served only if `metrics` is set).
     metrics: Arc<AgentMetrics>,
+    /// Call reports for the proxy's dashboard (a no-op unless the owner opted in).
+    reports: Arc<CallReports>,
 }
 
 fn now() -> Timestamp {
@@ -197,6 +202,7 @@ impl CallService {
         logs: LogsHandle,
         floor_path: PathBuf,
         mission_events: Arc<MissionEvents>,
+        reports: Arc<CallReports>,
     ) -> Self {
         let floor = match wtd_store::floor::read(&floor_path) {
             Ok(floor) => floor.unwrap_or_default(),
@@ -224,6 +230,7 @@ impl CallService {
             }),
             next_call: AtomicU64::new(0),
             mission_events,
+            reports,
             metrics: {
                 let m = Arc::new(AgentMetrics::default());
                 m.up_since.set(now().0 as f64 / 1000.0);
@@ -465,6 +472,7 @@ impl CallService {
                     } else {
                         (String::new(), String::new())
                     };
+                    let arrived = std::time::Instant::now();
                     let call = Incoming {
                         id,
                         mission,
@@ -472,8 +480,15 @@ impl CallService {
                         args,
                         signed,
                     };
-                    if let Some(answer) = self.start_call(st, out, stop, call) {
+                    if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
                         self.metrics.answered(&labels.0, &labels.1, &answer);
+                        self.reports.answered(
+                            Key::from(*st.caller.key()),
+                            &labels.0,
+                            &labels.1,
+                            &answer,
+                            arrived.elapsed(),
+                        );
                         if out.send(answer).await.is_err() {
                             return false;
                         }
@@ -491,6 +506,7 @@ impl CallService {
         out: &mpsc::Sender<AgentMsg>,
         stop: &CancellationToken,
         call: Incoming,
+        arrived: std::time::Instant,
     ) -> Option<AgentMsg> {
         let Incoming {
             id,
@@ -592,8 +608,10 @@ impl CallService {
             cancel,
             key,
             authority,
+            arrived,
         };
-        st.tasks.spawn(self.clone().run_exec(run, out.clone()));
+        let caller = Key::from(*st.caller.key());
+        st.tasks.spawn(self.clone().run_exec(run, caller, out.clone()));
         None
     }
 
@@ -645,7 +663,7 @@ impl CallService {
     }
 
     /// Runs one exec call to its end and sends its answer. A task of its session.
-    async fn run_exec(self: Arc<Self>, run: Running, out: mpsc::Sender<AgentMsg>) -> CallNumber {
+    async fn run_exec(self: Arc<Self>, run: Running, caller: Key, out: mpsc::Sender<AgentMsg>) -> CallNumber {
         let f = self
             .catalogue
             .function(&run.mission, &run.function)
@@ -679,6 +697,13 @@ impl CallService {
         let answer = self.done(run.id, status, output, detail, run.receipt.as_ref());
         self.metrics
             .answered(run.mission.as_str(), run.function.as_str(), &answer);
+        self.reports.answered(
+            caller,
+            run.mission.as_str(),
+            run.function.as_str(),
+            &answer,
+            run.arrived.elapsed(),
+        );
         let _ = out.send(answer).await;
         run.id
     }

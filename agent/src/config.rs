@@ -88,6 +88,11 @@ pub struct AgentConfig {
     /// Look for the proxy on these network interfaces only (`lan_interfaces = ["wlan0"]`),
     /// when `proxy` is found on the LAN (unused with a ticket). Default every interface.
     pub lan_interfaces: Vec<String>,
+    /// Tell the proxy's dashboard about each call this agent answers (who called which
+    /// function, how long it took, allowed or denied and why; never arguments or results).
+    /// Default off: calls are end-to-end encrypted, and only the owner may decide that
+    /// their details show on a projector.
+    pub report_calls: bool,
 }
 
 /// Where the agent's proxy comes from.
@@ -139,6 +144,7 @@ impl fmt::Debug for AgentConfig {
             .field("mqtt", &self.mqtt)
             .field("metrics", &self.metrics)
             .field("lan_interfaces", &self.lan_interfaces)
+            .field("report_calls", &self.report_calls)
             .finish()
     }
 }
@@ -162,6 +168,7 @@ struct ConfigFile {
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     metrics: Option<std::net::SocketAddr>,
     lan_interfaces: Option<Vec<String>>,
+    report_calls: Option<bool>,
 }
 
 /// What is wrong with a configuration's content.
@@ -320,6 +327,7 @@ impl AgentConfig {
             mqtt: None,
             metrics: None,
             lan_interfaces: Vec::new(),
+            report_calls: false,
         }
     }
 
@@ -362,6 +370,7 @@ impl AgentConfig {
             config.enroll = Some(EnrollmentToken::from_text(&text).map_err(ConfigError::BadEnrollToken)?);
         }
         config.mission_events = file.mission_events.unwrap_or_default();
+        config.report_calls = file.report_calls.unwrap_or(false);
         if let Some(m) = &file.mqtt {
             config.mqtt = Some(wtd_telemetry::MqttConfig::from_file(
                 m,

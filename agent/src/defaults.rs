@@ -220,3 +220,16 @@ pub const MISSION_EVENT_QUEUE: usize = 64;
 /// so in its log. Often enough that someone watching `journalctl -f` sees it within a
 /// lesson's minute; rarely enough not to fill a small SD card's journal.
 pub const LAN_STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);
+
+/// Call reports an agent sends the proxy's dashboard per second (`report_calls`), past a
+/// burst of [`CALL_REPORTS_BURST`]. A projector shows a handful of calls a second at most;
+/// a script calling in a loop (thousands a second) must not turn into as many messages on
+/// the control stream, so the rest are dropped (and counted), never queued.
+pub const CALL_REPORTS_PER_S: u32 = 20;
+
+/// See [`CALL_REPORTS_PER_S`]: a class all pressing enter at once still shows whole.
+pub const CALL_REPORTS_BURST: u32 = 60;
+
+/// Call reports waiting for the control stream (the newest are dropped once it is full, as
+/// while the proxy is away). A report is about 150 bytes.
+pub const CALL_REPORT_QUEUE: usize = 64;

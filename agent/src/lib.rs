@@ -20,6 +20,7 @@
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
+//! - [`reports`]: call reports for the proxy's dashboard, the owner's opt-in, bounded.
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - `lan`: finding the proxy on the LAN by mDNS when there is no ticket (`proxy = "<id>"`).
@@ -52,6 +53,7 @@ pub mod missions;
 mod mqtt;
 pub mod notify;
 pub mod owner_logs;
+pub mod reports;
 pub mod sandbox;
 pub mod sensors;
 

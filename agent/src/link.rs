@@ -34,8 +34,8 @@ use wtd_transport::{
 };
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, Advert, AgentHello, FromAgent, MissionEvent, Open, Refusal, ToAgent, WireError,
-    MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
+    decode, encode, Advert, AgentHello, CallReport, FromAgent, MissionEvent, Open, Refusal, ToAgent,
+    WireError, CALL_REPORTS_VERSION, MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -126,6 +126,8 @@ pub(crate) struct Link {
     /// Mission events to send to the proxy's bridge; `None` when this agent publishes them
     /// itself (`[mqtt]`), or lets no mission publish.
     pub events: Option<mpsc::Receiver<MissionEvent>>,
+    /// Call reports for the proxy's dashboard; `None` unless the owner set `report_calls`.
+    pub reports: Option<mpsc::Receiver<CallReport>>,
     /// The protocol version we say hello with: ours, or an older proxy's (then no events).
     pub version: u16,
 }
@@ -173,7 +175,7 @@ impl Link {
                 {
                     log::info!(
                         agent:% = self.id, peer:% = addr;
-                        "the proxy speaks protocol version {proxy}; speaking it too (mission events are not sent through it)"
+                        "the proxy speaks protocol version {proxy}; speaking it too (what it does not know, mission events before 4 and call reports before 5, is not sent)"
                     );
                     self.version = proxy;
                 }
@@ -302,11 +304,14 @@ impl Link {
             heartbeat,
             calls,
             events,
+            reports,
             version,
             ..
         } = self;
         // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
         let events = events.as_mut().filter(|_| *version >= MISSION_EVENTS_VERSION);
+        // Nor does a version-4 one know call reports.
+        let reports = reports.as_mut().filter(|_| *version >= CALL_REPORTS_VERSION);
         // Callers' sessions arrive as streams the proxy opens on this connection. This
         // arm never ends the session by itself; when another arm does, it is dropped and
         // takes every call session with it.
@@ -319,20 +324,21 @@ impl Link {
             // Ends only with an error: the proxy or the connection went away.
             error = receive(&mut recv, logs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.
-            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, shutdown) => stopped,
+            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, reports, shutdown) => stopped,
         }
     }
 }
 
-/// Sends a heartbeat every `interval`, and each mission event as it comes, until shutdown,
-/// then `Leaving`. Events are few (the sink's budget bounds them) and small, so one never
-/// holds a heartbeat back for more than one short write.
+/// Sends a heartbeat every `interval`, and each mission event and call report as it comes,
+/// until shutdown, then `Leaving`. Events and reports are few (their sinks' budgets bound
+/// them) and small, so one never holds a heartbeat back for more than one short write.
 async fn send_heartbeats(
     send: &mut SendStream,
     sampler: &mut LoadSampler,
     sensors: &watch::Receiver<PiSensors>,
     interval: Duration,
     mut events: Option<&mut mpsc::Receiver<MissionEvent>>,
+    mut reports: Option<&mut mpsc::Receiver<CallReport>>,
     shutdown: &CancellationToken,
 ) -> Result<Stopped, SessionError> {
     let mut ticks = tokio::time::interval(interval);
@@ -345,12 +351,19 @@ async fn send_heartbeats(
                 None => std::future::pending().await,
             }
         };
+        let next_report = async {
+            match reports.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
-            // Heartbeats first when both are ready: they keep us in the roster.
+            // Heartbeats first when several are ready: they keep us in the roster.
             biased;
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => FromAgent::Heartbeat(sampler.sample(&sensors.borrow())),
             Some(event) = next_event => FromAgent::MissionEvent(event),
+            Some(report) = next_report => FromAgent::CallReport(report),
         };
         let frame = encode(&message);
         // A write only waits when the proxy stops reading; don't let that block shutdown.

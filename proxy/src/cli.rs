@@ -43,6 +43,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the classroom dashboard, a read-only live web page, at http://ADDR/ (e.g.
+    /// 127.0.0.1:8080; 0.0.0.0:8080 to show it on other machines of the LAN). Off unless given.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dashboard: Option<SocketAddr>,
     /// The machine hosting the proxy, which sets the connection limits: `pi` (128 in all,
     /// 32 per address; the default) or `laptop` (1024 in all, 64 per address).
     #[arg(long, value_enum)]
@@ -97,6 +101,8 @@ struct ConfigFile {
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     /// Where to serve Prometheus metrics.
     metrics: Option<SocketAddr>,
+    /// Where to serve the dashboard.
+    dashboard: Option<SocketAddr>,
 }
 
 /// Parses and checks the text of a proxy.toml as `wtd proxy --config` does, except that
@@ -124,6 +130,7 @@ fn args_from_nothing() -> Args {
         mqtt_cluster: None,
         config: None,
         metrics: None,
+        dashboard: None,
         deployment: None,
         max_connections: None,
         max_connections_per_ip: None,
@@ -143,6 +150,16 @@ fn connection_limits(args: &Args, file: &ConfigFile) -> anyhow::Result<Connectio
             args.max_connections_per_ip.or(file.max_connections_per_ip),
         )
         .context("the proxy's connection limits (--max-connections, --max-connections-per-ip or proxy.toml)")
+}
+
+/// The address a browser opens for a dashboard bound to `addr` (0.0.0.0 is no address to
+/// open: this machine is 127.0.0.1 to its own browser).
+pub fn dashboard_url(addr: SocketAddr) -> String {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}/")
 }
 
 /// Runs the proxy until Ctrl-C or SIGTERM.
@@ -169,6 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => ConfigFile::default(),
     };
     config.metrics = args.metrics.or(file.metrics);
+    config.dashboard = args.dashboard.or(file.dashboard);
     let deployment = args.deployment.or(file.deployment).unwrap_or_default();
     let connections = connection_limits(&args, &file)?;
     connections.apply(&mut config.limits);
@@ -217,6 +235,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if let Some(addr) = proxy.metrics_addr() {
             println!("metrics at http://{addr}/metrics");
+        }
+        // Written before the ticket, so whoever waits for the ticket finds it (`wtd up`).
+        let dashboard_file = state_dir.join("dashboard.txt");
+        match proxy.dashboard_addr() {
+            Some(addr) => {
+                let url = dashboard_url(addr);
+                println!("dashboard at {url}");
+                wtd_store::atomic::write_atomic(&dashboard_file, format!("{url}\n").as_bytes(), 0o644)?;
+            }
+            None => {
+                let _ = std::fs::remove_file(&dashboard_file);
+            }
         }
         wtd_store::atomic::write_atomic(&state_dir.join("ticket.txt"), format!("{ticket}\n").as_bytes(), 0o644)?;
         println!("wtd proxy {} listening on {local}", proxy.id());

@@ -84,3 +84,54 @@ pub const LAPTOP_MAX_CONNECTIONS: usize = 1_024;
 /// students behind one NAT address still fits, with room to spare; one machine that opens
 /// connections in a loop still cannot take more than a sixteenth of the slots.
 pub const LAPTOP_MAX_CONNECTIONS_PER_IP: usize = 64;
+
+/// Happenings (calls, sessions, grants, agents coming and going) the dashboard keeps for
+/// pages that connect or reconnect. A projector shows the last few dozen; 300 is a few
+/// minutes of a busy class, and about 100 KB.
+pub const DASHBOARD_EVENTS: usize = 300;
+
+/// How long the dashboard shows an agent after it went offline (with "last seen"), so a
+/// teacher sees which Pi dropped out, not just one card fewer.
+pub const DASHBOARD_OFFLINE_KEPT: Duration = Duration::from_secs(10 * 60);
+
+/// Most offline agents the dashboard remembers at once (the oldest are forgotten first):
+/// agents that come and go with new keys must not grow it without bound.
+pub const DASHBOARD_OFFLINE_CARDS: usize = 256;
+
+/// (caller, agent) pairs of relayed sessions remembered to check call reports against:
+/// a classroom's 30 students times 30 Pis is 900.
+pub const DASHBOARD_RELAY_PAIRS: usize = 4_096;
+
+/// A call report is accepted this long after its caller's last session to the agent
+/// closed: the report travels on the agent's control stream and may arrive after the
+/// caller hung up.
+pub const DASHBOARD_REPORT_GRACE: Duration = Duration::from_secs(30);
+
+/// Call reports the proxy takes per agent per second, past a burst of
+/// [`CALL_REPORTS_BURST`]; twice what an agent sends by default, so only a modified agent
+/// is cut. The rest are dropped and counted.
+pub const CALL_REPORTS_PER_S: u32 = 40;
+
+/// See [`CALL_REPORTS_PER_S`].
+pub const CALL_REPORTS_BURST: u32 = 120;
+
+/// Dashboard connections at once (pages, their assets, curl). Each open page holds one
+/// for its event stream; a projector and a few laptops need a handful. More are answered
+/// "503, too many viewers" at once rather than queued.
+pub const DASHBOARD_CONNECTIONS: usize = 32;
+
+/// Most bytes of a request's head the dashboard reads; a browser sends well under 2 KiB.
+pub const DASHBOARD_MAX_REQUEST: usize = 8 * 1024;
+
+/// Time a client has to send its request, and to take each write, before the dashboard
+/// closes its connection (so a stalled one cannot hold a slot).
+pub const DASHBOARD_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Updates go to a page at most this often, each holding everything that changed since
+/// the last. The roster's own batches come every 250 ms, and a killed agent still turns
+/// offline on the page within 3 s (2.25 s reaper, 250 ms batch, this).
+pub const DASHBOARD_PUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A comment line goes down an idle event stream this often, so proxies and browsers keep
+/// it open, and a page that vanished is noticed and its slot freed.
+pub const DASHBOARD_KEEPALIVE: Duration = Duration::from_secs(15);

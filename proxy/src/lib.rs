@@ -26,11 +26,13 @@
 //! - `relay`: splicing a caller's stream to an agent, bytes only.
 //! - `mqtt`: the roster mirrored to an MQTT broker (Home Assistant, Node-RED).
 //! - [`metrics`]: the Prometheus metrics and what they count.
+//! - [`dashboard`]: the classroom dashboard, a read-only web page pushed live.
 //! - [`cli`]: `wtd proxy`, the command that runs it.
 #![forbid(unsafe_code)]
 
 pub mod capacity;
 pub mod cli;
+pub mod dashboard;
 pub mod defaults;
 pub mod logs;
 pub mod metrics;
@@ -78,6 +80,8 @@ pub struct ProxyConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Where to serve Prometheus metrics (`--metrics`); `None`: no endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Where to serve the dashboard (`--dashboard`); `None`: no dashboard.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -90,6 +94,7 @@ impl ProxyConfig {
             max_agents: defaults::MAX_AGENTS,
             mqtt: None,
             metrics: None,
+            dashboard: None,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Proxy {
     bridge: Option<wtd_telemetry::Bridge>,
     /// The bound metrics listener, served by [`Proxy::run`].
     metrics: Option<std::net::TcpListener>,
+    /// The bound dashboard listener, served by [`Proxy::run`].
+    dashboard: Option<std::net::TcpListener>,
 }
 
 impl Proxy {
@@ -137,13 +144,34 @@ impl Proxy {
             }
             None => None,
         };
+        let dashboard = match config.dashboard {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!(
+                        "could not serve the dashboard on {addr} (is another program using it? \
+                         pick another port with --dashboard 127.0.0.1:PORT)"
+                    )
+                })?;
+                std.set_nonblocking(true)?;
+                Some(std)
+            }
+            None => None,
+        };
         let handle = bridge.as_ref().map(|(_, h)| h.clone());
+        let mut shared = Shared::new(config, logs, handle);
+        if dashboard.is_some() {
+            let d = dashboard::Dashboard::new(defaults::DASHBOARD_CONNECTIONS);
+            // The same gauge: `/metrics` shows the pages open.
+            shared.metrics.dashboard_pages = d.pages.clone();
+            shared.dashboard = Some(Arc::new(d));
+        }
         Ok(Proxy {
             id,
             server,
-            shared: Arc::new(Shared::new(config, logs, handle)),
+            shared: Arc::new(shared),
             bridge: bridge.map(|(b, _)| b),
             metrics,
+            dashboard,
         })
     }
 
@@ -172,6 +200,11 @@ impl Proxy {
     /// The address metrics are served on, if any.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address the dashboard is served on, if any.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -203,6 +236,19 @@ impl Proxy {
                     tasks.spawn(server.run(move || metrics::render(&shared), shutdown.clone()));
                 }
                 Err(e) => log::error!("metrics endpoint could not start: {e}"),
+            }
+        }
+        if let (Some(listener), Some(dashboard)) = (self.dashboard.take(), self.shared.dashboard.clone()) {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    tasks.spawn(dashboard::follow_roster(
+                        self.shared.clone(),
+                        dashboard.clone(),
+                        shutdown.clone(),
+                    ));
+                    tasks.spawn(dashboard::http::serve(listener, dashboard, shutdown.clone()));
+                }
+                Err(e) => log::error!("the dashboard could not start: {e}"),
             }
         }
         loop {

@@ -40,6 +40,9 @@ pub struct ProxyMetrics {
     pub owner_logs_published: Counter,
     pub mission_events: Counter,
     pub mission_events_dropped: Counter,
+    pub call_reports: Counter,
+    pub call_reports_dropped: Counter,
+    pub dashboard_pages: Gauge,
     pub bridge_enabled: Gauge,
     pub bridge_connected: Gauge,
     pub bridge_queued: Gauge,
@@ -115,6 +118,22 @@ impl ProxyMetrics {
             "mission_events_dropped",
             "Mission events dropped: over the agent's budget, or of a mission it does not offer",
             self.mission_events_dropped.clone(),
+        );
+        r.register(
+            "call_reports",
+            "Call reports from agents shown on the dashboard",
+            self.call_reports.clone(),
+        );
+        r.register(
+            "call_reports_dropped",
+            "Call reports not shown: over the agent's budget, of a mission it does not offer, or of a \
+             caller whose session was never relayed to it",
+            self.call_reports_dropped.clone(),
+        );
+        r.register(
+            "dashboard_pages",
+            "Dashboard pages connected now (their event streams)",
+            self.dashboard_pages.clone(),
         );
         r.register(
             "mqtt_bridge_enabled",

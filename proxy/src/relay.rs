@@ -54,6 +54,16 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
     {
         return;
     }
+    let caller = Key::from(ctx.peer);
+    if let Some(d) = &ctx.shared.dashboard {
+        d.change(|f| f.relay_opened(&to, &caller, crate::shared::now_ms()));
+    }
+    // However the session ends (even if this task is dropped), the dashboard hears.
+    let _closed = OnDrop(|| {
+        if let Some(d) = &ctx.shared.dashboard {
+            d.feed().relay_closed(&to, &caller, crate::shared::now_ms());
+        }
+    });
     let metrics = &ctx.shared.metrics;
     metrics.relays.inc();
     metrics.relays_open.inc();
@@ -126,6 +136,15 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
 async fn unreachable(send: &mut SendStream, why: String) {
     let _ = write_frame(send, &encode(&RelayReply::Unreachable(why))).await;
     let _ = send.finish();
+}
+
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// A reader that adds every byte it reads to a counter.

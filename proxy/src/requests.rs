@@ -34,11 +34,17 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             reply(&mut send, &Response::Waiting(waiting)).await;
         }
         Request::PublishLog { entries } => {
+            // What the proxy held before, so the dashboard shows only what is new.
+            let before = entries
+                .first()
+                .and_then(|b| wtd_keys::log::SignedEntry::decode(b).ok())
+                .map_or(0, |e| ctx.shared.logs().head(&e.owner));
             let result = ctx.shared.logs().publish(&entries);
             match result {
                 Ok((owner, seq)) => {
                     ctx.shared.metrics.owner_logs_published.inc();
                     publish_log_events(&ctx, &entries);
+                    dashboard_log_events(&ctx, &entries, before);
                     log::info!(
                         "owner {} published its log, now {seq} entries",
                         owner.key().short()
@@ -118,6 +124,34 @@ async fn watch(ctx: &StreamCtx, send: &mut SendStream) {
         if written.is_err() {
             return;
         }
+    }
+}
+
+/// Grants, revocations and adoptions on the dashboard, as they happen. Entries the proxy
+/// had already (up to `before`) are not shown again.
+fn dashboard_log_events(ctx: &StreamCtx, entries: &[Vec<u8>], before: u64) {
+    let Some(dashboard) = &ctx.shared.dashboard else {
+        return;
+    };
+    let now = crate::shared::now_ms();
+    // Verified by `publish` (which took them); one that does not decode is skipped.
+    let decoded: Vec<wtd_keys::log::SignedEntry> = entries
+        .iter()
+        .filter_map(|b| wtd_keys::log::SignedEntry::decode(b).ok())
+        .filter(|e| e.seq > before)
+        .collect();
+    if decoded.is_empty() {
+        return;
+    }
+    let mut adoptions = false;
+    dashboard.change(|f| {
+        for e in &decoded {
+            adoptions |= matches!(e.record, wtd_keys::log::Record::Adoption(_));
+            f.push(crate::dashboard::log_event(e, now));
+        }
+    });
+    if adoptions {
+        crate::dashboard::refresh_adoptions(&ctx.shared, dashboard);
     }
 }
 

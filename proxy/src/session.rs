@@ -205,6 +205,12 @@ async fn read_agent(
         crate::defaults::MISSION_EVENTS_BURST,
         now_ms(),
     );
+    // And of its call reports.
+    let mut reports = wtd_telemetry::budget::Budget::new(
+        crate::defaults::CALL_REPORTS_PER_S,
+        crate::defaults::CALL_REPORTS_BURST,
+        now_ms(),
+    );
     loop {
         let frame = tokio::select! {
             _ = ctx.shutdown.cancelled() => return LeaveReason::Silent,
@@ -245,6 +251,15 @@ async fn read_agent(
                     .map(|a| a.name.clone());
                 drop(state);
                 publish_mission_event(ctx, &mut budget, name, event);
+                continue;
+            }
+            Ok(FromAgent::CallReport(report)) => {
+                drop(state);
+                if let Err(why) = report.validate() {
+                    close_offender(&ctx.conn, &format!("invalid call report: {why}"));
+                    return LeaveReason::Silent;
+                }
+                dashboard_report(ctx, &mut reports, &id, &report);
                 continue;
             }
             Err(e) => {
@@ -320,6 +335,33 @@ async fn write_agent(
                 Err(RecvError::Closed) => return,
             },
         }
+    }
+}
+
+/// Shows a call report on the dashboard, if this proxy has one, the agent is within its
+/// budget, and the report passes the feed's checks (its own call, of a mission it offers);
+/// otherwise it is dropped and counted, never an error for the agent.
+fn dashboard_report(
+    ctx: &StreamCtx,
+    budget: &mut wtd_telemetry::budget::Budget,
+    agent: &Key,
+    report: &wtd_wire::CallReport,
+) {
+    let Some(dashboard) = &ctx.shared.dashboard else {
+        return;
+    };
+    let refused = |why: &str| {
+        ctx.shared.metrics.call_reports_dropped.inc();
+        log::debug!("call report from {} not shown: {why}", ctx.peer.short());
+    };
+    if !budget.take(now_ms()) {
+        return refused("over its budget");
+    }
+    match dashboard.change(|f| f.report(agent, report, now_ms())) {
+        Ok(_) => {
+            ctx.shared.metrics.call_reports.inc();
+        }
+        Err(why) => refused(&why.to_string()),
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::ProxyMetrics,
     /// The MQTT bridge, when configured: publishing never waits for the broker.
     pub bridge: Option<wtd_telemetry::BridgeHandle>,
+    /// The dashboard's feed, when `--dashboard` is set.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             waiting: Mutex::default(),
             metrics: crate::metrics::ProxyMetrics::default(),
             bridge,
+            dashboard: None,
         }
     }
 

@@ -12,6 +12,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod browser;
 pub mod mosquitto;
 
 /// The `wtd` binary cargo built for these tests.
@@ -354,4 +355,26 @@ impl User {
         names.sort();
         names
     }
+}
+
+/// `GET <base><path>` over plain HTTP/1.1 (the proxy's dashboard), the body as text; empty
+/// if it cannot be reached. `base` is `http://127.0.0.1:PORT/`.
+pub fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Some(host) = base.strip_prefix("http://").map(|h| h.trim_end_matches('/')) else {
+        return String::new();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }

@@ -16,6 +16,7 @@
 //!   |<-- Log{owner, entries} (catch-up) -------|                                     |
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
 //!   |-- MissionEvent{mission, line} (v4) ----->|-- to MQTT, if it has a bridge       |
+//!   |-- CallReport{caller, function, ..} (v5)->|-- to the dashboard (owner's opt-in) |
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
 //!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
 //!                                              |<-- Request::Roster / Watch ---------|
@@ -32,6 +33,7 @@
 //! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
 //! - [`messages`]: the messages of each stream.
 //! - [`call`]: the messages inside an end-to-end call session.
+//! - [`report`]: call reports, an agent's opt-in account of its calls for the dashboard.
 //! - [`codec`]: frames and postcard, with size caps and validation.
 #![forbid(unsafe_code)]
 
@@ -39,6 +41,7 @@ pub mod call;
 pub mod codec;
 pub mod defaults;
 pub mod messages;
+pub mod report;
 pub mod roster;
 
 /// Bumped on any incompatible change to the messages. Version 2: calls inside a session
@@ -46,16 +49,23 @@ pub mod roster;
 /// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
 /// adoptions (an older agent would refuse them, so it must not connect). Version 4: an
 /// agent may send [`FromAgent::MissionEvent`] (a line a handler emitted, for MQTT).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: an agent may send [`FromAgent::CallReport`] (a call it answered, for the
+/// proxy's dashboard).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
-/// knows no `MissionEvent`: a proxy admits version-3 agents (they never send one), and an
-/// agent refused by a version-3 proxy says hello again as version 3 and sends none.
+/// knows no `MissionEvent`, and 4 from 5 in that it knows no `CallReport`: a proxy admits
+/// older agents (they never send one), and an agent refused by an older proxy says hello
+/// again in that proxy's version and sends only what it knows.
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;
 
+/// The first version with [`FromAgent::CallReport`]: never send one to an older peer.
+pub const CALL_REPORTS_VERSION: u16 = 5;
+
 pub use codec::{decode, encode, encode_frame_into, WireError};
 pub use messages::*;
+pub use report::CallReport;
 pub use roster::*;

@@ -76,6 +76,9 @@ pub enum FromAgent {
     /// A line one of this agent's handlers emitted, for the proxy's MQTT bridge (version 4
     /// on; see [`MissionEvent`]). Appended last, so the older variants encode as before.
     MissionEvent(MissionEvent),
+    /// A call this agent answered, for the proxy's dashboard (version 5 on; sent only when
+    /// its owner set `report_calls`; see [`crate::report`]). Appended last, like the rest.
+    CallReport(crate::report::CallReport),
 }
 
 /// A mission event: `line` as the handler of `mission/function` printed it (after

@@ -8,6 +8,10 @@
 //! cleanly. As their owner you may call every mission they offer (`sys/info` too) without a
 //! grant; the `demo` grant is there so you can try `wtd grant`'s output on yourself.
 //!
+//! The proxy serves the classroom dashboard (at http://127.0.0.1:8080/ unless told
+//! otherwise), and the agents report their calls to it (`report_calls = true`), so the page
+//! shows calls as they flow.
+//!
 //! The proxy and agents are this same binary (`wtd proxy`, `wtd agent`) run as child
 //! processes, exactly as they run on real machines.
 
@@ -56,6 +60,13 @@ pub struct Args {
     /// The proxy's UDP port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Where the proxy serves the dashboard (port 0 picks a free one; 0.0.0.0:8080 shows it
+    /// to the LAN too).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub dashboard: std::net::SocketAddr,
+    /// No dashboard (and the agents report no calls).
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
@@ -130,21 +141,36 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let listen = format!("127.0.0.1:{}", args.port);
     let mut children = Vec::new();
     let proxy_log = dir.join("proxy.log");
-    children.push(spawn(
-        "the proxy",
-        &[
-            "proxy".as_ref(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-            "--state-dir".as_ref(),
-            proxy_state.as_os_str(),
-        ],
-        &proxy_log,
-    )?);
+    let dashboard = args.dashboard.to_string();
+    let mut proxy_args: Vec<&std::ffi::OsStr> = vec![
+        "proxy".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--state-dir".as_ref(),
+        proxy_state.as_os_str(),
+    ];
+    if !args.no_dashboard {
+        proxy_args.extend([
+            std::ffi::OsStr::new("--dashboard"),
+            std::ffi::OsStr::new(&dashboard),
+        ]);
+    }
+    children.push(spawn("the proxy", &proxy_args, &proxy_log)?);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ticket_file.exists() {
         if let Ok(Some(status)) = children[0].child.try_wait() {
-            bail!("the proxy exited ({status}); see {}", proxy_log.display());
+            // Its last words say why (a port in use, most often).
+            let log = std::fs::read_to_string(&proxy_log).unwrap_or_default();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let hint = if log.contains("could not serve the dashboard") {
+                "\n(another program uses the dashboard's port: try `wtd up --dashboard 127.0.0.1:0`, or --no-dashboard)"
+            } else {
+                ""
+            };
+            bail!(
+                "the proxy exited ({status}): {last}{hint}\nsee {}",
+                proxy_log.display()
+            );
         }
         if Instant::now() > deadline {
             bail!("the proxy did not start within 20 s; see {}", proxy_log.display());
@@ -152,6 +178,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let ticket = std::fs::read_to_string(&ticket_file)?.trim().to_string();
+    // The proxy writes the dashboard's address before its ticket.
+    let dashboard_url = if args.no_dashboard {
+        None
+    } else {
+        Some(
+            std::fs::read_to_string(proxy_state.join("dashboard.txt"))?
+                .trim()
+                .to_string(),
+        )
+    };
     let info = Ticket::from_text(&ticket)?
         .proxy
         .context("the proxy wrote a ticket without itself in it")?;
@@ -172,11 +208,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let config = agent_dir.join("agent.toml");
         let text = format!(
             "# Written by `wtd up`.\nname = \"{name}\"\nstate_dir = \"{}\"\nmissions_dir = \"{}\"\n\
-             proxy = \"{ticket}\"\nowners = [\"{}\"]\ntags = [\"{}\"]\n",
+             proxy = \"{ticket}\"\nowners = [\"{}\"]\ntags = [\"{}\"]\n\
+             # Calls show on the proxy's dashboard (never their arguments or results).\n\
+             report_calls = {}\n",
             agent_dir.join("state").display(),
             missions.display(),
             me.public(),
             if i % 2 == 1 { "odd" } else { "even" },
+            !args.no_dashboard,
         );
         wtd_store::atomic::write_atomic(&config, text.as_bytes(), 0o600)?;
         children.push(spawn(
@@ -262,6 +301,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         info.addrs[0]
     );
     println!("Files and logs: {}", dir.display());
+    if let Some(url) = &dashboard_url {
+        println!("Dashboard (put it on the projector): {url}");
+    }
     println!();
     println!("Try, in another terminal:");
     println!("  wtd ls                    # the agents, their load and missions");
