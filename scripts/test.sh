@@ -12,11 +12,12 @@ say() { printf '\n== %s\n' "$*"; }
 say "Installing what the tests need"
 need_apt=()
 # file(1) checks the aarch64 build; procps gives kill(1) to the test harness; tests/mqtt.rs
-# runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
+# runs a real mosquitto broker and its command-line clients; python3-venv for the parser below;
+# jq reads the CLI's JSON in scripts/soak.sh (tests/soak.rs).
 # The Pi image: mmdebstrap (under qemu-user's binfmt), mkfs/mtools/sfdisk/zstd/kmod to build it
 # (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
 # qemu-system-arm to boot it (tests/image.rs).
-for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv \
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps mosquitto mosquitto-clients python3-venv jq \
   mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
