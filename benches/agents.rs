@@ -162,6 +162,20 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Seconds a process's threads spent runnable but waiting for a CPU so far (the second
+/// field of each thread's schedstat): time the machine, not the process, lost.
+fn waited_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
 fn advert(i: usize, owner: Key) -> Advert {
     Advert {
         name: format!("sim-{i:05}"),
@@ -619,13 +633,15 @@ fn ms(d: Duration) -> String {
 /// peak RSS over a steady window of `secs`.
 struct Window {
     cpu_pct: f64,
+    /// The proxy's threads waiting for a CPU, in percent of the window (all threads).
+    waited_pct: f64,
     us_per_beat: f64,
     rss_peak: f64,
     secs: f64,
 }
 
 fn steady_window(proxy: &ProxyProcess, reports: &Reports, secs: u64) -> Window {
-    let (c0, t0) = (proxy.cpu_secs(), Instant::now());
+    let (c0, w0, t0) = (proxy.cpu_secs(), waited_secs(proxy.child.id()), Instant::now());
     let mut rss_peak = proxy.rss_mb();
     let mut connected = Vec::new();
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -639,6 +655,7 @@ fn steady_window(proxy: &ProxyProcess, reports: &Reports, secs: u64) -> Window {
     let beats = avg_connected * window / wtd_agent::defaults::HEARTBEAT_INTERVAL.as_secs_f64();
     Window {
         cpu_pct: cpu / window * 100.0,
+        waited_pct: (waited_secs(proxy.child.id()) - w0) / window * 100.0,
         us_per_beat: cpu * 1e6 / beats.max(1.0),
         rss_peak,
         secs: window,
@@ -700,6 +717,11 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64, procs: usize) -> anyhow
     snaps.sort();
     let (dispatch, candidates) = dispatch_decision(&roster, owner);
     let dropped = reports.dropped.load(Ordering::SeqCst);
+    // What else the machine was running: the 1-minute load average.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     for (why, count) in reports.reasons.lock().unwrap().iter() {
         eprintln!("  {count} agents dropped: {why}");
     }
@@ -723,7 +745,7 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64, procs: usize) -> anyhow
         )
     };
     Ok(format!(
-        "| {n} | {}/{n} | {} / {} | {:.1} s | {rss_joined:.0} / {:.0} MB | {:.0} % / {:.0} % | {:.1} / {:.1} us | {batches_per_watcher:.1} / {per_watcher:.0} | {dropped} | {snapshot} | {} ({candidates} candidates) | {sims_cpu:.0} % |",
+        "| {n} | {}/{n} | {} / {} | {:.1} s | {rss_joined:.0} / {:.0} MB | {:.0} % / {:.0} % | {:.1} / {:.1} us | {batches_per_watcher:.1} / {per_watcher:.0} | {dropped} | {snapshot} | {} ({candidates} candidates) | {sims_cpu:.0} % | {:.0} % | {load} |",
         times.len(),
         ms(pct(&times, 0.5)),
         ms(pct(&times, 0.99)),
@@ -734,6 +756,7 @@ fn run(bin: &Path, n: usize, watchers: usize, secs: u64, procs: usize) -> anyhow
         quiet.us_per_beat,
         watched.us_per_beat,
         ms(dispatch),
+        watched.waited_pct,
     ))
 }
 
@@ -763,8 +786,8 @@ fn main() -> anyhow::Result<()> {
         "\nOne proxy (`wtd proxy`, its own process); agents simulated in {procs} processes, real QUIC on 127.1.x.y, a heartbeat every {:?}; {watchers} watchers:\n",
         wtd_agent::defaults::HEARTBEAT_INTERVAL
     );
-    println!("| agents | joined | join p50 / p99 | all joined in | proxy RSS joined / peak | proxy CPU, 0 / {watchers} watchers | proxy CPU per heartbeat, 0 / {watchers} watchers | batches / events per watcher per s | dropped | snapshot for a new client | dispatch decision | simulators' CPU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| agents | joined | join p50 / p99 | all joined in | proxy RSS joined / peak | proxy CPU, 0 / {watchers} watchers | proxy CPU per heartbeat, 0 / {watchers} watchers | batches / events per watcher per s | dropped | snapshot for a new client | dispatch decision | simulators' CPU | proxy waiting for a CPU | load average |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

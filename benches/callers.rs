@@ -115,6 +115,8 @@ impl Lab {
         let dir = tempfile::tempdir()?;
         let state = dir.path().join("proxy");
         let total = (callers + agents + 64).to_string();
+        // `WTD_CALLERS_PROXY_LOG=file`: the proxy's info log there (whom it closed, why).
+        let log = std::env::var_os("WTD_CALLERS_PROXY_LOG");
         let mut proxy = Processes::default();
         proxy.0.push(
             Command::new(bin)
@@ -122,9 +124,12 @@ impl Lab {
                 .arg(&state)
                 .args(["--max-connections", &total, "--max-connections-per-ip", "128"])
                 .env("WTD_HOME", dir.path().join("proxy-home"))
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(match &log {
+                    Some(path) => Stdio::from(std::fs::File::create(path)?),
+                    None => Stdio::inherit(),
+                })
                 .spawn()
                 .context("start wtd proxy")?,
         );
@@ -256,6 +261,8 @@ mod callers {
     /// One caller's tally.
     #[derive(Default)]
     struct Tally {
+        /// The first failure's reason, to say why calls failed.
+        why: Option<String>,
         latencies_us: Vec<u32>,
         failed: u64,
         wrong: u64,
@@ -368,6 +375,9 @@ mod callers {
             echoes += t.echoes;
             let line: Vec<String> = t.latencies_us.iter().map(|l| l.to_string()).collect();
             writeln!(out, "lat {}", line.join(" "))?;
+            if let Some(why) = &t.why {
+                writeln!(out, "why {}", why.replace('\n', " "))?;
+            }
         }
         writeln!(out, "tally {ok} {failed} {wrong} {echoes} {none}")?;
         out.flush()?;
@@ -447,12 +457,12 @@ mod callers {
             };
             let started = Instant::now();
             let answer = match session.call(m, f, args, false).await {
-                Ok(p) => p.finish(&mut |_| {}).await.ok(),
-                Err(_) => None,
+                Ok(p) => p.finish(&mut |_| {}).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             };
             let took = started.elapsed();
             match answer {
-                Some(a) if a.status == CallStatus::Ok => {
+                Ok(a) if a.status == CallStatus::Ok => {
                     if is_echo {
                         t.echoes += 1;
                         let same = serde_json::from_slice::<serde_json::Value>(&a.output).ok()
@@ -464,8 +474,14 @@ mod callers {
                     }
                     t.latencies_us.push(took.as_micros().min(u32::MAX as u128) as u32);
                 }
-                _ => {
+                other => {
                     t.failed += 1;
+                    if t.why.is_none() {
+                        t.why = Some(match other {
+                            Ok(a) => format!("{} ended {}: {}", f, a.status, a.detail),
+                            Err(e) => format!("{f}: {e}"),
+                        });
+                    }
                     if session.is_closed() {
                         break;
                     }
@@ -485,6 +501,8 @@ struct Results {
     ready: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     tallies: Mutex<Vec<[u64; 5]>>,
+    /// Why callers' calls failed (each caller's first failure), and how many.
+    why: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -540,6 +558,8 @@ fn main() -> anyhow::Result<()> {
                 } else if let Some(rest) = line.strip_prefix("lat") {
                     let mut l = results.latencies_us.lock().unwrap();
                     l.extend(rest.split_whitespace().filter_map(|v| v.parse::<u32>().ok()));
+                } else if let Some(why) = line.strip_prefix("why ") {
+                    *results.why.lock().unwrap().entry(why.to_string()).or_default() += 1;
                 } else if let Some(rest) = line.strip_prefix("tally ") {
                     let v: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
                     if v.len() == 5 {
@@ -598,6 +618,9 @@ fn main() -> anyhow::Result<()> {
     let tally = results.tallies.lock().unwrap().iter().fold([0u64; 5], |a, t| {
         [a[0] + t[0], a[1] + t[1], a[2] + t[2], a[3] + t[3], a[4] + t[4]]
     });
+    for (why, count) in results.why.lock().unwrap().iter() {
+        eprintln!("  {count} callers' first failed call: {why}");
+    }
     let tenth = (samples.len() / 10).max(1);
     let max_of = |s: &[u64]| s.iter().copied().max().unwrap_or(0) / 1024;
     let first = max_of(&samples[..tenth.min(samples.len())]);
