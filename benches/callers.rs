@@ -448,7 +448,7 @@ mod callers {
         let mut k = 0u64;
         while begun.elapsed() < secs && !stop.is_cancelled() {
             k += 1;
-            let is_echo = k % echo_every == 0;
+            let is_echo = k.is_multiple_of(echo_every);
             let payload = format!("{{\"caller\":{c},\"k\":{k}}}");
             let (m, f, args) = if is_echo {
                 (&echo.0, &echo.1, payload.as_bytes())
