@@ -7,14 +7,6 @@ use std::time::Duration;
 /// below, a killed agent is gone within 2.25 s, inside the 3 s promise.
 pub const REAP_AFTER: Duration = Duration::from_millis(2_000);
 
-/// How long an agent whose heartbeats stopped is kept while its connection still delivers
-/// datagrams (answers to calls, acknowledgements): it is reachable and alive, only busy or
-/// starved of CPU, and dropping it would end every session relayed to it. Measured: with
-/// 1,000 callers on 40 agents on a 2-core machine, every agent was dropped for heartbeats
-/// more than 2 s late while it answered calls. A killed or cut-off agent delivers nothing
-/// and still goes after [`REAP_AFTER`]; a wedged one that only acknowledges goes after this.
-pub const REAP_GRACE_BUSY: Duration = Duration::from_secs(6);
-
 /// How often the reaper looks for silent agents.
 pub const REAP_TICK: Duration = Duration::from_millis(250);
 

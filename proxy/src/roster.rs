@@ -177,42 +177,15 @@ impl Roster {
     /// Removes agents silent for longer than `after_ms`; returns their events and
     /// generations (so their connections can be closed).
     pub fn reap(&mut self, now_ms: u64, after_ms: u64) -> Vec<(u64, RosterEvent)> {
-        self.reap_unless_busy(now_ms, after_ms, after_ms, |_| false)
-    }
-
-    /// Like [`Roster::reap`], except that an agent `busy(generation)` says is still heard
-    /// from in other ways (its connection delivers datagrams: answers to calls,
-    /// acknowledgements) is kept until it has been without a heartbeat for `grace_ms`. A
-    /// killed or cut-off agent delivers nothing and goes after `after_ms` as before; a busy
-    /// one whose heartbeat is late is not thrown out with every session relayed to it.
-    pub fn reap_unless_busy(
-        &mut self,
-        now_ms: u64,
-        after_ms: u64,
-        grace_ms: u64,
-        mut busy: impl FnMut(u64) -> bool,
-    ) -> Vec<(u64, RosterEvent)> {
         let silent: Vec<(Key, u64)> = self
             .agents
             .iter()
-            .filter(|(_, e)| {
-                let quiet = now_ms.saturating_sub(e.info.last_seen_ms);
-                quiet > after_ms && (quiet > grace_ms || !busy(e.generation))
-            })
+            .filter(|(_, e)| now_ms.saturating_sub(e.info.last_seen_ms) > after_ms)
             .map(|(k, e)| (*k, e.generation))
             .collect();
         silent
             .into_iter()
             .filter_map(|(id, g)| Some((g, self.leave(&id, g, LeaveReason::Silent)?)))
-            .collect()
-    }
-
-    /// The agents without a heartbeat for longer than `ms`, by generation.
-    pub fn quiet_for(&self, now_ms: u64, ms: u64) -> Vec<u64> {
-        self.agents
-            .values()
-            .filter(|e| now_ms.saturating_sub(e.info.last_seen_ms) > ms)
-            .map(|e| e.generation)
             .collect()
     }
 }
@@ -273,24 +246,6 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, ja.generation);
         assert!(r.contains(&b) && !r.contains(&a));
-    }
-
-    #[test]
-    fn a_busy_agent_gets_a_bounded_grace_and_a_quiet_one_none() {
-        let mut r = Roster::default();
-        let (busy, dead) = (Key([1; 32]), Key([2; 32]));
-        let jb = r.join(busy, advert("busy"), 1000);
-        let jd = r.join(dead, advert("dead"), 1000);
-        assert_eq!(r.quiet_for(2500, 1000).len(), 2);
-        let is_busy = |g: u64| g == jb.generation;
-        // Past the limit: the one that delivers nothing goes, the busy one stays.
-        let gone = r.reap_unless_busy(3500, 2000, 6000, is_busy);
-        assert_eq!(gone.iter().map(|(g, _)| *g).collect::<Vec<_>>(), [jd.generation]);
-        assert!(r.contains(&busy) && !r.contains(&dead));
-        // Past the grace, busy or not, it goes.
-        assert!(r.reap_unless_busy(7000, 2000, 6000, is_busy).is_empty());
-        assert_eq!(r.reap_unless_busy(7001, 2000, 6000, is_busy).len(), 1);
-        assert!(r.is_empty());
     }
 
     fn sorted(mut events: Vec<RosterEvent>) -> Vec<String> {

@@ -11,8 +11,7 @@ use wtd_transport::Connection;
 use wtd_wire::{encode_frame_into, AgentInfo, Key, Response, RosterEvent};
 
 use crate::defaults::{
-    EVENT_BUFFER, MAX_WAITING, REAP_GRACE_BUSY, REAP_TICK, WAITING_FORGET_AFTER, WATCH_BATCHES_BUFFERED,
-    WATCH_BATCH_INTERVAL,
+    EVENT_BUFFER, MAX_WAITING, REAP_TICK, WAITING_FORGET_AFTER, WATCH_BATCHES_BUFFERED, WATCH_BATCH_INTERVAL,
 };
 use crate::logs::LogStore;
 use crate::roster::Roster;
@@ -173,31 +172,13 @@ pub(crate) async fn reaper(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(REAP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let after = shared.config.reap_after.as_millis() as u64;
-    let grace = after.max(REAP_GRACE_BUSY.as_millis() as u64);
-    // Datagrams each quiet agent's connection had delivered when it first went quiet for
-    // half the limit: more since then means it is reachable and busy, only late.
-    let mut marks: HashMap<u64, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = now_ms();
-        let mut guard = shared.roster();
-        let state = &mut *guard;
-        let quiet = state.roster.quiet_for(now, after / 2);
-        marks.retain(|g, _| quiet.contains(g));
-        for g in quiet {
-            if let Some(conn) = state.conns.get(&g) {
-                marks.entry(g).or_insert_with(|| conn.stats().udp_rx.datagrams);
-            }
-        }
-        let conns = &state.conns;
-        let busy = |g: u64| {
-            let delivered = conns.get(&g).map(|c| c.stats().udp_rx.datagrams);
-            matches!((delivered, marks.get(&g)), (Some(now), Some(then)) if now > *then)
-        };
-        for (generation, _) in state.roster.reap_unless_busy(now, after, grace, busy) {
+        let mut state = shared.roster();
+        for (generation, _) in state.roster.reap(now_ms(), after) {
             if let Some(conn) = state.conns.remove(&generation) {
                 log::info!("dropping silent agent at {}", conn.remote_address());
                 conn.close(2u32.into(), b"silent for too long");
