@@ -12,14 +12,15 @@ say() { printf '\n== %s\n' "$*"; }
 say "Installing what the tests need"
 need_apt=()
 # file(1) checks the aarch64 build; procps gives kill(1) to the test harness; tests/mqtt.rs
-# runs a real mosquitto broker and its command-line clients; python3-venv for the parser below.
+# runs a real mosquitto broker and its command-line clients; python3-venv for the parser below;
+# jq reads the CLI's JSON in scripts/soak.sh (tests/soak.rs).
 # The Pi image: mmdebstrap (under qemu-user's binfmt), mkfs/mtools/sfdisk/zstd/kmod to build it
 # (image/build.sh) and flash it (tests/flash.rs, with qrencode for the sheet), and
 # qemu-system-arm to boot it and openssh-client to log in to it (tests/image.rs). iproute2's
 # `ip netns` gives tests/lan.rs a network namespace of its own for mDNS, so nothing it
 # announces reaches the real network. chromium and chromium-driver: tests/dashboard.rs
 # drives the dashboard in a real headless browser over WebDriver.
-for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps iproute2 mosquitto mosquitto-clients python3-venv \
+for pkg in gcc-aarch64-linux-gnu qemu-user-static file procps iproute2 mosquitto mosquitto-clients python3-venv jq \
   mmdebstrap binfmt-support mtools dosfstools e2fsprogs fdisk zstd kmod qrencode qemu-system-arm openssh-client \
   chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -41,6 +41,18 @@ pub const WATCH_BATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// gets a fresh snapshot instead, so a slow projector never holds memory hostage.
 pub const WATCH_BATCHES_BUFFERED: usize = 8;
 
+/// Bytes of kernel buffer asked for the proxy's UDP socket, where datagrams from every
+/// agent, watcher and caller wait until the proxy reads them.
+///
+/// The kernel's default (208 KiB on Linux) holds only about 200 datagrams, since each costs
+/// ~1 KiB of buffer however small it is (a heartbeat is ~60 bytes). 10,000 agents send about
+/// 40,000 datagrams a second (heartbeats, acknowledgements, keep-alives), so a 5 ms pause of
+/// the proxy (another process on its core) overflowed it: measured, one datagram in six was
+/// dropped, QUIC retransmitted them late, and whole batches of agents looked silent. 4 MiB
+/// holds ~100 ms of that traffic; it is kernel memory used only while datagrams queue, so a
+/// Pi pays it only under load. The kernel caps it at `net.core.rmem_max` (the proxy warns).
+pub const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
 /// The UDP port the proxy listens on by default.
 pub const PORT: u16 = 4433;
 

@@ -122,6 +122,7 @@ impl Proxy {
         if created {
             log::info!("created the proxy's identity {}", secret.public());
         }
+        receive_buffer(&socket);
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
         let id = ProxyId(secret.public());
@@ -319,6 +320,30 @@ async fn connection(shared: Arc<Shared>, pending: Pending, shutdown: Cancellatio
     streams.wait().await;
     // `accepted` holds this client's connection slot until here.
     drop(accepted);
+}
+
+/// Asks the kernel for a receive buffer of [`defaults::UDP_RECEIVE_BUFFER`] on the proxy's
+/// one UDP socket (every agent, watcher and caller sends to it), and says how to raise the
+/// kernel's cap if it gave less.
+fn receive_buffer(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let want = defaults::UDP_RECEIVE_BUFFER;
+    if let Err(e) = sock.set_recv_buffer_size(want) {
+        log::warn!("could not enlarge the UDP receive buffer: {e}");
+    }
+    // Linux reports twice what it grants (half is its bookkeeping), capped by rmem_max.
+    match sock.recv_buffer_size() {
+        Ok(got) if got < want => log::warn!(
+            "the kernel gave the proxy a {} KiB UDP receive buffer, not the {} KiB asked for; \
+             with many agents, packets arriving while the proxy is busy for a moment are dropped. \
+             Raise the cap with `sysctl -w net.core.rmem_max={}`",
+            got / 1024,
+            want / 1024,
+            want
+        ),
+        Ok(got) => log::debug!("UDP receive buffer: {} KiB", got / 1024),
+        Err(e) => log::debug!("could not read the UDP receive buffer size: {e}"),
+    }
 }
 
 /// Closes a connection whose peer broke the protocol.
