@@ -73,3 +73,9 @@ pub const MAX_ENROLL_TTL_MS: u64 = 120 * 24 * 3600 * 1000;
 /// decompression, about 8 µs on a laptop. 64 keys is a classroom's owners and agents;
 /// 64 x 32 bytes is the whole cost, and a scan of it is far cheaper than one check.
 pub const KEY_MEMO: usize = 64;
+
+/// The longest a job (`wtd push`, `wtd call --async`) may wait for an agent, in
+/// milliseconds: a week, so a job pushed on Friday to a classroom Pi that is off over the
+/// weekend still runs on Monday. It is also how long an agent must remember each job's
+/// request id to refuse a second delivery (`wtd_keys::job`), so it bounds that memory.
+pub const MAX_JOB_LIFETIME_MS: u64 = 7 * 24 * 3_600_000;
