@@ -29,6 +29,7 @@
 //!          7 issued_at    u64 ms since epoch
 //!          8 expires_at   u64 ms since epoch: no agent runs it after this
 //!          9 keep_result  u8: 1 = keep the result for `wtd result`, 0 = fire and forget
+//!         10 owner        owner key (32): whose authority it runs under (her grant, or her own)
 //!        255 signature    by caller, domain "wtd job v1"
 //! job_hash(job) = SHA-256("wtd job hash v1" || 0 || job bytes)
 //! ```
@@ -48,7 +49,7 @@ use sha2::{Digest, Sha256};
 use crate::call::{args_hash, output_hash, CallResult, CallStatus, RequestId, ResultError, SignedResult};
 use crate::defaults::{CALL_FRESHNESS_MS, MAX_JOB_LIFETIME_MS, MAX_RECORD_LEN};
 use crate::encoding::{fixed, key_value, Reader, Writer};
-use crate::identity::{AgentId, Domain, SecretKey, UserKey};
+use crate::identity::{AgentId, Domain, OwnerKey, SecretKey, UserKey};
 use crate::names::{FunctionName, MissionName};
 use crate::record::{self, RecordError, SIGNATURE_TAG};
 use crate::time::{human_duration, Timestamp};
@@ -56,7 +57,7 @@ use crate::time::{human_duration, Timestamp};
 pub const KIND: u8 = 7;
 pub const VERSION: u8 = 1;
 pub const DOMAIN: Domain = Domain("wtd job v1");
-const KNOWN: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, SIGNATURE_TAG];
+const KNOWN: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, SIGNATURE_TAG];
 const JOB_HASH_DOMAIN: &[u8] = b"wtd job hash v1\0";
 
 /// The content of a job. Sign it with [`Job::sign`].
@@ -79,6 +80,10 @@ pub struct Job {
     /// Whether the proxy keeps the result for `wtd result` (`wtd call --async`), or only
     /// the job's state (`wtd push`).
     pub keep_result: bool,
+    /// The owner whose authority it runs under: the issuer of the caller's grant, or the
+    /// caller herself as an owner. The agent runs it only under exactly that owner's
+    /// authority, and the proxy bounds the jobs queued per owner by it.
+    pub owner: OwnerKey,
 }
 
 impl fmt::Debug for Job {
@@ -92,6 +97,7 @@ impl fmt::Debug for Job {
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("keep_result", &self.keep_result)
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -108,6 +114,7 @@ impl Job {
         now: Timestamp,
         expires_at: Timestamp,
         keep_result: bool,
+        owner: OwnerKey,
     ) -> Job {
         Job {
             caller,
@@ -119,6 +126,7 @@ impl Job {
             issued_at: now,
             expires_at,
             keep_result,
+            owner,
         }
     }
 
@@ -136,7 +144,8 @@ impl Job {
             .bytes(6, &self.request_id.0)
             .u64(7, self.issued_at.0)
             .u64(8, self.expires_at.0)
-            .u8(9, u8::from(self.keep_result));
+            .u8(9, u8::from(self.keep_result))
+            .key(10, self.owner.key());
         let bytes = record::seal(w, DOMAIN, caller);
         SignedJob { job: self, bytes }
     }
@@ -202,6 +211,7 @@ impl SignedJob {
                     .into())
                 }
             },
+            owner: OwnerKey(r.key(10, "owner")?),
         };
         record::open(r, DOMAIN, caller.key())?;
         Ok(SignedJob {
@@ -366,6 +376,7 @@ mod tests {
             T0,
             T0.plus_ms(HOUR),
             true,
+            OwnerKey(key(1).public()),
         );
         let signed = j.sign(&bob);
         (bob, signed)

@@ -17,6 +17,8 @@
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
 //!   |-- MissionEvent{mission, line} (v4) ----->|-- to MQTT, if it has a bridge       |
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
+//!   |<-- Job{job, args} (v5) -----------------|<-- Request::Push{job, args} --------|
+//!   |-- JobUpdate{id, outcome} (v5) ---------->|-- Response::JobResult (wtd result)->|
 //!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
 //!                                              |<-- Request::Roster / Watch ---------|
 //!                                              |-- Response::Roster / Event... ----->|
@@ -32,12 +34,14 @@
 //! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
 //! - [`messages`]: the messages of each stream.
 //! - [`call`]: the messages inside an end-to-end call session.
+//! - [`jobs`]: queued calls (`wtd push`), their states and outcomes.
 //! - [`codec`]: frames and postcard, with size caps and validation.
 #![forbid(unsafe_code)]
 
 pub mod call;
 pub mod codec;
 pub mod defaults;
+pub mod jobs;
 pub mod messages;
 pub mod roster;
 
@@ -46,12 +50,19 @@ pub mod roster;
 /// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
 /// adoptions (an older agent would refuse them, so it must not connect). Version 4: an
 /// agent may send [`FromAgent::MissionEvent`] (a line a handler emitted, for MQTT).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: jobs ([`jobs`]): the proxy may send [`ToAgent::Job`] and the agent answers
+/// with [`FromAgent::JobUpdate`]; the CLI may send the job requests.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
 /// knows no `MissionEvent`: a proxy admits version-3 agents (they never send one), and an
-/// agent refused by a version-3 proxy says hello again as version 3 and sends none.
+/// agent refused by a version-3 proxy says hello again as version 3 and sends none. Versions
+/// 3 and 4 differ from 5 only in knowing no jobs: a proxy never delivers a job to such an
+/// agent, and an agent speaking an older proxy's version simply receives none.
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
+
+/// The first version with jobs: never send a [`ToAgent::Job`] to an older agent.
+pub const JOBS_VERSION: u16 = 5;
 
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobUpdate};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
 /// The first frame on every stream a client opens: what the stream is for.
@@ -63,6 +64,8 @@ pub enum ToAgent {
         owner: Key,
         entries: Vec<Vec<u8>>,
     },
+    /// Run this queued job (version 5 on; see [`crate::jobs`]). Never sent to an older agent.
+    Job(JobDelivery),
 }
 
 /// Agent to proxy, on the control stream after the hello.
@@ -76,6 +79,8 @@ pub enum FromAgent {
     /// A line one of this agent's handlers emitted, for the proxy's MQTT bridge (version 4
     /// on; see [`MissionEvent`]). Appended last, so the older variants encode as before.
     MissionEvent(MissionEvent),
+    /// What became of a job the proxy delivered (version 5 on; see [`crate::jobs`]).
+    JobUpdate(JobUpdate),
 }
 
 /// A mission event: `line` as the handler of `mission/function` printed it (after
@@ -177,6 +182,14 @@ pub enum Request {
     /// The agents the proxy turned away recently because nobody adopted them yet
     /// (answered with `Waiting`), so their owner can adopt them.
     Waiting,
+    /// Queue a job: the sender's signed job (`wtd_keys::job`) and its argument bytes
+    /// (version 5 on). Answered with `JobQueued`, or `PushRefused` saying which bound.
+    Push { job: Vec<u8>, args: Vec<u8> },
+    /// The sender's jobs, newest first (answered with `Jobs`).
+    Jobs,
+    /// One of the sender's jobs and its outcome; waits up to `wait_ms` for it to become
+    /// final (0: answer at once). Answered with `JobResult`.
+    JobResult { id: JobId, wait_ms: u64 },
 }
 
 /// A reply to a [`Request`].
@@ -197,4 +210,10 @@ pub enum Response {
     /// Agents waiting for adoption (see [`Request::Waiting`]); self-reported like the roster.
     Waiting(Vec<AgentInfo>),
     Error(String),
+    /// The job is stored (fsynced) and will be delivered until `expires_at_ms`.
+    JobQueued { id: JobId, expires_at_ms: u64 },
+    /// The job was not queued: a bound was hit or it is malformed; the text says which.
+    PushRefused(String),
+    Jobs(Vec<JobInfo>),
+    JobResult(JobAnswer),
 }
