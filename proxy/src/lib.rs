@@ -20,6 +20,7 @@
 //! - [`capacity`]: connection limits per deployment (a Pi, a laptop) and their checks.
 //! - [`roster`]: pure bookkeeping of connected agents, producing roster events.
 //! - [`logs`]: the owner logs the proxy stores and relays.
+//! - [`jobs`]: the durable queue of jobs (`wtd push`) and their outcomes.
 //! - `shared`: the state every connection task shares, and why each lock is there.
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
@@ -32,6 +33,7 @@
 pub mod capacity;
 pub mod cli;
 pub mod defaults;
+pub mod jobs;
 pub mod logs;
 pub mod metrics;
 mod mqtt;
@@ -67,7 +69,8 @@ pub enum Admission {
 /// How to run a proxy.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// Holds the proxy's identity (`identity.key`) and the owner logs (`logs/`).
+    /// Holds the proxy's identity (`identity.key`), the owner logs (`logs/`) and the job
+    /// queue (`jobs/jobs.log`).
     pub state_dir: PathBuf,
     pub admission: Admission,
     pub limits: Limits,
@@ -117,6 +120,14 @@ impl Proxy {
         }
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
+        let (jobs, opened) = jobs::JobQueue::open(&config.state_dir.join("jobs"), shared::now_ms())?;
+        if opened.torn_tail_bytes > 0 || opened.skipped > 0 || opened.requeued > 0 {
+            log::warn!(
+                "job queue: {} jobs; cut off a torn last record of {} bytes (never acknowledged), \
+                 skipped {} unreadable records, queued {} jobs again that were out for delivery",
+                opened.jobs, opened.torn_tail_bytes, opened.skipped, opened.requeued
+            );
+        }
         let id = ProxyId(secret.public());
         let bridge = match &config.mqtt {
             Some(mqtt) => {
@@ -141,7 +152,7 @@ impl Proxy {
         Ok(Proxy {
             id,
             server,
-            shared: Arc::new(Shared::new(config, logs, handle)),
+            shared: Arc::new(Shared::new(config, logs, jobs, handle)),
             bridge: bridge.map(|(b, _)| b),
             metrics,
         })
@@ -178,6 +189,7 @@ impl Proxy {
         let tasks = TaskTracker::new();
         tasks.spawn(shared::reaper(self.shared.clone(), shutdown.clone()));
         tasks.spawn(shared::batcher(self.shared.clone(), shutdown.clone()));
+        tasks.spawn(shared::job_sweeper(self.shared.clone(), shutdown.clone()));
         // The bridge outlives the connections a little: it stops after them, so the last
         // roster changes (and "offline") can still go out.
         let bridge_stop = CancellationToken::new();
