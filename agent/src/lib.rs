@@ -22,6 +22,7 @@
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
+//! - [`jobs`]: queued calls the proxy delivers, run at most once (a durable seen-set).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -40,6 +41,7 @@ pub mod defaults;
 pub mod events;
 pub mod exec;
 pub mod firstboot;
+pub mod jobs;
 pub mod link;
 pub mod load;
 pub mod logging;

@@ -33,9 +33,10 @@ use wtd_transport::{
     WriteFrameError,
 };
 use wtd_wire::defaults::MAX_FRAME;
+use wtd_wire::jobs::{JobDelivery, JobUpdate};
 use wtd_wire::{
     decode, encode, Advert, AgentHello, FromAgent, MissionEvent, Open, Refusal, ToAgent, WireError,
-    MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
+    JOBS_VERSION, MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -126,6 +127,11 @@ pub(crate) struct Link {
     pub events: Option<mpsc::Receiver<MissionEvent>>,
     /// The protocol version we say hello with: ours, or an older proxy's (then no events).
     pub version: u16,
+    /// Jobs the proxy delivers go to the job runner (`jobs::run`) through here.
+    pub jobs: mpsc::Sender<JobDelivery>,
+    /// What became of them, to send to the proxy; kept across sessions, so an outcome
+    /// reached while the proxy was away is sent when it is back.
+    pub job_updates: mpsc::Receiver<JobUpdate>,
 }
 
 impl Link {
@@ -249,6 +255,7 @@ impl Link {
             }
             ToAgent::Refused(refusal) => return Err(SessionError::Refused(refusal)),
             ToAgent::Log { .. } => return Err(SessionError::OutOfTurn("owner logs before Welcome")),
+            ToAgent::Job(_) => return Err(SessionError::OutOfTurn("a job before Welcome")),
         }
 
         let Link {
@@ -260,8 +267,12 @@ impl Link {
             calls,
             events,
             version,
+            jobs,
+            job_updates,
             ..
         } = self;
+        // Only a version-5 proxy knows job updates (and only it delivers jobs).
+        let job_updates = Some(job_updates).filter(|_| *version >= JOBS_VERSION);
         // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
         let events = events.as_mut().filter(|_| *version >= MISSION_EVENTS_VERSION);
         // Callers' sessions arrive as streams the proxy opens on this connection. This
@@ -274,9 +285,9 @@ impl Link {
         tokio::select! {
             () = serve_calls => unreachable!("serving calls never ends the session"),
             // Ends only with an error: the proxy or the connection went away.
-            error = receive(&mut recv, logs, *id, addr) => Err(error),
+            error = receive(&mut recv, logs, jobs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.
-            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, shutdown) => stopped,
+            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, job_updates, shutdown) => stopped,
         }
     }
 }
@@ -290,6 +301,7 @@ async fn send_heartbeats(
     sensors: &watch::Receiver<PiSensors>,
     interval: Duration,
     mut events: Option<&mut mpsc::Receiver<MissionEvent>>,
+    mut job_updates: Option<&mut mpsc::Receiver<JobUpdate>>,
     shutdown: &CancellationToken,
 ) -> Result<Stopped, SessionError> {
     let mut ticks = tokio::time::interval(interval);
@@ -302,11 +314,18 @@ async fn send_heartbeats(
                 None => std::future::pending().await,
             }
         };
+        let next_update = async {
+            match job_updates.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             // Heartbeats first when both are ready: they keep us in the roster.
             biased;
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => FromAgent::Heartbeat(sampler.sample(&sensors.borrow())),
+            Some(update) = next_update => FromAgent::JobUpdate(update),
             Some(event) = next_event => FromAgent::MissionEvent(event),
         };
         let frame = encode(&message);
@@ -329,7 +348,13 @@ async fn send_heartbeats(
 }
 
 /// Reads the proxy's messages until the session fails, verifying owner logs as they come.
-async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr: SocketAddr) -> SessionError {
+async fn receive(
+    recv: &mut RecvStream,
+    logs: &mut OwnerLogs,
+    jobs: &mpsc::Sender<JobDelivery>,
+    id: AgentId,
+    addr: SocketAddr,
+) -> SessionError {
     loop {
         let frame = match read_frame(recv, MAX_FRAME).await {
             Ok(Some(frame)) => frame,
@@ -355,6 +380,13 @@ async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr:
                         log::error!(agent:% = id, peer:% = addr; "{e}")
                     }
                     Err(e @ ApplyError::Store(_)) => return SessionError::Store(explain(&e)),
+                }
+            }
+            Ok(ToAgent::Job(delivery)) => {
+                // Never waits: a full runner means the proxy sent more than it should; the
+                // job stays delivered on the proxy and comes again on the next session.
+                if jobs.try_send(delivery).is_err() {
+                    log::warn!(agent:% = id, peer:% = addr; "too many jobs at once; one is left for the next delivery");
                 }
             }
             Ok(ToAgent::Welcome { .. }) => {
