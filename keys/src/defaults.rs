@@ -79,3 +79,7 @@ pub const KEY_MEMO: usize = 64;
 /// weekend still runs on Monday. It is also how long an agent must remember each job's
 /// request id to refuse a second delivery (`wtd_keys::job`), so it bounds that memory.
 pub const MAX_JOB_LIFETIME_MS: u64 = 7 * 24 * 3_600_000;
+
+/// How long a job waits for an agent when its caller does not say (`wtd push --expires`):
+/// an hour, a lesson's length. Past it, a job nobody ran is marked expired and never runs.
+pub const DEFAULT_JOB_EXPIRY_MS: u64 = 3_600_000;
