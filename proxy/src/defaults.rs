@@ -124,3 +124,12 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 
 /// How often waiting jobs are checked for expiry.
 pub const JOB_SWEEP_TICK: Duration = Duration::from_secs(1);
+
+/// After an agent refuses a job for a reason of its own (it is not adopted yet, lacks the
+/// function, is busy), the job waits this long before it is delivered again (to any agent):
+/// long enough for an owner's `wtd adopt` to reach the agent, short enough to feel prompt.
+pub const JOB_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Refusals of that kind a job takes before it is refused for good (with the last reason):
+/// about 20 s of retries, so a job for a mission no agent will ever run does not linger.
+pub const MAX_JOB_REFUSALS: u32 = 10;

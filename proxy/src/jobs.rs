@@ -39,7 +39,7 @@ use wtd_wire::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobOutcome, JobStat
 use wtd_wire::Key;
 
 use crate::defaults::{
-    JOB_RETENTION, MAX_JOBS, MAX_JOBS_PER_CALLER, MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_OUTPUT,
+    JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOB_REFUSALS, MAX_JOBS, MAX_JOBS_PER_CALLER, MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_OUTPUT,
     MAX_QUEUE_BYTES,
 };
 
@@ -71,6 +71,15 @@ enum Change {
         agent: Key,
         outcome: JobOutcome,
     },
+    /// An agent refused a job for a reason of its own (not adopted yet, no such function,
+    /// busy): it did not run there, so it waits again, for any agent, from `retry_at_ms`.
+    Retry {
+        caller: Key,
+        id: JobId,
+        detail: String,
+        refusals: u32,
+        retry_at_ms: u64,
+    },
 }
 
 /// A job as the queue holds it.
@@ -86,6 +95,9 @@ struct Entry {
     outcome: Option<JobOutcome>,
     /// When it became final, for retention.
     final_at_ms: u64,
+    /// Refusals by agents for reasons of their own, and when it may be delivered again.
+    refusals: u32,
+    retry_at_ms: u64,
 }
 
 impl Entry {
@@ -158,9 +170,31 @@ pub enum PushError {
     Store(String),
 }
 
+/// How many jobs may wait at once (queued, delivered or running), by whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobLimits {
+    pub per_caller: usize,
+    pub per_owner: usize,
+    pub total: usize,
+    /// Bytes of jobs, arguments and kept outputs.
+    pub bytes: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            per_caller: MAX_JOBS_PER_CALLER,
+            per_owner: MAX_JOBS_PER_OWNER,
+            total: MAX_JOBS,
+            bytes: MAX_QUEUE_BYTES,
+        }
+    }
+}
+
 /// The proxy's jobs, in memory and on disk.
 #[derive(Debug)]
 pub struct JobQueue {
+    limits: JobLimits,
     file: RecordFile,
     jobs: BTreeMap<([u8; 32], JobId), Entry>,
     /// Bytes of jobs, arguments and outcomes held (what `MAX_QUEUE_BYTES` bounds).
@@ -181,10 +215,11 @@ pub struct QueueReport {
 impl JobQueue {
     /// Opens (creating if absent) the queue in `dir/jobs.log`. Jobs that were delivered but
     /// not answered are queued again for the agent they went to.
-    pub fn open(dir: &Path, now_ms: u64) -> anyhow::Result<(JobQueue, QueueReport)> {
+    pub fn open(dir: &Path, limits: JobLimits, now_ms: u64) -> anyhow::Result<(JobQueue, QueueReport)> {
         wtd_store::atomic::ensure_dir(dir, 0o700)?;
         let (file, records, opened) = RecordFile::open(&dir.join("jobs.log"), MAGIC, MAX_RECORD)?;
         let mut q = JobQueue {
+            limits,
             file,
             jobs: BTreeMap::new(),
             bytes: 0,
@@ -241,6 +276,8 @@ impl JobQueue {
                         detail: String::new(),
                         outcome: None,
                         final_at_ms: 0,
+                        refusals: 0,
+                        retry_at_ms: 0,
                     },
                 );
                 true
@@ -286,6 +323,23 @@ impl JobQueue {
                 e.outcome = Some(outcome);
                 true
             }
+            Change::Retry {
+                caller,
+                id,
+                detail,
+                refusals,
+                retry_at_ms,
+            } => {
+                let Some(e) = self.jobs.get_mut(&(caller.0, id)) else {
+                    return false;
+                };
+                e.state = JobState::Queued;
+                e.agent = None;
+                e.detail = detail;
+                e.refusals = refusals;
+                e.retry_at_ms = retry_at_ms;
+                true
+            }
         }
     }
 
@@ -301,7 +355,9 @@ impl JobQueue {
         self.write(&change)?;
         let key = match &change {
             Change::Queued { .. } => None,
-            Change::State { caller, id, .. } | Change::Outcome { caller, id, .. } => Some((caller.0, *id)),
+            Change::State { caller, id, .. }
+            | Change::Outcome { caller, id, .. }
+            | Change::Retry { caller, id, .. } => Some((caller.0, *id)),
         };
         let before = key.and_then(|k| self.jobs.get(&k)).map_or(0, Entry::bytes);
         let queued = matches!(change, Change::Queued { .. });
@@ -334,6 +390,15 @@ impl JobQueue {
                     state: e.state,
                     agent: e.agent,
                     detail: e.detail.clone(),
+                }));
+            }
+            if e.refusals > 0 && e.state == JobState::Queued && e.agent.is_none() {
+                records.push(wtd_wire::encode(&Change::Retry {
+                    caller: e.caller(),
+                    id: e.job.job().request_id.0,
+                    detail: e.detail.clone(),
+                    refusals: e.refusals,
+                    retry_at_ms: e.retry_at_ms,
                 }));
             }
             if let (Some(outcome), Some(agent)) = (&e.outcome, e.agent) {
@@ -385,7 +450,7 @@ impl JobQueue {
             .filter(waiting)
             .filter(|e| e.job.job().caller == *peer)
             .collect();
-        if of_caller.len() >= MAX_JOBS_PER_CALLER {
+        if of_caller.len() >= self.limits.per_caller {
             return Err(full("your key", &of_caller, now_ms));
         }
         let of_owner: Vec<&Entry> = self
@@ -394,7 +459,7 @@ impl JobQueue {
             .filter(waiting)
             .filter(|e| e.job.job().owner == j.owner)
             .collect();
-        if of_owner.len() >= MAX_JOBS_PER_OWNER {
+        if of_owner.len() >= self.limits.per_owner {
             return Err(full(
                 &format!("the owner {}", j.owner.key().short()),
                 &of_owner,
@@ -402,10 +467,10 @@ impl JobQueue {
             ));
         }
         let all: Vec<&Entry> = self.jobs.values().filter(waiting).collect();
-        if all.len() >= MAX_JOBS {
+        if all.len() >= self.limits.total {
             return Err(full("this proxy", &all, now_ms));
         }
-        if self.bytes + job.len() + args.len() > MAX_QUEUE_BYTES {
+        if self.bytes + job.len() + args.len() > self.limits.bytes {
             return Err(PushError::FullBytes { bytes: self.bytes });
         }
         let expires = j.expires_at.0;
@@ -460,7 +525,7 @@ impl JobQueue {
         let mut mine: Vec<(u64, [u8; 32], JobId)> = self
             .jobs
             .iter()
-            .filter(|(_, e)| e.state == JobState::Queued)
+            .filter(|(_, e)| e.state == JobState::Queued && e.retry_at_ms <= now_ms)
             .filter(|(_, e)| e.agent.is_none_or(|a| a == *agent))
             .filter(|(_, e)| e.job.job().agent.is_none_or(|a| Key::from(*a.key()) == *agent))
             .filter(|(_, e)| offers(e.job.job().mission.as_str(), e.job.job().function.as_str()))
@@ -500,7 +565,7 @@ impl JobQueue {
 
     /// An update from `agent` about a job it was delivered. Ignored (false) if it names
     /// no job delivered to that agent, or one already final.
-    pub fn update(&mut self, agent: &Key, u: JobUpdate) -> bool {
+    pub fn update(&mut self, agent: &Key, u: JobUpdate, now_ms: u64) -> bool {
         let key = (u.caller.0, u.id);
         let Some(e) = self.jobs.get(&key) else {
             return false;
@@ -517,6 +582,19 @@ impl JobQueue {
                 agent: None,
                 detail: String::new(),
             },
+            Some(JobOutcome::Refused(r)) if AGENT_REASONS.contains(&r.kind.as_str()) && e.refusals + 1 < MAX_JOB_REFUSALS => {
+                Change::Retry {
+                    caller: u.caller,
+                    id: u.id,
+                    detail: format!(
+                        "an agent ({}) refused it for a reason of its own, so it waits for another or a retry: {}",
+                        agent_short(agent),
+                        r.message
+                    ),
+                    refusals: e.refusals + 1,
+                    retry_at_ms: now_ms + JOB_RETRY_AFTER.as_millis() as u64,
+                }
+            }
             Some(mut outcome) => {
                 if let JobOutcome::Ran { output, detail, .. } = &mut outcome {
                     if !keep {
@@ -581,10 +659,36 @@ impl JobQueue {
         })
     }
 
+    /// Whether a job refused earlier is due for another delivery at `now_ms` (so the
+    /// sweeper wakes the agent sessions).
+    pub fn retry_due(&self, now_ms: u64) -> bool {
+        self.jobs
+            .values()
+            .any(|e| e.state == JobState::Queued && e.retry_at_ms != 0 && e.retry_at_ms <= now_ms)
+    }
+
     /// Waiting (not final) jobs, for metrics.
     pub fn waiting(&self) -> usize {
         self.jobs.values().filter(|e| !e.state.is_final()).count()
     }
+}
+
+/// Refusals that say something about the agent, not about the caller's right: the job did
+/// not run, and another agent (or the same one a little later: an owner adopting it, a
+/// mission being installed) may take it.
+const AGENT_REASONS: &[&str] = &[
+    "not_adopted",
+    "disowned",
+    "not_for_this_agent",
+    "issuer_not_owner",
+    "unknown_function",
+    "busy",
+    "store",
+];
+
+fn agent_short(k: &Key) -> String {
+    let key: Result<wtd_keys::PublicId, _> = k.parse();
+    key.map_or_else(|_| "?".into(), |k| k.short())
 }
 
 fn full(whose: &str, jobs: &[&Entry], now_ms: u64) -> PushError {
@@ -650,7 +754,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bob = key(2);
         let (pi, other) = (Key([10; 32]), Key([11; 32]));
-        let (mut q, _) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         let job = job_for(&bob, 1, None, true);
         assert_eq!(
             q.push(&UserKey(bob.public()), &job, b"{}".to_vec(), T0).unwrap(),
@@ -663,15 +767,15 @@ mod tests {
         assert!(q.claim(&pi, any, 4, T0).is_empty(), "delivered once");
         // Killed before an answer: on reopen it waits again, for the same agent only.
         drop(q);
-        let (mut q, report) = JobQueue::open(dir.path(), T0 + 1).unwrap();
+        let (mut q, report) = JobQueue::open(dir.path(), JobLimits::default(), T0 + 1).unwrap();
         assert_eq!(report.requeued, 1);
         assert!(q.claim(&other, any, 4, T0 + 1).is_empty(), "never to a second agent");
         assert_eq!(q.claim(&pi, any, 4, T0 + 1).len(), 1);
         let id = id_of(&job);
         let caller = Key::from(bob.public());
         // Updates from another agent are ignored.
-        assert!(!q.update(&other, JobUpdate { id, caller, outcome: None }));
-        assert!(q.update(&pi, JobUpdate { id, caller, outcome: None }));
+        assert!(!q.update(&other, JobUpdate { id, caller, outcome: None }, T0));
+        assert!(q.update(&pi, JobUpdate { id, caller, outcome: None }, T0));
         let outcome = JobOutcome::Ran {
             status: Status::Ok,
             output: b"{}".to_vec(),
@@ -684,10 +788,11 @@ mod tests {
                 id,
                 caller,
                 outcome: Some(outcome.clone())
-            }
+            },
+            T0
         ));
         drop(q);
-        let (mut q, _) = JobQueue::open(dir.path(), T0 + 2).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0 + 2).unwrap();
         let a = q.answer(&UserKey(bob.public()), &id, T0 + 2).unwrap();
         assert_eq!(a.info.state, JobState::Done);
         assert_eq!(a.outcome, Some(outcome));
@@ -703,7 +808,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bob, eve) = (key(2), key(3));
         let bob_key = UserKey(bob.public());
-        let (mut q, _) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         let job = job_for(&bob, 1, None, true);
         assert!(matches!(
             q.push(&bob_key, b"junk", vec![], T0),
@@ -756,7 +861,7 @@ mod tests {
     #[test]
     fn the_owner_bound_counts_every_caller() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut q, _) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         let mut n = 0;
         'fill: for c in 20..=255u8 {
             let caller = key(c);
@@ -786,7 +891,7 @@ mod tests {
         let bob_key = UserKey(bob.public());
         let caller = Key::from(bob.public());
         let pi = Key([10; 32]);
-        let (mut q, _) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         let waits = job_for(&bob, 1, None, true);
         q.push(&bob_key, &waits, b"{}".to_vec(), T0).unwrap();
         let list = q.list(&bob_key, T0 + HOUR + 1);
@@ -813,6 +918,7 @@ mod tests {
                     retry_after_ms: None,
                 })),
             },
+            T0,
         );
         q.update(
             &pi10,
@@ -826,6 +932,7 @@ mod tests {
                     signed: vec![1],
                 }),
             },
+            T0,
         );
         let a = q.answer(&bob_key, &id_of(&refused), T0).unwrap();
         assert_eq!(a.info.state, JobState::Refused);
@@ -836,10 +943,50 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_that_refuses_for_its_own_reason_lets_the_job_wait_for_another_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let caller = Key::from(bob.public());
+        let (pi, other) = (Key([10; 32]), Key([11; 32]));
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
+        let job = job_for(&bob, 1, None, true);
+        q.push(&UserKey(bob.public()), &job, b"{}".to_vec(), T0).unwrap();
+        let not_adopted = |n| JobUpdate {
+            id: id_of(&job),
+            caller,
+            outcome: Some(JobOutcome::Refused(Refused {
+                kind: "not_adopted".into(),
+                message: format!("not adopted {n}"),
+                retry_after_ms: None,
+            })),
+        };
+        assert_eq!(q.claim(&pi, any, 4, T0).len(), 1);
+        assert!(q.update(&pi, not_adopted(1), T0));
+        // Not at once, and then to any agent (it never ran on pi).
+        assert!(q.claim(&other, any, 4, T0).is_empty());
+        let later = T0 + JOB_RETRY_AFTER.as_millis() as u64;
+        assert!(q.retry_due(later));
+        drop(q);
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), later).unwrap();
+        assert_eq!(q.claim(&other, any, 4, later).len(), 1);
+        // After enough refusals it is final, with the last reason.
+        let mut t = later;
+        for n in 2..MAX_JOB_REFUSALS {
+            assert!(q.update(&other, not_adopted(n), t));
+            t += JOB_RETRY_AFTER.as_millis() as u64;
+            assert_eq!(q.claim(&other, any, 4, t).len(), 1, "try {n}");
+        }
+        assert!(q.update(&other, not_adopted(99), t));
+        let a = q.answer(&UserKey(bob.public()), &id_of(&job), t).unwrap();
+        assert_eq!(a.info.state, JobState::Refused);
+        assert_eq!(a.info.detail, "not adopted 99");
+    }
+
+    #[test]
     fn a_torn_tail_loses_only_the_unacknowledged_change() {
         let dir = tempfile::tempdir().unwrap();
         let bob = key(2);
-        let (mut q, _) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         q.push(&UserKey(bob.public()), &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
             .unwrap();
         q.push(&UserKey(bob.public()), &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
@@ -848,7 +995,7 @@ mod tests {
         let path = dir.path().join("jobs.log");
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        let (mut q, report) = JobQueue::open(dir.path(), T0).unwrap();
+        let (mut q, report) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
         assert!(report.torn_tail_bytes > 0);
         assert_eq!(q.list(&UserKey(bob.public()), T0).len(), 1);
     }

@@ -81,6 +81,8 @@ pub struct ProxyConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Where to serve Prometheus metrics (`--metrics`); `None`: no endpoint.
     pub metrics: Option<SocketAddr>,
+    /// How many jobs may wait, per caller, per owner and in all.
+    pub job_limits: jobs::JobLimits,
 }
 
 impl ProxyConfig {
@@ -93,6 +95,7 @@ impl ProxyConfig {
             max_agents: defaults::MAX_AGENTS,
             mqtt: None,
             metrics: None,
+            job_limits: jobs::JobLimits::default(),
         }
     }
 }
@@ -120,7 +123,7 @@ impl Proxy {
         }
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
-        let (jobs, opened) = jobs::JobQueue::open(&config.state_dir.join("jobs"), shared::now_ms())?;
+        let (jobs, opened) = jobs::JobQueue::open(&config.state_dir.join("jobs"), config.job_limits, shared::now_ms())?;
         if opened.torn_tail_bytes > 0 || opened.skipped > 0 || opened.requeued > 0 {
             log::warn!(
                 "job queue: {} jobs; cut off a torn last record of {} bytes (never acknowledged), \

@@ -238,7 +238,7 @@ async fn read_agent(
             Ok(FromAgent::Leaving) => return LeaveReason::Graceful,
             Ok(FromAgent::JobUpdate(update)) => {
                 drop(state);
-                if ctx.shared.jobs().update(&id, update) {
+                if ctx.shared.jobs().update(&id, update, now_ms()) {
                     ctx.shared.jobs_changed();
                 } else {
                     log::debug!("ignored an update from agent {} about a job it was not given", ctx.peer.short());

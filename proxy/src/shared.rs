@@ -220,9 +220,13 @@ pub(crate) async fn job_sweeper(shared: Arc<Shared>, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = shared.jobs().waiting();
-        shared.jobs().sweep(now_ms());
-        if shared.jobs().waiting() != before {
+        let changed = {
+            let mut jobs = shared.jobs();
+            let before = jobs.waiting();
+            jobs.sweep(now_ms());
+            jobs.waiting() != before || jobs.retry_due(now_ms())
+        };
+        if changed {
             shared.jobs_changed();
         }
     }

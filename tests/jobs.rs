@@ -1,0 +1,323 @@
+//! Jobs end to end: `wtd push` and `wtd call --async` queue a call on a real `wtd proxy`,
+//! a real `wtd agent` runs it when it comes online, `wtd result` collects it. Alice owns
+//! the agent; Bob pushes.
+//!
+//! - a push while no agent is online runs once after one starts; its result is collected;
+//! - killing the proxy (kill -9) mid-delivery and restarting it does not run a job twice;
+//! - a grant revoked while the job waited: refused at delivery, never run, reported;
+//! - a proxy that alters a queued call (here: its disk) is caught by the agent;
+//! - the bounds: a caller over its limit is refused with what is queued; a job expires.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{wait_for, Agent, Proxy, TestCluster, User};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Lab {
+    lab: TestCluster,
+    proxy: Proxy,
+    alice: User,
+    alice_id: String,
+    bob: User,
+    /// Where the `side` mission's functions leave their traces.
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(proxy_args: &[&str]) -> Lab {
+        let lab = TestCluster::new();
+        let proxy = lab.start_proxy_on(0, proxy_args);
+        let alice = lab.user("alice");
+        let alice_id = alice.init();
+        alice.ok(["join", &proxy.ticket]);
+        let bob = lab.user("bob");
+        let bob_id = bob.init();
+        bob.ok(["join", &proxy.ticket]);
+        alice.ok(["keys", "add", "bob", &bob_id]);
+        let dir = tempfile::Builder::new()
+            .prefix("wtd-jobs")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Lab {
+            lab,
+            proxy,
+            alice,
+            alice_id,
+            bob,
+            dir,
+        }
+    }
+
+    /// `side/mark` appends a line to `ran`; `side/gate` does too, then waits for the file
+    /// `go` (so a test can act while it runs), then answers.
+    fn agent(&self, name: &str) -> Agent {
+        let missions = self.lab.dir().join("agents").join(name).join("missions");
+        std::fs::create_dir_all(&missions).unwrap();
+        let (ran, go) = (self.ran(), self.dir.join("go"));
+        let toml = format!(
+            r#"name = "side"
+version = "1"
+description = "functions that leave traces"
+
+[[functions]]
+name = "mark"
+description = "appends a line to a file"
+exec = ["/bin/sh", "-c", "echo ran >> {ran}; cat"]
+idempotent = false
+
+[[functions]]
+name = "gate"
+description = "appends a line, then waits for a file"
+exec = ["/bin/sh", "-c", "echo ran >> {ran}; while [ ! -e {go} ]; do sleep 0.05; done; echo '{{\"gate\":\"open\"}}'"]
+timeout = "60s"
+idempotent = false
+"#,
+            ran = ran.display(),
+            go = go.display()
+        );
+        std::fs::write(missions.join("side.toml"), toml).unwrap();
+        let agent = self.lab.add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
+        self.alice.adopt(&agent);
+        agent
+    }
+
+    fn ran(&self) -> PathBuf {
+        self.dir.join("ran")
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.ran()).map_or(0, |s| s.lines().count())
+    }
+
+    fn grant(&self, mission: &str) {
+        let out: Value = serde_json::from_str(&self.alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
+        self.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    }
+
+    /// Bob's jobs, as `wtd jobs --json` lists them.
+    fn jobs(&self) -> Vec<Value> {
+        serde_json::from_str(&self.bob.ok(["jobs", "--json"])).unwrap()
+    }
+
+    fn state(&self, job: &str) -> String {
+        self.jobs()
+            .iter()
+            .find(|j| j["job"] == job)
+            .map(|j| j["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_push_while_no_agent_is_online_runs_once_after_one_starts_and_its_result_is_collected() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+
+    // Nobody is online: both return at once with a job id.
+    let out = l.bob.cli(["call", "--async", "side/mark", r#"{"msg":"hi"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let collected = stdout(&out).trim().to_string();
+    assert!(collected.starts_with("req-"), "{collected}");
+    assert!(stderr(&out).contains("the proxy can read"), "warned once: {}", stderr(&out));
+    let out = l.bob.cli(["push", "side/mark", r#"{"msg":"fire"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("the proxy can read"), "only once: {}", stderr(&out));
+    let pushed = stdout(&out).trim().to_string();
+    assert_eq!(l.state(&collected), "queued");
+    assert_eq!(l.state(&pushed), "queued");
+    // Not finished: `wtd result` says so (exit 5) without waiting.
+    let out = l.bob.cli(["result", &collected]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("queued"), "{}", stderr(&out));
+    assert_eq!(l.runs(), 0);
+
+    // An agent comes online: both run, once each.
+    let _pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &collected, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"msg":"hi"}"#);
+    wait_for("the pushed job done", LIMIT, || l.state(&pushed) == "done");
+    let out = l.bob.cli(["result", &pushed, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["state"], "done");
+    assert_eq!(envelope["status"], "ok");
+    assert_eq!(l.runs(), 2);
+    // Asked again, the result is the same and nothing runs again.
+    let out = l.bob.cli(["result", &collected]);
+    assert_eq!(stdout(&out).trim(), r#"{"msg":"hi"}"#);
+    assert_eq!(l.runs(), 2);
+
+    // Someone else cannot read Bob's result.
+    let eve = l.lab.user("eve");
+    eve.init();
+    eve.ok(["join", &l.proxy.ticket]);
+    let out = eve.cli(["result", &collected]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no job with that id"), "{}", stderr(&out));
+    assert_eq!(eve.ok(["jobs", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn the_same_job_is_not_run_twice_when_the_proxy_is_killed_and_restarted_mid_delivery() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let pi = l.agent("pi-1");
+    wait_for("pi-1 online", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    let job = l.bob.ok(["call", "--async", "side/gate"]).trim().to_string();
+    // It runs (and waits for the gate) on pi-1.
+    wait_for("the job running", LIMIT, || l.runs() == 1);
+    let port = l.proxy.addr.port();
+    l.proxy.daemon.kill();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    // The restarted proxy delivers it again (at least once), while it still runs.
+    wait_for("the agent back", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    wait_for("a second delivery", LIMIT, || {
+        pi.daemon.output().contains("delivered again")
+            || ["delivered", "running"].contains(&l.state(&job).as_str())
+    });
+    std::fs::write(l.dir.join("go"), b"").unwrap();
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"gate":"open"}"#);
+    wait_for("the repeat answered from the seen-set", LIMIT, || {
+        pi.daemon.output().contains("delivered again")
+    });
+    assert_eq!(l.runs(), 1, "ran once, though delivered twice");
+
+    // The agent restarting keeps its seen-set too: kill -9 it and the proxy, queue the
+    // job's delivery again by restarting both, and it still does not run.
+    let mut pi = pi;
+    pi.daemon.kill();
+    l.proxy.daemon.kill();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    pi.restart();
+    wait_for("the agent back", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    assert_eq!(l.state(&job), "done");
+    assert_eq!(l.runs(), 1);
+}
+
+#[test]
+fn a_job_whose_grant_was_revoked_while_it_waited_is_refused_at_delivery_and_reported() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    l.alice.ok(["revoke", "bob", "--mission", "side"]);
+    let _pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    let listed = l.jobs();
+    assert_eq!(listed[0]["state"], "refused");
+    assert!(listed[0]["detail"].as_str().unwrap().contains("revoked"), "{listed:?}");
+    assert_eq!(l.runs(), 0, "it never ran");
+
+    // Without any grant, a push is refused at once: it could never run.
+    let out = l.bob.cli(["push", "demo/echo"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no unexpired grant"), "{}", stderr(&out));
+}
+
+/// Rewrites the record of `jobs.log` holding `from` so it holds `to` instead, with a valid
+/// checksum: what a proxy that alters what it stores would do.
+fn alter_queue(state_dir: &Path, from: &[u8], to: &[u8]) {
+    use sha2::Digest;
+    let path = state_dir.join("jobs").join("jobs.log");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut out = bytes[..8].to_vec();
+    let mut pos = 8;
+    let mut altered = false;
+    while pos < bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let mut record = bytes[pos + 4..pos + 4 + len].to_vec();
+        if let Some(at) = record.windows(from.len()).position(|w| w == from) {
+            record[at..at + from.len()].copy_from_slice(to);
+            altered = true;
+        }
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(&record);
+        out.extend_from_slice(&sha2::Sha256::digest(&record)[..8]);
+        pos += 4 + len + 8;
+    }
+    assert!(altered, "found the bytes to alter");
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn a_proxy_that_alters_a_queued_call_is_detected_and_nothing_runs() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let job = l.bob.ok(["call", "--async", "side/mark", r#"{"amount":10}"#]).trim().to_string();
+    let port = l.proxy.addr.port();
+    l.proxy.daemon.kill();
+    alter_queue(&l.proxy.state_dir, br#"{"amount":10}"#, br#"{"amount":99}"#);
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    let pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("altered"), "{}", stderr(&out));
+    assert_eq!(l.runs(), 0, "the altered call never ran");
+    assert!(pi.daemon.output().contains("refused a queued call"), "{}", pi.daemon.output());
+}
+
+#[test]
+fn bounds_refuse_clearly_and_jobs_expire() {
+    let l = Lab::new(&["--max-jobs-per-caller", "2"]);
+    l.grant("side");
+    l.bob.ok(["push", "side/mark"]);
+    l.bob.ok(["push", "side/mark"]);
+    let out = l.bob.cli(["push", "side/mark"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("queue full for your key: 2 jobs waiting, the oldest queued"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(l.jobs().len(), 2, "nothing queued was dropped to make room");
+
+    // A bad expiry is refused on the command line.
+    let out = l.bob.cli(["push", "side/mark", "--expires", "8days"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at most"), "{}", stderr(&out));
+
+    // Another caller still has room; its job expires unrun with no agent online.
+    let carol = l.lab.user("carol");
+    let carol_id = carol.init();
+    carol.ok(["join", &l.proxy.ticket]);
+    l.alice.ok(["keys", "add", "carol", &carol_id]);
+    let out: Value =
+        serde_json::from_str(&l.alice.ok(["grant", "carol", "--mission", "side", "--json"])).unwrap();
+    carol.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    let job = carol
+        .ok(["call", "--async", "side/mark", "--expires", "2s"])
+        .trim()
+        .to_string();
+    let out = carol.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no agent"), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&carol.ok(["jobs", "--json"])).unwrap();
+    assert_eq!(listed[0]["state"], "expired");
+    // An agent that comes later never runs it.
+    let _pi = l.agent("pi-1");
+    wait_for("bob's jobs done", LIMIT, || {
+        l.jobs().iter().all(|j| j["state"] == "done")
+    });
+    assert_eq!(l.runs(), 2, "bob's two ran, carol's expired one did not");
+}
