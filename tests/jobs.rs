@@ -84,7 +84,9 @@ idempotent = false
             go = go.display()
         );
         std::fs::write(missions.join("side.toml"), toml).unwrap();
-        let agent = self.lab.add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
+        let agent = self
+            .lab
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
         self.alice.adopt(&agent);
         agent
     }
@@ -98,7 +100,8 @@ idempotent = false
     }
 
     fn grant(&self, mission: &str) {
-        let out: Value = serde_json::from_str(&self.alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
+        let out: Value =
+            serde_json::from_str(&self.alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
         self.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
     }
 
@@ -134,10 +137,18 @@ fn a_push_while_no_agent_is_online_runs_once_after_one_starts_and_its_result_is_
     assert!(out.status.success(), "{}", stderr(&out));
     let collected = stdout(&out).trim().to_string();
     assert!(collected.starts_with("req-"), "{collected}");
-    assert!(stderr(&out).contains("the proxy can read"), "warned once: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the proxy can read"),
+        "warned once: {}",
+        stderr(&out)
+    );
     let out = l.bob.cli(["push", "side/mark", r#"{"msg":"fire"}"#]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("the proxy can read"), "only once: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("the proxy can read"),
+        "only once: {}",
+        stderr(&out)
+    );
     let pushed = stdout(&out).trim().to_string();
     assert_eq!(l.state(&collected), "queued");
     assert_eq!(l.state(&pushed), "queued");
@@ -225,7 +236,10 @@ fn a_job_whose_grant_was_revoked_while_it_waited_is_refused_at_delivery_and_repo
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
     let listed = l.jobs();
     assert_eq!(listed[0]["state"], "refused");
-    assert!(listed[0]["detail"].as_str().unwrap().contains("revoked"), "{listed:?}");
+    assert!(
+        listed[0]["detail"].as_str().unwrap().contains("revoked"),
+        "{listed:?}"
+    );
     assert_eq!(l.runs(), 0, "it never ran");
 
     // Without any grant, a push is refused at once: it could never run.
@@ -263,7 +277,11 @@ fn alter_queue(state_dir: &Path, from: &[u8], to: &[u8]) {
 fn a_proxy_that_alters_a_queued_call_is_detected_and_nothing_runs() {
     let mut l = Lab::new(&[]);
     l.grant("side");
-    let job = l.bob.ok(["call", "--async", "side/mark", r#"{"amount":10}"#]).trim().to_string();
+    let job = l
+        .bob
+        .ok(["call", "--async", "side/mark", r#"{"amount":10}"#])
+        .trim()
+        .to_string();
     let port = l.proxy.addr.port();
     l.proxy.daemon.kill();
     alter_queue(&l.proxy.state_dir, br#"{"amount":10}"#, br#"{"amount":99}"#);
@@ -273,7 +291,11 @@ fn a_proxy_that_alters_a_queued_call_is_detected_and_nothing_runs() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("altered"), "{}", stderr(&out));
     assert_eq!(l.runs(), 0, "the altered call never ran");
-    assert!(pi.daemon.output().contains("refused a queued call"), "{}", pi.daemon.output());
+    assert!(
+        pi.daemon.output().contains("refused a queued call"),
+        "{}",
+        pi.daemon.output()
+    );
 }
 
 #[test]

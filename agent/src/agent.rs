@@ -240,7 +240,14 @@ impl Agent {
                 m.await;
             }
         };
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct, metrics, job_runner);
+        tokio::join!(
+            link.run(shutdown.clone()),
+            poller,
+            enforcer,
+            direct,
+            metrics,
+            job_runner
+        );
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

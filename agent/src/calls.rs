@@ -936,7 +936,9 @@ impl CallService {
         self.release(key, authority);
         if status == CallStatus::Cancelled {
             detail = match stop_reason(&self.logs.borrow(), &self.id, &issuer, grant) {
-                Some(Stop::Revoked) => "the job was cancelled: its grant was revoked while it ran".to_string(),
+                Some(Stop::Revoked) => {
+                    "the job was cancelled: its grant was revoked while it ran".to_string()
+                }
                 Some(Stop::Disowned) => format!(
                     "the job was cancelled: its owner {} disowned {} while it ran",
                     issuer.key().short(),
@@ -946,6 +948,11 @@ impl CallService {
             };
         }
         (status, output, detail)
+    }
+
+    /// Gives back the rate-limit slot of a job that will not run after all.
+    pub(crate) fn release_job(&self, permit: JobPermit) {
+        self.release_authority(permit.authority);
     }
 
     /// This agent's signed result for a job it ran.

@@ -99,11 +99,7 @@ impl SeenJobs {
     }
 
     fn outcome_path(&self, caller: &[u8; 32], id: &[u8; 16]) -> PathBuf {
-        let name = format!(
-            "{}{}.outcome",
-            data_hex(&caller[..8]),
-            data_hex(id)
-        );
+        let name = format!("{}{}.outcome", data_hex(&caller[..8]), data_hex(id));
         self.dir.join(name)
     }
 
@@ -165,7 +161,11 @@ impl SeenJobs {
     pub fn finish(&mut self, job: &SignedJob, outcome: &JobOutcome) -> Result<(), SeenError> {
         let j = job.job();
         let key = (*j.caller.key().as_bytes(), j.request_id.0);
-        wtd_store::atomic::write_atomic(&self.outcome_path(&key.0, &key.1), &wtd_wire::encode(outcome), 0o600)?;
+        wtd_store::atomic::write_atomic(
+            &self.outcome_path(&key.0, &key.1),
+            &wtd_wire::encode(outcome),
+            0o600,
+        )?;
         if let Some(s) = self.entries.get_mut(&key) {
             s.finished = true;
         }
@@ -221,7 +221,8 @@ pub async fn run(
                 None => return,
             },
         };
-        let Some((id, caller, outcome)) = handle(&calls, &mut seen, delivery, &updates, &shutdown).await else {
+        let Some((id, caller, outcome)) = handle(&calls, &mut seen, delivery, &updates, &shutdown).await
+        else {
             continue;
         };
         if updates
@@ -301,8 +302,12 @@ async fn handle(
         }
     };
     if let Err(e) = seen.start(&job, now()) {
-        drop(permit);
-        let kind = if matches!(e, SeenError::Full(_)) { "busy" } else { "store" };
+        calls.release_job(permit);
+        let kind = if matches!(e, SeenError::Full(_)) {
+            "busy"
+        } else {
+            "store"
+        };
         return Some((id, caller, refusal(kind, e.to_string())));
     }
     let _ = updates
@@ -369,7 +374,10 @@ mod tests {
         seen.finish(&a, &outcome).unwrap();
         seen.start(&b, Timestamp(2000)).unwrap();
         // Full of unexpired jobs: a third is refused.
-        assert!(matches!(seen.start(&job(9000), Timestamp(2000)), Err(SeenError::Full(2))));
+        assert!(matches!(
+            seen.start(&job(9000), Timestamp(2000)),
+            Err(SeenError::Full(2))
+        ));
         drop(seen);
         let mut seen = SeenJobs::open(dir.path(), 2).unwrap();
         let (ka, kb) = (key(&a), key(&b));

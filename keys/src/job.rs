@@ -132,7 +132,11 @@ impl Job {
 
     /// Signs the job. Panics if `caller` is not the signer's key: a programming error.
     pub fn sign(self, caller: &SecretKey) -> SignedJob {
-        assert_eq!(caller.public(), *self.caller.key(), "a job is signed by its caller");
+        assert_eq!(
+            caller.public(),
+            *self.caller.key(),
+            "a job is signed by its caller"
+        );
         let mut w = Writer::new(KIND, VERSION);
         w.key(1, self.caller.key());
         if let Some(agent) = &self.agent {
@@ -312,7 +316,13 @@ pub fn check_job(bytes: &[u8], args: &[u8], me: &AgentId, now: Timestamp) -> Res
 
 /// The result of `job`, which this agent ran, to sign with [`CallResult::sign`]. The agent
 /// in it is `me` (a job may name none).
-pub fn result_for(job: &SignedJob, me: AgentId, status: CallStatus, output: &[u8], finished_at: Timestamp) -> CallResult {
+pub fn result_for(
+    job: &SignedJob,
+    me: AgentId,
+    status: CallStatus,
+    output: &[u8],
+    finished_at: Timestamp,
+) -> CallResult {
     CallResult {
         agent: me,
         request_id: job.job.request_id,
@@ -327,7 +337,11 @@ pub fn result_for(job: &SignedJob, me: AgentId, status: CallStatus, output: &[u8
 /// agent key it names; that agent is the one the job names, if it names one; it answers
 /// this request id and exactly this job; `output` is what the agent signed. Returns the
 /// verified result, whose `agent` says who ran it.
-pub fn verify_job_result(result_bytes: &[u8], output: &[u8], job: &SignedJob) -> Result<SignedResult, ResultError> {
+pub fn verify_job_result(
+    result_bytes: &[u8],
+    output: &[u8],
+    job: &SignedJob,
+) -> Result<SignedResult, ResultError> {
     let signed = SignedResult::decode(result_bytes)?;
     let r = signed.result();
     if let Some(expected) = job.job.agent {
@@ -389,7 +403,10 @@ mod tests {
             let (_, signed) = job(agent);
             let back = SignedJob::decode(signed.bytes()).unwrap();
             assert_eq!(back, signed);
-            assert_eq!(check_job(signed.bytes(), b"{}", &pi, T0.plus_ms(1000)).unwrap(), signed);
+            assert_eq!(
+                check_job(signed.bytes(), b"{}", &pi, T0.plus_ms(1000)).unwrap(),
+                signed
+            );
         }
     }
 
@@ -426,7 +443,10 @@ mod tests {
             let mut j = for_pi.job().clone();
             j.expires_at = expires;
             let s = j.sign(&bob);
-            assert!(matches!(check_job(s.bytes(), b"{}", &pi, T0), Err(JobError::TooLong { .. })));
+            assert!(matches!(
+                check_job(s.bytes(), b"{}", &pi, T0),
+                Err(JobError::TooLong { .. })
+            ));
         }
         // Signed by someone else than the caller it names.
         let mut forged = for_pi.job().clone();
@@ -463,7 +483,10 @@ mod tests {
         let r = result_for(&j, pi, CallStatus::Ok, out, T0).sign(&pi_key);
         let v = verify_job_result(r.bytes(), out, &j).unwrap();
         assert_eq!(v.result().agent, pi);
-        assert_eq!(verify_job_result(r.bytes(), b"{}", &j), Err(ResultError::OutputMismatch));
+        assert_eq!(
+            verify_job_result(r.bytes(), b"{}", &j),
+            Err(ResultError::OutputMismatch)
+        );
         // Another job's result.
         let (_, j2) = job(None);
         let r2 = result_for(&j2, pi, CallStatus::Ok, out, T0).sign(&pi_key);
@@ -490,6 +513,9 @@ mod tests {
         let mut bad = r.bytes().to_vec();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert!(matches!(verify_job_result(&bad, out, &j), Err(ResultError::Record(_))));
+        assert!(matches!(
+            verify_job_result(&bad, out, &j),
+            Err(ResultError::Record(_))
+        ));
     }
 }

@@ -167,11 +167,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.max_agents = n;
     }
     if let Some(n) = args.max_jobs_per_caller.or(file.max_jobs_per_caller) {
-        anyhow::ensure!(n >= 1, "max_jobs_per_caller is 0, which would refuse every push; use at least 1");
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_caller is 0, which would refuse every push; use at least 1"
+        );
         config.job_limits.per_caller = n;
     }
     if let Some(n) = args.max_jobs_per_owner.or(file.max_jobs_per_owner) {
-        anyhow::ensure!(n >= 1, "max_jobs_per_owner is 0, which would refuse every push; use at least 1");
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_owner is 0, which would refuse every push; use at least 1"
+        );
         config.job_limits.per_owner = n;
     }
     let mut mqtt = file.mqtt.clone();

@@ -39,8 +39,8 @@ use wtd_wire::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobOutcome, JobStat
 use wtd_wire::Key;
 
 use crate::defaults::{
-    JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOB_REFUSALS, MAX_JOBS, MAX_JOBS_PER_CALLER, MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_OUTPUT,
-    MAX_QUEUE_BYTES,
+    JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOBS, MAX_JOBS_PER_CALLER, MAX_JOBS_PER_OWNER, MAX_JOB_ARGS,
+    MAX_JOB_OUTPUT, MAX_JOB_REFUSALS, MAX_QUEUE_BYTES,
 };
 
 const MAGIC: [u8; 8] = *b"WTDJOBS1";
@@ -248,7 +248,8 @@ impl JobQueue {
         q.sweep(now_ms);
         report.jobs = q.jobs.len();
         // Start from a compact file: only what is live, as of now.
-        q.compact().map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("jobs.log").display()))?;
+        q.compact()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("jobs.log").display()))?;
         Ok((q, report))
     }
 
@@ -644,7 +645,7 @@ impl JobQueue {
             .filter(|e| e.job.job().caller == *caller)
             .map(Entry::info)
             .collect();
-        all.sort_by(|a, b| b.queued_at_ms.cmp(&a.queued_at_ms));
+        all.sort_by_key(|j| std::cmp::Reverse(j.queued_at_ms));
         all
     }
 
@@ -769,13 +770,32 @@ mod tests {
         drop(q);
         let (mut q, report) = JobQueue::open(dir.path(), JobLimits::default(), T0 + 1).unwrap();
         assert_eq!(report.requeued, 1);
-        assert!(q.claim(&other, any, 4, T0 + 1).is_empty(), "never to a second agent");
+        assert!(
+            q.claim(&other, any, 4, T0 + 1).is_empty(),
+            "never to a second agent"
+        );
         assert_eq!(q.claim(&pi, any, 4, T0 + 1).len(), 1);
         let id = id_of(&job);
         let caller = Key::from(bob.public());
         // Updates from another agent are ignored.
-        assert!(!q.update(&other, JobUpdate { id, caller, outcome: None }, T0));
-        assert!(q.update(&pi, JobUpdate { id, caller, outcome: None }, T0));
+        assert!(!q.update(
+            &other,
+            JobUpdate {
+                id,
+                caller,
+                outcome: None
+            },
+            T0
+        ));
+        assert!(q.update(
+            &pi,
+            JobUpdate {
+                id,
+                caller,
+                outcome: None
+            },
+            T0
+        ));
         let outcome = JobOutcome::Ran {
             status: Status::Ok,
             output: b"{}".to_vec(),
@@ -840,11 +860,18 @@ mod tests {
                 .unwrap();
         }
         let err = q
-            .push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0 + 60_000)
+            .push(
+                &bob_key,
+                &job_for(&bob, 1, None, true),
+                b"{}".to_vec(),
+                T0 + 60_000,
+            )
             .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains(&format!("queue full for your key: {MAX_JOBS_PER_CALLER} jobs waiting")),
+            text.contains(&format!(
+                "queue full for your key: {MAX_JOBS_PER_CALLER} jobs waiting"
+            )),
             "{text}"
         );
         assert!(text.contains("the oldest queued 60s ago"), "{text}");
@@ -869,19 +896,34 @@ mod tests {
                 if n == MAX_JOBS_PER_OWNER {
                     break 'fill;
                 }
-                q.push(&UserKey(caller.public()), &job_for(&caller, 1, None, false), b"{}".to_vec(), T0)
-                    .unwrap();
+                q.push(
+                    &UserKey(caller.public()),
+                    &job_for(&caller, 1, None, false),
+                    b"{}".to_vec(),
+                    T0,
+                )
+                .unwrap();
                 n += 1;
             }
         }
         let late = key(5);
         let err = q
-            .push(&UserKey(late.public()), &job_for(&late, 1, None, false), b"{}".to_vec(), T0)
+            .push(
+                &UserKey(late.public()),
+                &job_for(&late, 1, None, false),
+                b"{}".to_vec(),
+                T0,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("queue full for the owner"), "{err}");
         // Another owner's jobs still fit.
-        q.push(&UserKey(late.public()), &job_for(&late, 2, None, false), b"{}".to_vec(), T0)
-            .unwrap();
+        q.push(
+            &UserKey(late.public()),
+            &job_for(&late, 2, None, false),
+            b"{}".to_vec(),
+            T0,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -987,10 +1029,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bob = key(2);
         let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
-        q.push(&UserKey(bob.public()), &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
-            .unwrap();
-        q.push(&UserKey(bob.public()), &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
-            .unwrap();
+        q.push(
+            &UserKey(bob.public()),
+            &job_for(&bob, 1, None, true),
+            b"{}".to_vec(),
+            T0,
+        )
+        .unwrap();
+        q.push(
+            &UserKey(bob.public()),
+            &job_for(&bob, 1, None, true),
+            b"{}".to_vec(),
+            T0,
+        )
+        .unwrap();
         drop(q);
         let path = dir.path().join("jobs.log");
         let bytes = std::fs::read(&path).unwrap();

@@ -123,12 +123,19 @@ impl Proxy {
         }
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
-        let (jobs, opened) = jobs::JobQueue::open(&config.state_dir.join("jobs"), config.job_limits, shared::now_ms())?;
+        let (jobs, opened) = jobs::JobQueue::open(
+            &config.state_dir.join("jobs"),
+            config.job_limits,
+            shared::now_ms(),
+        )?;
         if opened.torn_tail_bytes > 0 || opened.skipped > 0 || opened.requeued > 0 {
             log::warn!(
                 "job queue: {} jobs; cut off a torn last record of {} bytes (never acknowledged), \
                  skipped {} unreadable records, queued {} jobs again that were out for delivery",
-                opened.jobs, opened.torn_tail_bytes, opened.skipped, opened.requeued
+                opened.jobs,
+                opened.torn_tail_bytes,
+                opened.skipped,
+                opened.requeued
             );
         }
         let id = ProxyId(secret.public());

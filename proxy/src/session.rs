@@ -241,7 +241,10 @@ async fn read_agent(
                 if ctx.shared.jobs().update(&id, update, now_ms()) {
                     ctx.shared.jobs_changed();
                 } else {
-                    log::debug!("ignored an update from agent {} about a job it was not given", ctx.peer.short());
+                    log::debug!(
+                        "ignored an update from agent {} about a job it was not given",
+                        ctx.peer.short()
+                    );
                 }
                 continue;
             }

@@ -210,7 +210,10 @@ impl RecordFile {
 
     /// Replaces the whole file with `records`, atomically: a crash leaves the old file or
     /// the new one, never a mix. Used to drop what is no longer live.
-    pub fn rewrite<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<(), RecordFileError> {
+    pub fn rewrite<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), RecordFileError> {
         let mut buf = self.magic.to_vec();
         for r in records {
             self.check_len(r)?;
@@ -312,7 +315,10 @@ mod tests {
         assert!(err.to_string().contains("move it aside"), "{err}");
         // Another program's file.
         std::fs::write(&path, b"something else entirely").unwrap();
-        assert!(matches!(open(&path), Err(RecordFileError::Corrupt { offset: 0, .. })));
+        assert!(matches!(
+            open(&path),
+            Err(RecordFileError::Corrupt { offset: 0, .. })
+        ));
         // An over-long length in the middle.
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&1000u32.to_be_bytes());
@@ -327,7 +333,10 @@ mod tests {
         let path = dir.path().join("q");
         let (mut f, _, _) = open(&path).unwrap();
         let before = f.len();
-        assert!(matches!(f.append(&[0; 101]), Err(RecordFileError::TooLong { .. })));
+        assert!(matches!(
+            f.append(&[0; 101]),
+            Err(RecordFileError::TooLong { .. })
+        ));
         assert_eq!(f.len(), before);
     }
 }

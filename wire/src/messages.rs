@@ -211,7 +211,10 @@ pub enum Response {
     Waiting(Vec<AgentInfo>),
     Error(String),
     /// The job is stored (fsynced) and will be delivered until `expires_at_ms`.
-    JobQueued { id: JobId, expires_at_ms: u64 },
+    JobQueued {
+        id: JobId,
+        expires_at_ms: u64,
+    },
     /// The job was not queued: a bound was hit or it is malformed; the text says which.
     PushRefused(String),
     Jobs(Vec<JobInfo>),

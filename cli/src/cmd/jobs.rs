@@ -46,7 +46,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     let waiting = jobs.iter().filter(|j| !j.state.is_final()).count();
     println!("{} jobs, {waiting} still waiting", jobs.len());
-    println!("{:<30} {:<9} {:<20} {:<10} {:<8} DETAIL", "JOB", "STATE", "FUNCTION", "AGENT", "AGE");
+    println!(
+        "{:<30} {:<9} {:<20} {:<10} {:<8} DETAIL",
+        "JOB", "STATE", "FUNCTION", "AGENT", "AGE"
+    );
     let now = now();
     for j in &jobs {
         let agent = j
@@ -69,10 +72,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 }
 
 fn json(j: &JobInfo) -> serde_json::Value {
-    let key = |k: Option<wtd_wire::Key>| {
-        k.and_then(|k| k.parse().ok())
-            .map(|k| k.to_string())
-    };
+    let key = |k: Option<wtd_wire::Key>| k.and_then(|k| k.parse().ok()).map(|k| k.to_string());
     serde_json::json!({
         "job": RequestId(j.id).to_string(),
         "state": j.state.word(),

@@ -87,7 +87,9 @@ pub fn submit(ctx: &Context, s: Submit<'_>) -> anyhow::Result<()> {
     let now = now();
     let expires_at = match s.expires {
         None => now.plus_ms(DEFAULT_JOB_EXPIRY_MS),
-        Some(text) => crate::parse::expiry(text, now).map_err(|e| Exit::new(exit::USAGE, format!("--expires: {e}")))?,
+        Some(text) => {
+            crate::parse::expiry(text, now).map_err(|e| Exit::new(exit::USAGE, format!("--expires: {e}")))?
+        }
     };
     if now.until(expires_at) > MAX_JOB_LIFETIME_MS {
         return Err(Exit::new(

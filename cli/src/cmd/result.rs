@@ -44,7 +44,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let id: RequestId = args.job.parse().map_err(|_| {
         Exit::new(
             exit::USAGE,
-            format!("`{}` is not a job id; they look like req-... (`wtd jobs` lists yours)", args.job),
+            format!(
+                "`{}` is not a job id; they look like req-... (`wtd jobs` lists yours)",
+                args.job
+            ),
         )
     })?;
     let timeout = humantime::parse_duration(&args.timeout).map_err(|_| {
@@ -64,7 +67,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             let mut recv = proxy::request(&conn, Request::JobResult { id: id.0, wait_ms }).await?;
             let answer = match proxy::next(&mut recv).await? {
                 Some(Response::JobResult(a)) => a,
-                _ => anyhow::bail!("the proxy did not answer with a job; it may be an older wtd (upgrade it)"),
+                _ => {
+                    anyhow::bail!("the proxy did not answer with a job; it may be an older wtd (upgrade it)")
+                }
             };
             // The proxy answers after at most a minute; ask again until the deadline.
             if answer.info.state.is_final() || Instant::now() >= deadline {
@@ -79,8 +84,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
 fn show(me: &wtd_keys::SecretKey, id: RequestId, answer: JobAnswer, json: bool) -> anyhow::Result<()> {
     // The job must be ours and the one asked for: a proxy cannot make one up.
-    let job = SignedJob::decode(&answer.job)
-        .map_err(|e| anyhow::anyhow!("the proxy sent back a job that does not verify ({e}); it may be tampering"))?;
+    let job = SignedJob::decode(&answer.job).map_err(|e| {
+        anyhow::anyhow!("the proxy sent back a job that does not verify ({e}); it may be tampering")
+    })?;
     if job.job().caller.key() != &me.public() || job.job().request_id != id {
         anyhow::bail!("the proxy sent back another job than {id}; it may be tampering");
     }
@@ -91,7 +97,15 @@ fn show(me: &wtd_keys::SecretKey, id: RequestId, answer: JobAnswer, json: bool) 
         "detail": answer.info.detail,
     });
     let result = match (state, &answer.outcome) {
-        (JobState::Done | JobState::Failed, Some(JobOutcome::Ran { status, output, detail, signed })) => {
+        (
+            JobState::Done | JobState::Failed,
+            Some(JobOutcome::Ran {
+                status,
+                output,
+                detail,
+                signed,
+            }),
+        ) => {
             let keep = job.job().keep_result;
             let checked = verify_job_result(signed, output, &job);
             let (verified, output_kept) = match checked {
@@ -112,7 +126,8 @@ fn show(me: &wtd_keys::SecretKey, id: RequestId, answer: JobAnswer, json: bool) 
             envelope["agent"] = r.agent.to_string().into();
             envelope["status"] = format!("{:?}", r.status).to_lowercase().into();
             let text = String::from_utf8_lossy(output).into_owned();
-            envelope["output"] = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+            envelope["output"] =
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
             if !json {
                 if output_kept {
                     print!("{text}");
@@ -137,7 +152,10 @@ fn show(me: &wtd_keys::SecretKey, id: RequestId, answer: JobAnswer, json: bool) 
         }
         (JobState::Refused, _) => Err(Exit::new(
             exit::DENIED,
-            format!("{id} was refused by the agent and never ran: {}", answer.info.detail),
+            format!(
+                "{id} was refused by the agent and never ran: {}",
+                answer.info.detail
+            ),
         )),
         (JobState::Expired, _) => Err(Exit::new(
             exit::UNREACHABLE,
@@ -162,7 +180,10 @@ fn show(me: &wtd_keys::SecretKey, id: RequestId, answer: JobAnswer, json: bool) 
 fn verify_fields(v: &wtd_keys::call::SignedResult, job: &SignedJob) -> anyhow::Result<()> {
     let r = v.result();
     if let Some(a) = job.job().agent {
-        anyhow::ensure!(r.agent == a, "the result is signed by another agent than the job names");
+        anyhow::ensure!(
+            r.agent == a,
+            "the result is signed by another agent than the job names"
+        );
     }
     anyhow::ensure!(
         r.request_id == job.job().request_id && r.call_hash == job.hash(),
