@@ -270,7 +270,7 @@ impl Stats {
     fn row(&self, name: &str) {
         let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
         println!(
-            "| {name:<52} | {:>5} | {:>8} | {:>8} | {:>8} |",
+            "| {name:<56} | {:>5} | {:>8} | {:>8} | {:>8} |",
             self.0.len(),
             ms(self.at(0.5)),
             ms(self.at(0.9)),
@@ -286,7 +286,9 @@ fn main() -> anyhow::Result<()> {
     }
     let (warm, cold) = (knob("WTD_BENCH_JOBS", 200), knob("WTD_BENCH_COLD", 20));
     let lab = Lab::start()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (session_rows, job_rows) = rt.block_on(async {
         let client = Client::bind(&lab.bob, "127.0.0.1:0".parse()?)?;
         let conn = client.connect(lab.proxy.addrs[0], *lab.proxy.id.key()).await?;
@@ -299,7 +301,11 @@ fn main() -> anyhow::Result<()> {
         // Interleaved, so both rows see the same machine.
         for i in 0..warm + 10 {
             let t = Instant::now();
-            session.call(&m, &f, ARGS, false).await?.finish(&mut |_| {}).await?;
+            session
+                .call(&m, &f, ARGS, false)
+                .await?
+                .finish(&mut |_| {})
+                .await?;
             let s = t.elapsed();
             let j = one_job(&lab, &conn).await?;
             if i >= 10 {
@@ -318,13 +324,24 @@ fn main() -> anyhow::Result<()> {
         wtd(&lab.wtd, &bob, &["call", "demo/echo", r#"{"msg":"hi"}"#])?;
         calls.push(t.elapsed());
         let t = Instant::now();
-        let id = wtd(&lab.wtd, &bob, &["call", "--async", "demo/echo", r#"{"msg":"hi"}"#])?;
-        wtd(&lab.wtd, &bob, &["result", id.trim(), "--wait", "--timeout", "60s"])?;
+        let id = wtd(
+            &lab.wtd,
+            &bob,
+            &["call", "--async", "demo/echo", r#"{"msg":"hi"}"#],
+        )?;
+        wtd(
+            &lab.wtd,
+            &bob,
+            &["result", id.trim(), "--wait", "--timeout", "60s"],
+        )?;
         pushes.push(t.elapsed());
     }
     println!("demo/echo with the agent online, 127.0.0.1 (ms)");
-    println!("| {:<52} | {:>5} | {:>8} | {:>8} | {:>8} |", "row", "n", "p50", "p90", "max");
-    println!("|{:-<54}|{:->7}|{:->10}|{:->10}|{:->10}|", "", "", "", "", "");
+    println!(
+        "| {:<56} | {:>5} | {:>8} | {:>8} | {:>8} |",
+        "row", "n", "p50", "p90", "max"
+    );
+    println!("|{:-<58}|{:->7}|{:->10}|{:->10}|{:->10}|", "", "", "", "", "");
     session_rows.row("1 session call, warm (wtd_caller)");
     job_rows.row("2 push -> verified result, warm connection");
     Stats(calls).row("3 `wtd call` (process)");
