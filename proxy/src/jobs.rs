@@ -607,6 +607,13 @@ impl JobQueue {
                             output.len()
                         );
                         output.clear();
+                    } else if self.bytes + output.len() > self.limits.bytes {
+                        *detail = format!(
+                            "{detail} (its {}-byte output was not kept: the proxy holds {} bytes of jobs, as much as it keeps)",
+                            output.len(),
+                            self.bytes
+                        );
+                        output.clear();
                     }
                 }
                 Change::Outcome {
