@@ -343,3 +343,66 @@ fn bounds_refuse_clearly_and_jobs_expire() {
     });
     assert_eq!(l.runs(), 2, "bob's two ran, carol's expired one did not");
 }
+
+#[test]
+fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
+    use wtd_wire::{decode, encode, Advert, AgentHello, FunctionInfo, MissionInfo, Open, ToAgent};
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // A version-4 agent (it knows no jobs) that offers side/mark, online first.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = wtd_keys::SecretKey::generate();
+    let advert = Advert {
+        name: "old-pi".into(),
+        owners: vec![wtd_wire::Key::from(l.alice_id.parse::<wtd_keys::PublicId>().unwrap())],
+        missions: vec![MissionInfo {
+            name: "side".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "mark".into(),
+                description: String::new(),
+                idempotent: false,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "wtd 0.0 (version 4)".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let (addr, proxy_key) = (l.proxy.addr, *l.proxy.id.key());
+    let (_client, _conn, _send, recv, reply) = rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(addr, proxy_key).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = Open::Agent(AgentHello {
+            version: 4,
+            advert,
+            heads: vec![],
+        });
+        wtd_transport::write_frame(&mut send, &encode(&hello)).await.unwrap();
+        let first = wtd_transport::read_frame(&mut recv, wtd_wire::defaults::MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        (client, conn, send, recv, decode::<ToAgent>(&first).unwrap())
+    });
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    wait_for("old-pi online", LIMIT, || l.bob.agent_names() == ["old-pi"]);
+    // Pushed while only the old agent offers it: it waits (had the old agent been sent it,
+    // it would be marked delivered to it, and only it).
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    assert_eq!(l.state(&job), "queued");
+    let pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["agent"], pi.id(), "run by the version-5 agent");
+    assert_eq!(l.runs(), 1);
+    drop(recv);
+}
