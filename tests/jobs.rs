@@ -358,7 +358,9 @@ fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
     let key = wtd_keys::SecretKey::generate();
     let advert = Advert {
         name: "old-pi".into(),
-        owners: vec![wtd_wire::Key::from(l.alice_id.parse::<wtd_keys::PublicId>().unwrap())],
+        owners: vec![wtd_wire::Key::from(
+            l.alice_id.parse::<wtd_keys::PublicId>().unwrap(),
+        )],
         missions: vec![MissionInfo {
             name: "side".into(),
             version: "1".into(),
@@ -385,7 +387,9 @@ fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
             advert,
             heads: vec![],
         });
-        wtd_transport::write_frame(&mut send, &encode(&hello)).await.unwrap();
+        wtd_transport::write_frame(&mut send, &encode(&hello))
+            .await
+            .unwrap();
         let first = wtd_transport::read_frame(&mut recv, wtd_wire::defaults::MAX_FRAME)
             .await
             .unwrap()
@@ -399,7 +403,9 @@ fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
     let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
     assert_eq!(l.state(&job), "queued");
     let pi = l.agent("pi-1");
-    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s", "--json"]);
+    let out = l
+        .bob
+        .cli(["result", &job, "--wait", "--timeout", "60s", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(envelope["agent"], pi.id(), "run by the version-5 agent");
