@@ -412,3 +412,95 @@ fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
     assert_eq!(l.runs(), 1);
     drop(recv);
 }
+
+#[test]
+fn a_result_signed_by_a_machine_the_owner_never_adopted_is_not_shown() {
+    use wtd_keys::job::{result_for, SignedJob};
+    use wtd_wire::jobs::{JobOutcome, JobUpdate};
+    use wtd_wire::{decode, encode, Advert, AgentHello, FromAgent, FunctionInfo, MissionInfo, Open, ToAgent};
+    let l = Lab::new(&[]);
+    l.grant("side");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    // A machine that claims Alice but that she never adopted (the proxy's own, say) takes
+    // the job and answers it with a result it signs itself, without running anything.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = wtd_keys::SecretKey::generate();
+    let advert = Advert {
+        name: "rogue".into(),
+        owners: vec![wtd_wire::Key::from(
+            l.alice_id.parse::<wtd_keys::PublicId>().unwrap(),
+        )],
+        missions: vec![MissionInfo {
+            name: "side".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "mark".into(),
+                description: String::new(),
+                idempotent: false,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "rogue".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let (addr, proxy_key) = (l.proxy.addr, *l.proxy.id.key());
+    let _kept = rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(addr, proxy_key).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = Open::Agent(AgentHello {
+            version: wtd_wire::PROTOCOL_VERSION,
+            advert,
+            heads: vec![],
+        });
+        wtd_transport::write_frame(&mut send, &encode(&hello))
+            .await
+            .unwrap();
+        let delivery = loop {
+            let frame = wtd_transport::read_frame(&mut recv, wtd_wire::defaults::MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            if let ToAgent::Job(d) = decode::<ToAgent>(&frame).unwrap() {
+                break d;
+            }
+        };
+        let signed_job = SignedJob::decode(&delivery.job).unwrap();
+        let output = br#"{"forged":true}"#.to_vec();
+        let result = result_for(
+            &signed_job,
+            wtd_keys::AgentId(key.public()),
+            wtd_keys::call::CallStatus::Ok,
+            &output,
+            wtd_keys::Timestamp(1),
+        )
+        .sign(&key);
+        let update = FromAgent::JobUpdate(JobUpdate {
+            id: signed_job.job().request_id.0,
+            caller: wtd_wire::Key::from(*signed_job.job().caller.key()),
+            outcome: Some(JobOutcome::Ran {
+                status: wtd_wire::call::Status::Ok,
+                output,
+                detail: String::new(),
+                signed: result.bytes().to_vec(),
+            }),
+        });
+        wtd_transport::write_frame(&mut send, &encode(&update))
+            .await
+            .unwrap();
+        (client, conn, send, recv)
+    });
+    wait_for("the forged outcome stored", LIMIT, || l.state(&job) == "done");
+    let out = l.bob.cli(["result", &job]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("has not adopted"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("forged"), "not a byte of it is printed");
+    assert_eq!(l.runs(), 0);
+}

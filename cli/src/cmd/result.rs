@@ -4,14 +4,18 @@
 //! The proxy hands back the job as you signed it and the agent's signed result; both are
 //! checked here before a byte of output is printed (`wtd_keys::job::verify_job_result`):
 //! the job must be yours and the one asked for, the result signed by the agent that ran it
-//! (the one you named with `--agent`, if you did), for exactly this job and this output.
+//! (the one you named with `--agent`, if you did; otherwise one that the owner the job names
+//! adopted, by her log as verified here), for exactly this job and this output.
 //! So the proxy cannot forge or alter a result; it can only withhold one.
 //!
 //! Exit codes as for `wtd call` (`cli/src/exit.rs`): 0 done, 7 it ran and failed, 3 the
 //! agent refused it (no grant, revoked, ...), 4 it expired before any agent took it, 5 not
 //! finished yet (or not within `--timeout`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use wtd_caller::Caller;
 
 use wtd_keys::call::{CallStatus, RequestId, ResultError};
 use wtd_keys::job::{verify_job_result, SignedJob};
@@ -76,9 +80,35 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 break answer;
             }
         };
+        // A job for any agent: the result's signer must be an agent the job's owner adopted
+        // (as her verified log says), or the proxy could have run it on a key of its own.
+        let signer_adopted = match (&answer.outcome, SignedJob::decode(&answer.job)) {
+            (Some(JobOutcome::Ran { signed, .. }), Ok(job)) if job.job().agent.is_none() => {
+                match wtd_keys::call::SignedResult::decode(signed) {
+                    Ok(r) => {
+                        let owner = job.job().owner;
+                        let caller = Caller::new(Arc::new(ctx.identity()?), conn.clone());
+                        let book = crate::adoptions::book(ctx, &me, None, &caller, &[owner]).await;
+                        let agent = r.result().agent;
+                        Some((agent, owner, book.adopts(&owner, &agent)))
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
         proxy::goodbye(&client, &conn).await;
-        Ok::<_, anyhow::Error>(answer)
+        Ok::<_, anyhow::Error>((answer, signer_adopted))
     })?;
+    let (answer, signer_adopted) = answer;
+    if let Some((agent, owner, false)) = signer_adopted {
+        anyhow::bail!(
+            "the result of {id} is signed by {}, which {} (whose authority the job named) has not adopted: \
+             not showing it; the proxy may have run the job on a machine of its own",
+            agent.key().short(),
+            owner.key().short()
+        );
+    }
     show(&me, id, answer, args.json)
 }
 
