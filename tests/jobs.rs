@@ -119,6 +119,19 @@ idempotent = false
     }
 }
 
+/// The proxy's `/metrics` text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .expect("an HTTP response")
+        .1
+        .to_string()
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -300,7 +313,8 @@ fn a_proxy_that_alters_a_queued_call_is_detected_and_nothing_runs() {
 
 #[test]
 fn bounds_refuse_clearly_and_jobs_expire() {
-    let l = Lab::new(&["--max-jobs-per-caller", "2"]);
+    let metrics = format!("127.0.0.1:{}", common::mosquitto::free_port());
+    let l = Lab::new(&["--max-jobs-per-caller", "2", "--metrics", &metrics]);
     l.grant("side");
     l.bob.ok(["push", "side/mark"]);
     l.bob.ok(["push", "side/mark"]);
@@ -312,6 +326,15 @@ fn bounds_refuse_clearly_and_jobs_expire() {
         stderr(&out)
     );
     assert_eq!(l.jobs().len(), 2, "nothing queued was dropped to make room");
+    // The operator sees it too.
+    let text = scrape(&metrics);
+    for line in [
+        "wtd_proxy_jobs_waiting 2",
+        "wtd_proxy_jobs_pushed_total 2",
+        "wtd_proxy_jobs_refused_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 
     // A bad expiry is refused on the command line.
     let out = l.bob.cli(["push", "side/mark", "--expires", "8days"]);

@@ -74,6 +74,7 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
                 .push(&UserKey(ctx.peer), &job, args, crate::shared::now_ms());
             let msg = match pushed {
                 Ok(expires_at_ms) => {
+                    ctx.shared.metrics.jobs_pushed.inc();
                     ctx.shared.jobs_changed();
                     let id = wtd_keys::job::SignedJob::decode(&job)
                         .map(|j| j.job().request_id.0)
@@ -82,6 +83,7 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
                     Response::JobQueued { id, expires_at_ms }
                 }
                 Err(e) => {
+                    ctx.shared.metrics.jobs_refused.inc();
                     log::info!("refused a job from {}: {e}", ctx.peer.short());
                     Response::PushRefused(e.to_string())
                 }
