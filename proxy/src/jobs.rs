@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use wtd_keys::call::RequestId;
 use wtd_keys::job::{check_lifetime, SignedJob};
 use wtd_keys::time::human_duration;
-use wtd_keys::{OwnerKey, Timestamp, UserKey};
+use wtd_keys::{Timestamp, UserKey};
 use wtd_store::records::RecordFile;
 use wtd_wire::call::Status;
 use wtd_wire::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobOutcome, JobState, JobUpdate};
@@ -713,16 +713,11 @@ fn full(whose: &str, jobs: &[&Entry], now_ms: u64) -> PushError {
     }
 }
 
-/// The owner a job names, for logs.
-pub fn owner_of(job: &SignedJob) -> OwnerKey {
-    job.job().owner
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use wtd_keys::job::Job;
-    use wtd_keys::{AgentId, FunctionName, MissionName, SecretKey};
+    use wtd_keys::{AgentId, FunctionName, MissionName, OwnerKey, SecretKey};
     use wtd_wire::call::Refused;
 
     const T0: u64 = 1_700_000_000_000;

@@ -128,16 +128,19 @@ impl Proxy {
             config.job_limits,
             shared::now_ms(),
         )?;
-        if opened.torn_tail_bytes > 0 || opened.skipped > 0 || opened.requeued > 0 {
+        if opened.torn_tail_bytes > 0 || opened.skipped > 0 {
             log::warn!(
-                "job queue: {} jobs; cut off a torn last record of {} bytes (never acknowledged), \
-                 skipped {} unreadable records, queued {} jobs again that were out for delivery",
-                opened.jobs,
+                "job queue: cut off a torn last record of {} bytes (it was never acknowledged) and \
+                 skipped {} unreadable records",
                 opened.torn_tail_bytes,
-                opened.skipped,
-                opened.requeued
+                opened.skipped
             );
         }
+        log::info!(
+            "job queue: {} jobs, {} of them out for delivery when the proxy stopped (delivered again)",
+            opened.jobs,
+            opened.requeued
+        );
         let id = ProxyId(secret.public());
         let bridge = match &config.mqtt {
             Some(mqtt) => {
