@@ -72,6 +72,9 @@ pub enum AgentError {
     /// `proxy` is to be found on the LAN, but mDNS could not start (the message says why).
     #[error("cannot look for the proxy on the LAN: {0}; or set `proxy` to a join ticket")]
     Lan(#[from] wtd_transport::lan::LanError),
+    /// The record of queued calls this agent ran cannot be read (the message says what to do).
+    #[error("the agent's record of jobs it ran: {0}")]
+    Jobs(String),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -222,6 +225,12 @@ impl Agent {
             }
             None => None,
         };
+        // Jobs: the link hands deliveries to the runner, which answers through the link.
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(defaults::JOB_QUEUE);
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(defaults::JOB_UPDATES);
+        let seen = crate::jobs::SeenJobs::open(&self.config.state_dir.join("jobs"), defaults::MAX_SEEN_JOBS)
+            .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
+        let job_runner = crate::jobs::run(calls.clone(), seen, jobs_rx, updates_tx, shutdown.clone());
         let link = Link {
             calls: calls.clone(),
             id: self.id,
@@ -236,6 +245,8 @@ impl Agent {
             events: events_rx,
             reports: reports_rx,
             version: PROTOCOL_VERSION,
+            jobs: jobs_tx,
+            job_updates: updates_rx,
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(
@@ -255,7 +266,14 @@ impl Agent {
                 m.await;
             }
         };
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct, metrics);
+        tokio::join!(
+            link.run(shutdown.clone()),
+            poller,
+            enforcer,
+            direct,
+            metrics,
+            job_runner
+        );
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

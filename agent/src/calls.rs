@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::authz::{authorize, Decision, Deny, Permit, Policy, RateLimits, Request};
 use wtd_keys::call::{check_receipt_call, CallResult, CallStatus, ReplayGuard, SignedCall};
+use wtd_keys::job::SignedJob;
 use wtd_keys::time::human_duration;
 use wtd_keys::{
     AgentId, FunctionName, Grant, GrantId, MissionName, OwnerKey, Revocation, SecretKey, TimeFloor,
@@ -54,6 +55,12 @@ use crate::metrics::{AgentMetrics, FunctionLabels};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
 use crate::reports::CallReports;
+
+/// A job that passed authorization: it holds its rate-limit slot until it has run.
+#[derive(Debug)]
+pub(crate) struct JobPermit {
+    authority: Authority,
+}
 
 /// A call that is running, so a revocation (or its owner disowning this agent) can stop it.
 #[derive(Debug)]
@@ -864,6 +871,127 @@ impl CallService {
         (status, output, detail)
     }
 
+    /// The checks a delivered job must pass before it runs, after `wtd_keys::job::check_job`
+    /// and the seen-set: the function exists here, and the caller may run it *now* (grant,
+    /// revocation, adoption, rate, as for a live call), under exactly the owner the job
+    /// names. On success the permit holds the rate-limit slot until the job is run.
+    pub(crate) fn authorize_job(&self, job: &SignedJob) -> Result<JobPermit, Refused> {
+        let j = job.job();
+        if self.catalogue.function(&j.mission, &j.function).is_none() {
+            return Err(Refused {
+                kind: "unknown_function".into(),
+                message: format!(
+                    "{} has no function {}/{}; `wtd ls` shows what each agent offers",
+                    self.name, j.mission, j.function
+                ),
+                retry_after_ms: None,
+            });
+        }
+        let authority = match self.authorize(&j.caller, &j.mission, &j.function, now()) {
+            Ok(a) => a,
+            Err(deny) => {
+                log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "job denied: {deny:?}");
+                return Err(match deny_message(0, &deny, &j.mission, &j.caller, &self.name) {
+                    AgentMsg::Refused { refused, .. } => refused,
+                    _ => unreachable!("deny_message refuses"),
+                });
+            }
+        };
+        if authority.issuer() != j.owner {
+            let here = authority.issuer();
+            self.release_authority(authority);
+            return Err(Refused {
+                kind: "issuer_not_owner".into(),
+                message: format!(
+                    "this job asks to run under the authority of {}, but on {} it would run under {}'s; \
+                     push it with --agent naming one of {}'s agents",
+                    j.owner.key().short(),
+                    self.name,
+                    here.key().short(),
+                    j.owner.key().short()
+                ),
+                retry_after_ms: None,
+            });
+        }
+        Ok(JobPermit { authority })
+    }
+
+    /// Runs an authorized job to its end (or until `stop`, or a revocation cancels it, as for
+    /// a live call). Progress lines are not kept: nobody is listening live.
+    pub(crate) async fn run_job(
+        &self,
+        job: &SignedJob,
+        args: &[u8],
+        permit: JobPermit,
+        stop: &CancellationToken,
+    ) -> (CallStatus, Vec<u8>, String) {
+        let j = job.job();
+        let f = self
+            .catalogue
+            .function(&j.mission, &j.function)
+            .expect("checked by authorize_job");
+        let authority = permit.authority;
+        if let Run::Builtin(b) = &f.run {
+            let output = self.builtin(*b, args);
+            self.release_authority(authority);
+            return (CallStatus::Ok, output, String::new());
+        }
+        let cancel = stop.child_token();
+        let key = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.state().in_flight.insert(
+            key,
+            InFlight {
+                issuer: authority.issuer(),
+                grant: authority.grant(),
+                cancel: cancel.clone(),
+            },
+        );
+        log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "running job {}/{}", j.mission, j.function);
+        // Progress lines go nowhere; the receiver is drained so the run never sees a gone
+        // caller (which would cancel it).
+        let (out, mut sink) = mpsc::channel(defaults::EVENT_QUEUE);
+        let drain = async { while sink.recv().await.is_some() {} };
+        let run = async {
+            let r = self.run_function(0, f, &j.mission, args, &cancel, &out).await;
+            drop(out);
+            r
+        };
+        let ((status, output, mut detail), ()) = tokio::join!(run, drain);
+        let (issuer, grant) = (authority.issuer(), authority.grant());
+        self.release(key, authority);
+        if status == CallStatus::Cancelled {
+            detail = match stop_reason(&self.logs.borrow(), &self.id, &issuer, grant) {
+                Some(Stop::Revoked) => {
+                    "the job was cancelled: its grant was revoked while it ran".to_string()
+                }
+                Some(Stop::Disowned) => format!(
+                    "the job was cancelled: its owner {} disowned {} while it ran",
+                    issuer.key().short(),
+                    self.name
+                ),
+                None => "the job was cancelled: the agent was stopping".to_string(),
+            };
+        }
+        (status, output, detail)
+    }
+
+    /// Gives back the rate-limit slot of a job that will not run after all.
+    pub(crate) fn release_job(&self, permit: JobPermit) {
+        self.release_authority(permit.authority);
+    }
+
+    /// This agent's signed result for a job it ran.
+    pub(crate) fn sign_job_result(&self, job: &SignedJob, status: CallStatus, output: &[u8]) -> Vec<u8> {
+        wtd_keys::job::result_for(job, self.id, status, output, now())
+            .sign(&self.secret)
+            .bytes()
+            .to_vec()
+    }
+
+    pub(crate) fn agent_id(&self) -> AgentId {
+        self.id
+    }
+
     fn builtin(&self, b: Builtin, _args: &[u8]) -> Vec<u8> {
         let v = match b {
             Builtin::Ping => serde_json::json!({ "pong": true, "agent": self.name }),
@@ -910,7 +1038,7 @@ fn revoked(logs: &VerifiedLogs, issuer: &OwnerKey, grant: &GrantId) -> bool {
 }
 
 /// The wire's word for a status.
-fn wire_status(s: CallStatus) -> Status {
+pub(crate) fn wire_status(s: CallStatus) -> Status {
     match s {
         CallStatus::Ok => Status::Ok,
         CallStatus::Failed => Status::Failed,

@@ -233,3 +233,19 @@ pub const CALL_REPORTS_BURST: u32 = 60;
 /// Call reports waiting for the control stream (the newest are dropped once it is full, as
 /// while the proxy is away). A report is about 150 bytes.
 pub const CALL_REPORT_QUEUE: usize = 64;
+/// Jobs (queued calls) this agent remembers having run, so a second delivery never runs one
+/// again (`jobs`). An entry is kept until its job expires (at most a week); 4,096 is far
+/// more than a Pi runs in that time at the proxy's pace (4 jobs out at once), and the file
+/// holding them stays under 300 KB, rewritten atomically on each job.
+pub const MAX_SEEN_JOBS: usize = 4_096;
+
+/// Largest output a queued call sends back: what the proxy keeps for `wtd result`
+/// (`wtd_proxy::defaults::MAX_JOB_OUTPUT`), so one update fits in a frame.
+pub const MAX_JOB_OUTPUT: usize = 256 * 1024;
+
+/// Deliveries waiting for the job runner. The proxy sends at most 4 at once per agent; a
+/// delivery that finds this full is dropped here and delivered again on the next session.
+pub const JOB_QUEUE: usize = 16;
+
+/// Job updates waiting to go to the proxy (kept across reconnections).
+pub const JOB_UPDATES: usize = 64;

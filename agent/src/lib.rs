@@ -24,6 +24,7 @@
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - `lan`: finding the proxy on the LAN by mDNS when there is no ticket (`proxy = "<id>"`).
+//! - [`jobs`]: queued calls the proxy delivers, run at most once (a durable seen-set).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -44,6 +45,7 @@ pub mod events;
 pub mod exec;
 pub mod firstboot;
 pub mod growroot;
+pub mod jobs;
 mod lan;
 pub mod link;
 pub mod load;

@@ -63,6 +63,12 @@ pub enum Command {
     Sync(cmd::sync::Args),
     /// Call a function on the best agent for it: `wtd call demo/echo '{"msg":"hi"}'`.
     Call(cmd::call::Args),
+    /// Queue a call on the proxy; it runs as soon as an agent can take it: `wtd push demo/echo '{}'`.
+    Push(cmd::push::Args),
+    /// List your queued calls and what became of each.
+    Jobs(cmd::jobs::Args),
+    /// Print a queued call's result (`wtd call --async`), or wait for it with `--wait`.
+    Result(cmd::result::Args),
     /// List the receipts `wtd call --receipt` kept, or check one offline.
     Receipts(cmd::receipts::Args),
     /// Explain, as an owner, whether someone may call a function on your agents, and why.
@@ -91,5 +97,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Call(a) => cmd::call::run(&ctx, a),
         Command::Why(a) => cmd::why::run(&ctx, a),
         Command::Receipts(a) => cmd::receipts::run(&ctx, a),
+        Command::Push(a) => cmd::push::run(&ctx, a),
+        Command::Jobs(a) => cmd::jobs::run(&ctx, a),
+        Command::Result(a) => cmd::result::run(&ctx, a),
     }
 }

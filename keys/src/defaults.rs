@@ -82,3 +82,12 @@ pub const MAX_REVOKED_SET: usize = 512;
 /// Longest lesson label (`wtd grant --class ... --label`), in bytes: a name people read
 /// in `wtd grants`, like `roster-2026-12-03` or `year 9, lesson 3`.
 pub const MAX_LABEL_LEN: usize = 64;
+/// The longest a job (`wtd push`, `wtd call --async`) may wait for an agent, in
+/// milliseconds: a week, so a job pushed on Friday to a classroom Pi that is off over the
+/// weekend still runs on Monday. It is also how long an agent must remember each job's
+/// request id to refuse a second delivery (`wtd_keys::job`), so it bounds that memory.
+pub const MAX_JOB_LIFETIME_MS: u64 = 7 * 24 * 3_600_000;
+
+/// How long a job waits for an agent when its caller does not say (`wtd push --expires`):
+/// an hour, a lesson's length. Past it, a job nobody ran is marked expired and never runs.
+pub const DEFAULT_JOB_EXPIRY_MS: u64 = 3_600_000;

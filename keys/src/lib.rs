@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`defaults`]: every limit and duration, each with its reason.
 //! - [`identity`]: ed25519 keys, their text form (`wtd1...`), domain-separated signing.
+//! - [`job`]: signed queued calls (`wtd push`), checked by the agent at delivery time.
 //! - [`names`]: canonical mission and function names.
 //! - [`paste`]: finding the one id in pasted text (a QR code, a sheet, `wtd id` output).
 //! - [`time`]: timestamps and the persisted time floor.
@@ -31,6 +32,7 @@ pub mod encoding;
 pub mod enroll;
 pub mod grant;
 pub mod identity;
+pub mod job;
 pub mod log;
 pub mod names;
 pub mod paste;

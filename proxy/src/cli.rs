@@ -73,6 +73,13 @@ pub struct Args {
     /// e.g. the classroom's Wi-Fi and not the school network.
     #[arg(long = "lan-interface", value_name = "NAME")]
     pub lan_interfaces: Vec<String>,
+    /// Jobs (`wtd push`) one caller key may have waiting at once (default 100); more are
+    /// refused with "queue full for your key".
+    #[arg(long, value_name = "N")]
+    pub max_jobs_per_caller: Option<usize>,
+    /// Jobs waiting under one owner's authority at once, from every caller (default 1000).
+    #[arg(long, value_name = "N")]
+    pub max_jobs_per_owner: Option<usize>,
 }
 
 /// Whether to announce the proxy on the LAN: asked for, or listening where the LAN can
@@ -97,6 +104,10 @@ struct ConfigFile {
     max_connections_per_ip: Option<usize>,
     /// Agents kept in the roster at once.
     max_agents: Option<usize>,
+    /// Jobs one caller key may have waiting at once.
+    max_jobs_per_caller: Option<usize>,
+    /// Jobs waiting under one owner's authority at once.
+    max_jobs_per_owner: Option<usize>,
     /// The MQTT bridge; see `wtd_telemetry::config`.
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     /// Where to serve Prometheus metrics.
@@ -138,6 +149,8 @@ fn args_from_nothing() -> Args {
         announce: false,
         no_announce: false,
         lan_interfaces: Vec::new(),
+        max_jobs_per_caller: None,
+        max_jobs_per_owner: None,
     }
 }
 
@@ -196,6 +209,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "max_agents is 0, which would refuse every agent; use at least 1"
         );
         config.max_agents = n;
+    }
+    if let Some(n) = args.max_jobs_per_caller.or(file.max_jobs_per_caller) {
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_caller is 0, which would refuse every push; use at least 1"
+        );
+        config.job_limits.per_caller = n;
+    }
+    if let Some(n) = args.max_jobs_per_owner.or(file.max_jobs_per_owner) {
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_owner is 0, which would refuse every push; use at least 1"
+        );
+        config.job_limits.per_owner = n;
     }
     let mut mqtt = file.mqtt.clone();
     if args.mqtt.is_some() || args.mqtt_cluster.is_some() {

@@ -135,3 +135,51 @@ pub const DASHBOARD_PUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// A comment line goes down an idle event stream this often, so proxies and browsers keep
 /// it open, and a page that vanished is noticed and its slot freed.
 pub const DASHBOARD_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Jobs one caller key may have waiting (queued, delivered or running) at once. Anyone
+/// with a key can push, and each job holds disk and memory on the proxy for up to a week;
+/// 100 is plenty for a student's script, and 100 keys' worth still fits a Pi.
+pub const MAX_JOBS_PER_CALLER: usize = 100;
+
+/// Jobs waiting under one owner's authority at once, from all callers together: a class
+/// of 30 students each pushing 30 jobs to their teacher's Pis. Bounds what a crowd of
+/// keys (each within its own bound) can pile onto one owner's agents.
+pub const MAX_JOBS_PER_OWNER: usize = 1_000;
+
+/// Jobs waiting on the proxy in all.
+pub const MAX_JOBS: usize = 10_000;
+
+/// Largest argument bytes of a queued call: the same as a live call's (`wtd_caller`).
+pub const MAX_JOB_ARGS: usize = 64 * 1024;
+
+/// Largest output the proxy keeps for `wtd result`. A bigger one is dropped (its state
+/// and signed result are kept, and `wtd result` says so): a queue of results is disk on a
+/// Pi's SD card, not an object store.
+pub const MAX_JOB_OUTPUT: usize = 256 * 1024;
+
+/// Bytes of jobs, arguments and kept outputs the proxy holds in all (its memory and its
+/// `jobs.log`). 64 MiB is an eighth of a Pi Zero 2 W's RAM; past it pushes are refused.
+pub const MAX_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a finished (or expired, or refused) job is listed and its result kept: long
+/// enough to collect a result the next morning.
+pub const JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Jobs out to one agent at once. The agent runs them in turn; more would only queue on
+/// the agent, where they cannot be handed to another.
+pub const MAX_JOBS_IN_FLIGHT_PER_AGENT: usize = 4;
+
+/// Longest a `Request::JobResult` waits for a job to finish before answering with its
+/// current state; `wtd result --wait` asks again. Bounds how long a stream is held.
+pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
+
+/// How often waiting jobs are checked for expiry.
+pub const JOB_SWEEP_TICK: Duration = Duration::from_secs(1);
+
+/// After an agent refuses a job for a reason of its own (it is not adopted yet, lacks the
+/// function, is busy), the job waits this long before it is delivered again (to any agent):
+/// long enough for an owner's `wtd adopt` to reach the agent, short enough to feel prompt.
+pub const JOB_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Refusals of that kind a job takes before it is refused for good (with the last reason):
+/// about 20 s of retries, so a job for a mission no agent will ever run does not linger.
+pub const MAX_JOB_REFUSALS: u32 = 10;

@@ -49,6 +49,11 @@ pub struct ProxyMetrics {
     pub bridge_dropped: Gauge,
     pub bridge_published: Gauge,
     pub bridge_connects: Gauge,
+    /// Jobs (`wtd push`) waiting: queued, delivered or running.
+    pub jobs_waiting: Gauge,
+    /// Jobs pushed, and pushes refused over a bound.
+    pub jobs_pushed: Counter,
+    pub jobs_refused: Counter,
 }
 
 impl ProxyMetrics {
@@ -88,6 +93,21 @@ impl ProxyMetrics {
             "agents_online",
             "Agents in the roster",
             self.agents_online.clone(),
+        );
+        r.register(
+            "jobs_waiting",
+            "Queued calls (wtd push) not finished yet: queued, delivered or running",
+            self.jobs_waiting.clone(),
+        );
+        r.register(
+            "jobs_pushed",
+            "Queued calls accepted (wtd push, wtd call --async)",
+            self.jobs_pushed.clone(),
+        );
+        r.register(
+            "jobs_refused",
+            "Pushes refused: over a bound, expired, malformed or not the sender's",
+            self.jobs_refused.clone(),
         );
         r.register(
             "agent_load1",
@@ -175,6 +195,7 @@ pub(crate) fn render(shared: &crate::shared::Shared) -> String {
     let m = &shared.metrics;
     let snapshot = shared.roster().roster.snapshot();
     m.agents_online.set(snapshot.len() as i64);
+    m.jobs_waiting.set(shared.jobs().waiting() as i64);
     m.agent_load.clear();
     m.agent_cpu.clear();
     m.agent_temperature.clear();

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobUpdate};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
 /// The first frame on every stream a client opens: what the stream is for.
@@ -63,6 +64,8 @@ pub enum ToAgent {
         owner: Key,
         entries: Vec<Vec<u8>>,
     },
+    /// Run this queued job (version 5 on; see [`crate::jobs`]). Never sent to an older agent.
+    Job(JobDelivery),
 }
 
 /// Agent to proxy, on the control stream after the hello.
@@ -79,6 +82,8 @@ pub enum FromAgent {
     /// A call this agent answered, for the proxy's dashboard (version 5 on; sent only when
     /// its owner set `report_calls`; see [`crate::report`]). Appended last, like the rest.
     CallReport(crate::report::CallReport),
+    /// What became of a job the proxy delivered (version 5 on; see [`crate::jobs`]).
+    JobUpdate(JobUpdate),
 }
 
 /// A mission event: `line` as the handler of `mission/function` printed it (after
@@ -180,6 +185,14 @@ pub enum Request {
     /// The agents the proxy turned away recently because nobody adopted them yet
     /// (answered with `Waiting`), so their owner can adopt them.
     Waiting,
+    /// Queue a job: the sender's signed job (`wtd_keys::job`) and its argument bytes
+    /// (version 5 on). Answered with `JobQueued`, or `PushRefused` saying which bound.
+    Push { job: Vec<u8>, args: Vec<u8> },
+    /// The sender's jobs, newest first (answered with `Jobs`).
+    Jobs,
+    /// One of the sender's jobs and its outcome; waits up to `wait_ms` for it to become
+    /// final (0: answer at once). Answered with `JobResult`.
+    JobResult { id: JobId, wait_ms: u64 },
 }
 
 /// A reply to a [`Request`].
@@ -200,4 +213,13 @@ pub enum Response {
     /// Agents waiting for adoption (see [`Request::Waiting`]); self-reported like the roster.
     Waiting(Vec<AgentInfo>),
     Error(String),
+    /// The job is stored (fsynced) and will be delivered until `expires_at_ms`.
+    JobQueued {
+        id: JobId,
+        expires_at_ms: u64,
+    },
+    /// The job was not queued: a bound was hit or it is malformed; the text says which.
+    PushRefused(String),
+    Jobs(Vec<JobInfo>),
+    JobResult(JobAnswer),
 }

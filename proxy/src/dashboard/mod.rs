@@ -205,6 +205,11 @@ pub(crate) fn log_event(entry: &wtd_keys::log::SignedEntry, now_ms: u64) -> serd
                     None,
                     format!("all of {}'s grants", u.key().short()),
                 ),
+                // A lesson's grants ended together (`wtd revoke --label`/`--class`): the
+                // label is what the teacher typed, the count what a projector can show.
+                wtd_keys::revocation::Target::Grants { label, grants } => {
+                    (None, None, format!("{} grants of lesson {label}", grants.len()))
+                }
             };
             json!({
                 "type": "revocation",
