@@ -12,6 +12,7 @@
 //! - [`home`]: where a user's or an agent's files live (`$WTD_HOME`, `~/.config/wtd`).
 //! - [`identity`]: the secret key file (mode 0600, never overwritten).
 //! - [`logfile`]: the owner log on disk: framed, checksummed, fsynced appends.
+//! - [`eventfile`]: one signed event log on disk: the same frames, trimmed atomically.
 //! - [`keyring`]: names for other people's keys, like ssh's known_hosts.
 //! - [`grants`]: grants this user has received (imported from tickets).
 //! - [`enroll`]: the enrollment tokens an owner issued for headless Pis.
@@ -20,6 +21,7 @@
 
 pub mod atomic;
 pub mod enroll;
+pub mod eventfile;
 pub mod floor;
 pub mod grants;
 pub mod home;

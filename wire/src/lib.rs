@@ -16,6 +16,8 @@
 //!   |<-- Log{owner, entries} (catch-up) -------|                                     |
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
 //!   |-- MissionEvent{mission, line} (v4) ----->|-- to MQTT, if it has a bridge       |
+//!   |== Request::PublishEvents (v5, own stream)>|<-- Request::Subscribe (v5) --------|
+//!   |<== EventsStored{mission, seq} ============|-- Delivery::Event (signed) ... --->|
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
 //!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
 //!                                              |<-- Request::Roster / Watch ---------|
@@ -30,6 +32,7 @@
 //! # Layout
 //! - [`defaults`]: frame and list limits, with reasons.
 //! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
+//! - [`events`]: signed event streams: publishing, subscribing, positions.
 //! - [`messages`]: the messages of each stream.
 //! - [`call`]: the messages inside an end-to-end call session.
 //! - [`codec`]: frames and postcard, with size caps and validation.
@@ -38,6 +41,7 @@
 pub mod call;
 pub mod codec;
 pub mod defaults;
+pub mod events;
 pub mod messages;
 pub mod roster;
 
@@ -46,7 +50,9 @@ pub mod roster;
 /// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
 /// adoptions (an older agent would refuse them, so it must not connect). Version 4: an
 /// agent may send [`FromAgent::MissionEvent`] (a line a handler emitted, for MQTT).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: signed event streams ([`events`]): `Request::PublishEvents` and
+/// `Request::Subscribe`. Older agents still connect; they publish no events.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
 /// knows no `MissionEvent`: a proxy admits version-3 agents (they never send one), and an
@@ -56,6 +62,11 @@ pub const MIN_PROTOCOL_VERSION: u16 = 3;
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;
 
+/// The first version with signed event streams: an agent publishes only to a proxy that
+/// speaks it (an older one would close the connection on an unknown request).
+pub const EVENT_STREAMS_VERSION: u16 = 5;
+
 pub use codec::{decode, encode, encode_frame_into, WireError};
+pub use events::{Delivery, LogPosition, StartAt, Subscribe, SubscriberMsg};
 pub use messages::*;
 pub use roster::*;

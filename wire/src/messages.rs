@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Delivery, Subscribe};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
 /// The first frame on every stream a client opens: what the stream is for.
@@ -177,6 +178,13 @@ pub enum Request {
     /// The agents the proxy turned away recently because nobody adopted them yet
     /// (answered with `Waiting`), so their owner can adopt them.
     Waiting,
+    /// Version 5: store these signed events of the sender's own log of `mission` and
+    /// forward them to subscribers (answered with `EventsStored`, or `Error` saying what
+    /// was dropped and why). Only an agent connection may send it. See [`crate::events`].
+    PublishEvents { mission: String, entries: Vec<Vec<u8>> },
+    /// Version 5: stream events (`Response::Delivery` frames); the subscriber sends
+    /// [`crate::events::SubscriberMsg`] frames back on the same stream.
+    Subscribe(Subscribe),
 }
 
 /// A reply to a [`Request`].
@@ -197,4 +205,9 @@ pub enum Response {
     /// Agents waiting for adoption (see [`Request::Waiting`]); self-reported like the roster.
     Waiting(Vec<AgentInfo>),
     Error(String),
+    /// The proxy's copy of the sender's log of `mission` now ends at `seq` (after a
+    /// `PublishEvents`; lower than what was sent: resend from `seq + 1`).
+    EventsStored { mission: String, seq: u64 },
+    /// One message of a subscription stream.
+    Delivery(Delivery),
 }
