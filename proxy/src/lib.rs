@@ -23,6 +23,8 @@
 //! - `shared`: the state every connection task shares, and why each lock is there.
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
+//! - [`streams`]: the signed event store: agents' event logs, retention, positions.
+//! - `subscriptions`: publishing and subscribing to signed events, and what is checked.
 //! - `relay`: splicing a caller's stream to an agent, bytes only.
 //! - `mqtt`: the roster mirrored to an MQTT broker (Home Assistant, Node-RED).
 //! - [`metrics`]: the Prometheus metrics and what they count.
@@ -40,6 +42,8 @@ mod requests;
 pub mod roster;
 mod session;
 mod shared;
+pub mod streams;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +82,8 @@ pub struct ProxyConfig {
     pub mqtt: Option<wtd_telemetry::MqttConfig>,
     /// Where to serve Prometheus metrics (`--metrics`); `None`: no endpoint.
     pub metrics: Option<SocketAddr>,
+    /// How long and how much of each owner's events the proxy keeps (`[events]`).
+    pub events: streams::EventsConfig,
 }
 
 impl ProxyConfig {
@@ -90,6 +96,7 @@ impl ProxyConfig {
             max_agents: defaults::MAX_AGENTS,
             mqtt: None,
             metrics: None,
+            events: streams::EventsConfig::default(),
         }
     }
 }
@@ -117,6 +124,11 @@ impl Proxy {
         }
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
+        let events = streams::EventStore::open(
+            &config.state_dir.join("events"),
+            config.events.clone(),
+            shared::now_ms(),
+        )?;
         let id = ProxyId(secret.public());
         let bridge = match &config.mqtt {
             Some(mqtt) => {
@@ -141,7 +153,7 @@ impl Proxy {
         Ok(Proxy {
             id,
             server,
-            shared: Arc::new(Shared::new(config, logs, handle)),
+            shared: Arc::new(Shared::new(config, logs, events, handle)),
             bridge: bridge.map(|(b, _)| b),
             metrics,
         })

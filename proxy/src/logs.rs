@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use wtd_keys::log::SignedEntry;
 use wtd_keys::record::RecordError;
-use wtd_keys::{AdoptionBook, AgentId, OwnerKey};
+use wtd_keys::{AdoptionBook, AgentId, MissionName, OwnerKey, PublicId, Timestamp};
 use wtd_store::logfile::{LogFile, LogFileError};
 use wtd_wire::defaults::MAX_LOG_BATCH_BYTES;
 
@@ -83,6 +83,67 @@ impl LogStore {
         self.logs
             .get(owner)
             .is_some_and(|f| AdoptionBook::from_logs([f.log()]).adopts(owner, agent))
+    }
+
+    /// The owners whose logs (as stored here) adopt `agent`.
+    pub fn adopters(&self, agent: &AgentId) -> Vec<OwnerKey> {
+        let mut owners: Vec<OwnerKey> = self
+            .logs
+            .keys()
+            .filter(|o| self.adopts(o, agent))
+            .copied()
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    /// May `reader` read the events of `mission` that `publisher` publishes? Yes for the
+    /// publisher itself and for an owner who adopted it; otherwise only with a grant for
+    /// the mission, to the reader, from an owner who adopted the publisher, that covers
+    /// it, is valid at `now` and is not revoked (the same grant that lets the reader call
+    /// the mission there). `Err` says why not, for the subscriber.
+    pub fn may_read(
+        &self,
+        reader: &PublicId,
+        mission: &MissionName,
+        publisher: &AgentId,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        if reader == publisher.key() {
+            return Ok(());
+        }
+        let adopters = self.adopters(publisher);
+        if adopters.iter().any(|o| o.key() == reader) {
+            return Ok(());
+        }
+        let mut why = format!("no grant to you for mission {mission} from an owner of that agent");
+        for owner in &adopters {
+            let Some(file) = self.logs.get(owner) else { continue };
+            for g in file.log().grants() {
+                let grant = g.grant();
+                if grant.subject.key() != reader || &grant.mission != mission {
+                    continue;
+                }
+                if !grant.audience.covers(publisher) {
+                    why = format!("your grant for {mission} does not cover that agent");
+                    continue;
+                }
+                if now < grant.not_before {
+                    why = format!("your grant for {mission} is not valid yet");
+                    continue;
+                }
+                if now >= grant.expires {
+                    why = format!("your grant for {mission} expired; ask its owner to renew it");
+                    continue;
+                }
+                if file.log().revocations().any(|r| r.revocation().revokes(grant)) {
+                    why = format!("your grant for {mission} was revoked");
+                    continue;
+                }
+                return Ok(());
+            }
+        }
+        Err(why)
     }
 
     /// Entries after `seq`, in batches that each fit one message.

@@ -46,6 +46,10 @@ pub struct ProxyMetrics {
     pub bridge_dropped: Gauge,
     pub bridge_published: Gauge,
     pub bridge_connects: Gauge,
+    /// Signed events stored (`Request::PublishEvents`).
+    pub events_stored: Counter,
+    /// Open event subscriptions.
+    pub subscribers: Gauge,
 }
 
 impl ProxyMetrics {
@@ -100,6 +104,16 @@ impl ProxyMetrics {
             "agent_temperature_celsius",
             "An agent's SoC temperature (Pis only)",
             self.agent_temperature.clone(),
+        );
+        r.register(
+            "signed_events_stored",
+            "Signed events agents published and the proxy stored",
+            self.events_stored.clone(),
+        );
+        r.register(
+            "event_subscribers",
+            "Open event subscriptions (wtd subscribe, agents' subscribed handlers)",
+            self.subscribers.clone(),
         );
         r.register(
             "owner_logs_published",

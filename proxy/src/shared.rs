@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// Owner logs. Held across a publish's fsyncs (rare, owner-initiated), never across
     /// an await.
     pub logs: Mutex<LogStore>,
+    /// Signed event logs and subscription positions. A std mutex like `logs`: held across
+    /// an append's fsync (one per published batch), never across an await.
+    pub events: Mutex<crate::streams::EventStore>,
     /// "This owner's log grew": each agent session listening checks if it cares.
     pub log_updates: broadcast::Sender<OwnerKey>,
     /// Agents turned away because no allowed owner adopted them yet, by id, so an owner
@@ -50,12 +53,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: ProxyConfig, logs: LogStore, bridge: Option<wtd_telemetry::BridgeHandle>) -> Self {
+    pub fn new(
+        config: ProxyConfig,
+        logs: LogStore,
+        events: crate::streams::EventStore,
+        bridge: Option<wtd_telemetry::BridgeHandle>,
+    ) -> Self {
         Shared {
             config,
             roster: Mutex::default(),
             batches: broadcast::channel(WATCH_BATCHES_BUFFERED).0,
             logs: Mutex::new(logs),
+            events: Mutex::new(events),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
             waiting: Mutex::default(),
             metrics: crate::metrics::ProxyMetrics::default(),
@@ -100,6 +109,10 @@ impl Shared {
 
     pub fn logs(&self) -> MutexGuard<'_, LogStore> {
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn events(&self) -> MutexGuard<'_, crate::streams::EventStore> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to batches of changes. Call with the roster lock held, then snapshot.
