@@ -20,6 +20,8 @@
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
+//! - [`streams`]: signed event logs of handlers' `wtd-emit:` lines, sent to the proxy.
+//! - `subscriber`: functions called once per signed event they subscribe to, in causal order.
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
@@ -50,6 +52,8 @@ pub mod notify;
 pub mod owner_logs;
 pub mod sandbox;
 pub mod sensors;
+pub mod streams;
+mod subscriber;
 
 pub use agent::{run, Agent, AgentError};
 pub use config::{AgentConfig, ConfigError, LoadConfigError};

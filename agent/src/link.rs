@@ -35,7 +35,7 @@ use wtd_transport::{
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
     decode, encode, Advert, AgentHello, FromAgent, MissionEvent, Open, Refusal, ToAgent, WireError,
-    MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
+    EVENT_STREAMS_VERSION, MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -126,6 +126,10 @@ pub(crate) struct Link {
     pub events: Option<mpsc::Receiver<MissionEvent>>,
     /// The protocol version we say hello with: ours, or an older proxy's (then no events).
     pub version: u16,
+    /// The signed event logs to publish (version 5 proxies only).
+    pub streams: Arc<crate::streams::EventStreams>,
+    /// Functions subscribed to signed events, served on each session.
+    pub handlers: Arc<Vec<Arc<crate::subscriber::Handler>>>,
 }
 
 impl Link {
@@ -260,6 +264,8 @@ impl Link {
             calls,
             events,
             version,
+            streams,
+            handlers,
             ..
         } = self;
         // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
@@ -271,8 +277,24 @@ impl Link {
             calls.clone().serve(connection.clone(), shutdown.clone()).await;
             std::future::pending::<()>().await;
         };
+        // Signed events out, and subscribed handlers in, on the same connection (version 5
+        // on: an older proxy would close the connection on a request it does not know).
+        // Never ends the session by itself either; the handlers' tasks are owned by this
+        // set and aborted when the session ends.
+        let event_streams = async {
+            if *version >= EVENT_STREAMS_VERSION {
+                let mut subscriptions = tokio::task::JoinSet::new();
+                for h in handlers.iter() {
+                    let (h, conn, calls, stop) = (h.clone(), connection.clone(), calls.clone(), shutdown.clone());
+                    subscriptions.spawn(async move { h.run(&conn, &calls, &stop).await });
+                }
+                crate::streams::publish(streams, connection).await;
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             () = serve_calls => unreachable!("serving calls never ends the session"),
+            () = event_streams => unreachable!("event streams never end the session"),
             // Ends only with an error: the proxy or the connection went away.
             error = receive(&mut recv, logs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.
