@@ -13,6 +13,7 @@ pub mod keys;
 pub mod ls;
 pub mod receipts;
 pub mod revoke;
+pub mod subscribe;
 pub mod sync;
 pub mod up;
 pub mod why;
