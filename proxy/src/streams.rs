@@ -451,3 +451,192 @@ impl EventStore {
         wtd_store::atomic::write_atomic(&self.dir.join("positions.json"), &bytes, 0o600).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::event::EventLog;
+    use wtd_keys::{SecretKey, Timestamp, TopicName};
+
+    fn agent(n: u8) -> (SecretKey, AgentId) {
+        let k = SecretKey::from_seed(&[n; 32]);
+        let id = AgentId(k.public());
+        (k, id)
+    }
+
+    fn mission() -> MissionName {
+        MissionName::new("social").unwrap()
+    }
+
+    /// `n` chained events of `k`'s `social` log, with bodies of `size` bytes.
+    fn events(k: &SecretKey, n: usize, size: usize) -> Vec<Vec<u8>> {
+        let mut log = EventLog::new(LogId {
+            publisher: AgentId(k.public()),
+            mission: mission(),
+        });
+        (0..n)
+            .map(|_| {
+                let body = format!("\"{}\"", "x".repeat(size));
+                let e = log
+                    .next(k, Timestamp(1), TopicName::new("t").unwrap(), body, Vec::new())
+                    .unwrap();
+                log.appended(&e);
+                e.bytes().to_vec()
+            })
+            .collect()
+    }
+
+    fn store(dir: &Path, config: EventsConfig) -> EventStore {
+        EventStore::open(dir, config, 0).unwrap()
+    }
+
+    #[test]
+    fn events_are_stored_resent_events_skipped_and_a_gap_answered_with_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), EventsConfig::default());
+        let (k, id) = agent(1);
+        let e = events(&k, 4, 10);
+        assert_eq!(s.publish(&id, &mission(), &e[..2], None, 0).unwrap().0, 2);
+        assert_eq!(s.publish(&id, &mission(), &e[..2], None, 0).unwrap().0, 2, "a resend");
+        assert_eq!(s.publish(&id, &mission(), &e[3..], None, 0).unwrap().0, 2, "a gap: resend from 3");
+        assert_eq!(s.publish(&id, &mission(), &e[1..], None, 0).unwrap().0, 4);
+        let log = LogId {
+            publisher: id,
+            mission: mission(),
+        };
+        assert_eq!(s.after(&log, 1, 10).0.len(), 3);
+        drop(s);
+        let s = store(dir.path(), EventsConfig::default());
+        assert_eq!(s.head(&log), 4, "survives a reopen");
+    }
+
+    #[test]
+    fn events_of_someone_else_or_another_log_or_altered_are_dropped_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), EventsConfig::default());
+        let (k, id) = agent(1);
+        let (_, other) = agent(2);
+        let e = events(&k, 1, 10);
+        let err = s.publish(&other, &mission(), &e, None, 0).unwrap_err();
+        assert!(matches!(err, StoreError::NotThePublisher { .. }), "{err}");
+        let err = s.publish(&id, &MissionName::new("photos").unwrap(), &e, None, 0).unwrap_err();
+        assert!(matches!(err, StoreError::WrongLog { .. }), "{err}");
+        let mut bad = e[0].clone();
+        let n = bad.len();
+        bad[n - 3] ^= 1;
+        let err = s.publish(&id, &mission(), &[bad], None, 0).unwrap_err();
+        assert!(matches!(err, StoreError::Bad(_)), "{err}");
+        assert!(err.to_string().starts_with("dropped"), "{err}");
+    }
+
+    #[test]
+    fn too_many_logs_per_agent_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), EventsConfig::default());
+        let (k, id) = agent(1);
+        for i in 0..MAX_EVENT_LOGS_PER_AGENT {
+            let m = MissionName::new(&format!("m{i}")).unwrap();
+            let log = EventLog::new(LogId {
+                publisher: id,
+                mission: m.clone(),
+            });
+            let e = log
+                .next(&k, Timestamp(1), TopicName::new("t").unwrap(), "1".into(), Vec::new())
+                .unwrap();
+            s.publish(&id, &m, &[e.bytes().to_vec()], None, 0).unwrap();
+        }
+        let err = s.publish(&id, &mission(), &events(&k, 1, 1), None, 0).unwrap_err();
+        assert!(matches!(err, StoreError::TooManyLogs), "{err}");
+    }
+
+    #[test]
+    fn over_its_owners_bytes_the_oldest_go_and_subscribers_are_told_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (owner_key, _) = agent(7);
+        let owner = OwnerKey(owner_key.public());
+        let mut config = EventsConfig::default();
+        config.owners.insert(
+            owner,
+            Retention {
+                max_bytes: 10_000,
+                max_age: Duration::from_secs(3600),
+            },
+        );
+        let mut s = store(dir.path(), config.clone());
+        let (k, id) = agent(1);
+        let e = events(&k, 40, 900);
+        let (head, trimmed) = s.publish(&id, &mission(), &e, Some(owner), 0).unwrap();
+        assert_eq!(head, 40);
+        assert_eq!(trimmed.len(), 1);
+        assert!(trimmed[0].reason.contains("over the 10000 bytes"), "{}", trimmed[0].reason);
+        let log = LogId {
+            publisher: id,
+            mission: mission(),
+        };
+        let (kept, gone) = s.after(&log, 0, 100);
+        assert!(kept.len() < 40 && !kept.is_empty());
+        let (before, reason) = gone.expect("the subscriber is told");
+        assert_eq!(before, kept[0].event().seq);
+        assert!(reason.contains("bytes"));
+        // The trimmed file and its note survive a restart; the chain goes on.
+        drop(s);
+        let mut s = store(dir.path(), config);
+        let (kept2, gone2) = s.after(&log, 0, 100);
+        assert_eq!(kept2.len(), kept.len());
+        assert_eq!(gone2.map(|g| g.0), Some(before));
+        let more = events(&k, 41, 900);
+        assert_eq!(s.publish(&id, &mission(), &more[40..], Some(owner), 0).unwrap().0, 41);
+    }
+
+    #[test]
+    fn events_older_than_the_max_age_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EventsConfig::default();
+        config.default.max_age = Duration::from_secs(60);
+        let mut s = store(dir.path(), config);
+        let (k, id) = agent(1);
+        let e = events(&k, 3, 10);
+        s.publish(&id, &mission(), &e[..2], None, 0).unwrap();
+        let (_, trimmed) = s.publish(&id, &mission(), &e[2..], None, 61_000).unwrap();
+        assert_eq!(trimmed.len(), 1);
+        assert_eq!(trimmed[0].before, 3, "never the last event");
+        assert!(trimmed[0].reason.contains("older than"), "{}", trimmed[0].reason);
+    }
+
+    #[test]
+    fn positions_are_kept_across_a_restart_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), EventsConfig::default());
+        let (_, id) = agent(1);
+        let reader = SecretKey::from_seed(&[3; 32]).public();
+        let log = LogId {
+            publisher: id,
+            mission: mission(),
+        };
+        s.acknowledge(&reader, "inbox", log.clone(), 5).unwrap();
+        s.acknowledge(&reader, "inbox", log.clone(), 3).unwrap();
+        drop(s);
+        let s = store(dir.path(), EventsConfig::default());
+        assert_eq!(s.position(&reader, "inbox").get(&log), Some(&5));
+        assert!(s.position(&reader, "other").is_empty());
+    }
+
+    #[test]
+    fn a_damaged_log_is_moved_aside_and_the_proxy_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), EventsConfig::default());
+        let (k, id) = agent(1);
+        s.publish(&id, &mission(), &events(&k, 3, 10), None, 0).unwrap();
+        drop(s);
+        let path = dir.path().join(file_name(&LogId {
+            publisher: id,
+            mission: mission(),
+        }));
+        let mut data = std::fs::read(&path).unwrap();
+        data[20] ^= 0xff;
+        std::fs::write(&path, data).unwrap();
+        let s = store(dir.path(), EventsConfig::default());
+        assert!(s.logs_of(&mission()).is_empty());
+        assert!(path.with_extension("events.damaged").exists());
+    }
+}
