@@ -85,11 +85,25 @@ fn a_stopped_subscriber_catches_up_in_order_with_no_duplicate() {
     carol.ok(["join", &proxy.ticket]);
     unfriend(&bob, 1);
     wait_for("the first event stored", LIMIT, || {
-        let out = bob.cli(["subscribe", "social", "--from", "start", "--count", "1", "--idle", "5s"]);
+        let out = bob.cli([
+            "subscribe",
+            "social",
+            "--from",
+            "start",
+            "--count",
+            "1",
+            "--idle",
+            "5s",
+        ]);
         !lines(&String::from_utf8_lossy(&out.stdout)).is_empty()
     });
     let refused = carol.cli(["subscribe", "social", "--from", "start", "--idle", "5s"]);
-    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("wtd grant"),
         "{}",
@@ -97,13 +111,31 @@ fn a_stopped_subscriber_catches_up_in_order_with_no_duplicate() {
     );
 
     // Bob's durable subscription reads the first two events, then stops.
-    let first = lines(&bob.ok(["subscribe", "social", "--name", "inbox", "--from", "start", "--count", "1"]));
+    let first = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--name",
+        "inbox",
+        "--from",
+        "start",
+        "--count",
+        "1",
+    ]));
     assert_eq!(seqs(&first), [1]);
     assert_eq!(first[0]["topic"], "unfriend");
     assert_eq!(first[0]["body"]["friend"], "f1");
     assert_eq!(first[0]["publisher"], pi.id());
     unfriend(&bob, 2);
-    let second = lines(&bob.ok(["subscribe", "social", "--name", "inbox", "--count", "1", "--idle", "30s"]));
+    let second = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--name",
+        "inbox",
+        "--count",
+        "1",
+        "--idle",
+        "30s",
+    ]));
     assert_eq!(seqs(&second), [2], "goes on where it left off");
 
     // While it is stopped, three more events; then the proxy is killed -9 and restarted.
@@ -111,53 +143,116 @@ fn a_stopped_subscriber_catches_up_in_order_with_no_duplicate() {
         unfriend(&bob, n);
     }
     wait_for("five events stored", LIMIT, || {
-        let out = bob.cli(["subscribe", "social", "--from", "start", "--count", "5", "--idle", "5s"]);
+        let out = bob.cli([
+            "subscribe",
+            "social",
+            "--from",
+            "start",
+            "--count",
+            "5",
+            "--idle",
+            "5s",
+        ]);
         lines(&String::from_utf8_lossy(&out.stdout)).len() == 5
     });
     let mut proxy = proxy;
     proxy.daemon.kill();
     let _proxy = lab.start_proxy_on(port, &[]);
     // Catching up: exactly the three it missed, in order, and nothing after them.
-    let caught_up = lines(&bob.ok(["subscribe", "social", "--name", "inbox", "--count", "3", "--idle", "30s"]));
+    let caught_up = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--name",
+        "inbox",
+        "--count",
+        "3",
+        "--idle",
+        "30s",
+    ]));
     assert_eq!(seqs(&caught_up), [3, 4, 5]);
-    let friends: Vec<&str> = caught_up.iter().map(|e| e["body"]["friend"].as_str().unwrap()).collect();
+    let friends: Vec<&str> = caught_up
+        .iter()
+        .map(|e| e["body"]["friend"].as_str().unwrap())
+        .collect();
     assert_eq!(friends, ["f3", "f4", "f5"]);
     let again = lines(&bob.ok(["subscribe", "social", "--name", "inbox", "--idle", "3s"]));
     assert!(again.is_empty(), "nothing delivered twice: {again:?}");
 
     // The store came back whole from the kill: every event, from the start.
-    let all = lines(&bob.ok(["subscribe", "social", "--from", "start", "--count", "5", "--idle", "30s"]));
+    let all = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--from",
+        "start",
+        "--count",
+        "5",
+        "--idle",
+        "30s",
+    ]));
     assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
     // And a position printed with an event resumes after it.
     let pos = all[2]["position"].as_str().unwrap().to_string();
-    let after = lines(&bob.ok(["subscribe", "social", "--from", &pos, "--count", "2", "--idle", "30s"]));
+    let after = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--from",
+        &pos,
+        "--count",
+        "2",
+        "--idle",
+        "30s",
+    ]));
     assert_eq!(seqs(&after), [4, 5]);
     // The agent reconnected and still publishes.
     unfriend(&bob, 6);
-    let sixth = lines(&bob.ok(["subscribe", "social", "--name", "inbox", "--count", "1", "--idle", "30s"]));
+    let sixth = lines(&bob.ok([
+        "subscribe",
+        "social",
+        "--name",
+        "inbox",
+        "--count",
+        "1",
+        "--idle",
+        "30s",
+    ]));
     assert_eq!(seqs(&sixth), [6]);
 }
 
 /// Serves one subscriber: `Accepted`, then `frames`, then waits for it to hang up. Other
 /// streams (`wtd join` looking at the roster) get nothing.
-fn evil_proxy(key: SecretKey, socket: std::net::UdpSocket, frames: Vec<Delivery>) -> std::thread::JoinHandle<()> {
+fn evil_proxy(
+    key: SecretKey,
+    socket: std::net::UdpSocket,
+    frames: Vec<Delivery>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let server = Server::from_socket(&key, socket, &Limits::default()).unwrap();
             loop {
-                let Some(pending) = server.accept().await else { return };
-                let Ok(accepted) = pending.handshake().await else { continue };
+                let Some(pending) = server.accept().await else {
+                    return;
+                };
+                let Ok(accepted) = pending.handshake().await else {
+                    continue;
+                };
                 let conn = accepted.connection().clone();
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let Ok(Some(first)) = read_frame(&mut recv, 1 << 20).await else { continue };
+                    let Ok(Some(first)) = read_frame(&mut recv, 1 << 20).await else {
+                        continue;
+                    };
                     if !matches!(decode::<Open>(&first), Ok(Open::Request(Request::Subscribe(_)))) {
                         let _ = send.finish();
                         continue;
                     }
                     let accepted_msg = Delivery::Accepted { logs: Vec::new() };
                     for d in std::iter::once(accepted_msg).chain(frames) {
-                        write_frame(&mut send, &encode(&Response::Delivery(d))).await.unwrap();
+                        write_frame(&mut send, &encode(&Response::Delivery(d)))
+                            .await
+                            .unwrap();
                     }
                     let _ = tokio::time::timeout(Duration::from_secs(30), async {
                         while let Ok(Some(_)) = read_frame(&mut recv, 1 << 20).await {}
@@ -210,7 +305,16 @@ fn subscribe_through(frames: Vec<Delivery>) -> std::process::Output {
     let bob = lab.user("bob");
     bob.init();
     bob.ok(["join", &ticket]);
-    let out = bob.cli(["subscribe", "social", "--from", "start", "--count", "3", "--idle", "10s"]);
+    let out = bob.cli([
+        "subscribe",
+        "social",
+        "--from",
+        "start",
+        "--count",
+        "3",
+        "--idle",
+        "10s",
+    ]);
     proxy.join().unwrap();
     out
 }
@@ -244,7 +348,11 @@ fn a_proxy_that_alters_reorders_or_drops_an_event_is_caught() {
     let mut altered = e[1].bytes().to_vec();
     let at = altered.windows(2).position(|w| w == b"f2").unwrap();
     altered[at + 1] = b'9';
-    caught(vec![event(&e[0]), Delivery::Event(altered), event(&e[2])], "altered or forged", 1);
+    caught(
+        vec![event(&e[0]), Delivery::Event(altered), event(&e[2])],
+        "altered or forged",
+        1,
+    );
     // Reordered: the third before the second.
     caught(vec![event(&e[0]), event(&e[2]), event(&e[1])], "gap", 1);
     // Dropped: the second never comes, the third does.
@@ -280,7 +388,9 @@ fn delaying_relay(
             let server = Server::from_socket(&key, socket, &Limits::default()).unwrap();
             let client = Arc::new(Client::bind(&reader, "127.0.0.1:0".parse().unwrap()).unwrap());
             while let Some(pending) = server.accept().await {
-                let Ok(accepted) = pending.handshake().await else { continue };
+                let Ok(accepted) = pending.handshake().await else {
+                    continue;
+                };
                 let conn = accepted.connection().clone();
                 let (client, upstream, log) = (client.clone(), upstream.clone(), log.clone());
                 tokio::spawn(async move {
@@ -288,7 +398,9 @@ fn delaying_relay(
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                         let (client, upstream, log) = (client.clone(), upstream.clone(), log.clone());
                         tokio::spawn(async move {
-                            let Ok(Some(first)) = read_frame(&mut recv, 1 << 20).await else { return };
+                            let Ok(Some(first)) = read_frame(&mut recv, 1 << 20).await else {
+                                return;
+                            };
                             match decode::<Open>(&first) {
                                 Ok(Open::Agent(_)) => {
                                     let welcome = ToAgent::Welcome {
@@ -320,8 +432,12 @@ async fn relay_subscription(
     log: Arc<Mutex<Vec<String>>>,
     delay: Duration,
 ) {
-    let Ok(conn) = client.connect(upstream.addrs[0], *upstream.id.key()).await else { return };
-    let Ok((mut up_send, mut up_recv)) = conn.open_bi().await else { return };
+    let Ok(conn) = client.connect(upstream.addrs[0], *upstream.id.key()).await else {
+        return;
+    };
+    let Ok((mut up_send, mut up_recv)) = conn.open_bi().await else {
+        return;
+    };
     let request = Open::Request(Request::Subscribe(Subscribe {
         missions: sub.missions,
         start: StartAt::Start,
@@ -343,7 +459,9 @@ async fn relay_subscription(
     // The mailer's acknowledgements are read and dropped.
     tokio::spawn(async move { while let Ok(Some(_)) = read_frame(&mut recv, 1 << 20).await {} });
     while let Ok(Some(frame)) = read_frame(&mut up_recv, 1 << 20).await {
-        let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else { break };
+        let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
+            break;
+        };
         let (label, held) = match &d {
             Delivery::Event(bytes) => {
                 let e = SignedEvent::decode(bytes).unwrap();
@@ -370,7 +488,10 @@ async fn relay_subscription(
 
 /// A directory every handler user can write (handlers may run as an unprivileged user).
 fn shared_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("wtd-mailer").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("wtd-mailer")
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
 }
@@ -479,24 +600,42 @@ timeout = "10s"
     ann.ok(["call", "social/unfriend", r#"{"user":"ann","friend":"parents"}"#]);
 
     wait_for("the mailer to mail the photo", LIMIT, || {
-        std::fs::read_to_string(&outbox).unwrap_or_default().contains("sent")
+        std::fs::read_to_string(&outbox)
+            .unwrap_or_default()
+            .contains("sent")
     });
     let mail = std::fs::read_to_string(&outbox).unwrap();
     let delivered = delivered.lock().unwrap().clone();
     println!("relay delivered: {delivered:?}\nmailer outbox:\n{mail}");
     // The relay really did hand the photo over first...
     assert_eq!(
-        delivered.iter().position(|l| l == "photos/posted") < delivered.iter().position(|l| l == "social/unfriend"),
+        delivered.iter().position(|l| l == "photos/posted")
+            < delivered.iter().position(|l| l == "social/unfriend"),
         true,
         "the relay delivers the photo before the unfriending: {delivered:?}"
     );
     // ...and the mailer still handled the unfriending first.
-    assert_eq!(mail.lines().collect::<Vec<_>>(), ["unfriended parents", "sent beach.jpg to bob "]);
+    assert_eq!(
+        mail.lines().collect::<Vec<_>>(),
+        ["unfriended parents", "sent beach.jpg to bob "]
+    );
     assert!(!mail.contains("sent beach.jpg to parents"));
     // The photo event names its dependency (Alice reads her own agents' events).
-    let posted = lines(&alice.ok(["subscribe", "photos", "--from", "start", "--count", "1", "--idle", "10s"]));
+    let posted = lines(&alice.ok([
+        "subscribe",
+        "photos",
+        "--from",
+        "start",
+        "--count",
+        "1",
+        "--idle",
+        "10s",
+    ]));
     let unfriend_pos = format!("{}:social:1", social.id());
     assert_eq!(posted[0]["deps"], serde_json::json!([unfriend_pos]));
     let log = mailer.daemon.output();
-    assert!(!log.contains("stopped:"), "the mailer's subscription ran without errors:\n{log}");
+    assert!(
+        !log.contains("stopped:"),
+        "the mailer's subscription ran without errors:\n{log}"
+    );
 }

@@ -847,9 +847,19 @@ impl CallService {
     }
 
     /// Appends a handler's signed event (an fsync; a handler emits few), logging a refusal.
-    fn emit(&self, mission: &MissionName, function: &FunctionName, line: &str, cause: &[wtd_keys::event::Dep]) {
+    fn emit(
+        &self,
+        mission: &MissionName,
+        function: &FunctionName,
+        line: &str,
+        cause: &[wtd_keys::event::Dep],
+    ) {
         match self.streams.emit(mission, line, cause) {
-            Ok(e) => log::debug!("{mission}/{function} emitted event {} ({})", e.event().seq, e.event().topic),
+            Ok(e) => log::debug!(
+                "{mission}/{function} emitted event {} ({})",
+                e.event().seq,
+                e.event().topic
+            ),
             Err(e) => log::warn!("{mission}/{function} emitted an event that was dropped: {e}"),
         }
     }

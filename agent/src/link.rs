@@ -285,7 +285,8 @@ impl Link {
             if *version >= EVENT_STREAMS_VERSION {
                 let mut subscriptions = tokio::task::JoinSet::new();
                 for h in handlers.iter() {
-                    let (h, conn, calls, stop) = (h.clone(), connection.clone(), calls.clone(), shutdown.clone());
+                    let (h, conn, calls, stop) =
+                        (h.clone(), connection.clone(), calls.clone(), shutdown.clone());
                     subscriptions.spawn(async move { h.run(&conn, &calls, &stop).await });
                 }
                 crate::streams::publish(streams, connection).await;

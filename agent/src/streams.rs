@@ -39,7 +39,10 @@ pub enum EmitError {
     NotJson(String),
     #[error("the event is invalid: {0}")]
     Invalid(#[from] wtd_keys::encoding::DecodeError),
-    #[error("over the mission's budget of {} signed events a second; dropped", defaults::SIGNED_EVENTS_PER_S)]
+    #[error(
+        "over the mission's budget of {} signed events a second; dropped",
+        defaults::SIGNED_EVENTS_PER_S
+    )]
     OverBudget,
     #[error("{0}")]
     Store(#[from] EventFileError),
@@ -114,7 +117,11 @@ impl EventStreams {
                     file: opened.file,
                     recent,
                     stored: None,
-                    budget: Budget::new(defaults::SIGNED_EVENTS_PER_S, defaults::SIGNED_EVENTS_BURST, now_ms()),
+                    budget: Budget::new(
+                        defaults::SIGNED_EVENTS_PER_S,
+                        defaults::SIGNED_EVENTS_BURST,
+                        now_ms(),
+                    ),
                 },
             );
         }
@@ -134,7 +141,10 @@ impl EventStreams {
     /// Appends the event a handler of `mission` emitted (`line` is `<topic> <json>`), with
     /// `cause` as its dependencies, and wakes the publisher. Durable when it returns Ok.
     pub fn emit(&self, mission: &MissionName, line: &str, cause: &[Dep]) -> Result<SignedEvent, EmitError> {
-        let (topic, body) = line.trim().split_once(char::is_whitespace).ok_or(EmitError::Shape)?;
+        let (topic, body) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or(EmitError::Shape)?;
         let topic = TopicName::new(topic)?;
         let body = body.trim();
         serde_json::from_str::<serde_json::Value>(body).map_err(|e| EmitError::NotJson(e.to_string()))?;
@@ -151,7 +161,11 @@ impl EventStreams {
                     file: opened.file,
                     recent: VecDeque::new(),
                     stored: None,
-                    budget: Budget::new(defaults::SIGNED_EVENTS_PER_S, defaults::SIGNED_EVENTS_BURST, now_ms()),
+                    budget: Budget::new(
+                        defaults::SIGNED_EVENTS_PER_S,
+                        defaults::SIGNED_EVENTS_BURST,
+                        now_ms(),
+                    ),
                 },
             );
         }

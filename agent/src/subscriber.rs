@@ -30,7 +30,9 @@ use wtd_keys::event::{Accepted, CausalOrder, Chain, Dep, EventHash, LogId, Signe
 use wtd_keys::{AgentId, MissionName};
 use wtd_transport::{read_frame, write_frame, Connection};
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, Delivery, Key, LogPosition, Open, Request, Response, StartAt, Subscribe, SubscriberMsg};
+use wtd_wire::{
+    decode, encode, Delivery, Key, LogPosition, Open, Request, Response, StartAt, Subscribe, SubscriberMsg,
+};
 
 use crate::calls::CallService;
 use crate::defaults;
@@ -88,7 +90,11 @@ impl Handler {
             .logs
             .into_iter()
             .filter_map(|(p, m, seq, h)| {
-                let hash: [u8; 32] = data_encoding::HEXLOWER.decode(h.as_bytes()).ok()?.try_into().ok()?;
+                let hash: [u8; 32] = data_encoding::HEXLOWER
+                    .decode(h.as_bytes())
+                    .ok()?
+                    .try_into()
+                    .ok()?;
                 Some((
                     LogId {
                         publisher: p.parse::<AgentId>().ok()?,
@@ -122,13 +128,23 @@ impl Handler {
     }
 
     fn missions(&self) -> Vec<MissionName> {
-        let set: BTreeSet<MissionName> = self.function.subscribe.iter().map(|s| s.mission.clone()).collect();
+        let set: BTreeSet<MissionName> = self
+            .function
+            .subscribe
+            .iter()
+            .map(|s| s.mission.clone())
+            .collect();
         set.into_iter().collect()
     }
 
     /// Keeps the subscription going on `connection` until the session ends (never returns
     /// by itself); after an error it waits and subscribes again from the saved position.
-    pub(crate) async fn run(&self, connection: &Connection, calls: &Arc<CallService>, stop: &CancellationToken) {
+    pub(crate) async fn run(
+        &self,
+        connection: &Connection,
+        calls: &Arc<CallService>,
+        stop: &CancellationToken,
+    ) {
         loop {
             if let Err(why) = self.subscribe(connection, calls, stop).await {
                 log::warn!(
@@ -142,7 +158,12 @@ impl Handler {
         }
     }
 
-    async fn subscribe(&self, connection: &Connection, calls: &Arc<CallService>, stop: &CancellationToken) -> Result<(), String> {
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        calls: &Arc<CallService>,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
         let mut positions = self.load();
         let missions = self.missions();
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
@@ -159,7 +180,9 @@ impl Handler {
             start: StartAt::After(after),
             name: Some(format!("{}-{}", self.mission, self.function.name)),
         }));
-        write_frame(&mut send, &encode(&request)).await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &encode(&request))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut chain = Chain::new();
         let wanted = missions.clone();
         let mut order = CausalOrder::new(move |l| wanted.contains(&l.mission));
@@ -186,7 +209,9 @@ impl Handler {
                     first,
                     reason,
                 } => {
-                    let Some(log) = log_id(&publisher, &mission) else { continue };
+                    let Some(log) = log_id(&publisher, &mission) else {
+                        continue;
+                    };
                     let have = chain.head(&log).map_or(0, |h| h.seq);
                     if have + 1 < first {
                         log::warn!(
@@ -201,7 +226,8 @@ impl Handler {
                     }
                 }
                 Delivery::Event(bytes) => {
-                    let event = SignedEvent::decode(&bytes).map_err(|e| format!("an event was altered or forged: {e}"))?;
+                    let event = SignedEvent::decode(&bytes)
+                        .map_err(|e| format!("an event was altered or forged: {e}"))?;
                     if chain.accept(&event).map_err(|e| e.to_string())? == Accepted::Duplicate {
                         continue;
                     }
@@ -216,7 +242,9 @@ impl Handler {
                             mission: e.event().log.mission.to_string(),
                             seq: e.event().seq,
                         });
-                        write_frame(&mut send, &encode(&ack)).await.map_err(|e| e.to_string())?;
+                        write_frame(&mut send, &encode(&ack))
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                 }
             }
@@ -227,7 +255,12 @@ impl Handler {
     /// [`defaults::HANDLER_ATTEMPTS`] times), and returns once it is done with it.
     async fn handle(&self, event: &SignedEvent, calls: &Arc<CallService>, stop: &CancellationToken) {
         let e = event.event();
-        if !self.function.subscribe.iter().any(|s| s.matches(&e.log.mission, &e.topic)) {
+        if !self
+            .function
+            .subscribe
+            .iter()
+            .any(|s| s.matches(&e.log.mission, &e.topic))
+        {
             return;
         }
         let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null);
@@ -244,7 +277,13 @@ impl Handler {
         cause.push(event.as_dep());
         for attempt in 1..=defaults::HANDLER_ATTEMPTS {
             let (status, _, detail) = calls
-                .run_handler(&self.function, &self.mission, args.as_bytes(), &stop.child_token(), &cause)
+                .run_handler(
+                    &self.function,
+                    &self.mission,
+                    args.as_bytes(),
+                    &stop.child_token(),
+                    &cause,
+                )
                 .await;
             if status == CallStatus::Ok {
                 return;

@@ -177,7 +177,10 @@ impl SignedEvent {
             return bad("deps", "an event depends on at most MAX_EVENT_DEPS logs");
         }
         if normalize_deps(&event.log, event.deps.clone()) != event.deps {
-            return bad("deps", "dependencies must be sorted, one per log, none on the event's own log");
+            return bad(
+                "deps",
+                "dependencies must be sorted, one per log, none on the event's own log",
+            );
         }
         let mut w = Writer::new(KIND, VERSION);
         w.key(1, event.log.publisher.key())
@@ -366,7 +369,9 @@ impl Chain {
                 Some(h) if h == event.hash() => Ok(Accepted::Duplicate),
                 // Older than what we remember, or before where we started: a replay from
                 // before our start is harmless (never delivered twice: we skip it).
-                None if e.seq <= head.seq.saturating_sub(RECENT as u64) || !self.recent.contains_key(&e.log) => {
+                None if e.seq <= head.seq.saturating_sub(RECENT as u64)
+                    || !self.recent.contains_key(&e.log) =>
+                {
                     Ok(Accepted::Duplicate)
                 }
                 _ => Err(ChainError::Reordered {

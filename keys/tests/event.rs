@@ -60,7 +60,10 @@ fn any_changed_byte_is_refused() {
     for i in 0..e.bytes().len() {
         let mut b = e.bytes().to_vec();
         b[i] ^= 0x01;
-        assert!(SignedEvent::decode(&b).is_err(), "byte {i} changed and still accepted");
+        assert!(
+            SignedEvent::decode(&b).is_err(),
+            "byte {i} changed and still accepted"
+        );
     }
 }
 
@@ -90,13 +93,22 @@ fn bad_values_are_refused_when_signing() {
         body: "{}".into(),
         deps: Vec::new(),
     };
-    let seq0 = Event { seq: 0, ..base.clone() };
-    assert!(SignedEvent::sign(seq0, &a).unwrap_err().to_string().contains("seq"));
+    let seq0 = Event {
+        seq: 0,
+        ..base.clone()
+    };
+    assert!(SignedEvent::sign(seq0, &a)
+        .unwrap_err()
+        .to_string()
+        .contains("seq"));
     let big = Event {
         body: "x".repeat(wtd_keys::defaults::MAX_EVENT_BODY + 1),
         ..base.clone()
     };
-    assert!(SignedEvent::sign(big, &a).unwrap_err().to_string().contains("body"));
+    assert!(SignedEvent::sign(big, &a)
+        .unwrap_err()
+        .to_string()
+        .contains("body"));
     let b = log_of(&key(2), "social");
     let c = log_of(&key(3), "social");
     let (lo, hi) = if b < c { (b, c) } else { (c, b) };
@@ -104,12 +116,18 @@ fn bad_values_are_refused_when_signing() {
         deps: vec![Dep { log: hi, seq: 1 }, Dep { log: lo, seq: 1 }],
         ..base.clone()
     };
-    assert!(SignedEvent::sign(unsorted, &a).unwrap_err().to_string().contains("deps"));
+    assert!(SignedEvent::sign(unsorted, &a)
+        .unwrap_err()
+        .to_string()
+        .contains("deps"));
     let on_itself = Event {
         deps: vec![Dep { log, seq: 1 }],
         ..base.clone()
     };
-    assert!(SignedEvent::sign(on_itself, &a).unwrap_err().to_string().contains("deps"));
+    assert!(SignedEvent::sign(on_itself, &a)
+        .unwrap_err()
+        .to_string()
+        .contains("deps"));
     let too_many = Event {
         deps: (0..=wtd_keys::defaults::MAX_EVENT_DEPS as u8)
             .map(|n| Dep {
@@ -121,7 +139,10 @@ fn bad_values_are_refused_when_signing() {
     };
     let mut too_many = too_many;
     too_many.deps = normalize_deps(&too_many.log, too_many.deps.clone());
-    assert!(SignedEvent::sign(too_many, &a).unwrap_err().to_string().contains("deps"));
+    assert!(SignedEvent::sign(too_many, &a)
+        .unwrap_err()
+        .to_string()
+        .contains("deps"));
 }
 
 #[test]
@@ -155,7 +176,11 @@ fn a_chain_takes_events_in_order_and_skips_replays() {
     for x in &e {
         assert_eq!(chain.accept(x).unwrap(), Accepted::Next);
     }
-    assert_eq!(chain.accept(&e[1]).unwrap(), Accepted::Duplicate, "a replay is skipped");
+    assert_eq!(
+        chain.accept(&e[1]).unwrap(),
+        Accepted::Duplicate,
+        "a replay is skipped"
+    );
     assert_eq!(chain.head(&e[0].event().log).unwrap().seq, 3);
 }
 
@@ -165,7 +190,17 @@ fn a_dropped_event_is_a_gap() {
     let mut chain = Chain::new();
     chain.accept(&e[0]).unwrap();
     let err = chain.accept(&e[2]).unwrap_err();
-    assert!(matches!(err, ChainError::Gap { expected: 2, found: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ChainError::Gap {
+                expected: 2,
+                found: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("dropped"), "{err}");
 }
 
@@ -173,7 +208,17 @@ fn a_dropped_event_is_a_gap() {
 fn a_missing_first_event_is_a_gap_too() {
     let e = events(&key(1), "photos", 2, Vec::new());
     let err = Chain::new().accept(&e[1]).unwrap_err();
-    assert!(matches!(err, ChainError::Gap { expected: 1, found: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ChainError::Gap {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -184,11 +229,23 @@ fn an_event_of_another_branch_does_not_chain() {
     let first = events(&a, "photos", 2, Vec::new());
     let mut other = EventLog::new(log_of(&a, "photos"));
     let x = other
-        .next(&a, Timestamp(5), TopicName::new("other").unwrap(), "{}".into(), Vec::new())
+        .next(
+            &a,
+            Timestamp(5),
+            TopicName::new("other").unwrap(),
+            "{}".into(),
+            Vec::new(),
+        )
         .unwrap();
     other.appended(&x);
     let y = other
-        .next(&a, Timestamp(6), TopicName::new("other").unwrap(), "{}".into(), Vec::new())
+        .next(
+            &a,
+            Timestamp(6),
+            TopicName::new("other").unwrap(),
+            "{}".into(),
+            Vec::new(),
+        )
         .unwrap();
     let mut chain = Chain::new();
     chain.accept(&first[0]).unwrap();
@@ -197,7 +254,10 @@ fn an_event_of_another_branch_does_not_chain() {
     // And an older event that differs from the one seen is a reorder or fork.
     chain.accept(&first[1]).unwrap();
     let err = chain.accept(&x).unwrap_err();
-    assert!(matches!(err, ChainError::Reordered { seq: 1, head: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ChainError::Reordered { seq: 1, head: 2, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -233,7 +293,10 @@ fn a_stored_log_reopens_and_an_edited_one_is_refused() {
     let mut changed = bytes[1].to_vec();
     changed[10] ^= 1;
     let edited = [bytes[0], &changed[..]];
-    assert_eq!(EventLog::reopen(log_of(&a, "photos"), &edited).unwrap_err().index, 1);
+    assert_eq!(
+        EventLog::reopen(log_of(&a, "photos"), &edited).unwrap_err().index,
+        1
+    );
 }
 
 #[test]
@@ -243,7 +306,10 @@ fn causal_order_holds_an_event_until_what_it_depends_on_is_delivered() {
     let unfriend = events(&social, "social", 1, Vec::new()).remove(0);
     let posted = events(&photos, "photos", 2, vec![unfriend.as_dep()]);
     let mut order = CausalOrder::new(|_| true);
-    assert!(order.offer(posted[0].clone()).unwrap().is_empty(), "held: its dep has not come");
+    assert!(
+        order.offer(posted[0].clone()).unwrap().is_empty(),
+        "held: its dep has not come"
+    );
     assert!(
         order.offer(posted[1].clone()).unwrap().is_empty(),
         "held behind its own log's earlier event"

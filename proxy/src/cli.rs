@@ -107,7 +107,10 @@ fn retention(
 ) -> anyhow::Result<crate::streams::Retention> {
     let mut r = base;
     if let Some(b) = max_bytes {
-        anyhow::ensure!(b >= 64 * 1024, "events max_bytes is {b}; keep at least 65536 (64 KiB)");
+        anyhow::ensure!(
+            b >= 64 * 1024,
+            "events max_bytes is {b}; keep at least 65536 (64 KiB)"
+        );
         r.max_bytes = b;
     }
     if let Some(a) = max_age {
@@ -122,10 +125,12 @@ fn events_config(file: &Option<EventsFile>) -> anyhow::Result<crate::streams::Ev
     let Some(f) = file else { return Ok(config) };
     config.default = retention(config.default, f.max_bytes, f.max_age.as_deref())?;
     for o in &f.owner {
-        let owner: OwnerKey = o
-            .owner
-            .parse()
-            .with_context(|| format!("[[events.owner]] owner `{}` is not an owner id (wtd1...)", o.owner))?;
+        let owner: OwnerKey = o.owner.parse().with_context(|| {
+            format!(
+                "[[events.owner]] owner `{}` is not an owner id (wtd1...)",
+                o.owner
+            )
+        })?;
         let r = retention(config.default, o.max_bytes, o.max_age.as_deref())?;
         config.owners.insert(owner, r);
     }
@@ -359,7 +364,10 @@ mod tests {
         assert!(connection_limits(&args(&[]), &f).is_ok());
         check_config_text(text).expect("the example is a valid config");
         assert!(check_config_text("max_connections = 0").is_err());
-        assert!(check_config_text("[events]\nmax_bytes = 10").is_err(), "too small");
+        assert!(
+            check_config_text("[events]\nmax_bytes = 10").is_err(),
+            "too small"
+        );
         assert!(check_config_text("[events]\nmax_age = \"soon\"").is_err());
         assert!(check_config_text("[[events.owner]]\nowner = \"alice\"").is_err());
     }

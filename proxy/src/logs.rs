@@ -118,7 +118,9 @@ impl LogStore {
         }
         let mut why = format!("no grant to you for mission {mission} from an owner of that agent");
         for owner in &adopters {
-            let Some(file) = self.logs.get(owner) else { continue };
+            let Some(file) = self.logs.get(owner) else {
+                continue;
+            };
             for g in file.log().grants() {
                 let grant = g.grant();
                 if grant.subject.key() != reader || &grant.mission != mission {
@@ -201,7 +203,9 @@ impl LogStore {
 mod tests {
     use super::*;
     use wtd_keys::log::Record;
-    use wtd_keys::{Action, Adoption, Audience, Grant, GrantId, OwnerLog, Rate, Revocation, SecretKey, Target, UserKey};
+    use wtd_keys::{
+        Action, Adoption, Audience, Grant, GrantId, OwnerLog, Rate, Revocation, SecretKey, Target, UserKey,
+    };
 
     fn key(n: u8) -> SecretKey {
         SecretKey::from_seed(&[n; 32])
@@ -209,7 +213,14 @@ mod tests {
 
     const NOW: Timestamp = Timestamp(1_900_000_000_000);
 
-    fn grant(alice: &SecretKey, to: &SecretKey, mission: &str, audience: Audience, id: u8, expires: Timestamp) -> Grant {
+    fn grant(
+        alice: &SecretKey,
+        to: &SecretKey,
+        mission: &str,
+        audience: Audience,
+        id: u8,
+        expires: Timestamp,
+    ) -> Grant {
         Grant {
             id: GrantId([id; 16]),
             issuer: OwnerKey(alice.public()),
@@ -246,8 +257,22 @@ mod tests {
         let later = NOW.plus_ms(3_600_000);
         for g in [
             grant(&alice, &key(2), "social", Audience::AllAgents, 1, later),
-            grant(&alice, &key(3), "social", Audience::agents(vec![AgentId(key(11).public())]), 2, later),
-            grant(&alice, &key(4), "social", Audience::AllAgents, 3, NOW.minus_ms(10)),
+            grant(
+                &alice,
+                &key(3),
+                "social",
+                Audience::agents(vec![AgentId(key(11).public())]),
+                2,
+                later,
+            ),
+            grant(
+                &alice,
+                &key(4),
+                "social",
+                Audience::AllAgents,
+                3,
+                NOW.minus_ms(10),
+            ),
             grant(&alice, &key(5), "social", Audience::AllAgents, 4, later),
         ] {
             records.push(Record::Grant(g.sign(&alice)));

@@ -59,7 +59,9 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
         Request::PublishEvents { mission, entries } => {
             crate::subscriptions::publish(&ctx, &mut send, mission, entries).await;
         }
-        Request::Subscribe(_) => unreachable!("session::stream hands subscriptions to subscriptions::subscribe"),
+        Request::Subscribe(_) => {
+            unreachable!("session::stream hands subscriptions to subscriptions::subscribe")
+        }
         Request::FetchLog { owner, after_seq } => {
             let batches = match owner.parse() {
                 Ok(k) => ctx.shared.logs().batches_after(&OwnerKey(k), after_seq),

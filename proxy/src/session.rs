@@ -10,8 +10,8 @@ use wtd_keys::{AgentId, OwnerKey, PublicId};
 use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, Request, ToAgent,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, Request,
+    ToAgent, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::defaults::OPEN_TIMEOUT;

@@ -235,7 +235,11 @@ impl EventStore {
 
     /// The logs of `mission` held now.
     pub fn logs_of(&self, mission: &MissionName) -> Vec<LogId> {
-        self.logs.keys().filter(|l| &l.mission == mission).cloned().collect()
+        self.logs
+            .keys()
+            .filter(|l| &l.mission == mission)
+            .cloned()
+            .collect()
     }
 
     /// Stores events `sender` published for its log of `mission`: each verified and chained
@@ -359,7 +363,10 @@ impl EventStore {
                     format!(
                         "over the {} bytes of events this proxy keeps for {}",
                         retention.max_bytes,
-                        owner.map_or("agents nobody adopted".to_string(), |o| format!("owner {}", o.key().short()))
+                        owner.map_or("agents nobody adopted".to_string(), |o| format!(
+                            "owner {}",
+                            o.key().short()
+                        ))
                     ),
                 );
             }
@@ -377,13 +384,18 @@ impl EventStore {
             // The note first: a crash between the two leaves a note for events still held,
             // which only words the reason early.
             let path = self.dir.join(file_name(&l)).with_extension("trim");
-            if let Err(e) = wtd_store::atomic::write_atomic(&path, &note, 0o600).map_err(EventFileError::from)
+            if let Err(e) = wtd_store::atomic::write_atomic(&path, &note, 0o600)
+                .map_err(EventFileError::from)
                 .and_then(|()| held.file.trim(&keep))
             {
                 log::error!("could not trim the event log of {l}: {e}");
             }
             held.trimmed = Some((before, reason.clone()));
-            out.push(Trimmed { log: l, before, reason });
+            out.push(Trimmed {
+                log: l,
+                before,
+                reason,
+            });
         }
         out
     }
@@ -399,7 +411,10 @@ impl EventStore {
             return (Vec::new(), None);
         };
         let first = held.first_seq();
-        let gone = held.trimmed.clone().filter(|(before, _)| seq + 1 < *before && seq + 1 < first);
+        let gone = held
+            .trimmed
+            .clone()
+            .filter(|(before, _)| seq + 1 < *before && seq + 1 < first);
         let events = held
             .events
             .iter()
@@ -420,7 +435,13 @@ impl EventStore {
     }
 
     /// Records an acknowledgement, durably (an atomic rewrite of `positions.json`).
-    pub fn acknowledge(&mut self, subscriber: &PublicId, name: &str, log: LogId, seq: u64) -> Result<(), String> {
+    pub fn acknowledge(
+        &mut self,
+        subscriber: &PublicId,
+        name: &str,
+        log: LogId,
+        seq: u64,
+    ) -> Result<(), String> {
         let key = (*subscriber, name.to_string());
         if !self.positions.contains_key(&key) && self.positions.len() >= MAX_SUBSCRIPTION_POSITIONS {
             return Err(format!(
@@ -448,7 +469,8 @@ impl EventStore {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&file).expect("plain data");
-        wtd_store::atomic::write_atomic(&self.dir.join("positions.json"), &bytes, 0o600).map_err(|e| e.to_string())
+        wtd_store::atomic::write_atomic(&self.dir.join("positions.json"), &bytes, 0o600)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -497,8 +519,16 @@ mod tests {
         let (k, id) = agent(1);
         let e = events(&k, 4, 10);
         assert_eq!(s.publish(&id, &mission(), &e[..2], None, 0).unwrap().0, 2);
-        assert_eq!(s.publish(&id, &mission(), &e[..2], None, 0).unwrap().0, 2, "a resend");
-        assert_eq!(s.publish(&id, &mission(), &e[3..], None, 0).unwrap().0, 2, "a gap: resend from 3");
+        assert_eq!(
+            s.publish(&id, &mission(), &e[..2], None, 0).unwrap().0,
+            2,
+            "a resend"
+        );
+        assert_eq!(
+            s.publish(&id, &mission(), &e[3..], None, 0).unwrap().0,
+            2,
+            "a gap: resend from 3"
+        );
         assert_eq!(s.publish(&id, &mission(), &e[1..], None, 0).unwrap().0, 4);
         let log = LogId {
             publisher: id,
@@ -519,7 +549,9 @@ mod tests {
         let e = events(&k, 1, 10);
         let err = s.publish(&other, &mission(), &e, None, 0).unwrap_err();
         assert!(matches!(err, StoreError::NotThePublisher { .. }), "{err}");
-        let err = s.publish(&id, &MissionName::new("photos").unwrap(), &e, None, 0).unwrap_err();
+        let err = s
+            .publish(&id, &MissionName::new("photos").unwrap(), &e, None, 0)
+            .unwrap_err();
         assert!(matches!(err, StoreError::WrongLog { .. }), "{err}");
         let mut bad = e[0].clone();
         let n = bad.len();
@@ -541,11 +573,19 @@ mod tests {
                 mission: m.clone(),
             });
             let e = log
-                .next(&k, Timestamp(1), TopicName::new("t").unwrap(), "1".into(), Vec::new())
+                .next(
+                    &k,
+                    Timestamp(1),
+                    TopicName::new("t").unwrap(),
+                    "1".into(),
+                    Vec::new(),
+                )
                 .unwrap();
             s.publish(&id, &m, &[e.bytes().to_vec()], None, 0).unwrap();
         }
-        let err = s.publish(&id, &mission(), &events(&k, 1, 1), None, 0).unwrap_err();
+        let err = s
+            .publish(&id, &mission(), &events(&k, 1, 1), None, 0)
+            .unwrap_err();
         assert!(matches!(err, StoreError::TooManyLogs), "{err}");
     }
 
@@ -568,7 +608,11 @@ mod tests {
         let (head, trimmed) = s.publish(&id, &mission(), &e, Some(owner), 0).unwrap();
         assert_eq!(head, 40);
         assert_eq!(trimmed.len(), 1);
-        assert!(trimmed[0].reason.contains("over the 10000 bytes"), "{}", trimmed[0].reason);
+        assert!(
+            trimmed[0].reason.contains("over the 10000 bytes"),
+            "{}",
+            trimmed[0].reason
+        );
         let log = LogId {
             publisher: id,
             mission: mission(),
@@ -585,7 +629,10 @@ mod tests {
         assert_eq!(kept2.len(), kept.len());
         assert_eq!(gone2.map(|g| g.0), Some(before));
         let more = events(&k, 41, 900);
-        assert_eq!(s.publish(&id, &mission(), &more[40..], Some(owner), 0).unwrap().0, 41);
+        assert_eq!(
+            s.publish(&id, &mission(), &more[40..], Some(owner), 0).unwrap().0,
+            41
+        );
     }
 
     #[test]

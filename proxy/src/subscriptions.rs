@@ -43,7 +43,9 @@ pub(crate) async fn publish(ctx: &StreamCtx, send: &mut SendStream, mission: Str
 
 fn check_publish(ctx: &StreamCtx, mission: &str, entries: &[Vec<u8>]) -> Result<u64, String> {
     if !ctx.is_agent.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err("dropped: only a connected agent publishes events (this connection has no agent session)".into());
+        return Err(
+            "dropped: only a connected agent publishes events (this connection has no agent session)".into(),
+        );
     }
     let mission = MissionName::new(mission).map_err(|e| format!("dropped: mission name: {e}"))?;
     let offers = ctx
@@ -152,7 +154,12 @@ pub(crate) async fn subscribe(ctx: StreamCtx, mut send: SendStream, mut recv: Re
         .iter()
         .map(|l| to_position(l, positions.get(l).copied().unwrap_or(0)))
         .collect();
-    if !reply(&mut send, &Response::Delivery(Delivery::Accepted { logs: accepted })).await {
+    if !reply(
+        &mut send,
+        &Response::Delivery(Delivery::Accepted { logs: accepted }),
+    )
+    .await
+    {
         return;
     }
     ctx.shared.metrics.subscribers.inc();

@@ -142,7 +142,8 @@ impl EventFile {
             file.set_len(pos as u64).map_err(|e| io("truncate", e))?;
             file.sync_all().map_err(|e| io("fsync", e))?;
         }
-        file.seek(SeekFrom::Start(pos as u64)).map_err(|e| io("seek", e))?;
+        file.seek(SeekFrom::Start(pos as u64))
+            .map_err(|e| io("seek", e))?;
         Ok(Opened {
             file: EventFile {
                 path: path.to_path_buf(),

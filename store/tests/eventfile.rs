@@ -16,8 +16,14 @@ fn setup() -> (SecretKey, LogId) {
 }
 
 fn next(k: &SecretKey, log: &EventLog) -> SignedEvent {
-    log.next(k, Timestamp(1), TopicName::new("t").unwrap(), "{}".into(), Vec::new())
-        .unwrap()
+    log.next(
+        k,
+        Timestamp(1),
+        TopicName::new("t").unwrap(),
+        "{}".into(),
+        Vec::new(),
+    )
+    .unwrap()
 }
 
 fn write_three(path: &std::path::Path) -> Vec<SignedEvent> {
@@ -52,7 +58,12 @@ fn a_torn_last_frame_is_cut_off_and_reported() {
     for cut in [1u64, 5, 40] {
         let copy = dir.path().join(format!("cut{cut}"));
         std::fs::copy(&path, &copy).unwrap();
-        std::fs::OpenOptions::new().write(true).open(&copy).unwrap().set_len(len - cut).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
         let opened = EventFile::open(&copy, setup().1).unwrap();
         assert_eq!(opened.events.len(), 2, "cut {cut}");
         assert!(opened.torn_tail_bytes > 0);
@@ -83,8 +94,14 @@ fn damage_before_the_last_frame_is_refused() {
 fn another_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x");
-    std::fs::File::create(&path).unwrap().write_all(b"hello world, not a log").unwrap();
-    assert!(matches!(EventFile::open(&path, setup().1), Err(EventFileError::Corrupt { .. })));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(b"hello world, not a log")
+        .unwrap();
+    assert!(matches!(
+        EventFile::open(&path, setup().1),
+        Err(EventFileError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -94,7 +111,10 @@ fn a_log_of_another_mission_is_refused() {
     write_three(&path);
     let (_, mut id) = setup();
     id.mission = MissionName::new("photos").unwrap();
-    assert!(matches!(EventFile::open(&path, id), Err(EventFileError::Corrupt { .. })));
+    assert!(matches!(
+        EventFile::open(&path, id),
+        Err(EventFileError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -107,9 +127,15 @@ fn an_append_that_does_not_follow_is_refused() {
     let first = next(&k, &ahead);
     ahead.appended(&first);
     let second = next(&k, &ahead);
-    assert!(matches!(f.append(&second), Err(EventFileError::Entry { .. })), "a gap");
+    assert!(
+        matches!(f.append(&second), Err(EventFileError::Entry { .. })),
+        "a gap"
+    );
     f.append(&first).unwrap();
-    assert!(matches!(f.append(&first), Err(EventFileError::Entry { .. })), "a repeat");
+    assert!(
+        matches!(f.append(&first), Err(EventFileError::Entry { .. })),
+        "a repeat"
+    );
 }
 
 #[test]

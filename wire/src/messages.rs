@@ -207,7 +207,10 @@ pub enum Response {
     Error(String),
     /// The proxy's copy of the sender's log of `mission` now ends at `seq` (after a
     /// `PublishEvents`; lower than what was sent: resend from `seq + 1`).
-    EventsStored { mission: String, seq: u64 },
+    EventsStored {
+        mission: String,
+        seq: u64,
+    },
     /// One message of a subscription stream.
     Delivery(Delivery),
 }

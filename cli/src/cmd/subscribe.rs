@@ -21,7 +21,9 @@ use wtd_keys::event::{Accepted, CausalOrder, Chain, LogId, SignedEvent};
 use wtd_keys::{AgentId, MissionName, TopicName};
 use wtd_transport::{read_frame, write_frame};
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode, Delivery, Key, LogPosition, Open, Request, Response, StartAt, Subscribe, SubscriberMsg};
+use wtd_wire::{
+    decode, encode, Delivery, Key, LogPosition, Open, Request, Response, StartAt, Subscribe, SubscriberMsg,
+};
 
 use crate::context::Context;
 use crate::exit::{Exit, DENIED, TAMPERED, UNREACHABLE, USAGE};
@@ -56,7 +58,10 @@ struct Target {
 
 fn parse_target(text: &str) -> Result<Target, String> {
     let (m, t) = match text.split_once('/') {
-        Some((m, t)) => (m, Some(TopicName::new(t).map_err(|e| format!("topic in `{text}`: {e}"))?)),
+        Some((m, t)) => (
+            m,
+            Some(TopicName::new(t).map_err(|e| format!("topic in `{text}`: {e}"))?),
+        ),
         None => (text, None),
     };
     Ok(Target {
@@ -82,7 +87,9 @@ pub fn parse_from(text: &str) -> Result<StartAt, String> {
         };
         let publisher: AgentId = p.parse().map_err(|e| format!("publisher `{p}`: {e}"))?;
         let mission = MissionName::new(m).map_err(|e| format!("mission `{m}`: {e}"))?;
-        let seq: u64 = seq.parse().map_err(|_| format!("`{seq}` is not an event number"))?;
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| format!("`{seq}` is not an event number"))?;
         logs.push(LogPosition {
             publisher: Key::from(*publisher.key()),
             mission: mission.to_string(),
@@ -95,7 +102,8 @@ pub fn parse_from(text: &str) -> Result<StartAt, String> {
 /// One event as a JSON line.
 fn event_json(e: &SignedEvent) -> serde_json::Value {
     let ev = e.event();
-    let body: serde_json::Value = serde_json::from_str(&ev.body).unwrap_or(serde_json::Value::String(ev.body.clone()));
+    let body: serde_json::Value =
+        serde_json::from_str(&ev.body).unwrap_or(serde_json::Value::String(ev.body.clone()));
     serde_json::json!({
         "mission": ev.log.mission.as_str(),
         "topic": ev.topic.as_str(),
@@ -171,7 +179,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 let delivery = match decode::<Response>(&frame)? {
                     Response::Delivery(d) => d,
                     Response::Error(e) => anyhow::bail!("the proxy said: {e}"),
-                    other => anyhow::bail!("the proxy answered a subscription with {other:?}; is it older than this wtd?"),
+                    other => anyhow::bail!(
+                        "the proxy answered a subscription with {other:?}; is it older than this wtd?"
+                    ),
                 };
                 match delivery {
                     Delivery::Accepted { logs } => {
@@ -190,14 +200,18 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    Delivery::Refused(why) => return Err(Exit::new(DENIED, format!("subscription refused: {why}")).into()),
+                    Delivery::Refused(why) => {
+                        return Err(Exit::new(DENIED, format!("subscription refused: {why}")).into())
+                    }
                     Delivery::Trimmed {
                         publisher,
                         mission,
                         first,
                         reason,
                     } => {
-                        let (Ok(k), Ok(m)) = (publisher.parse(), MissionName::new(&mission)) else { continue };
+                        let (Ok(k), Ok(m)) = (publisher.parse(), MissionName::new(&mission)) else {
+                            continue;
+                        };
                         let l = LogId {
                             publisher: AgentId(k),
                             mission: m,
@@ -215,18 +229,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     }
                     Delivery::Event(bytes) => {
                         let event = SignedEvent::decode(&bytes).map_err(|e| {
-                            Exit::new(TAMPERED, format!("the proxy sent an event that was altered or forged: {e}"))
+                            Exit::new(
+                                TAMPERED,
+                                format!("the proxy sent an event that was altered or forged: {e}"),
+                            )
                         })?;
                         match chain.accept(&event) {
                             Ok(Accepted::Duplicate) => continue,
                             Ok(Accepted::Next) => {}
                             Err(e) => return Err(Exit::new(TAMPERED, format!("{e}")).into()),
                         }
-                        for e in order.offer(event).map_err(|e| Exit::new(TAMPERED, e.to_string()))? {
+                        for e in order
+                            .offer(event)
+                            .map_err(|e| Exit::new(TAMPERED, e.to_string()))?
+                        {
                             let ev = e.event();
-                            let wanted = targets
-                                .iter()
-                                .any(|t| t.mission == ev.log.mission && t.topic.as_ref().is_none_or(|x| x == &ev.topic));
+                            let wanted = targets.iter().any(|t| {
+                                t.mission == ev.log.mission && t.topic.as_ref().is_none_or(|x| x == &ev.topic)
+                            });
                             if wanted {
                                 let mut out = stdout.lock();
                                 writeln!(out, "{}", event_json(&e))?;
