@@ -729,6 +729,8 @@ impl CallService {
     /// Runs an exec function, streaming its progress as events of call `id`; returns
     /// (status, output, detail). If the caller cannot be written to, the function is
     /// stopped.
+    // One call's whole context; a struct for it would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     async fn run_function(
         &self,
         id: CallNumber,
