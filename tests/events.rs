@@ -216,6 +216,22 @@ fn a_stopped_subscriber_catches_up_in_order_with_no_duplicate() {
         "30s",
     ]));
     assert_eq!(seqs(&sixth), [6]);
+
+    // Revoking Bob's grant ends his open subscription (or refuses it, if it starts late),
+    // saying why.
+    let sub = std::process::Command::new(common::wtd_bin())
+        .args(["subscribe", "social", "--idle", "60s"])
+        .env("WTD_HOME", &bob.home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    alice.ok(["revoke", "bob", "--mission", "social"]);
+    let out = sub.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("revoked"), "{stderr}");
 }
 
 /// Serves one subscriber: `Accepted`, then `frames`, then waits for it to hang up. Other

@@ -166,38 +166,51 @@ impl EventFile {
     /// Appends `event` if it is the next one: one frame, fsynced. When this returns Ok the
     /// event survives a power cut.
     pub fn append(&mut self, event: &SignedEvent) -> Result<(), EventFileError> {
-        let (seq, hash) = self.log.head();
-        let e = event.event();
-        let refused = |source| EventFileError::Entry {
-            path: self.path.clone(),
-            source,
-        };
-        if &e.log != self.log.id() || e.seq != seq + 1 {
-            return Err(refused(ChainError::Gap {
-                log: e.log.clone(),
-                expected: seq + 1,
-                found: e.seq,
-            }));
+        self.append_all(std::slice::from_ref(event))
+    }
+
+    /// Appends `events` if they follow the log and each other: one write and one fsync for
+    /// all of them (a batch from the proxy's point of view). All or none are appended.
+    pub fn append_all(&mut self, events: &[SignedEvent]) -> Result<(), EventFileError> {
+        let (mut seq, mut hash) = self.log.head();
+        let mut frames = Vec::new();
+        for event in events {
+            let e = event.event();
+            let refused = |source| EventFileError::Entry {
+                path: self.path.clone(),
+                source,
+            };
+            if &e.log != self.log.id() || e.seq != seq + 1 {
+                return Err(refused(ChainError::Gap {
+                    log: e.log.clone(),
+                    expected: seq + 1,
+                    found: e.seq,
+                }));
+            }
+            // A log trimmed to nothing keeps its head, so the next event still chains.
+            if e.prev != hash {
+                return Err(refused(ChainError::BrokenChain {
+                    log: e.log.clone(),
+                    seq: e.seq,
+                }));
+            }
+            frames.extend_from_slice(&frame(event.bytes()));
+            (seq, hash) = (e.seq, event.hash());
         }
-        // A log trimmed to nothing keeps its head, so the next event still chains.
-        if e.prev != hash {
-            return Err(refused(ChainError::BrokenChain {
-                log: e.log.clone(),
-                seq: e.seq,
-            }));
+        if frames.is_empty() {
+            return Ok(());
         }
         let io = |action, err| EventFileError::Io(IoError::new(action, &self.path, err));
         let start = self.file.stream_position().map_err(|err| io("seek", err))?;
-        if let Err(err) = self
-            .file
-            .write_all(&frame(event.bytes()))
-            .and_then(|_| self.file.sync_data())
-        {
+        if let Err(err) = self.file.write_all(&frames).and_then(|_| self.file.sync_data()) {
+            // Leave the file as it was, so the next append does not follow garbage.
             let _ = self.file.set_len(start);
             let _ = self.file.seek(SeekFrom::Start(start));
             return Err(io("append to", err));
         }
-        self.log.appended(event);
+        for event in events {
+            self.log.appended(event);
+        }
         Ok(())
     }
 
