@@ -5,7 +5,7 @@
 //! - **publisher**: the bench plays an agent (hello, advert offering `bench`). Each event is
 //!   signed and appended to a crash-safe event file with its fsync, as the agent does, then
 //!   sent in `PublishEvents` batches of 64 (the agent's batch), each answered with where
-//!   the proxy's copy ends (the proxy fsyncs its copy too).
+//!   the proxy's copy ends (the proxy fsyncs its copy, once per batch).
 //! - **subscribers**: `wtd subscribe` minus printing: each subscription decodes every event,
 //!   verifies its signature and chains it (`Chain::accept`). Subscriptions share
 //!   connections, ten to one, so 100 fit the proxy's per-address limit.
