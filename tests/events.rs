@@ -655,3 +655,78 @@ timeout = "10s"
         "the mailer's subscription ran without errors:\n{log}"
     );
 }
+
+/// Publishing is refused, saying what was dropped and why, to a connection that is not an
+/// agent, and to an agent for a mission it does not offer.
+#[test]
+fn the_proxy_stores_events_only_from_the_agent_for_its_own_missions() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let info = Ticket::from_text(&proxy.ticket).unwrap().proxy.unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = SecretKey::generate();
+    let owner = SecretKey::generate();
+    let social = three_events(&key);
+    let publish = |conn: &wtd_transport::Connection, mission: &str| {
+        let (conn, mission, entries) = (
+            conn.clone(),
+            mission.to_string(),
+            vec![social[0].bytes().to_vec()],
+        );
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let req = Open::Request(Request::PublishEvents { mission, entries });
+            write_frame(&mut send, &encode(&req)).await.unwrap();
+            let _ = send.finish();
+            decode::<Response>(&read_frame(&mut recv, 1 << 20).await.unwrap().unwrap()).unwrap()
+        }
+    };
+    rt.block_on(async {
+        let client = Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(info.addrs[0], *info.id.key()).await.unwrap();
+        // Not an agent (no control stream on this connection): dropped.
+        match publish(&conn, "social").await {
+            Response::Error(why) => assert!(why.contains("only a connected agent"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // An agent offering `photos` only: its `social` events are dropped.
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let advert = wtd_wire::Advert {
+            name: "pi-x".into(),
+            owners: vec![wtd_wire::Key::from(owner.public())],
+            missions: vec![wtd_wire::MissionInfo {
+                name: "photos".into(),
+                version: "1".into(),
+                description: String::new(),
+                functions: vec![wtd_wire::FunctionInfo {
+                    name: "run".into(),
+                    description: String::new(),
+                    idempotent: true,
+                }],
+            }],
+            tags: vec![],
+            model: None,
+            software: "test".into(),
+            warnings: vec![],
+            enrollment: None,
+        };
+        let hello = Open::Agent(wtd_wire::AgentHello {
+            version: wtd_wire::PROTOCOL_VERSION,
+            advert,
+            heads: vec![],
+        });
+        write_frame(&mut send, &encode(&hello)).await.unwrap();
+        let reply = read_frame(&mut recv, 1 << 20).await.unwrap().unwrap();
+        assert!(matches!(
+            decode::<ToAgent>(&reply).unwrap(),
+            ToAgent::Welcome { .. }
+        ));
+        match publish(&conn, "social").await {
+            Response::Error(why) => assert!(why.contains("does not offer mission social"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
