@@ -66,6 +66,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The signed event logs could not be opened (the message says which and what to do).
+    #[error("the agent's event logs: {0}")]
+    Events(#[from] wtd_store::eventfile::EventFileError),
     /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
     #[error("the agent's MQTT publisher: {0}")]
     Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
@@ -180,6 +183,15 @@ impl Agent {
         let (latest, sensors) = watch::channel(self.pi);
         let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         let (reports, reports_rx) = crate::reports::CallReports::new(self.config.report_calls);
+        let streams = Arc::new(crate::streams::EventStreams::open(
+            &self.config.state_dir.join("events"),
+            SecretKey::from_seed(&self.secret.seed()),
+        )?);
+        let handlers: Vec<Arc<crate::subscriber::Handler>> =
+            crate::subscriber::Handler::all(&self.catalogue, &self.config.state_dir)
+                .into_iter()
+                .map(Arc::new)
+                .collect();
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
         let calls = Arc::new(CallService::new(
@@ -190,6 +202,7 @@ impl Agent {
             self.config.state_dir.join("time-floor"),
             Arc::new(mission_events),
             Arc::new(reports),
+            streams.clone(),
         ));
         // Mission events go to the agent's own broker if it has one, else to the proxy.
         let mut events_rx = Some(events_rx);
@@ -247,6 +260,8 @@ impl Agent {
             version: PROTOCOL_VERSION,
             jobs: jobs_tx,
             job_updates: updates_rx,
+            streams,
+            handlers: Arc::new(handlers),
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(

@@ -192,6 +192,8 @@ pub struct CallService {
     metrics: Arc<AgentMetrics>,
     /// Call reports for the proxy's dashboard (a no-op unless the owner opted in).
     reports: Arc<CallReports>,
+    /// The signed event logs handlers' `wtd-emit:` lines are appended to.
+    streams: Arc<crate::streams::EventStreams>,
 }
 
 fn now() -> Timestamp {
@@ -210,6 +212,7 @@ impl CallService {
         floor_path: PathBuf,
         mission_events: Arc<MissionEvents>,
         reports: Arc<CallReports>,
+        streams: Arc<crate::streams::EventStreams>,
     ) -> Self {
         let floor = match wtd_store::floor::read(&floor_path) {
             Ok(floor) => floor.unwrap_or_default(),
@@ -238,6 +241,7 @@ impl CallService {
             next_call: AtomicU64::new(0),
             mission_events,
             reports,
+            streams,
             metrics: {
                 let m = Arc::new(AgentMetrics::default());
                 m.up_since.set(now().0 as f64 / 1000.0);
@@ -677,7 +681,7 @@ impl CallService {
             .expect("checked before the call started");
         let started = std::time::Instant::now();
         let (status, output, mut detail) = self
-            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out)
+            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &[])
             .await;
         self.metrics
             .durations
@@ -757,6 +761,8 @@ impl CallService {
     /// Runs an exec function, streaming its progress as events of call `id`; returns
     /// (status, output, detail). If the caller cannot be written to, the function is
     /// stopped.
+    // One call's whole context; a struct for it would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     async fn run_function(
         &self,
         id: CallNumber,
@@ -765,6 +771,7 @@ impl CallService {
         args: &[u8],
         cancel: &CancellationToken,
         out: &mpsc::Sender<AgentMsg>,
+        cause: &[wtd_keys::event::Dep],
     ) -> (CallStatus, Vec<u8>, String) {
         let fname = &f.name;
         let run_as = match &self.run_as {
@@ -801,6 +808,7 @@ impl CallService {
                     ExecEvent::Mission(line) => {
                         self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
                     }
+                    ExecEvent::Emit(line) => self.emit(mission, fname, &line, cause),
                 },
             }
         };
@@ -815,6 +823,7 @@ impl CallService {
                 ExecEvent::Mission(line) => {
                     self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
                 }
+                ExecEvent::Emit(line) => self.emit(mission, fname, &line, cause),
             }
         }
         let (status, output, detail) = match outcome {
@@ -952,7 +961,9 @@ impl CallService {
         let (out, mut sink) = mpsc::channel(defaults::EVENT_QUEUE);
         let drain = async { while sink.recv().await.is_some() {} };
         let run = async {
-            let r = self.run_function(0, f, &j.mission, args, &cancel, &out).await;
+            let r = self
+                .run_function(0, f, &j.mission, args, &cancel, &out, &[])
+                .await;
             drop(out);
             r
         };
@@ -990,6 +1001,45 @@ impl CallService {
 
     pub(crate) fn agent_id(&self) -> AgentId {
         self.id
+    }
+
+    /// Appends a handler's signed event (an fsync; a handler emits few), logging a refusal.
+    fn emit(
+        &self,
+        mission: &MissionName,
+        function: &FunctionName,
+        line: &str,
+        cause: &[wtd_keys::event::Dep],
+    ) {
+        match self.streams.emit(mission, line, cause) {
+            Ok(e) => log::debug!(
+                "{mission}/{function} emitted event {} ({})",
+                e.event().seq,
+                e.event().topic
+            ),
+            Err(e) => log::warn!("{mission}/{function} emitted an event that was dropped: {e}"),
+        }
+    }
+
+    /// Runs `f` as the handler of a signed event (see `subscriber`): `args` is the event as
+    /// JSON, and events it emits depend on `cause`. Progress lines go nowhere.
+    pub(crate) async fn run_handler(
+        &self,
+        f: &crate::missions::Function,
+        mission: &MissionName,
+        args: &[u8],
+        cancel: &CancellationToken,
+        cause: &[wtd_keys::event::Dep],
+    ) -> (CallStatus, Vec<u8>, String) {
+        let (tx, mut rx) = mpsc::channel(defaults::EVENT_QUEUE);
+        let run = async {
+            let r = self.run_function(0, f, mission, args, cancel, &tx, cause).await;
+            drop(tx);
+            r
+        };
+        let drain = async { while rx.recv().await.is_some() {} };
+        let (r, ()) = tokio::join!(run, drain);
+        r
     }
 
     fn builtin(&self, b: Builtin, _args: &[u8]) -> Vec<u8> {

@@ -36,7 +36,8 @@ use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::jobs::{JobDelivery, JobUpdate};
 use wtd_wire::{
     decode, encode, Advert, AgentHello, CallReport, FromAgent, MissionEvent, Open, Refusal, ToAgent,
-    WireError, CALL_REPORTS_VERSION, JOBS_VERSION, MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
+    WireError, CALL_REPORTS_VERSION, EVENT_STREAMS_VERSION, JOBS_VERSION, MIN_PROTOCOL_VERSION,
+    MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -136,6 +137,10 @@ pub(crate) struct Link {
     /// What became of them, to send to the proxy; kept across sessions, so an outcome
     /// reached while the proxy was away is sent when it is back.
     pub job_updates: mpsc::Receiver<JobUpdate>,
+    /// The signed event logs to publish (version 5 proxies only).
+    pub streams: Arc<crate::streams::EventStreams>,
+    /// Functions subscribed to signed events, served on each session.
+    pub handlers: Arc<Vec<Arc<crate::subscriber::Handler>>>,
 }
 
 /// The proxy a link connects to.
@@ -315,6 +320,8 @@ impl Link {
             version,
             jobs,
             job_updates,
+            streams,
+            handlers,
             ..
         } = self;
         // Only a version-5 proxy knows job updates (and only it delivers jobs).
@@ -330,8 +337,25 @@ impl Link {
             calls.clone().serve(connection.clone(), shutdown.clone()).await;
             std::future::pending::<()>().await;
         };
+        // Signed events out, and subscribed handlers in, on the same connection (version 5
+        // on: an older proxy would close the connection on a request it does not know).
+        // Never ends the session by itself either; the handlers' tasks are owned by this
+        // set and aborted when the session ends.
+        let event_streams = async {
+            if *version >= EVENT_STREAMS_VERSION {
+                let mut subscriptions = tokio::task::JoinSet::new();
+                for h in handlers.iter() {
+                    let (h, conn, calls, stop) =
+                        (h.clone(), connection.clone(), calls.clone(), shutdown.clone());
+                    subscriptions.spawn(async move { h.run(&conn, &calls, &stop).await });
+                }
+                crate::streams::publish(streams, connection).await;
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             () = serve_calls => unreachable!("serving calls never ends the session"),
+            () = event_streams => unreachable!("event streams never end the session"),
             // Ends only with an error: the proxy or the connection went away.
             error = receive(&mut recv, logs, jobs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.

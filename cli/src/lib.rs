@@ -71,6 +71,9 @@ pub enum Command {
     Result(cmd::result::Args),
     /// List the receipts `wtd call --receipt` kept, or check one offline.
     Receipts(cmd::receipts::Args),
+    /// Stream a mission's signed events as JSON lines, each verified:
+    /// `wtd subscribe social/unfriend --from start`.
+    Subscribe(cmd::subscribe::Args),
     /// Explain, as an owner, whether someone may call a function on your agents, and why.
     Why(cmd::why::Args),
     /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
@@ -96,6 +99,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => cmd::up::run(&ctx, a),
         Command::Call(a) => cmd::call::run(&ctx, a),
         Command::Why(a) => cmd::why::run(&ctx, a),
+        Command::Subscribe(a) => cmd::subscribe::run(&ctx, a),
         Command::Receipts(a) => cmd::receipts::run(&ctx, a),
         Command::Push(a) => cmd::push::run(&ctx, a),
         Command::Jobs(a) => cmd::jobs::run(&ctx, a),

@@ -117,3 +117,17 @@ pub fn decode_adoption(data: &[u8]) {
         }
     }
 }
+
+/// `SignedEvent::decode`, then a reader's `Chain` and `CausalOrder`: signed events.
+pub fn decode_event(data: &[u8]) {
+    use wtd_keys::event::{CausalOrder, Chain, SignedEvent};
+    if let Ok(e) = SignedEvent::decode(data) {
+        assert_eq!(e.bytes(), data);
+        assert_eq!(SignedEvent::decode(e.bytes()).as_ref(), Ok(&e));
+        let mut chain = Chain::new();
+        let _ = chain.accept(&e);
+        let _ = chain.accept(&e);
+        let mut order = CausalOrder::new(|_| true);
+        let _ = order.offer(e);
+    }
+}

@@ -17,6 +17,7 @@
 //! - [`revocation`]: owner-signed, permanent revocations.
 //! - [`adoption`]: owner-signed adoption (and disowning) of agents; who counts as whose.
 //! - [`enroll`]: one-time enrollment tokens and the proof a headless Pi shows with one.
+//! - [`event`]: signed, hash-chained event logs per agent and mission; causal order.
 //! - [`log`]: the owner's hash-chained log of grants, revocations and adoptions.
 //! - [`seal`]: re-reading a log this machine verified before without verifying it again.
 //! - [`authz`]: authorization as one pure function, with token buckets.
@@ -30,6 +31,7 @@ pub mod call;
 pub mod defaults;
 pub mod encoding;
 pub mod enroll;
+pub mod event;
 pub mod grant;
 pub mod identity;
 pub mod job;
@@ -55,7 +57,7 @@ pub use enroll::{EnrollProof, EnrollmentToken, IssuedToken, TokenId};
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};
 pub use log::{OwnerLog, Record, SignedEntry};
-pub use names::{FunctionName, MissionName};
+pub use names::{FunctionName, MissionName, TopicName};
 pub use revocation::{Revocation, SignedRevocation, Target};
 pub use ticket::{ProxyInfo, Ticket};
 pub use time::{TimeFloor, Timestamp};

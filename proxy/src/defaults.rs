@@ -183,3 +183,35 @@ pub const JOB_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Refusals of that kind a job takes before it is refused for good (with the last reason):
 /// about 20 s of retries, so a job for a mission no agent will ever run does not linger.
 pub const MAX_JOB_REFUSALS: u32 = 10;
+/// Bytes of signed events kept per owner (over all its agents' logs) unless proxy.toml
+/// says otherwise: a day of a busy classroom (30 Pis, an event a second, ~300 bytes each
+/// is ~750 MB a day; a quieter one a few MB). Held in memory too, so modest by default.
+pub const EVENTS_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long events are kept by default: a week covers a Pi switched off over a weekend
+/// whose subscriber catches up on Monday.
+pub const EVENTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// When a size bound is hit, trim to this share of it, so a full store rewrites a file
+/// once per tenth of its budget rather than on every event.
+pub const EVENTS_TRIM_TO_PERCENT: u64 = 90;
+
+/// Event logs the proxy holds at most (one per agent and mission that published).
+pub const MAX_EVENT_LOGS: usize = 4096;
+
+/// Event logs per agent: one per mission it offers; more is a misbehaving agent.
+pub const MAX_EVENT_LOGS_PER_AGENT: usize = 64;
+
+/// Named subscriptions whose positions the proxy keeps.
+pub const MAX_SUBSCRIPTION_POSITIONS: usize = 4096;
+
+/// Events sent to a subscriber per look at the store, so one catching up on a long log
+/// cannot starve the others of the store's lock.
+pub const SUBSCRIBE_BATCH: usize = 256;
+
+/// Missions one subscription may name.
+pub const MAX_SUBSCRIBED_MISSIONS: usize = 16;
+
+/// How often a subscription checks its grant again (a revoked or expired grant stops the
+/// stream within this).
+pub const SUBSCRIPTION_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);

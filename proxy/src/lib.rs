@@ -24,6 +24,8 @@
 //! - `shared`: the state every connection task shares, and why each lock is there.
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
+//! - [`streams`]: the signed event store: agents' event logs, retention, positions.
+//! - `subscriptions`: publishing and subscribing to signed events, and what is checked.
 //! - `relay`: splicing a caller's stream to an agent, bytes only.
 //! - `mqtt`: the roster mirrored to an MQTT broker (Home Assistant, Node-RED).
 //! - [`metrics`]: the Prometheus metrics and what they count.
@@ -44,6 +46,8 @@ mod requests;
 pub mod roster;
 mod session;
 mod shared;
+pub mod streams;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +91,8 @@ pub struct ProxyConfig {
     pub dashboard: Option<SocketAddr>,
     /// How many jobs may wait, per caller, per owner and in all.
     pub job_limits: jobs::JobLimits,
+    /// How long and how much of each owner's events the proxy keeps (`[events]`).
+    pub events: streams::EventsConfig,
 }
 
 impl ProxyConfig {
@@ -101,6 +107,7 @@ impl ProxyConfig {
             metrics: None,
             dashboard: None,
             job_limits: jobs::JobLimits::default(),
+            events: streams::EventsConfig::default(),
         }
     }
 }
@@ -148,6 +155,11 @@ impl Proxy {
             opened.jobs,
             opened.requeued
         );
+        let events = streams::EventStore::open(
+            &config.state_dir.join("events"),
+            config.events.clone(),
+            shared::now_ms(),
+        )?;
         let id = ProxyId(secret.public());
         let bridge = match &config.mqtt {
             Some(mqtt) => {
@@ -182,7 +194,7 @@ impl Proxy {
             None => None,
         };
         let handle = bridge.as_ref().map(|(_, h)| h.clone());
-        let mut shared = Shared::new(config, logs, jobs, handle);
+        let mut shared = Shared::new(config, logs, jobs, events, handle);
         if dashboard.is_some() {
             let d = dashboard::Dashboard::new(defaults::DASHBOARD_CONNECTIONS);
             // The same gauge: `/metrics` shows the pages open.

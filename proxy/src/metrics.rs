@@ -54,6 +54,10 @@ pub struct ProxyMetrics {
     /// Jobs pushed, and pushes refused over a bound.
     pub jobs_pushed: Counter,
     pub jobs_refused: Counter,
+    /// Signed events stored (`Request::PublishEvents`).
+    pub events_stored: Counter,
+    /// Open event subscriptions.
+    pub subscribers: Gauge,
 }
 
 impl ProxyMetrics {
@@ -123,6 +127,16 @@ impl ProxyMetrics {
             "agent_temperature_celsius",
             "An agent's SoC temperature (Pis only)",
             self.agent_temperature.clone(),
+        );
+        r.register(
+            "signed_events_stored",
+            "Signed events agents published and the proxy stored",
+            self.events_stored.clone(),
+        );
+        r.register(
+            "event_subscribers",
+            "Open event subscriptions (wtd subscribe, agents' subscribed handlers)",
+            self.subscribers.clone(),
         );
         r.register(
             "owner_logs_published",

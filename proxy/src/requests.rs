@@ -62,6 +62,12 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             let seq = owner.parse().map_or(0, |k| ctx.shared.logs().head(&OwnerKey(k)));
             reply(&mut send, &Response::LogStored { seq }).await;
         }
+        Request::PublishEvents { mission, entries } => {
+            crate::subscriptions::publish(&ctx, &mut send, mission, entries).await;
+        }
+        Request::Subscribe(_) => {
+            unreachable!("session::stream hands subscriptions to subscriptions::subscribe")
+        }
         Request::FetchLog { owner, after_seq } => {
             let batches = match owner.parse() {
                 Ok(k) => ctx.shared.logs().batches_after(&OwnerKey(k), after_seq),

@@ -10,14 +10,14 @@ use wtd_keys::{AgentId, OwnerKey, PublicId};
 use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, ToAgent,
-    JOBS_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, Request,
+    ToAgent, JOBS_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::defaults::OPEN_TIMEOUT;
 use crate::logs::LogStore;
 use crate::shared::{now_ms, Shared};
-use crate::{close_offender, relay, requests, Admission};
+use crate::{close_offender, relay, requests, subscriptions, Admission};
 
 /// What a stream task needs.
 pub(crate) struct StreamCtx {
@@ -45,6 +45,7 @@ pub(crate) async fn stream(ctx: StreamCtx, send: SendStream, mut recv: RecvStrea
             }
             agent(ctx, send, recv, hello).await
         }
+        Ok(Open::Request(Request::Subscribe(req))) => subscriptions::subscribe(ctx, send, recv, req).await,
         Ok(Open::Request(req)) => requests::serve(ctx, send, req).await,
         Ok(Open::Relay { to }) => relay::relay(ctx, send, recv, to).await,
         Err(e) => close_offender(&ctx.conn, &e.as_malformed()),

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// Owner logs. Held across a publish's fsyncs (rare, owner-initiated), never across
     /// an await.
     pub logs: Mutex<LogStore>,
+    /// Signed event logs and subscription positions. A std mutex like `logs`: held across
+    /// an append's fsync (one per published batch), never across an await.
+    pub events: Mutex<crate::streams::EventStore>,
     /// "This owner's log grew": each agent session listening checks if it cares.
     pub log_updates: broadcast::Sender<OwnerKey>,
     /// Agents turned away because no allowed owner adopted them yet, by id, so an owner
@@ -63,6 +66,7 @@ impl Shared {
         config: ProxyConfig,
         logs: LogStore,
         jobs: JobQueue,
+        events: crate::streams::EventStore,
         bridge: Option<wtd_telemetry::BridgeHandle>,
     ) -> Self {
         Shared {
@@ -70,6 +74,7 @@ impl Shared {
             roster: Mutex::default(),
             batches: broadcast::channel(WATCH_BATCHES_BUFFERED).0,
             logs: Mutex::new(logs),
+            events: Mutex::new(events),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
             waiting: Mutex::default(),
             metrics: crate::metrics::ProxyMetrics::default(),
@@ -126,6 +131,10 @@ impl Shared {
     /// Tells whoever waits on jobs that something changed.
     pub fn jobs_changed(&self) {
         self.job_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn events(&self) -> MutexGuard<'_, crate::streams::EventStore> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to batches of changes. Call with the roster lock held, then snapshot.

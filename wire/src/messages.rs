@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Delivery, Subscribe};
 use crate::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobUpdate};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
@@ -193,6 +194,13 @@ pub enum Request {
     /// One of the sender's jobs and its outcome; waits up to `wait_ms` for it to become
     /// final (0: answer at once). Answered with `JobResult`.
     JobResult { id: JobId, wait_ms: u64 },
+    /// Version 5: store these signed events of the sender's own log of `mission` and
+    /// forward them to subscribers (answered with `EventsStored`, or `Error` saying what
+    /// was dropped and why). Only an agent connection may send it. See [`crate::events`].
+    PublishEvents { mission: String, entries: Vec<Vec<u8>> },
+    /// Version 5: stream events (`Response::Delivery` frames); the subscriber sends
+    /// [`crate::events::SubscriberMsg`] frames back on the same stream.
+    Subscribe(Subscribe),
 }
 
 /// A reply to a [`Request`].
@@ -222,4 +230,12 @@ pub enum Response {
     PushRefused(String),
     Jobs(Vec<JobInfo>),
     JobResult(JobAnswer),
+    /// The proxy's copy of the sender's log of `mission` now ends at `seq` (after a
+    /// `PublishEvents`; lower than what was sent: resend from `seq + 1`).
+    EventsStored {
+        mission: String,
+        seq: u64,
+    },
+    /// One message of a subscription stream.
+    Delivery(Delivery),
 }

@@ -16,6 +16,7 @@ pub mod push;
 pub mod receipts;
 pub mod result;
 pub mod revoke;
+pub mod subscribe;
 pub mod sync;
 pub mod up;
 pub mod why;
