@@ -1020,7 +1020,7 @@ fn the_proxy_checks_the_mission_events_it_publishes() {
             loop {
                 ticks.tick().await;
                 let mut send = send.lock().await;
-                if wtd_transport::write_frame(&mut *send, &beat).await.is_err() {
+                if wtd_transport::write_frame(&mut send, &beat).await.is_err() {
                     break;
                 }
             }
@@ -1030,7 +1030,7 @@ fn the_proxy_checks_the_mission_events_it_publishes() {
         let send = send.clone();
         async move {
             let mut send = send.lock().await;
-            wtd_transport::write_frame(&mut *send, &frame).await.unwrap();
+            wtd_transport::write_frame(&mut send, &frame).await.unwrap();
         }
     };
     rt.block_on(async {
