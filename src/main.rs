@@ -45,10 +45,14 @@ fn main() -> ExitCode {
             init_logging();
             wtd_proxy::cli::run(args)
         }
-        Command::User(command) => wtd_cli::run(command),
+        Command::User(command) => {
+            quiet_on_broken_pipe();
+            wtd_cli::run(command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE),
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -57,6 +61,43 @@ fn main() -> ExitCode {
             ExitCode::from(wtd_cli::exit::code_of(&e))
         }
     }
+}
+
+/// The exit status of a process that wrote to a pipe nobody reads any more (`wtd ls | head
+/// -1`): what a shell shows for one killed by SIGPIPE (128 + 13), as `cat` or `ls` would be.
+const BROKEN_PIPE: u8 = 141;
+
+/// A user command whose reader went away stops quietly, as Unix tools do. Rust ignores
+/// SIGPIPE (so the daemons' sockets report EPIPE instead of killing them), which makes a
+/// write to a closed pipe fail and `println!` panic with a backtrace. Changing the signal's
+/// disposition needs unsafe code, so instead that one panic becomes exit status 141 with
+/// nothing printed; every other panic is reported as before. Only for user commands: a
+/// daemon that cannot write is a fault worth a report.
+fn quiet_on_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // std's words for it: "failed printing to stdout: Broken pipe (os error 32)".
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE.into());
+        }
+        report(info);
+    }));
+}
+
+/// Whether a command failed because its output's reader went away (a `write!` to stdout
+/// that returned EPIPE): then there is nobody to tell, and nothing to report.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Daemon logs: to the systemd journal (with structured fields) under systemd, else

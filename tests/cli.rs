@@ -193,3 +193,31 @@ fn agent_lists_in_grants() {
         .fails(["grant", &bob_id, "--mission", "demo", "--agents", "wtd1zzz"])
         .contains("--agents"));
 }
+
+/// `wtd ... | head -1`: when the reader of its output goes away, a command stops quietly
+/// with status 141 (as one killed by SIGPIPE), without a panic or a backtrace.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let lab = TestCluster::new();
+    let alice = lab.user("alice");
+    alice.init();
+    let bob_id = lab.user("bob").init();
+    alice.ok(["keys", "add", "bob", &bob_id]);
+    for args in [&["id"][..], &["keys", "ls"], &["grants", "--json"], &["--help"]] {
+        // The read end is closed before the command starts, so its first write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(common::wtd_bin())
+            .args(args)
+            .env("WTD_HOME", &alice.home)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // clap writes help itself and ignores the closed pipe (0); wtd's own output is 141.
+        let quiet = if args == ["--help"] { 0 } else { 141 };
+        assert_eq!(out.status.code(), Some(quiet), "wtd {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "wtd {args:?} printed: {stderr}");
+    }
+}

@@ -362,3 +362,40 @@ fn killing_wtd_up_even_with_sigkill_stops_its_proxy_and_agents() {
         );
     }
 }
+
+/// The dashboard's port (8080 by default) held by another program: `wtd up` stops before
+/// starting any agent and says what to do, rather than running a cluster without it.
+#[test]
+fn wtd_up_says_what_to_do_when_the_dashboards_port_is_taken() {
+    let lab = TestCluster::new();
+    let me = lab.user("me");
+    // Another program holds the port (a free one, as 8080 itself may be anyone's here).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = lab.dir().join("up");
+    let out = me.cli([
+        "up".as_ref(),
+        "--agents".as_ref(),
+        "1".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+        "--dashboard".as_ref(),
+        std::ffi::OsStr::new(&addr),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the dashboard's address {addr} is in use by another program"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("`wtd up --dashboard 127.0.0.1:0`") && err.contains("`wtd up --no-dashboard`"),
+        "says what to do: {err}"
+    );
+    // Nothing else, no noise from stopping what never started.
+    assert!(!err.contains("No such process"), "{err}");
+    assert!(!dir.join("pi-1").exists(), "no agent was started");
+    drop(taken);
+}

@@ -509,10 +509,18 @@ impl Run {
         );
         let log = self.dir.path().join("up.out");
         let file = std::fs::File::create(&log).unwrap();
+        // The dashboard on a free port, not the default 8080: lessons run in parallel with
+        // each other and with tests/cluster.rs, and another program may hold 8080 on this
+        // machine. Its address is normalised in what is compared, so the page reads the same.
+        let dashboard = if command.contains("--dashboard") || command.contains("--no-dashboard") {
+            ""
+        } else {
+            " --dashboard 127.0.0.1:0"
+        };
         let child = self
             .as_person(&mut Command::new("bash"), &cmd.person)
             .arg("-c")
-            .arg(format!("exec {command}"))
+            .arg(format!("exec {command}{dashboard}"))
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

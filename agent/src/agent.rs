@@ -66,12 +66,18 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The signed event logs could not be opened (the message says which and what to do).
+    #[error("the agent's event logs: {0}")]
+    Events(#[from] wtd_store::eventfile::EventFileError),
     /// The `[mqtt]` section cannot be used (its CA file, or TLS set-up).
     #[error("the agent's MQTT publisher: {0}")]
     Mqtt(#[from] wtd_telemetry::bridge::BridgeError),
     /// `proxy` is to be found on the LAN, but mDNS could not start (the message says why).
     #[error("cannot look for the proxy on the LAN: {0}; or set `proxy` to a join ticket")]
     Lan(#[from] wtd_transport::lan::LanError),
+    /// The record of queued calls this agent ran cannot be read (the message says what to do).
+    #[error("the agent's record of jobs it ran: {0}")]
+    Jobs(String),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -177,6 +183,15 @@ impl Agent {
         let (latest, sensors) = watch::channel(self.pi);
         let (mission_events, events_rx) = MissionEvents::new(self.config.mission_events.clone());
         let (reports, reports_rx) = crate::reports::CallReports::new(self.config.report_calls);
+        let streams = Arc::new(crate::streams::EventStreams::open(
+            &self.config.state_dir.join("events"),
+            SecretKey::from_seed(&self.secret.seed()),
+        )?);
+        let handlers: Vec<Arc<crate::subscriber::Handler>> =
+            crate::subscriber::Handler::all(&self.catalogue, &self.config.state_dir)
+                .into_iter()
+                .map(Arc::new)
+                .collect();
         // The call service gets its own copy of the key: it signs results and runs the
         // end-to-end handshakes, while the link's endpoint holds the other.
         let calls = Arc::new(CallService::new(
@@ -187,6 +202,7 @@ impl Agent {
             self.config.state_dir.join("time-floor"),
             Arc::new(mission_events),
             Arc::new(reports),
+            streams.clone(),
         ));
         // Mission events go to the agent's own broker if it has one, else to the proxy.
         let mut events_rx = Some(events_rx);
@@ -222,6 +238,12 @@ impl Agent {
             }
             None => None,
         };
+        // Jobs: the link hands deliveries to the runner, which answers through the link.
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(defaults::JOB_QUEUE);
+        let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(defaults::JOB_UPDATES);
+        let seen = crate::jobs::SeenJobs::open(&self.config.state_dir.join("jobs"), defaults::MAX_SEEN_JOBS)
+            .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
+        let job_runner = crate::jobs::run(calls.clone(), seen, jobs_rx, updates_tx, shutdown.clone());
         let link = Link {
             calls: calls.clone(),
             id: self.id,
@@ -236,6 +258,10 @@ impl Agent {
             events: events_rx,
             reports: reports_rx,
             version: PROTOCOL_VERSION,
+            jobs: jobs_tx,
+            job_updates: updates_rx,
+            streams,
+            handlers: Arc::new(handlers),
         };
         // The link only returns on shutdown; the poller stops with it.
         let poller = poll_sensors(
@@ -255,7 +281,14 @@ impl Agent {
                 m.await;
             }
         };
-        tokio::join!(link.run(shutdown.clone()), poller, enforcer, direct, metrics);
+        tokio::join!(
+            link.run(shutdown.clone()),
+            poller,
+            enforcer,
+            direct,
+            metrics,
+            job_runner
+        );
         log::info!(agent:% = self.id; "agent stopped");
         Ok(())
     }

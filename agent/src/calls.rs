@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::authz::{authorize, Decision, Deny, Permit, Policy, RateLimits, Request};
 use wtd_keys::call::{check_receipt_call, CallResult, CallStatus, ReplayGuard, SignedCall};
+use wtd_keys::job::SignedJob;
 use wtd_keys::time::human_duration;
 use wtd_keys::{
     AgentId, FunctionName, Grant, GrantId, MissionName, OwnerKey, Revocation, SecretKey, TimeFloor,
@@ -54,6 +55,12 @@ use crate::metrics::{AgentMetrics, FunctionLabels};
 use crate::missions::{Builtin, Catalogue, Run};
 use crate::owner_logs::{LogsHandle, VerifiedLogs};
 use crate::reports::CallReports;
+
+/// A job that passed authorization: it holds its rate-limit slot until it has run.
+#[derive(Debug)]
+pub(crate) struct JobPermit {
+    authority: Authority,
+}
 
 /// A call that is running, so a revocation (or its owner disowning this agent) can stop it.
 #[derive(Debug)]
@@ -185,6 +192,8 @@ pub struct CallService {
     metrics: Arc<AgentMetrics>,
     /// Call reports for the proxy's dashboard (a no-op unless the owner opted in).
     reports: Arc<CallReports>,
+    /// The signed event logs handlers' `wtd-emit:` lines are appended to.
+    streams: Arc<crate::streams::EventStreams>,
 }
 
 fn now() -> Timestamp {
@@ -195,6 +204,9 @@ fn now() -> Timestamp {
 }
 
 impl CallService {
+    // Each sink a call writes to is its own (mission events, dashboard reports, signed
+    // streams), built and owned by `Agent::run`; a struct of them would only rename these.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         secret: SecretKey,
         name: String,
@@ -203,6 +215,7 @@ impl CallService {
         floor_path: PathBuf,
         mission_events: Arc<MissionEvents>,
         reports: Arc<CallReports>,
+        streams: Arc<crate::streams::EventStreams>,
     ) -> Self {
         let floor = match wtd_store::floor::read(&floor_path) {
             Ok(floor) => floor.unwrap_or_default(),
@@ -231,6 +244,7 @@ impl CallService {
             next_call: AtomicU64::new(0),
             mission_events,
             reports,
+            streams,
             metrics: {
                 let m = Arc::new(AgentMetrics::default());
                 m.up_since.set(now().0 as f64 / 1000.0);
@@ -670,7 +684,7 @@ impl CallService {
             .expect("checked before the call started");
         let started = std::time::Instant::now();
         let (status, output, mut detail) = self
-            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out)
+            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &[])
             .await;
         self.metrics
             .durations
@@ -750,6 +764,8 @@ impl CallService {
     /// Runs an exec function, streaming its progress as events of call `id`; returns
     /// (status, output, detail). If the caller cannot be written to, the function is
     /// stopped.
+    // One call's whole context; a struct for it would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     async fn run_function(
         &self,
         id: CallNumber,
@@ -758,6 +774,7 @@ impl CallService {
         args: &[u8],
         cancel: &CancellationToken,
         out: &mpsc::Sender<AgentMsg>,
+        cause: &[wtd_keys::event::Dep],
     ) -> (CallStatus, Vec<u8>, String) {
         let fname = &f.name;
         let run_as = match &self.run_as {
@@ -794,6 +811,7 @@ impl CallService {
                     ExecEvent::Mission(line) => {
                         self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
                     }
+                    ExecEvent::Emit(line) => self.emit(mission, fname, &line, cause),
                 },
             }
         };
@@ -808,6 +826,7 @@ impl CallService {
                 ExecEvent::Mission(line) => {
                     self.mission_events.emit(mission.as_str(), fname.as_str(), &line);
                 }
+                ExecEvent::Emit(line) => self.emit(mission, fname, &line, cause),
             }
         }
         let (status, output, detail) = match outcome {
@@ -864,6 +883,168 @@ impl CallService {
         (status, output, detail)
     }
 
+    /// The checks a delivered job must pass before it runs, after `wtd_keys::job::check_job`
+    /// and the seen-set: the function exists here, and the caller may run it *now* (grant,
+    /// revocation, adoption, rate, as for a live call), under exactly the owner the job
+    /// names. On success the permit holds the rate-limit slot until the job is run.
+    pub(crate) fn authorize_job(&self, job: &SignedJob) -> Result<JobPermit, Refused> {
+        let j = job.job();
+        if self.catalogue.function(&j.mission, &j.function).is_none() {
+            return Err(Refused {
+                kind: "unknown_function".into(),
+                message: format!(
+                    "{} has no function {}/{}; `wtd ls` shows what each agent offers",
+                    self.name, j.mission, j.function
+                ),
+                retry_after_ms: None,
+            });
+        }
+        let authority = match self.authorize(&j.caller, &j.mission, &j.function, now()) {
+            Ok(a) => a,
+            Err(deny) => {
+                log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "job denied: {deny:?}");
+                return Err(match deny_message(0, &deny, &j.mission, &j.caller, &self.name) {
+                    AgentMsg::Refused { refused, .. } => refused,
+                    _ => unreachable!("deny_message refuses"),
+                });
+            }
+        };
+        if authority.issuer() != j.owner {
+            let here = authority.issuer();
+            self.release_authority(authority);
+            return Err(Refused {
+                kind: "issuer_not_owner".into(),
+                message: format!(
+                    "this job asks to run under the authority of {}, but on {} it would run under {}'s; \
+                     push it with --agent naming one of {}'s agents",
+                    j.owner.key().short(),
+                    self.name,
+                    here.key().short(),
+                    j.owner.key().short()
+                ),
+                retry_after_ms: None,
+            });
+        }
+        Ok(JobPermit { authority })
+    }
+
+    /// Runs an authorized job to its end (or until `stop`, or a revocation cancels it, as for
+    /// a live call). Progress lines are not kept: nobody is listening live.
+    pub(crate) async fn run_job(
+        &self,
+        job: &SignedJob,
+        args: &[u8],
+        permit: JobPermit,
+        stop: &CancellationToken,
+    ) -> (CallStatus, Vec<u8>, String) {
+        let j = job.job();
+        let f = self
+            .catalogue
+            .function(&j.mission, &j.function)
+            .expect("checked by authorize_job");
+        let authority = permit.authority;
+        if let Run::Builtin(b) = &f.run {
+            let output = self.builtin(*b, args);
+            self.release_authority(authority);
+            return (CallStatus::Ok, output, String::new());
+        }
+        let cancel = stop.child_token();
+        let key = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.state().in_flight.insert(
+            key,
+            InFlight {
+                issuer: authority.issuer(),
+                grant: authority.grant(),
+                cancel: cancel.clone(),
+            },
+        );
+        log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "running job {}/{}", j.mission, j.function);
+        // Progress lines go nowhere; the receiver is drained so the run never sees a gone
+        // caller (which would cancel it).
+        let (out, mut sink) = mpsc::channel(defaults::EVENT_QUEUE);
+        let drain = async { while sink.recv().await.is_some() {} };
+        let run = async {
+            let r = self
+                .run_function(0, f, &j.mission, args, &cancel, &out, &[])
+                .await;
+            drop(out);
+            r
+        };
+        let ((status, output, mut detail), ()) = tokio::join!(run, drain);
+        let (issuer, grant) = (authority.issuer(), authority.grant());
+        self.release(key, authority);
+        if status == CallStatus::Cancelled {
+            detail = match stop_reason(&self.logs.borrow(), &self.id, &issuer, grant) {
+                Some(Stop::Revoked) => {
+                    "the job was cancelled: its grant was revoked while it ran".to_string()
+                }
+                Some(Stop::Disowned) => format!(
+                    "the job was cancelled: its owner {} disowned {} while it ran",
+                    issuer.key().short(),
+                    self.name
+                ),
+                None => "the job was cancelled: the agent was stopping".to_string(),
+            };
+        }
+        (status, output, detail)
+    }
+
+    /// Gives back the rate-limit slot of a job that will not run after all.
+    pub(crate) fn release_job(&self, permit: JobPermit) {
+        self.release_authority(permit.authority);
+    }
+
+    /// This agent's signed result for a job it ran.
+    pub(crate) fn sign_job_result(&self, job: &SignedJob, status: CallStatus, output: &[u8]) -> Vec<u8> {
+        wtd_keys::job::result_for(job, self.id, status, output, now())
+            .sign(&self.secret)
+            .bytes()
+            .to_vec()
+    }
+
+    pub(crate) fn agent_id(&self) -> AgentId {
+        self.id
+    }
+
+    /// Appends a handler's signed event (an fsync; a handler emits few), logging a refusal.
+    fn emit(
+        &self,
+        mission: &MissionName,
+        function: &FunctionName,
+        line: &str,
+        cause: &[wtd_keys::event::Dep],
+    ) {
+        match self.streams.emit(mission, line, cause) {
+            Ok(e) => log::debug!(
+                "{mission}/{function} emitted event {} ({})",
+                e.event().seq,
+                e.event().topic
+            ),
+            Err(e) => log::warn!("{mission}/{function} emitted an event that was dropped: {e}"),
+        }
+    }
+
+    /// Runs `f` as the handler of a signed event (see `subscriber`): `args` is the event as
+    /// JSON, and events it emits depend on `cause`. Progress lines go nowhere.
+    pub(crate) async fn run_handler(
+        &self,
+        f: &crate::missions::Function,
+        mission: &MissionName,
+        args: &[u8],
+        cancel: &CancellationToken,
+        cause: &[wtd_keys::event::Dep],
+    ) -> (CallStatus, Vec<u8>, String) {
+        let (tx, mut rx) = mpsc::channel(defaults::EVENT_QUEUE);
+        let run = async {
+            let r = self.run_function(0, f, mission, args, cancel, &tx, cause).await;
+            drop(tx);
+            r
+        };
+        let drain = async { while rx.recv().await.is_some() {} };
+        let (r, ()) = tokio::join!(run, drain);
+        r
+    }
+
     fn builtin(&self, b: Builtin, _args: &[u8]) -> Vec<u8> {
         let v = match b {
             Builtin::Ping => serde_json::json!({ "pong": true, "agent": self.name }),
@@ -910,7 +1091,7 @@ fn revoked(logs: &VerifiedLogs, issuer: &OwnerKey, grant: &GrantId) -> bool {
 }
 
 /// The wire's word for a status.
-fn wire_status(s: CallStatus) -> Status {
+pub(crate) fn wire_status(s: CallStatus) -> Status {
     match s {
         CallStatus::Ok => Status::Ok,
         CallStatus::Failed => Status::Failed,

@@ -233,3 +233,50 @@ pub const CALL_REPORTS_BURST: u32 = 60;
 /// Call reports waiting for the control stream (the newest are dropped once it is full, as
 /// while the proxy is away). A report is about 150 bytes.
 pub const CALL_REPORT_QUEUE: usize = 64;
+/// Jobs (queued calls) this agent remembers having run, so a second delivery never runs one
+/// again (`jobs`). An entry is kept until its job expires (at most a week); 4,096 is far
+/// more than a Pi runs in that time at the proxy's pace (4 jobs out at once), and the file
+/// holding them stays under 300 KB, rewritten atomically on each job.
+pub const MAX_SEEN_JOBS: usize = 4_096;
+
+/// Largest output a queued call sends back: what the proxy keeps for `wtd result`
+/// (`wtd_proxy::defaults::MAX_JOB_OUTPUT`), so one update fits in a frame.
+pub const MAX_JOB_OUTPUT: usize = 256 * 1024;
+
+/// Deliveries waiting for the job runner. The proxy sends at most 4 at once per agent; a
+/// delivery that finds this full is dropped here and delivered again on the next session.
+pub const JOB_QUEUE: usize = 16;
+
+/// Job updates waiting to go to the proxy (kept across reconnections).
+pub const JOB_UPDATES: usize = 64;
+/// How a handler emits a signed event: `echo 'wtd-emit: unfriend {"user":"ann"}' >&2` (a
+/// topic, a space, a JSON body). Unlike `wtd-event:` (MQTT, best effort, opt-in), each one
+/// is appended to the agent's signed event log of the mission, durably, before the call
+/// goes on; see `streams`.
+pub const EMIT_PREFIX: &str = "wtd-emit:";
+
+/// Signed events one mission may emit per second, and at once: an event log is kept on
+/// the SD card and at the proxy, so a handler printing events in a loop must not fill them.
+/// What is over is dropped, and the handler's call says so in the agent's log.
+pub const SIGNED_EVENTS_PER_S: u32 = 200;
+pub const SIGNED_EVENTS_BURST: u32 = 1_000;
+
+/// Events of each mission kept on the agent (on disk and in memory) for the proxy to fetch
+/// again if it lost them; past twice this the file is trimmed back to it. 4,096 events of
+/// up to 4 KiB is at most 16 MiB per mission, a few hundred KB for usual event sizes.
+pub const AGENT_EVENTS_KEPT: usize = 4_096;
+
+/// Events sent to the proxy per publish (one QUIC stream each): 64 of at most ~8 KiB stay
+/// under half a frame.
+pub const PUBLISH_BATCH: usize = 64;
+
+/// Entries of one function's `subscribe` list.
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+
+/// How long a subscription waits before trying again after it failed (no proxy, no grant,
+/// a gap the proxy would not fill).
+pub const SUBSCRIBE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Times a handler is tried on one event before the event is skipped (logged), so that one
+/// event a handler cannot take does not stop every later one.
+pub const HANDLER_ATTEMPTS: u32 = 3;

@@ -12,6 +12,7 @@
 //!  args JSON ──► stdin, then closed ─────► reads its arguments
 //!  stderr, line by line ◄───────────────── "50% done"     ──► ExecEvent::Progress
 //!                       ◄───────────────── "wtd-event: {..}" ──► ExecEvent::Mission (MQTT)
+//!                       ◄───────────── "wtd-emit: topic {..}" ──► ExecEvent::Emit (signed log)
 //!  stdout, up to output_cap ◄───────────── {"ok": true}   ──► ExecOutcome::Ok
 //!  over its memory or process limit ─────► killed           ──► ExecOutcome::LimitExceeded
 //!  timeout / cancel / too much output ───► SIGTERM to the box, a short grace, SIGKILL to all
@@ -330,6 +331,9 @@ pub enum ExecEvent {
     /// surrounding spaces removed. It goes to MQTT (if the owner lets this mission publish),
     /// never to the caller, and does not count against [`MAX_PROGRESS_EVENTS`].
     Mission(String),
+    /// A signed event: a stderr line that started with [`crate::defaults::EMIT_PREFIX`],
+    /// the prefix removed (`<topic> <json>`). The agent appends it to its event log.
+    Emit(String),
 }
 
 /// How a handler marks a stderr line as a mission event rather than progress:
@@ -1013,6 +1017,10 @@ async fn report_progress(
         };
         for line in splitter.push(&chunk[..n]) {
             tail.push(&line);
+            if let Some(event) = line.strip_prefix(crate::defaults::EMIT_PREFIX) {
+                let _ = events.send(ExecEvent::Emit(event.trim().to_string())).await;
+                continue;
+            }
             if let Some(event) = line.strip_prefix(EVENT_PREFIX) {
                 // The agent's budget bounds these downstream; here they only pass through.
                 let _ = events.send(ExecEvent::Mission(event.trim().to_string())).await;
@@ -1030,7 +1038,9 @@ async fn report_progress(
     }
     if let Some(line) = splitter.finish() {
         tail.push(&line);
-        if let Some(event) = line.strip_prefix(EVENT_PREFIX) {
+        if let Some(event) = line.strip_prefix(crate::defaults::EMIT_PREFIX) {
+            let _ = events.send(ExecEvent::Emit(event.trim().to_string())).await;
+        } else if let Some(event) = line.strip_prefix(EVENT_PREFIX) {
             let _ = events.send(ExecEvent::Mission(event.trim().to_string())).await;
         } else if !line.is_empty() && sent < MAX_PROGRESS_EVENTS && !is_box_report(&line) {
             let _ = events.send(ExecEvent::Progress(line)).await;

@@ -21,9 +21,12 @@
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - [`reports`]: call reports for the proxy's dashboard, the owner's opt-in, bounded.
+//! - [`streams`]: signed event logs of handlers' `wtd-emit:` lines, sent to the proxy.
+//! - `subscriber`: functions called once per signed event they subscribe to, in causal order.
 //! - `mqtt`: publishing this agent to a broker itself (`[mqtt]`), when no proxy bridges.
 //! - [`metrics`]: the agent's opt-in Prometheus metrics (calls, durations, queues).
 //! - `lan`: finding the proxy on the LAN by mDNS when there is no ticket (`proxy = "<id>"`).
+//! - [`jobs`]: queued calls the proxy delivers, run at most once (a durable seen-set).
 //! - [`link`]: the connection to the proxy: hello, heartbeats, logs, reconnects, goodbye.
 //! - [`agent`]: start-up and the whole agent's life ([`Agent`], [`run`]).
 //! - [`logging`]: log lines to the journal or stderr, for binaries.
@@ -44,6 +47,7 @@ pub mod events;
 pub mod exec;
 pub mod firstboot;
 pub mod growroot;
+pub mod jobs;
 mod lan;
 pub mod link;
 pub mod load;
@@ -56,6 +60,8 @@ pub mod owner_logs;
 pub mod reports;
 pub mod sandbox;
 pub mod sensors;
+pub mod streams;
+mod subscriber;
 
 pub use agent::{run, Agent, AgentError};
 pub use config::{AgentConfig, ConfigError, LoadConfigError};

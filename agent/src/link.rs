@@ -33,9 +33,11 @@ use wtd_transport::{
     WriteFrameError,
 };
 use wtd_wire::defaults::MAX_FRAME;
+use wtd_wire::jobs::{JobDelivery, JobUpdate};
 use wtd_wire::{
     decode, encode, Advert, AgentHello, CallReport, FromAgent, MissionEvent, Open, Refusal, ToAgent,
-    WireError, CALL_REPORTS_VERSION, MIN_PROTOCOL_VERSION, MISSION_EVENTS_VERSION,
+    WireError, CALL_REPORTS_VERSION, EVENT_STREAMS_VERSION, JOBS_VERSION, MIN_PROTOCOL_VERSION,
+    MISSION_EVENTS_VERSION,
 };
 
 use crate::backoff::{random_unit, Backoff};
@@ -130,6 +132,15 @@ pub(crate) struct Link {
     pub reports: Option<mpsc::Receiver<CallReport>>,
     /// The protocol version we say hello with: ours, or an older proxy's (then no events).
     pub version: u16,
+    /// Jobs the proxy delivers go to the job runner (`jobs::run`) through here.
+    pub jobs: mpsc::Sender<JobDelivery>,
+    /// What became of them, to send to the proxy; kept across sessions, so an outcome
+    /// reached while the proxy was away is sent when it is back.
+    pub job_updates: mpsc::Receiver<JobUpdate>,
+    /// The signed event logs to publish (version 5 proxies only).
+    pub streams: Arc<crate::streams::EventStreams>,
+    /// Functions subscribed to signed events, served on each session.
+    pub handlers: Arc<Vec<Arc<crate::subscriber::Handler>>>,
 }
 
 /// The proxy a link connects to.
@@ -294,6 +305,7 @@ impl Link {
             }
             ToAgent::Refused(refusal) => return Err(SessionError::Refused(refusal)),
             ToAgent::Log { .. } => return Err(SessionError::OutOfTurn("owner logs before Welcome")),
+            ToAgent::Job(_) => return Err(SessionError::OutOfTurn("a job before Welcome")),
         }
 
         let Link {
@@ -306,8 +318,14 @@ impl Link {
             events,
             reports,
             version,
+            jobs,
+            job_updates,
+            streams,
+            handlers,
             ..
         } = self;
+        // Only a version-5 proxy knows job updates (and only it delivers jobs).
+        let job_updates = Some(job_updates).filter(|_| *version >= JOBS_VERSION);
         // A version-3 proxy knows no mission events: keep them (the queue drops the rest).
         let events = events.as_mut().filter(|_| *version >= MISSION_EVENTS_VERSION);
         // Nor does a version-4 one know call reports.
@@ -319,19 +337,39 @@ impl Link {
             calls.clone().serve(connection.clone(), shutdown.clone()).await;
             std::future::pending::<()>().await;
         };
+        // Signed events out, and subscribed handlers in, on the same connection (version 5
+        // on: an older proxy would close the connection on a request it does not know).
+        // Never ends the session by itself either; the handlers' tasks are owned by this
+        // set and aborted when the session ends.
+        let event_streams = async {
+            if *version >= EVENT_STREAMS_VERSION {
+                let mut subscriptions = tokio::task::JoinSet::new();
+                for h in handlers.iter() {
+                    let (h, conn, calls, stop) =
+                        (h.clone(), connection.clone(), calls.clone(), shutdown.clone());
+                    subscriptions.spawn(async move { h.run(&conn, &calls, &stop).await });
+                }
+                crate::streams::publish(streams, connection).await;
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             () = serve_calls => unreachable!("serving calls never ends the session"),
+            () = event_streams => unreachable!("event streams never end the session"),
             // Ends only with an error: the proxy or the connection went away.
-            error = receive(&mut recv, logs, *id, addr) => Err(error),
+            error = receive(&mut recv, logs, jobs, *id, addr) => Err(error),
             // Ends on shutdown, or when a heartbeat cannot be sent.
-            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, reports, shutdown) => stopped,
+            stopped = send_heartbeats(&mut send, sampler, sensors, *heartbeat, events, reports, job_updates, shutdown) => stopped,
         }
     }
 }
 
-/// Sends a heartbeat every `interval`, and each mission event and call report as it comes,
-/// until shutdown, then `Leaving`. Events and reports are few (their sinks' budgets bound
-/// them) and small, so one never holds a heartbeat back for more than one short write.
+/// Sends a heartbeat every `interval`, and each job update, mission event and call report as
+/// it comes, until shutdown, then `Leaving`. Events and reports are few (their sinks' budgets
+/// bound them) and small, so one never holds a heartbeat back for more than one short write.
+// One optional queue per kind of message on the control stream, each filtered by the
+// proxy's version; bundling them into a struct would only move the same fields.
+#[allow(clippy::too_many_arguments)]
 async fn send_heartbeats(
     send: &mut SendStream,
     sampler: &mut LoadSampler,
@@ -339,6 +377,7 @@ async fn send_heartbeats(
     interval: Duration,
     mut events: Option<&mut mpsc::Receiver<MissionEvent>>,
     mut reports: Option<&mut mpsc::Receiver<CallReport>>,
+    mut job_updates: Option<&mut mpsc::Receiver<JobUpdate>>,
     shutdown: &CancellationToken,
 ) -> Result<Stopped, SessionError> {
     let mut ticks = tokio::time::interval(interval);
@@ -357,11 +396,18 @@ async fn send_heartbeats(
                 None => std::future::pending().await,
             }
         };
+        let next_update = async {
+            match job_updates.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             // Heartbeats first when several are ready: they keep us in the roster.
             biased;
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => FromAgent::Heartbeat(sampler.sample(&sensors.borrow())),
+            Some(update) = next_update => FromAgent::JobUpdate(update),
             Some(event) = next_event => FromAgent::MissionEvent(event),
             Some(report) = next_report => FromAgent::CallReport(report),
         };
@@ -385,7 +431,13 @@ async fn send_heartbeats(
 }
 
 /// Reads the proxy's messages until the session fails, verifying owner logs as they come.
-async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr: SocketAddr) -> SessionError {
+async fn receive(
+    recv: &mut RecvStream,
+    logs: &mut OwnerLogs,
+    jobs: &mpsc::Sender<JobDelivery>,
+    id: AgentId,
+    addr: SocketAddr,
+) -> SessionError {
     loop {
         let frame = match read_frame(recv, MAX_FRAME).await {
             Ok(Some(frame)) => frame,
@@ -411,6 +463,13 @@ async fn receive(recv: &mut RecvStream, logs: &mut OwnerLogs, id: AgentId, addr:
                         log::error!(agent:% = id, peer:% = addr; "{e}")
                     }
                     Err(e @ ApplyError::Store(_)) => return SessionError::Store(explain(&e)),
+                }
+            }
+            Ok(ToAgent::Job(delivery)) => {
+                // Never waits: a full runner means the proxy sent more than it should; the
+                // job stays delivered on the proxy and comes again on the next session.
+                if jobs.try_send(delivery).is_err() {
+                    log::warn!(agent:% = id, peer:% = addr; "too many jobs at once; one is left for the next delivery");
                 }
             }
             Ok(ToAgent::Welcome { .. }) => {

@@ -20,6 +20,8 @@
 //! memory = "32MiB"             # the most memory it may use; default 64 MiB
 //! pids = 16                    # the most processes it may run at once; default 32
 //! open_files = 128             # the most files each process may hold open; default 256
+//! subscribe = ["social/unfriend", "photos"]  # called once per signed event of these
+//!                              # (mission/topic, or a whole mission); see `subscriber`
 //! ```
 //!
 //! `memory`, `pids`, `open_files` and `user` may also be set once for the whole mission, at
@@ -90,6 +92,33 @@ pub struct Function {
     pub limits: Limits,
     /// The user its mission file names to run it as (`user = "..."`), if any.
     pub user: Option<String>,
+    /// Signed events this function handles, once each (`subscribe = ["social/unfriend"]`).
+    pub subscribe: Vec<Subscription>,
+}
+
+/// One entry of a function's `subscribe` list: a mission's events, of one topic or all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub mission: MissionName,
+    pub topic: Option<wtd_keys::TopicName>,
+}
+
+impl Subscription {
+    /// Parses `mission` or `mission/topic`.
+    pub fn parse(text: &str) -> Result<Subscription, NameError> {
+        let (m, t) = match text.split_once('/') {
+            Some((m, t)) => (m, Some(wtd_keys::TopicName::new(t)?)),
+            None => (text, None),
+        };
+        Ok(Subscription {
+            mission: MissionName::new(m)?,
+            topic: t,
+        })
+    }
+
+    pub fn matches(&self, mission: &MissionName, topic: &wtd_keys::TopicName) -> bool {
+        &self.mission == mission && self.topic.as_ref().is_none_or(|t| t == topic)
+    }
 }
 
 /// What one call of a function may use. Enforced by the mission box (see `exec`), and a
@@ -150,6 +179,13 @@ pub enum MissionError {
         name: String,
         #[source]
         source: NameError,
+    },
+    /// An entry of `subscribe` is not `mission` or `mission/topic`.
+    #[error("function {function}: subscribe entry `{entry}`: {why} (write \"mission\" or \"mission/topic\", e.g. \"social/unfriend\")")]
+    BadSubscribe {
+        function: String,
+        entry: String,
+        why: String,
     },
     /// A function's name is not canonical.
     #[error("function name `{name}`: {source}")]
@@ -260,6 +296,8 @@ struct FunctionFile {
     pids: Option<u32>,
     open_files: Option<u32>,
     user: Option<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
 }
 
 /// Limits and user as a mission or function gives them: what is not given is inherited.
@@ -634,7 +672,26 @@ fn parse_function(f: FunctionFile, outer: &LimitsFile) -> Result<Function, Missi
         user: f.user,
     };
     let (limits, user) = own.or(outer).resolve()?;
+    if f.subscribe.len() > defaults::MAX_SUBSCRIPTIONS {
+        return Err(MissionError::BadSubscribe {
+            function: fname(),
+            entry: format!("{} entries", f.subscribe.len()),
+            why: format!("a function subscribes to at most {}", defaults::MAX_SUBSCRIPTIONS),
+        });
+    }
+    let subscribe = f
+        .subscribe
+        .iter()
+        .map(|entry| {
+            Subscription::parse(entry).map_err(|e| MissionError::BadSubscribe {
+                function: fname(),
+                entry: entry.clone(),
+                why: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Function {
+        subscribe,
         description: one_line(&format!("{name}.description"), f.description)?,
         name,
         run: Run::Exec(argv),
@@ -658,6 +715,7 @@ fn sys_mission() -> Mission {
         // The agent answers these itself: no process, nothing to limit.
         limits: Limits::default(),
         user: None,
+        subscribe: Vec::new(),
     };
     Mission {
         name: MissionName::new(SYS).expect("`sys` is canonical"),

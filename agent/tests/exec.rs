@@ -712,6 +712,7 @@ async fn a_request_comes_from_the_catalogue_entry() {
             open_files: 20,
         },
         user: None,
+        subscribe: Vec::new(),
     };
     let request = ExecRequest::new(&lab.mission, &function, b"{}", RunAs::CurrentUser).unwrap();
     assert_eq!(request.argv, ["/bin/cat"]);

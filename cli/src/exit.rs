@@ -11,6 +11,7 @@
 //! | 5 | timed out |
 //! | 6 | the agent vanished mid-call: a non-idempotent function may or may not have run |
 //! | 7 | the function ran and failed (or was cancelled, or printed too much) |
+//! | 8 | `wtd subscribe`: the event stream was altered, reordered, or has a hidden gap |
 
 use std::fmt;
 
@@ -20,6 +21,8 @@ pub const UNREACHABLE: u8 = 4;
 pub const TIMEOUT: u8 = 5;
 pub const MAY_HAVE_RUN: u8 = 6;
 pub const FAILED: u8 = 7;
+/// The proxy (or something on the way) tampered with a signed event stream.
+pub const TAMPERED: u8 = 8;
 
 /// An error that ends `wtd` with a specific exit code.
 #[derive(Debug)]

@@ -63,8 +63,17 @@ pub enum Command {
     Sync(cmd::sync::Args),
     /// Call a function on the best agent for it: `wtd call demo/echo '{"msg":"hi"}'`.
     Call(cmd::call::Args),
+    /// Queue a call on the proxy; it runs as soon as an agent can take it: `wtd push demo/echo '{}'`.
+    Push(cmd::push::Args),
+    /// List your queued calls and what became of each.
+    Jobs(cmd::jobs::Args),
+    /// Print a queued call's result (`wtd call --async`), or wait for it with `--wait`.
+    Result(cmd::result::Args),
     /// List the receipts `wtd call --receipt` kept, or check one offline.
     Receipts(cmd::receipts::Args),
+    /// Stream a mission's signed events as JSON lines, each verified:
+    /// `wtd subscribe social/unfriend --from start`.
+    Subscribe(cmd::subscribe::Args),
     /// Explain, as an owner, whether someone may call a function on your agents, and why.
     Why(cmd::why::Args),
     /// Run a whole cluster on this machine: a proxy and some agents (Ctrl-C stops it).
@@ -90,6 +99,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => cmd::up::run(&ctx, a),
         Command::Call(a) => cmd::call::run(&ctx, a),
         Command::Why(a) => cmd::why::run(&ctx, a),
+        Command::Subscribe(a) => cmd::subscribe::run(&ctx, a),
         Command::Receipts(a) => cmd::receipts::run(&ctx, a),
+        Command::Push(a) => cmd::push::run(&ctx, a),
+        Command::Jobs(a) => cmd::jobs::run(&ctx, a),
+        Command::Result(a) => cmd::result::run(&ctx, a),
     }
 }

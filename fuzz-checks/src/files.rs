@@ -163,3 +163,25 @@ pub fn parse_configs(data: &[u8]) {
     assert!(catalogue.missions().len() <= 2);
     let _ = wtd_proxy::cli::check_config_text(text);
 }
+
+/// A signed event log file (`wtd_store::eventfile`), as the agent and the proxy open theirs:
+/// whatever is accepted, with any torn tail cut off, opens again cleanly to the same head.
+pub fn open_event_log(data: &[u8]) {
+    use wtd_keys::event::LogId;
+    use wtd_store::eventfile::EventFile;
+    let id = LogId {
+        publisher: wtd_keys::AgentId(SecretKey::from_seed(&[7; 32]).public()),
+        mission: wtd_keys::MissionName::new("fuzz").expect("a name"),
+    };
+    let dir = fresh_dir("events");
+    let path = dir.join("fuzz.events");
+    write(&path, data);
+    if let Ok(opened) = EventFile::open(&path, id.clone()) {
+        assert!(opened.torn_tail_bytes <= data.len() as u64);
+        let head = opened.file.log().head();
+        drop(opened);
+        let again = EventFile::open(&path, id).expect("what opened once opens again");
+        assert_eq!(again.torn_tail_bytes, 0, "the torn tail was cut the first time");
+        assert_eq!(again.file.log().head(), head);
+    }
+}

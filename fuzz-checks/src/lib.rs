@@ -41,6 +41,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("open_owner_log", files::open_owner_log),
     ("open_state_files", files::open_state_files),
     ("parse_configs", files::parse_configs),
+    ("decode_event", records::decode_event),
+    ("open_event_log", files::open_event_log),
 ];
 
 /// The check of the target called `name`.

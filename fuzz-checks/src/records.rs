@@ -44,8 +44,16 @@ pub fn decode_ticket(data: &[u8]) {
     }
 }
 
-/// `SignedCall::decode` and the agent's checks after it, `SignedResult::decode`, request ids.
+/// `SignedCall::decode` and the agent's checks after it, `SignedResult::decode`, request ids,
+/// and a queued call: `SignedJob::decode` and the agent's `check_job` after it.
 pub fn decode_call(data: &[u8]) {
+    if let Ok(j) = wtd_keys::job::SignedJob::decode(data) {
+        assert_eq!(j.bytes(), data);
+        assert_eq!(wtd_keys::job::SignedJob::decode(j.bytes()).as_ref(), Ok(&j));
+        let job = j.job();
+        let me = job.agent.unwrap_or(wtd_keys::AgentId(*job.caller.key()));
+        let _ = wtd_keys::job::check_job(data, data, &me, job.issued_at);
+    }
     if let Ok(c) = SignedCall::decode(data) {
         assert_eq!(c.bytes(), data);
         assert_eq!(SignedCall::decode(c.bytes()).as_ref(), Ok(&c));
@@ -107,5 +115,19 @@ pub fn decode_adoption(data: &[u8]) {
         if let Ok(t) = EnrollmentToken::from_text(text) {
             assert_eq!(EnrollmentToken::from_text(&t.to_text()), Ok(t));
         }
+    }
+}
+
+/// `SignedEvent::decode`, then a reader's `Chain` and `CausalOrder`: signed events.
+pub fn decode_event(data: &[u8]) {
+    use wtd_keys::event::{CausalOrder, Chain, SignedEvent};
+    if let Ok(e) = SignedEvent::decode(data) {
+        assert_eq!(e.bytes(), data);
+        assert_eq!(SignedEvent::decode(e.bytes()).as_ref(), Ok(&e));
+        let mut chain = Chain::new();
+        let _ = chain.accept(&e);
+        let _ = chain.accept(&e);
+        let mut order = CausalOrder::new(|_| true);
+        let _ = order.offer(e);
     }
 }

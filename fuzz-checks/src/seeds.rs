@@ -117,5 +117,31 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("decode_revocation", "lesson-set", lesson.bytes().to_vec()),
         ("decode_advert", "advert", encode(&advert())),
         ("decode_frames", "agent-hello", frames),
+        ("decode_event", "event", event().bytes().to_vec()),
     ]
+}
+
+/// A real signed event, with a dependency, as an agent publishes one.
+pub fn event() -> wtd_keys::event::SignedEvent {
+    use wtd_keys::event::{Dep, EventLog, LogId};
+    let k = wtd_keys::SecretKey::from_seed(&[7; 32]);
+    let log = EventLog::new(LogId {
+        publisher: wtd_keys::AgentId(k.public()),
+        mission: wtd_keys::MissionName::new("fuzz").expect("a name"),
+    });
+    let dep = Dep {
+        log: LogId {
+            publisher: wtd_keys::AgentId(wtd_keys::SecretKey::from_seed(&[8; 32]).public()),
+            mission: wtd_keys::MissionName::new("other").expect("a name"),
+        },
+        seq: 3,
+    };
+    log.next(
+        &k,
+        wtd_keys::Timestamp(1_900_000_000_000),
+        wtd_keys::TopicName::new("posted").expect("a name"),
+        r#"{"photo":"beach.jpg"}"#.into(),
+        vec![dep],
+    )
+    .expect("a valid event")
 }

@@ -82,3 +82,28 @@ pub const MAX_REVOKED_SET: usize = 512;
 /// Longest lesson label (`wtd grant --class ... --label`), in bytes: a name people read
 /// in `wtd grants`, like `roster-2026-12-03` or `year 9, lesson 3`.
 pub const MAX_LABEL_LEN: usize = 64;
+/// The longest a job (`wtd push`, `wtd call --async`) may wait for an agent, in
+/// milliseconds: a week, so a job pushed on Friday to a classroom Pi that is off over the
+/// weekend still runs on Monday. It is also how long an agent must remember each job's
+/// request id to refuse a second delivery (`wtd_keys::job`), so it bounds that memory.
+pub const MAX_JOB_LIFETIME_MS: u64 = 7 * 24 * 3_600_000;
+
+/// How long a job waits for an agent when its caller does not say (`wtd push --expires`):
+/// an hour, a lesson's length. Past it, a job nobody ran is marked expired and never runs.
+pub const DEFAULT_JOB_EXPIRY_MS: u64 = 3_600_000;
+/// Longest body of a signed event, in bytes. An event says what happened (`{"user":
+/// "ann", "friend": "parents"}`); bulk data belongs in a call's result. Small enough that
+/// a proxy storing a day of a classroom's events fits in memory on a laptop.
+pub const MAX_EVENT_BODY: usize = 4 * 1024;
+
+/// Most logs one event may depend on. An event emitted while handling another depends on
+/// that one and on what it depended on; a few dozen covers any real chain of services.
+pub const MAX_EVENT_DEPS: usize = 32;
+
+/// Longest encoded event: its body, its dependencies (up to 105 bytes each) and headers.
+pub const MAX_EVENT_LEN: usize = MAX_EVENT_BODY + MAX_EVENT_DEPS * 105 + 512;
+
+/// Most events a subscriber holds back waiting for the events they depend on. Past this
+/// the proxy is withholding something (or a publisher is gone), and the subscriber says so
+/// rather than growing without bound.
+pub const MAX_HELD_EVENTS: usize = 10_000;

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`defaults`]: every limit and duration, each with its reason.
 //! - [`identity`]: ed25519 keys, their text form (`wtd1...`), domain-separated signing.
+//! - [`job`]: signed queued calls (`wtd push`), checked by the agent at delivery time.
 //! - [`names`]: canonical mission and function names.
 //! - [`paste`]: finding the one id in pasted text (a QR code, a sheet, `wtd id` output).
 //! - [`time`]: timestamps and the persisted time floor.
@@ -16,6 +17,7 @@
 //! - [`revocation`]: owner-signed, permanent revocations.
 //! - [`adoption`]: owner-signed adoption (and disowning) of agents; who counts as whose.
 //! - [`enroll`]: one-time enrollment tokens and the proof a headless Pi shows with one.
+//! - [`event`]: signed, hash-chained event logs per agent and mission; causal order.
 //! - [`log`]: the owner's hash-chained log of grants, revocations and adoptions.
 //! - [`seal`]: re-reading a log this machine verified before without verifying it again.
 //! - [`authz`]: authorization as one pure function, with token buckets.
@@ -29,8 +31,10 @@ pub mod call;
 pub mod defaults;
 pub mod encoding;
 pub mod enroll;
+pub mod event;
 pub mod grant;
 pub mod identity;
+pub mod job;
 pub mod log;
 pub mod names;
 pub mod paste;
@@ -53,7 +57,7 @@ pub use enroll::{EnrollProof, EnrollmentToken, IssuedToken, TokenId};
 pub use grant::{Audience, Grant, GrantId, Rate, SignedGrant};
 pub use identity::{AgentId, Domain, KeyError, OwnerKey, ProxyId, PublicId, SecretKey, Signature, UserKey};
 pub use log::{OwnerLog, Record, SignedEntry};
-pub use names::{FunctionName, MissionName};
+pub use names::{FunctionName, MissionName, TopicName};
 pub use revocation::{Revocation, SignedRevocation, Target};
 pub use ticket::{ProxyInfo, Ticket};
 pub use time::{TimeFloor, Timestamp};

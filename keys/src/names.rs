@@ -97,6 +97,11 @@ name_type!(
     FunctionName
 );
 name_type!(
+    /// The topic of a signed mission event (`unfriend`, `posted`): what kind of thing
+    /// happened, so a subscriber can ask for `social/unfriend` only.
+    TopicName
+);
+name_type!(
     /// A local nickname for someone's key in the keyring (`bob`).
     Nickname
 );

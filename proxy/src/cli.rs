@@ -73,6 +73,13 @@ pub struct Args {
     /// e.g. the classroom's Wi-Fi and not the school network.
     #[arg(long = "lan-interface", value_name = "NAME")]
     pub lan_interfaces: Vec<String>,
+    /// Jobs (`wtd push`) one caller key may have waiting at once (default 100); more are
+    /// refused with "queue full for your key".
+    #[arg(long, value_name = "N")]
+    pub max_jobs_per_caller: Option<usize>,
+    /// Jobs waiting under one owner's authority at once, from every caller (default 1000).
+    #[arg(long, value_name = "N")]
+    pub max_jobs_per_owner: Option<usize>,
 }
 
 /// Whether to announce the proxy on the LAN: asked for, or listening where the LAN can
@@ -97,12 +104,77 @@ struct ConfigFile {
     max_connections_per_ip: Option<usize>,
     /// Agents kept in the roster at once.
     max_agents: Option<usize>,
+    /// Jobs one caller key may have waiting at once.
+    max_jobs_per_caller: Option<usize>,
+    /// Jobs waiting under one owner's authority at once.
+    max_jobs_per_owner: Option<usize>,
     /// The MQTT bridge; see `wtd_telemetry::config`.
     mqtt: Option<wtd_telemetry::config::MqttFile>,
     /// Where to serve Prometheus metrics.
     metrics: Option<SocketAddr>,
     /// Where to serve the dashboard.
     dashboard: Option<SocketAddr>,
+    /// How much and how long signed events are kept, for everyone and per owner.
+    events: Option<EventsFile>,
+}
+
+/// `[events]`: retention of signed events (the defaults are in `defaults.rs`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsFile {
+    /// Bytes of events kept per owner, over all its agents' logs.
+    max_bytes: Option<u64>,
+    /// How long events are kept ("7d", "12h").
+    max_age: Option<String>,
+    /// Another retention for some owners' agents.
+    #[serde(default)]
+    owner: Vec<OwnerRetention>,
+}
+
+/// `[[events.owner]]`: one owner's retention.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerRetention {
+    owner: String,
+    max_bytes: Option<u64>,
+    max_age: Option<String>,
+}
+
+fn retention(
+    base: crate::streams::Retention,
+    max_bytes: Option<u64>,
+    max_age: Option<&str>,
+) -> anyhow::Result<crate::streams::Retention> {
+    let mut r = base;
+    if let Some(b) = max_bytes {
+        anyhow::ensure!(
+            b >= 64 * 1024,
+            "events max_bytes is {b}; keep at least 65536 (64 KiB)"
+        );
+        r.max_bytes = b;
+    }
+    if let Some(a) = max_age {
+        r.max_age = humantime::parse_duration(a)
+            .with_context(|| format!("events max_age `{a}` is not a duration (try \"7d\" or \"12h\")"))?;
+    }
+    Ok(r)
+}
+
+fn events_config(file: &Option<EventsFile>) -> anyhow::Result<crate::streams::EventsConfig> {
+    let mut config = crate::streams::EventsConfig::default();
+    let Some(f) = file else { return Ok(config) };
+    config.default = retention(config.default, f.max_bytes, f.max_age.as_deref())?;
+    for o in &f.owner {
+        let owner: OwnerKey = o.owner.parse().with_context(|| {
+            format!(
+                "[[events.owner]] owner `{}` is not an owner id (wtd1...)",
+                o.owner
+            )
+        })?;
+        let r = retention(config.default, o.max_bytes, o.max_age.as_deref())?;
+        config.owners.insert(owner, r);
+    }
+    Ok(config)
 }
 
 /// Parses and checks the text of a proxy.toml as `wtd proxy --config` does, except that
@@ -110,6 +182,7 @@ struct ConfigFile {
 pub fn check_config_text(text: &str) -> anyhow::Result<()> {
     let file = toml::from_str::<ConfigFile>(text)?;
     connection_limits(&args_from_nothing(), &file)?;
+    events_config(&file.events)?;
     if let Some(m) = &file.mqtt {
         let mut m = m.clone();
         m.password_file = None;
@@ -138,6 +211,8 @@ fn args_from_nothing() -> Args {
         announce: false,
         no_announce: false,
         lan_interfaces: Vec::new(),
+        max_jobs_per_caller: None,
+        max_jobs_per_owner: None,
     }
 }
 
@@ -187,6 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     config.metrics = args.metrics.or(file.metrics);
     config.dashboard = args.dashboard.or(file.dashboard);
+    config.events = events_config(&file.events)?;
     let deployment = args.deployment.or(file.deployment).unwrap_or_default();
     let connections = connection_limits(&args, &file)?;
     connections.apply(&mut config.limits);
@@ -196,6 +272,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "max_agents is 0, which would refuse every agent; use at least 1"
         );
         config.max_agents = n;
+    }
+    if let Some(n) = args.max_jobs_per_caller.or(file.max_jobs_per_caller) {
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_caller is 0, which would refuse every push; use at least 1"
+        );
+        config.job_limits.per_caller = n;
+    }
+    if let Some(n) = args.max_jobs_per_owner.or(file.max_jobs_per_owner) {
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_owner is 0, which would refuse every push; use at least 1"
+        );
+        config.job_limits.per_owner = n;
     }
     let mut mqtt = file.mqtt.clone();
     if args.mqtt.is_some() || args.mqtt_cluster.is_some() {
@@ -400,5 +490,11 @@ mod tests {
         assert!(connection_limits(&args(&[]), &f).is_ok());
         check_config_text(text).expect("the example is a valid config");
         assert!(check_config_text("max_connections = 0").is_err());
+        assert!(
+            check_config_text("[events]\nmax_bytes = 10").is_err(),
+            "too small"
+        );
+        assert!(check_config_text("[events]\nmax_age = \"soon\"").is_err());
+        assert!(check_config_text("[[events.owner]]\nowner = \"alice\"").is_err());
     }
 }

@@ -147,3 +147,83 @@ pub const DASHBOARD_PUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// A comment line goes down an idle event stream this often, so proxies and browsers keep
 /// it open, and a page that vanished is noticed and its slot freed.
 pub const DASHBOARD_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Jobs one caller key may have waiting (queued, delivered or running) at once. Anyone
+/// with a key can push, and each job holds disk and memory on the proxy for up to a week;
+/// 100 is plenty for a student's script, and 100 keys' worth still fits a Pi.
+pub const MAX_JOBS_PER_CALLER: usize = 100;
+
+/// Jobs waiting under one owner's authority at once, from all callers together: a class
+/// of 30 students each pushing 30 jobs to their teacher's Pis. Bounds what a crowd of
+/// keys (each within its own bound) can pile onto one owner's agents.
+pub const MAX_JOBS_PER_OWNER: usize = 1_000;
+
+/// Jobs waiting on the proxy in all.
+pub const MAX_JOBS: usize = 10_000;
+
+/// Largest argument bytes of a queued call: the same as a live call's (`wtd_caller`).
+pub const MAX_JOB_ARGS: usize = 64 * 1024;
+
+/// Largest output the proxy keeps for `wtd result`. A bigger one is dropped (its state
+/// and signed result are kept, and `wtd result` says so): a queue of results is disk on a
+/// Pi's SD card, not an object store.
+pub const MAX_JOB_OUTPUT: usize = 256 * 1024;
+
+/// Bytes of jobs, arguments and kept outputs the proxy holds in all (its memory and its
+/// `jobs.log`). 64 MiB is an eighth of a Pi Zero 2 W's RAM; past it pushes are refused.
+pub const MAX_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a finished (or expired, or refused) job is listed and its result kept: long
+/// enough to collect a result the next morning.
+pub const JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Jobs out to one agent at once. The agent runs them in turn; more would only queue on
+/// the agent, where they cannot be handed to another.
+pub const MAX_JOBS_IN_FLIGHT_PER_AGENT: usize = 4;
+
+/// Longest a `Request::JobResult` waits for a job to finish before answering with its
+/// current state; `wtd result --wait` asks again. Bounds how long a stream is held.
+pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
+
+/// How often waiting jobs are checked for expiry.
+pub const JOB_SWEEP_TICK: Duration = Duration::from_secs(1);
+
+/// After an agent refuses a job for a reason of its own (it is not adopted yet, lacks the
+/// function, is busy), the job waits this long before it is delivered again (to any agent):
+/// long enough for an owner's `wtd adopt` to reach the agent, short enough to feel prompt.
+pub const JOB_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Refusals of that kind a job takes before it is refused for good (with the last reason):
+/// about 20 s of retries, so a job for a mission no agent will ever run does not linger.
+pub const MAX_JOB_REFUSALS: u32 = 10;
+/// Bytes of signed events kept per owner (over all its agents' logs) unless proxy.toml
+/// says otherwise: a day of a busy classroom (30 Pis, an event a second, ~300 bytes each
+/// is ~750 MB a day; a quieter one a few MB). Held in memory too, so modest by default.
+pub const EVENTS_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long events are kept by default: a week covers a Pi switched off over a weekend
+/// whose subscriber catches up on Monday.
+pub const EVENTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// When a size bound is hit, trim to this share of it, so a full store rewrites a file
+/// once per tenth of its budget rather than on every event.
+pub const EVENTS_TRIM_TO_PERCENT: u64 = 90;
+
+/// Event logs the proxy holds at most (one per agent and mission that published).
+pub const MAX_EVENT_LOGS: usize = 4096;
+
+/// Event logs per agent: one per mission it offers; more is a misbehaving agent.
+pub const MAX_EVENT_LOGS_PER_AGENT: usize = 64;
+
+/// Named subscriptions whose positions the proxy keeps.
+pub const MAX_SUBSCRIPTION_POSITIONS: usize = 4096;
+
+/// Events sent to a subscriber per look at the store, so one catching up on a long log
+/// cannot starve the others of the store's lock.
+pub const SUBSCRIBE_BATCH: usize = 256;
+
+/// Missions one subscription may name.
+pub const MAX_SUBSCRIBED_MISSIONS: usize = 16;
+
+/// How often a subscription checks its grant again (a revoked or expired grant stops the
+/// stream within this).
+pub const SUBSCRIPTION_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);

@@ -20,9 +20,12 @@
 //! - [`capacity`]: connection limits per deployment (a Pi, a laptop) and their checks.
 //! - [`roster`]: pure bookkeeping of connected agents, producing roster events.
 //! - [`logs`]: the owner logs the proxy stores and relays.
+//! - [`jobs`]: the durable queue of jobs (`wtd push`) and their outcomes.
 //! - `shared`: the state every connection task shares, and why each lock is there.
 //! - `session`: one agent's control stream: admission, heartbeats, log relay.
 //! - `requests`: one CLI request: roster, watch, publish and fetch logs.
+//! - [`streams`]: the signed event store: agents' event logs, retention, positions.
+//! - `subscriptions`: publishing and subscribing to signed events, and what is checked.
 //! - `relay`: splicing a caller's stream to an agent, bytes only.
 //! - `mqtt`: the roster mirrored to an MQTT broker (Home Assistant, Node-RED).
 //! - [`metrics`]: the Prometheus metrics and what they count.
@@ -34,6 +37,7 @@ pub mod capacity;
 pub mod cli;
 pub mod dashboard;
 pub mod defaults;
+pub mod jobs;
 pub mod logs;
 pub mod metrics;
 mod mqtt;
@@ -42,6 +46,8 @@ mod requests;
 pub mod roster;
 mod session;
 mod shared;
+pub mod streams;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,7 +75,8 @@ pub enum Admission {
 /// How to run a proxy.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// Holds the proxy's identity (`identity.key`) and the owner logs (`logs/`).
+    /// Holds the proxy's identity (`identity.key`), the owner logs (`logs/`) and the job
+    /// queue (`jobs/jobs.log`).
     pub state_dir: PathBuf,
     pub admission: Admission,
     pub limits: Limits,
@@ -82,6 +89,10 @@ pub struct ProxyConfig {
     pub metrics: Option<SocketAddr>,
     /// Where to serve the dashboard (`--dashboard`); `None`: no dashboard.
     pub dashboard: Option<SocketAddr>,
+    /// How many jobs may wait, per caller, per owner and in all.
+    pub job_limits: jobs::JobLimits,
+    /// How long and how much of each owner's events the proxy keeps (`[events]`).
+    pub events: streams::EventsConfig,
 }
 
 impl ProxyConfig {
@@ -95,6 +106,8 @@ impl ProxyConfig {
             mqtt: None,
             metrics: None,
             dashboard: None,
+            job_limits: jobs::JobLimits::default(),
+            events: streams::EventsConfig::default(),
         }
     }
 }
@@ -125,6 +138,29 @@ impl Proxy {
         receive_buffer(&socket);
         let server = Server::from_socket(&secret, socket, &config.limits)?;
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
+        let (jobs, opened) = jobs::JobQueue::open(
+            &config.state_dir.join("jobs"),
+            config.job_limits,
+            shared::now_ms(),
+        )?;
+        if opened.torn_tail_bytes > 0 || opened.skipped > 0 {
+            log::warn!(
+                "job queue: cut off a torn last record of {} bytes (it was never acknowledged) and \
+                 skipped {} unreadable records",
+                opened.torn_tail_bytes,
+                opened.skipped
+            );
+        }
+        log::info!(
+            "job queue: {} jobs, {} of them out for delivery when the proxy stopped (delivered again)",
+            opened.jobs,
+            opened.requeued
+        );
+        let events = streams::EventStore::open(
+            &config.state_dir.join("events"),
+            config.events.clone(),
+            shared::now_ms(),
+        )?;
         let id = ProxyId(secret.public());
         let bridge = match &config.mqtt {
             Some(mqtt) => {
@@ -159,7 +195,7 @@ impl Proxy {
             None => None,
         };
         let handle = bridge.as_ref().map(|(_, h)| h.clone());
-        let mut shared = Shared::new(config, logs, handle);
+        let mut shared = Shared::new(config, logs, jobs, events, handle);
         if dashboard.is_some() {
             let d = dashboard::Dashboard::new(defaults::DASHBOARD_CONNECTIONS);
             // The same gauge: `/metrics` shows the pages open.
@@ -212,6 +248,7 @@ impl Proxy {
         let tasks = TaskTracker::new();
         tasks.spawn(shared::reaper(self.shared.clone(), shutdown.clone()));
         tasks.spawn(shared::batcher(self.shared.clone(), shutdown.clone()));
+        tasks.spawn(shared::job_sweeper(self.shared.clone(), shutdown.clone()));
         // The bridge outlives the connections a little: it stops after them, so the last
         // roster changes (and "offline") can still go out.
         let bridge_stop = CancellationToken::new();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use wtd_keys::log::SignedEntry;
 use wtd_keys::record::RecordError;
-use wtd_keys::{AdoptionBook, AgentId, OwnerKey};
+use wtd_keys::{AdoptionBook, AgentId, MissionName, OwnerKey, PublicId, Timestamp};
 use wtd_store::logfile::{LogFile, LogFileError};
 use wtd_wire::defaults::MAX_LOG_BATCH_BYTES;
 
@@ -85,6 +85,69 @@ impl LogStore {
             .is_some_and(|f| AdoptionBook::from_logs([f.log()]).adopts(owner, agent))
     }
 
+    /// The owners whose logs (as stored here) adopt `agent`.
+    pub fn adopters(&self, agent: &AgentId) -> Vec<OwnerKey> {
+        let mut owners: Vec<OwnerKey> = self
+            .logs
+            .keys()
+            .filter(|o| self.adopts(o, agent))
+            .copied()
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    /// May `reader` read the events of `mission` that `publisher` publishes? Yes for the
+    /// publisher itself and for an owner who adopted it; otherwise only with a grant for
+    /// the mission, to the reader, from an owner who adopted the publisher, that covers
+    /// it, is valid at `now` and is not revoked (the same grant that lets the reader call
+    /// the mission there). `Err` says why not, for the subscriber.
+    pub fn may_read(
+        &self,
+        reader: &PublicId,
+        mission: &MissionName,
+        publisher: &AgentId,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        if reader == publisher.key() {
+            return Ok(());
+        }
+        let adopters = self.adopters(publisher);
+        if adopters.iter().any(|o| o.key() == reader) {
+            return Ok(());
+        }
+        let mut why = format!("no grant to you for mission {mission} from an owner of that agent");
+        for owner in &adopters {
+            let Some(file) = self.logs.get(owner) else {
+                continue;
+            };
+            for g in file.log().grants() {
+                let grant = g.grant();
+                if grant.subject.key() != reader || &grant.mission != mission {
+                    continue;
+                }
+                if !grant.audience.covers(publisher) {
+                    why = format!("your grant for {mission} does not cover that agent");
+                    continue;
+                }
+                if now < grant.not_before {
+                    why = format!("your grant for {mission} is not valid yet");
+                    continue;
+                }
+                if now >= grant.expires {
+                    why = format!("your grant for {mission} expired; ask its owner to renew it");
+                    continue;
+                }
+                if file.log().revocations().any(|r| r.revocation().revokes(grant)) {
+                    why = format!("your grant for {mission} was revoked");
+                    continue;
+                }
+                return Ok(());
+            }
+        }
+        Err(why)
+    }
+
     /// Entries after `seq`, in batches that each fit one message.
     pub fn batches_after(&self, owner: &OwnerKey, seq: u64) -> Vec<Vec<Vec<u8>>> {
         let Some(file) = self.logs.get(owner) else {
@@ -133,5 +196,133 @@ impl LogStore {
         }
         file.sync(decoded)?;
         Ok((owner, file.log().head().seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::log::Record;
+    use wtd_keys::{
+        Action, Adoption, Audience, Grant, GrantId, OwnerLog, Rate, Revocation, SecretKey, Target, UserKey,
+    };
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed(&[n; 32])
+    }
+
+    const NOW: Timestamp = Timestamp(1_900_000_000_000);
+
+    fn grant(
+        alice: &SecretKey,
+        to: &SecretKey,
+        mission: &str,
+        audience: Audience,
+        id: u8,
+        expires: Timestamp,
+    ) -> Grant {
+        Grant {
+            id: GrantId([id; 16]),
+            issuer: OwnerKey(alice.public()),
+            subject: UserKey(to.public()),
+            audience,
+            mission: MissionName::new(mission).unwrap(),
+            rate: Rate {
+                calls: 10,
+                period_ms: 60_000,
+            },
+            burst: 10,
+            concurrency: 1,
+            not_before: NOW.minus_ms(1000),
+            expires,
+            issued_at: NOW.minus_ms(1000),
+        }
+    }
+
+    /// Alice (1) adopts agent 10; grants Bob (2) `social` on all agents, Carol (3) `social`
+    /// on agent 11 only, Dave (4) `social` expired, Erin (5) `social` then revokes it.
+    fn store(dir: &Path) -> LogStore {
+        let alice = key(1);
+        let owner = OwnerKey(alice.public());
+        let mut log = OwnerLog::new(owner);
+        let adopt = Adoption {
+            issuer: owner,
+            agent: AgentId(key(10).public()),
+            action: Action::Adopt,
+            token: None,
+            issued_at: NOW.minus_ms(2000),
+        }
+        .sign(&alice);
+        let mut records = vec![Record::Adoption(adopt)];
+        let later = NOW.plus_ms(3_600_000);
+        for g in [
+            grant(&alice, &key(2), "social", Audience::AllAgents, 1, later),
+            grant(
+                &alice,
+                &key(3),
+                "social",
+                Audience::agents(vec![AgentId(key(11).public())]),
+                2,
+                later,
+            ),
+            grant(
+                &alice,
+                &key(4),
+                "social",
+                Audience::AllAgents,
+                3,
+                NOW.minus_ms(10),
+            ),
+            grant(&alice, &key(5), "social", Audience::AllAgents, 4, later),
+        ] {
+            records.push(Record::Grant(g.sign(&alice)));
+        }
+        let revoke = Revocation {
+            issuer: owner,
+            target: Target::Grant(GrantId([4; 16])),
+            issued_at: NOW.minus_ms(500),
+        }
+        .sign(&alice);
+        records.push(Record::Revocation(revoke));
+        let mut entries = Vec::new();
+        for r in records {
+            let e = log.next_entry(&alice, r).unwrap();
+            log.append(e.clone()).unwrap();
+            entries.push(e.bytes().to_vec());
+        }
+        let mut store = LogStore::open(dir).unwrap();
+        store.publish(&entries).unwrap();
+        store
+    }
+
+    #[test]
+    fn who_may_read_an_agents_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store(dir.path());
+        let social = MissionName::new("social").unwrap();
+        let photos = MissionName::new("photos").unwrap();
+        let agent = AgentId(key(10).public());
+        let stranger = AgentId(key(12).public());
+        let may = |reader: u8, mission: &MissionName, publisher: &AgentId| {
+            logs.may_read(&key(reader).public(), mission, publisher, NOW)
+        };
+        assert_eq!(may(10, &social, &agent), Ok(()), "the publisher itself");
+        assert_eq!(may(1, &social, &agent), Ok(()), "the owner who adopted it");
+        assert_eq!(may(2, &social, &agent), Ok(()), "a grant holder");
+        let why = may(2, &photos, &agent).unwrap_err();
+        assert!(why.contains("no grant"), "{why}");
+        let why = may(2, &social, &stranger).unwrap_err();
+        assert!(why.contains("no grant"), "an agent nobody adopted: {why}");
+        let why = may(3, &social, &agent).unwrap_err();
+        assert!(why.contains("does not cover"), "{why}");
+        let why = may(4, &social, &agent).unwrap_err();
+        assert!(why.contains("expired"), "{why}");
+        let why = may(5, &social, &agent).unwrap_err();
+        assert!(why.contains("revoked"), "{why}");
+        let why = logs
+            .may_read(&key(2).public(), &social, &agent, NOW.minus_ms(3_600_000))
+            .unwrap_err();
+        assert!(why.contains("not valid yet"), "{why}");
+        assert_eq!(logs.adopters(&agent), vec![OwnerKey(key(1).public())]);
     }
 }

@@ -49,6 +49,15 @@ pub struct ProxyMetrics {
     pub bridge_dropped: Gauge,
     pub bridge_published: Gauge,
     pub bridge_connects: Gauge,
+    /// Jobs (`wtd push`) waiting: queued, delivered or running.
+    pub jobs_waiting: Gauge,
+    /// Jobs pushed, and pushes refused over a bound.
+    pub jobs_pushed: Counter,
+    pub jobs_refused: Counter,
+    /// Signed events stored (`Request::PublishEvents`).
+    pub events_stored: Counter,
+    /// Open event subscriptions.
+    pub subscribers: Gauge,
 }
 
 impl ProxyMetrics {
@@ -90,6 +99,21 @@ impl ProxyMetrics {
             self.agents_online.clone(),
         );
         r.register(
+            "jobs_waiting",
+            "Queued calls (wtd push) not finished yet: queued, delivered or running",
+            self.jobs_waiting.clone(),
+        );
+        r.register(
+            "jobs_pushed",
+            "Queued calls accepted (wtd push, wtd call --async)",
+            self.jobs_pushed.clone(),
+        );
+        r.register(
+            "jobs_refused",
+            "Pushes refused: over a bound, expired, malformed or not the sender's",
+            self.jobs_refused.clone(),
+        );
+        r.register(
             "agent_load1",
             "An agent's 1-minute load average",
             self.agent_load.clone(),
@@ -103,6 +127,16 @@ impl ProxyMetrics {
             "agent_temperature_celsius",
             "An agent's SoC temperature (Pis only)",
             self.agent_temperature.clone(),
+        );
+        r.register(
+            "signed_events_stored",
+            "Signed events agents published and the proxy stored",
+            self.events_stored.clone(),
+        );
+        r.register(
+            "event_subscribers",
+            "Open event subscriptions (wtd subscribe, agents' subscribed handlers)",
+            self.subscribers.clone(),
         );
         r.register(
             "owner_logs_published",
@@ -175,6 +209,7 @@ pub(crate) fn render(shared: &crate::shared::Shared) -> String {
     let m = &shared.metrics;
     let snapshot = shared.roster().roster.snapshot();
     m.agents_online.set(snapshot.len() as i64);
+    m.jobs_waiting.set(shared.jobs().waiting() as i64);
     m.agent_load.clear();
     m.agent_cpu.clear();
     m.agent_temperature.clear();

@@ -56,7 +56,10 @@ pub(crate) async fn relay(ctx: StreamCtx, mut send: SendStream, recv: RecvStream
     }
     let caller = Key::from(ctx.peer);
     if let Some(d) = &ctx.shared.dashboard {
-        d.change(|f| f.relay_opened(&to, &caller, crate::shared::now_ms()));
+        // The agent's name from the roster itself: the feed learns of agents from roster
+        // batches, which on a busy proxy can lag a session to an agent that just came.
+        let name = ctx.shared.roster().roster.advert_of(&to).map(|a| a.name.clone());
+        d.change(|f| f.relay_opened(&to, &caller, name.as_deref(), crate::shared::now_ms()));
     }
     // However the session ends (even if this task is dropped), the dashboard hears.
     let _closed = OnDrop(|| {

@@ -1,7 +1,7 @@
-//! Requests from the CLI: the roster, a live watch, and owner logs.
+//! Requests from the CLI: the roster, a live watch, owner logs, and jobs.
 
 use tokio::sync::broadcast::error::RecvError;
-use wtd_keys::OwnerKey;
+use wtd_keys::{OwnerKey, UserKey};
 use wtd_transport::{write_frame, SendStream};
 use wtd_wire::defaults::ROSTER_CHUNK_BYTES;
 use wtd_wire::{chunk_agents, encode, encode_frame_into, AgentInfo, Request, Response, RosterEvent};
@@ -62,6 +62,12 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
             let seq = owner.parse().map_or(0, |k| ctx.shared.logs().head(&OwnerKey(k)));
             reply(&mut send, &Response::LogStored { seq }).await;
         }
+        Request::PublishEvents { mission, entries } => {
+            crate::subscriptions::publish(&ctx, &mut send, mission, entries).await;
+        }
+        Request::Subscribe(_) => {
+            unreachable!("session::stream hands subscriptions to subscriptions::subscribe")
+        }
         Request::FetchLog { owner, after_seq } => {
             let batches = match owner.parse() {
                 Ok(k) => ctx.shared.logs().batches_after(&OwnerKey(k), after_seq),
@@ -73,8 +79,68 @@ pub(crate) async fn serve(ctx: StreamCtx, mut send: SendStream, req: Request) {
                 }
             }
         }
+        Request::Push { job, args } => {
+            let pushed = ctx
+                .shared
+                .jobs()
+                .push(&UserKey(ctx.peer), &job, args, crate::shared::now_ms());
+            let msg = match pushed {
+                Ok(expires_at_ms) => {
+                    ctx.shared.metrics.jobs_pushed.inc();
+                    ctx.shared.jobs_changed();
+                    let id = wtd_keys::job::SignedJob::decode(&job)
+                        .map(|j| j.job().request_id.0)
+                        .unwrap_or_default();
+                    log::info!("queued a job from {}", ctx.peer.short());
+                    Response::JobQueued { id, expires_at_ms }
+                }
+                Err(e) => {
+                    ctx.shared.metrics.jobs_refused.inc();
+                    log::info!("refused a job from {}: {e}", ctx.peer.short());
+                    Response::PushRefused(e.to_string())
+                }
+            };
+            reply(&mut send, &msg).await;
+        }
+        Request::Jobs => {
+            let list = ctx
+                .shared
+                .jobs()
+                .list(&UserKey(ctx.peer), crate::shared::now_ms());
+            reply(&mut send, &Response::Jobs(list)).await;
+        }
+        Request::JobResult { id, wait_ms } => job_result(&ctx, &mut send, id, wait_ms).await,
     }
     let _ = send.finish();
+}
+
+/// One of the sender's jobs; if it is not final yet, waits (up to `wait_ms`, capped) for
+/// it to be, or for the caller to go away.
+async fn job_result(ctx: &StreamCtx, send: &mut SendStream, id: wtd_wire::jobs::JobId, wait_ms: u64) {
+    let me = UserKey(ctx.peer);
+    let wait = std::time::Duration::from_millis(wait_ms).min(crate::defaults::MAX_RESULT_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before looking, so a change in between is not missed.
+    let mut changes = ctx.shared.job_changes.subscribe();
+    loop {
+        let answer = ctx.shared.jobs().answer(&me, &id, crate::shared::now_ms());
+        let Some(answer) = answer else {
+            let why = "you have no job with that id on this proxy (finished jobs are kept for a day; \
+                       `wtd jobs` lists yours)";
+            reply(send, &Response::Error(why.into())).await;
+            return;
+        };
+        if answer.info.state.is_final() || tokio::time::Instant::now() >= deadline {
+            reply(send, &Response::JobResult(answer)).await;
+            return;
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = send.stopped() => return,
+            _ = tokio::time::sleep_until(deadline) => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// A watch's snapshot as frames: a `Snapshot` of the agents that fit in one frame, then

@@ -10,14 +10,14 @@ use wtd_keys::{AgentId, OwnerKey, PublicId};
 use wtd_transport::{read_frame, write_frame, Connection, RecvStream, SendStream};
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{
-    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, ToAgent,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode, encode, AgentHello, AgentInfo, FromAgent, Key, LeaveReason, Load, Open, Refusal, Request,
+    ToAgent, JOBS_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::defaults::OPEN_TIMEOUT;
 use crate::logs::LogStore;
 use crate::shared::{now_ms, Shared};
-use crate::{close_offender, relay, requests, Admission};
+use crate::{close_offender, relay, requests, subscriptions, Admission};
 
 /// What a stream task needs.
 pub(crate) struct StreamCtx {
@@ -45,6 +45,7 @@ pub(crate) async fn stream(ctx: StreamCtx, send: SendStream, mut recv: RecvStrea
             }
             agent(ctx, send, recv, hello).await
         }
+        Ok(Open::Request(Request::Subscribe(req))) => subscriptions::subscribe(ctx, send, recv, req).await,
         Ok(Open::Request(req)) => requests::serve(ctx, send, req).await,
         Ok(Open::Relay { to }) => relay::relay(ctx, send, recv, to).await,
         Err(e) => close_offender(&ctx.conn, &e.as_malformed()),
@@ -166,6 +167,7 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
 
     let done = CancellationToken::new();
     let reader = read_agent(&ctx, &mut recv, generation, &done);
+    let jobs = (hello.version >= JOBS_VERSION).then(|| ctx.shared.job_changes.subscribe());
     let writer = write_agent(
         &ctx,
         &mut send,
@@ -173,9 +175,13 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
         owners,
         sent,
         updates,
+        jobs,
         &done,
     );
     let (reason, ()) = tokio::join!(reader, writer);
+    // Whatever was out to it waits for it to come back (and only for it).
+    ctx.shared.jobs().agent_left(&id);
+    ctx.shared.jobs_changed();
 
     let mut state = ctx.shared.roster();
     if state.roster.leave(&id, generation, reason).is_some() {
@@ -237,6 +243,18 @@ async fn read_agent(
                 }
             },
             Ok(FromAgent::Leaving) => return LeaveReason::Graceful,
+            Ok(FromAgent::JobUpdate(update)) => {
+                drop(state);
+                if ctx.shared.jobs().update(&id, update, now_ms()) {
+                    ctx.shared.jobs_changed();
+                } else {
+                    log::debug!(
+                        "ignored an update from agent {} about a job it was not given",
+                        ctx.peer.short()
+                    );
+                }
+                continue;
+            }
             Ok(FromAgent::MissionEvent(event)) => {
                 if let Err(why) = event.validate() {
                     drop(state);
@@ -276,7 +294,9 @@ async fn read_agent(
     }
 }
 
-/// Sends the agent its owners' logs: what it missed, then every new entry as it comes.
+/// Sends the agent its owners' logs: what it missed, then every new entry as it comes; and,
+/// to an agent that speaks version 5 (`jobs` is then `Some`), the queued jobs it can run.
+#[allow(clippy::too_many_arguments)]
 async fn write_agent(
     ctx: &StreamCtx,
     send: &mut SendStream,
@@ -284,6 +304,7 @@ async fn write_agent(
     owners: Vec<OwnerKey>,
     mut sent: HashMap<OwnerKey, u64>,
     mut updates: tokio::sync::broadcast::Receiver<OwnerKey>,
+    mut jobs: Option<tokio::sync::watch::Receiver<u64>>,
     done: &CancellationToken,
 ) {
     if !send_msg(
@@ -324,9 +345,24 @@ async fn write_agent(
             ctx.conn.close(3u32.into(), b"refused");
             return;
         }
+        if jobs.is_some() {
+            for delivery in claim_jobs(ctx) {
+                if !send_msg(send, &ToAgent::Job(delivery)).await {
+                    // Marked delivered: it waits for this agent's next session.
+                    return;
+                }
+            }
+        }
+        let job_change = async {
+            match jobs.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = done.cancelled() => return,
             _ = ctx.shutdown.cancelled() => return,
+            alive = job_change => if !alive { return },
             u = updates.recv() => match u {
                 Ok(owner) if owners.contains(&owner) => pending.push(owner),
                 Ok(_) => {}
@@ -363,6 +399,31 @@ fn dashboard_report(
         }
         Err(why) => refused(&why.to_string()),
     }
+}
+
+/// The queued jobs this agent can take now: those its advert offers, for it or for any
+/// agent, up to its free slots. Each is marked delivered (on disk) before it is returned.
+fn claim_jobs(ctx: &StreamCtx) -> Vec<wtd_wire::jobs::JobDelivery> {
+    let id = Key::from(ctx.peer);
+    let Some(advert) = ctx.shared.roster().roster.advert_of(&id).cloned() else {
+        return Vec::new();
+    };
+    let offers = |m: &str, f: &str| {
+        advert
+            .missions
+            .iter()
+            .any(|mi| mi.name == m && mi.functions.iter().any(|fi| fi.name == f))
+    };
+    let mut jobs = ctx.shared.jobs();
+    let room = crate::defaults::MAX_JOBS_IN_FLIGHT_PER_AGENT.saturating_sub(jobs.in_flight(&id));
+    if room == 0 {
+        return Vec::new();
+    }
+    let claimed = jobs.claim(&id, offers, room, now_ms());
+    if !claimed.is_empty() {
+        log::info!("delivering {} jobs to agent {}", claimed.len(), ctx.peer.short());
+    }
+    claimed
 }
 
 /// Publishes a mission event on `wtd/<cluster>/missions/<mission>/events`, if this proxy

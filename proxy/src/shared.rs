@@ -13,6 +13,7 @@ use wtd_wire::{encode_frame_into, AgentInfo, Key, Response, RosterEvent};
 use crate::defaults::{
     EVENT_BUFFER, MAX_WAITING, REAP_TICK, WAITING_FORGET_AFTER, WATCH_BATCHES_BUFFERED, WATCH_BATCH_INTERVAL,
 };
+use crate::jobs::JobQueue;
 use crate::logs::LogStore;
 use crate::roster::Roster;
 use crate::ProxyConfig;
@@ -37,6 +38,9 @@ pub(crate) struct Shared {
     /// Owner logs. Held across a publish's fsyncs (rare, owner-initiated), never across
     /// an await.
     pub logs: Mutex<LogStore>,
+    /// Signed event logs and subscription positions. A std mutex like `logs`: held across
+    /// an append's fsync (one per published batch), never across an await.
+    pub events: Mutex<crate::streams::EventStore>,
     /// "This owner's log grew": each agent session listening checks if it cares.
     pub log_updates: broadcast::Sender<OwnerKey>,
     /// Agents turned away because no allowed owner adopted them yet, by id, so an owner
@@ -49,20 +53,35 @@ pub(crate) struct Shared {
     pub bridge: Option<wtd_telemetry::BridgeHandle>,
     /// The dashboard's feed, when `--dashboard` is set.
     pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    /// Queued jobs. A std mutex, held across a change's fsync (a push, a delivery, an
+    /// outcome: one small append each), never across an await.
+    pub jobs: Mutex<JobQueue>,
+    /// Bumped whenever a job is pushed or changes state: agent sessions look for work,
+    /// `wtd result --wait` looks for its outcome. A watch, so a burst is one wake-up.
+    pub job_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
-    pub fn new(config: ProxyConfig, logs: LogStore, bridge: Option<wtd_telemetry::BridgeHandle>) -> Self {
+    pub fn new(
+        config: ProxyConfig,
+        logs: LogStore,
+        jobs: JobQueue,
+        events: crate::streams::EventStore,
+        bridge: Option<wtd_telemetry::BridgeHandle>,
+    ) -> Self {
         Shared {
             config,
             roster: Mutex::default(),
             batches: broadcast::channel(WATCH_BATCHES_BUFFERED).0,
             logs: Mutex::new(logs),
+            events: Mutex::new(events),
             log_updates: broadcast::channel(EVENT_BUFFER).0,
             waiting: Mutex::default(),
             metrics: crate::metrics::ProxyMetrics::default(),
             bridge,
             dashboard: None,
+            jobs: Mutex::new(jobs),
+            job_changes: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -103,6 +122,19 @@ impl Shared {
 
     pub fn logs(&self) -> MutexGuard<'_, LogStore> {
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn jobs(&self) -> MutexGuard<'_, JobQueue> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells whoever waits on jobs that something changed.
+    pub fn jobs_changed(&self) {
+        self.job_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn events(&self) -> MutexGuard<'_, crate::streams::EventStore> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to batches of changes. Call with the roster lock held, then snapshot.
@@ -186,6 +218,28 @@ pub(crate) async fn reaper(shared: Arc<Shared>, shutdown: CancellationToken) {
                 log::info!("dropping silent agent at {}", conn.remote_address());
                 conn.close(2u32.into(), b"silent for too long");
             }
+        }
+    }
+}
+
+/// Every [`crate::defaults::JOB_SWEEP_TICK`], marks jobs past their expiry as expired (and
+/// forgets old finished ones), and wakes whoever waits on them.
+pub(crate) async fn job_sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::defaults::JOB_SWEEP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let changed = {
+            let mut jobs = shared.jobs();
+            let before = jobs.waiting();
+            jobs.sweep(now_ms());
+            jobs.waiting() != before || jobs.retry_due(now_ms())
+        };
+        if changed {
+            shared.jobs_changed();
         }
     }
 }

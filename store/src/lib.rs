@@ -12,6 +12,8 @@
 //! - [`home`]: where a user's or an agent's files live (`$WTD_HOME`, `~/.config/wtd`).
 //! - [`identity`]: the secret key file (mode 0600, never overwritten).
 //! - [`logfile`]: the owner log on disk: framed, checksummed, fsynced appends.
+//! - [`records`]: the same framing for any records a daemon must keep (the proxy's jobs).
+//! - [`eventfile`]: one signed event log on disk: the same frames, trimmed atomically.
 //! - [`keyring`]: names for other people's keys, like ssh's known_hosts.
 //! - [`grants`]: grants this user has received (imported from tickets).
 //! - [`enroll`]: the enrollment tokens an owner issued for headless Pis.
@@ -20,12 +22,14 @@
 
 pub mod atomic;
 pub mod enroll;
+pub mod eventfile;
 pub mod floor;
 pub mod grants;
 pub mod home;
 pub mod identity;
 pub mod keyring;
 pub mod logfile;
+pub mod records;
 
 /// Errors touching the disk, with the path involved.
 #[derive(Debug, thiserror::Error)]

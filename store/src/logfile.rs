@@ -31,7 +31,7 @@ use crate::atomic::sync_dir;
 use crate::IoError;
 
 const MAGIC: &[u8; 8] = b"WTDLOG1\n";
-const CHECKSUM_LEN: usize = 8;
+pub(crate) const CHECKSUM_LEN: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogFileError {
@@ -71,7 +71,7 @@ pub struct LogFile {
     log: OwnerLog,
 }
 
-fn checksum(entry: &[u8]) -> [u8; CHECKSUM_LEN] {
+pub(crate) fn checksum(entry: &[u8]) -> [u8; CHECKSUM_LEN] {
     let h = Sha256::digest(entry);
     h[..CHECKSUM_LEN].try_into().expect("sha256 is 32 bytes")
 }
@@ -297,14 +297,14 @@ impl LogFile {
     }
 }
 
-enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     Whole { entry: &'a [u8], len: usize },
     Torn,
     BadChecksum { len: usize },
     TooLong,
 }
 
-fn parse_frame(rest: &[u8]) -> Frame<'_> {
+pub(crate) fn parse_frame(rest: &[u8]) -> Frame<'_> {
     let Some(len_bytes) = rest.get(..4) else {
         return Frame::Torn;
     };

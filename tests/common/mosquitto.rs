@@ -156,15 +156,84 @@ impl Mosquitto {
             .success());
     }
 
-    /// Starts `mosquitto_sub -v` on `filter` in the background; its output goes to a file.
-    pub fn subscribe(&self, filter: &str, out: &Path) -> Child {
+    /// Starts `mosquitto_sub` on `filter` in the background, its output (`topic<TAB>payload`
+    /// lines) going to `out`, and returns once the subscription is live. Proof, not a sleep:
+    /// the same `mosquitto_sub` also subscribes to a private probe topic, and this publishes
+    /// there until the probe's line appears in `out` (the broker handles one client's
+    /// subscriptions in order, so `filter` is live too). [`Subscription::read`] leaves the
+    /// probe's lines out.
+    pub fn subscribe(&self, filter: &str, out: &Path) -> Subscription {
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Outside `wtd/`, so no filter a test subscribes to can match it.
+        let probe = format!("wtd-test-probe/{}-{n}", std::process::id());
         let port = self.port.to_string();
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", filter, "-F", "%t\t%p"])
+        let child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                filter,
+                "-t",
+                &probe,
+                "-F",
+                "%t\t%p",
+            ])
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run mosquitto_sub")
+            .expect("run mosquitto_sub");
+        let sub = Subscription {
+            child,
+            out: out.to_path_buf(),
+            probe_line: format!("{probe}\t"),
+        };
+        let mut next_publish = std::time::Instant::now();
+        wait_for("mosquitto_sub's subscription to be live", LIMIT, || {
+            let raw = std::fs::read_to_string(&sub.out).unwrap_or_default();
+            if raw.lines().any(|l| l.starts_with(&sub.probe_line)) {
+                return true;
+            }
+            // Publish again now and then (not on every poll): one sent before the
+            // subscription was made is simply lost.
+            if std::time::Instant::now() >= next_publish {
+                self.publish(&probe, Some("probe"), false);
+                next_publish = std::time::Instant::now() + Duration::from_millis(200);
+            }
+            false
+        });
+        sub
+    }
+}
+
+/// Longest wait for a `mosquitto_sub` to subscribe (generous: the machine may be loaded).
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A running `mosquitto_sub` (see [`Mosquitto::subscribe`]), killed by PID when dropped.
+pub struct Subscription {
+    child: Child,
+    out: PathBuf,
+    /// How the probe topic's lines start (`topic<TAB>`), to leave them out.
+    probe_line: String,
+}
+
+impl Subscription {
+    /// Every message received so far, `topic<TAB>payload` a line, without the probe's.
+    pub fn read(&self) -> String {
+        let raw = std::fs::read_to_string(&self.out).unwrap_or_default();
+        raw.lines()
+            .filter(|l| !l.starts_with(&self.probe_line))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -17,7 +17,11 @@
 //!   |-- Heartbeat{load} every ~1 s ----------->|-- roster deltas to watchers ------->|
 //!   |-- MissionEvent{mission, line} (v4) ----->|-- to MQTT, if it has a bridge       |
 //!   |-- CallReport{caller, function, ..} (v5)->|-- to the dashboard (owner's opt-in) |
+//!   |== Request::PublishEvents (v5, own stream)>|<-- Request::Subscribe (v5) --------|
+//!   |<== EventsStored{mission, seq} ============|-- Delivery::Event (signed) ... --->|
 //!   |<-- Log{owner, entries} (pushed live) ----|<-- Request::PublishLog{entries} ----|
+//!   |<-- Job{job, args} (v5) -----------------|<-- Request::Push{job, args} --------|
+//!   |-- JobUpdate{id, outcome} (v5) ---------->|-- Response::JobResult (wtd result)->|
 //!   |-- Leaving (on SIGTERM) ----------------->|   (removed from the roster at once) |
 //!                                              |<-- Request::Roster / Watch ---------|
 //!                                              |-- Response::Roster / Event... ----->|
@@ -31,15 +35,19 @@
 //! # Layout
 //! - [`defaults`]: frame and list limits, with reasons.
 //! - [`roster`]: what the proxy knows of each agent: advert, missions, load.
+//! - [`events`]: signed event streams: publishing, subscribing, positions.
 //! - [`messages`]: the messages of each stream.
 //! - [`call`]: the messages inside an end-to-end call session.
 //! - [`report`]: call reports, an agent's opt-in account of its calls for the dashboard.
+//! - [`jobs`]: queued calls (`wtd push`), their states and outcomes.
 //! - [`codec`]: frames and postcard, with size caps and validation.
 #![forbid(unsafe_code)]
 
 pub mod call;
 pub mod codec;
 pub mod defaults;
+pub mod events;
+pub mod jobs;
 pub mod messages;
 pub mod report;
 pub mod roster;
@@ -49,23 +57,35 @@ pub mod roster;
 /// an enrollment proof, an agent waiting for adoption is told so, and owner logs carry
 /// adoptions (an older agent would refuse them, so it must not connect). Version 4: an
 /// agent may send [`FromAgent::MissionEvent`] (a line a handler emitted, for MQTT).
-/// Version 5: an agent may send [`FromAgent::CallReport`] (a call it answered, for the
-/// proxy's dashboard).
+/// Version 5 (three additions made together, none released apart, so they are one
+/// version): an agent may send [`FromAgent::CallReport`] (a call it answered, for the
+/// proxy's dashboard); jobs ([`jobs`]): the proxy may send [`ToAgent::Job`], the agent
+/// answers with [`FromAgent::JobUpdate`], and the CLI may send the job requests; and
+/// signed event streams ([`events`]): `Request::PublishEvents` and `Request::Subscribe`.
 pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
-/// knows no `MissionEvent`, and 4 from 5 in that it knows no `CallReport`: a proxy admits
-/// older agents (they never send one), and an agent refused by an older proxy says hello
-/// again in that proxy's version and sends only what it knows.
+/// knows no `MissionEvent`, and 4 from 5 in that it knows no `CallReport`, no jobs and no
+/// signed events: a proxy admits older agents (they never send what they do not know, and a
+/// proxy never delivers a job to one), and an agent refused by an older proxy says hello
+/// again in that proxy's version and sends only what it knows (it receives no jobs and
+/// publishes no signed events there).
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
+
+/// The first version with jobs: never send a [`ToAgent::Job`] to an older agent.
+pub const JOBS_VERSION: u16 = 5;
 
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;
 
 /// The first version with [`FromAgent::CallReport`]: never send one to an older peer.
 pub const CALL_REPORTS_VERSION: u16 = 5;
+/// The first version with signed event streams: an agent publishes only to a proxy that
+/// speaks it (an older one would close the connection on an unknown request).
+pub const EVENT_STREAMS_VERSION: u16 = 5;
 
 pub use codec::{decode, encode, encode_frame_into, WireError};
+pub use events::{Delivery, LogPosition, StartAt, Subscribe, SubscriberMsg};
 pub use messages::*;
 pub use report::CallReport;
 pub use roster::*;

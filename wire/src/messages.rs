@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Delivery, Subscribe};
+use crate::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobUpdate};
 use crate::roster::{Advert, AgentInfo, Key, Load, RosterEvent};
 
 /// The first frame on every stream a client opens: what the stream is for.
@@ -63,6 +65,8 @@ pub enum ToAgent {
         owner: Key,
         entries: Vec<Vec<u8>>,
     },
+    /// Run this queued job (version 5 on; see [`crate::jobs`]). Never sent to an older agent.
+    Job(JobDelivery),
 }
 
 /// Agent to proxy, on the control stream after the hello.
@@ -79,6 +83,8 @@ pub enum FromAgent {
     /// A call this agent answered, for the proxy's dashboard (version 5 on; sent only when
     /// its owner set `report_calls`; see [`crate::report`]). Appended last, like the rest.
     CallReport(crate::report::CallReport),
+    /// What became of a job the proxy delivered (version 5 on; see [`crate::jobs`]).
+    JobUpdate(JobUpdate),
 }
 
 /// A mission event: `line` as the handler of `mission/function` printed it (after
@@ -180,6 +186,21 @@ pub enum Request {
     /// The agents the proxy turned away recently because nobody adopted them yet
     /// (answered with `Waiting`), so their owner can adopt them.
     Waiting,
+    /// Queue a job: the sender's signed job (`wtd_keys::job`) and its argument bytes
+    /// (version 5 on). Answered with `JobQueued`, or `PushRefused` saying which bound.
+    Push { job: Vec<u8>, args: Vec<u8> },
+    /// The sender's jobs, newest first (answered with `Jobs`).
+    Jobs,
+    /// One of the sender's jobs and its outcome; waits up to `wait_ms` for it to become
+    /// final (0: answer at once). Answered with `JobResult`.
+    JobResult { id: JobId, wait_ms: u64 },
+    /// Version 5: store these signed events of the sender's own log of `mission` and
+    /// forward them to subscribers (answered with `EventsStored`, or `Error` saying what
+    /// was dropped and why). Only an agent connection may send it. See [`crate::events`].
+    PublishEvents { mission: String, entries: Vec<Vec<u8>> },
+    /// Version 5: stream events (`Response::Delivery` frames); the subscriber sends
+    /// [`crate::events::SubscriberMsg`] frames back on the same stream.
+    Subscribe(Subscribe),
 }
 
 /// A reply to a [`Request`].
@@ -200,4 +221,21 @@ pub enum Response {
     /// Agents waiting for adoption (see [`Request::Waiting`]); self-reported like the roster.
     Waiting(Vec<AgentInfo>),
     Error(String),
+    /// The job is stored (fsynced) and will be delivered until `expires_at_ms`.
+    JobQueued {
+        id: JobId,
+        expires_at_ms: u64,
+    },
+    /// The job was not queued: a bound was hit or it is malformed; the text says which.
+    PushRefused(String),
+    Jobs(Vec<JobInfo>),
+    JobResult(JobAnswer),
+    /// The proxy's copy of the sender's log of `mission` now ends at `seq` (after a
+    /// `PublishEvents`; lower than what was sent: resend from `seq + 1`).
+    EventsStored {
+        mission: String,
+        seq: u64,
+    },
+    /// One message of a subscription stream.
+    Delivery(Delivery),
 }

@@ -67,9 +67,29 @@ pub struct Args {
     /// (`wtd receipts`). Costs two signatures and two checks per call.
     #[arg(long)]
     pub receipt: bool,
+    /// Do not wait: queue the call on the proxy and print its job id at once; it runs when
+    /// an agent can take it, and `wtd result <job>` collects the result (see `wtd push`).
+    #[arg(long = "async", conflicts_with_all = ["all", "random", "round_robin", "tag", "receipt"])]
+    pub async_: bool,
+    /// With `--async`: how long it may wait for an agent (`1h` by default, at most `7days`).
+    #[arg(long, requires = "async_")]
+    pub expires: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    if args.async_ {
+        return crate::cmd::push::submit(
+            ctx,
+            crate::cmd::push::Submit {
+                target: &args.target,
+                args: args.args.as_deref(),
+                agent: args.agent.as_deref(),
+                expires: args.expires.as_deref(),
+                keep_result: true,
+                json: args.json,
+            },
+        );
+    }
     let me = Arc::new(ctx.identity()?);
     let info = proxy::require(&ctx.home.proxy())?;
     let (mission, function) = parse_target(&args.target)?;

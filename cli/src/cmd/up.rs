@@ -77,6 +77,11 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Already gone (it failed to start): nothing to stop, and `kill` would only
+        // complain "No such process" under our own error.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -161,16 +166,18 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if let Ok(Some(status)) = children[0].child.try_wait() {
             // Its last words say why (a port in use, most often).
             let log = std::fs::read_to_string(&proxy_log).unwrap_or_default();
+            if log.contains("could not serve the dashboard") {
+                bail!(
+                    "the dashboard's address {} is in use by another program (another `wtd up`, \
+                     or a web server); nothing was started.\n\
+                     Stop that program, or run `wtd up --dashboard 127.0.0.1:0` (any free port; \
+                     the address is printed), or `wtd up --no-dashboard`.\nsee {}",
+                    args.dashboard,
+                    proxy_log.display()
+                );
+            }
             let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let hint = if log.contains("could not serve the dashboard") {
-                "\n(another program uses the dashboard's port: try `wtd up --dashboard 127.0.0.1:0`, or --no-dashboard)"
-            } else {
-                ""
-            };
-            bail!(
-                "the proxy exited ({status}): {last}{hint}\nsee {}",
-                proxy_log.display()
-            );
+            bail!("the proxy exited ({status}): {last}\nsee {}", proxy_log.display());
         }
         if Instant::now() > deadline {
             bail!("the proxy did not start within 20 s; see {}", proxy_log.display());

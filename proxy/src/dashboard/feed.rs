@@ -296,8 +296,9 @@ impl Feed {
     }
 
     /// The proxy relayed a session from `caller` to `agent` (the one thing about calls it
-    /// sees for itself).
-    pub fn relay_opened(&mut self, agent: &Key, caller: &Key, now_ms: u64) {
+    /// sees for itself). `name` is the agent's in the proxy's roster, used when this feed
+    /// has no card for it yet.
+    pub fn relay_opened(&mut self, agent: &Key, caller: &Key, name: Option<&str>, now_ms: u64) {
         if self.relays.len() >= DASHBOARD_RELAY_PAIRS {
             self.prune(now_ms);
         }
@@ -307,7 +308,7 @@ impl Feed {
             p.open += 1;
             p.last_ms = now_ms;
         }
-        let name = self.name_of(agent).unwrap_or_default().to_string();
+        let name = self.name_of(agent).or(name).unwrap_or_default().to_string();
         self.push(json!({
             "type": "session",
             "at_ms": now_ms,
@@ -532,12 +533,29 @@ mod tests {
     const NO: &dyn Fn(&AgentInfo) -> bool = &|_| false;
 
     #[test]
+    fn a_session_to_an_agent_the_feed_has_not_heard_of_yet_is_named_from_the_roster() {
+        let mut f = Feed::default();
+        // The roster's batch with pi-7 has not reached the feed; the relay names it.
+        f.relay_opened(&key(7), &key(50), Some("pi-7"), 1000);
+        // Once the feed has its card, the card's name is used.
+        f.apply(&RosterEvent::Upsert(agent(8, "pi-8")), 1000, NO);
+        f.relay_opened(&key(8), &key(50), None, 1001);
+        let names: Vec<&Value> = f
+            .events
+            .iter()
+            .filter(|(_, e)| e["type"] == "session")
+            .map(|(_, e)| &e["agent_name"])
+            .collect();
+        assert_eq!(names, ["pi-7", "pi-8"]);
+    }
+
+    #[test]
     fn a_report_for_another_agents_call_is_refused() {
         let mut f = Feed::default();
         f.apply(&RosterEvent::Upsert(agent(1, "pi-1")), 1000, NO);
         f.apply(&RosterEvent::Upsert(agent(2, "pi-2")), 1000, NO);
         // Bob (key 50) has a session to pi-2 only.
-        f.relay_opened(&key(2), &key(50), 1000);
+        f.relay_opened(&key(2), &key(50), None, 1000);
         assert_eq!(f.report(&key(2), &report(50, "demo"), 1001).map(|_| ()), Ok(()));
         // pi-1 claims a call from Bob: no session of his ever reached pi-1.
         assert!(matches!(
@@ -559,7 +577,7 @@ mod tests {
         let late = 2000 + DASHBOARD_REPORT_GRACE.as_millis() as u64 + 1;
         assert!(f.report(&key(2), &report(50, "demo"), late).is_err());
         // An agent gone offline reports nothing.
-        f.relay_opened(&key(2), &key(50), 3000);
+        f.relay_opened(&key(2), &key(50), None, 3000);
         f.apply(
             &RosterEvent::Left {
                 id: key(2),
@@ -579,7 +597,7 @@ mod tests {
         let mut f = Feed::default();
         f.apply(&RosterEvent::Upsert(agent(1, "pi-1")), 1000, NO);
         for i in 0..(DASHBOARD_EVENTS as u64 * 3) {
-            f.relay_opened(&key(1), &key(50), 1000 + i);
+            f.relay_opened(&key(1), &key(50), None, 1000 + i);
         }
         assert_eq!(f.events_len(), DASHBOARD_EVENTS);
         let now = f.seq();
@@ -600,7 +618,7 @@ mod tests {
         for i in 0..(DASHBOARD_RELAY_PAIRS as u32 + 100) {
             let mut caller = [0u8; 32];
             caller[..4].copy_from_slice(&i.to_be_bytes());
-            f.relay_opened(&key(1), &Key(caller), 5000);
+            f.relay_opened(&key(1), &Key(caller), None, 5000);
         }
         assert!(f.relays.len() <= DASHBOARD_RELAY_PAIRS);
     }

@@ -205,13 +205,11 @@ pub(crate) fn log_event(entry: &wtd_keys::log::SignedEntry, now_ms: u64) -> serd
                     None,
                     format!("all of {}'s grants", u.key().short()),
                 ),
-                // A lesson ended in one record: the label is the owner's own (signed, bounded
-                // in length, no control characters); the page shows it as text.
-                wtd_keys::revocation::Target::Grants { label, grants } => (
-                    None,
-                    None,
-                    format!("the {} grants of lesson {label:?}", grants.len()),
-                ),
+                // A lesson's grants ended together (`wtd revoke --label`/`--class`): the
+                // label is what the teacher typed, the count what a projector can show.
+                wtd_keys::revocation::Target::Grants { label, grants } => {
+                    (None, None, format!("{} grants of lesson {label}", grants.len()))
+                }
             };
             json!({
                 "type": "revocation",

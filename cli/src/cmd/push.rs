@@ -1,0 +1,247 @@
+//! `wtd push demo/echo '{"msg":"hi"}'`: queue a call on the proxy; it runs as soon as an
+//! agent that can run it is online, even if none is now. Prints the job's id at once.
+//!
+//! 1. Find the owner whose authority the job runs under: the issuer of your grant for the
+//!    mission (or you, if you own agents). Without one the job could never run, so it is
+//!    refused here.
+//! 2. Sign the job (`wtd_keys::job`): the function, the hash of the arguments, a fresh
+//!    request id, the agent if `--agent` names one, and its expiry (`--expires`, default
+//!    an hour, at most a week). The proxy stores it; it cannot forge or alter one.
+//! 3. The agent that takes it checks your signature and your grant *when it runs it*: a
+//!    grant revoked meanwhile means it never runs, and `wtd jobs` says why.
+//!
+//! The arguments are not sealed: the proxy holding the job can read them (a live `wtd
+//! call` is end-to-end encrypted; a queued one is only signed). `wtd push` says so once.
+//!
+//! `wtd call --async` is the same with the result kept for `wtd result`; a plain push keeps
+//! only the job's state.
+
+use wtd_keys::defaults::{DEFAULT_JOB_EXPIRY_MS, MAX_JOB_LIFETIME_MS};
+use wtd_keys::job::Job;
+use wtd_keys::names::parse_target;
+use wtd_keys::time::human_duration;
+use wtd_keys::{AgentId, OwnerKey, UserKey};
+use wtd_wire::{Request, Response};
+
+use crate::context::{now, Context};
+use crate::exit::{self, Exit};
+use crate::proxy;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to run: `mission/function`, for example `demo/echo`.
+    pub target: String,
+    /// The arguments, as JSON (default `{}`).
+    pub args: Option<String>,
+    /// Only this agent runs it: its name (it must be online now) or its full id
+    /// (`wtd1...`, for an agent that is offline). Without it, any agent that offers the
+    /// function and honours your grant.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// How long it may wait for an agent: `10min`, `1h` (the default), at most `7days`.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print the job as JSON (`{"job": "req-...", "expires_at": ...}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `wtd push` and `wtd call --async` share.
+#[derive(Debug)]
+pub struct Submit<'a> {
+    pub target: &'a str,
+    pub args: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub expires: Option<&'a str>,
+    pub keep_result: bool,
+    pub json: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    submit(
+        ctx,
+        Submit {
+            target: &args.target,
+            args: args.args.as_deref(),
+            agent: args.agent.as_deref(),
+            expires: args.expires.as_deref(),
+            keep_result: false,
+            json: args.json,
+        },
+    )
+}
+
+/// Signs and queues one job; prints its id.
+pub fn submit(ctx: &Context, s: Submit<'_>) -> anyhow::Result<()> {
+    let me = ctx.identity()?;
+    let info = proxy::require(&ctx.home.proxy())?;
+    let (mission, function) = parse_target(s.target).map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
+    let arg_text = s.args.unwrap_or("{}");
+    let parsed: serde_json::Value = serde_json::from_str(arg_text).map_err(|e| {
+        Exit::new(
+            exit::USAGE,
+            format!("the arguments are not valid JSON ({e}); for example: '{{\"msg\":\"hi\"}}'"),
+        )
+    })?;
+    let args = serde_json::to_vec(&parsed)?;
+    let now = now();
+    let expires_at = match s.expires {
+        None => now.plus_ms(DEFAULT_JOB_EXPIRY_MS),
+        Some(text) => {
+            crate::parse::expiry(text, now).map_err(|e| Exit::new(exit::USAGE, format!("--expires: {e}")))?
+        }
+    };
+    if now.until(expires_at) > MAX_JOB_LIFETIME_MS {
+        return Err(Exit::new(
+            exit::USAGE,
+            format!(
+                "--expires: a job may wait at most {}; pick a shorter time",
+                human_duration(MAX_JOB_LIFETIME_MS)
+            ),
+        )
+        .into());
+    }
+    let owner = authority_for(ctx, &me, &mission, now)?;
+
+    proxy::runtime()?.block_on(async {
+        let (client, conn) = proxy::connect(&me, &info)
+            .await
+            .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{e:#}")))?;
+        let agent = match s.agent {
+            None => None,
+            Some(name) => Some(resolve_agent(&conn, name).await?),
+        };
+        let job = Job::new(
+            UserKey(me.public()),
+            agent,
+            mission.clone(),
+            function.clone(),
+            &args,
+            now,
+            expires_at,
+            s.keep_result,
+            owner,
+        )
+        .sign(&me);
+        let id = job.job().request_id;
+        let mut recv = proxy::request(&conn, Request::Push { job: job.bytes().to_vec(), args }).await?;
+        let answer = proxy::next(&mut recv).await;
+        proxy::goodbye(&client, &conn).await;
+        match answer? {
+            Some(Response::JobQueued { expires_at_ms, .. }) => {
+                warn_readable_once(ctx);
+                if s.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "job": id.to_string(),
+                            "expires_at": crate::parse::format_time(wtd_keys::Timestamp(expires_at_ms)),
+                            "keep_result": s.keep_result,
+                        })
+                    );
+                } else {
+                    println!("{id}");
+                    let then = if s.keep_result {
+                        format!("`wtd result {id} --wait` collects its result")
+                    } else {
+                        "`wtd jobs` shows what became of it".to_string()
+                    };
+                    eprintln!(
+                        "wtd: queued {mission}/{function}; it runs when an agent can take it, until {}; {then}",
+                        crate::parse::format_time(wtd_keys::Timestamp(expires_at_ms))
+                    );
+                }
+                Ok(())
+            }
+            Some(Response::PushRefused(why)) => {
+                Err(Exit::new(exit::DENIED, format!("the proxy did not queue it: {why}")).into())
+            }
+            Some(other) => Err(anyhow::anyhow!(
+                "the proxy answered {other:?} to a push; is it an older wtd (before jobs)? upgrade it"
+            )),
+            None => Err(anyhow::anyhow!(
+                "the proxy closed the stream without an answer; it may be an older wtd that knows no jobs (upgrade it)"
+            )),
+        }
+    })
+}
+
+/// The owner whose authority a job for `mission` runs under: the issuer of an unexpired
+/// grant you hold for it, else you, if you keep an owner log (your own agents).
+fn authority_for(
+    ctx: &Context,
+    me: &wtd_keys::SecretKey,
+    mission: &wtd_keys::MissionName,
+    now: wtd_keys::Timestamp,
+) -> anyhow::Result<OwnerKey> {
+    let (received, _) = wtd_store::grants::list(&ctx.home.received_grants())?;
+    let mut grants: Vec<&wtd_keys::Grant> = received
+        .iter()
+        .map(|g| g.grant())
+        .filter(|g| g.mission == *mission && g.subject.key() == &me.public() && g.expires > now)
+        .collect();
+    grants.sort_by_key(|g| std::cmp::Reverse(g.expires));
+    if let Some(g) = grants.first() {
+        return Ok(g.issuer);
+    }
+    if ctx.home.owner_log().exists() {
+        return Ok(OwnerKey(me.public()));
+    }
+    Err(Exit::new(
+        exit::DENIED,
+        format!(
+            "you hold no unexpired grant for mission `{mission}`, so no agent would run this job; ask the \
+             mission's owner for one (wtd grant {} --mission {mission}) and import it with `wtd grants import`",
+            me.public()
+        ),
+    )
+    .into())
+}
+
+/// `--agent`: a full id is taken as is (the agent may be offline); a name or short id must
+/// match exactly one agent online now.
+async fn resolve_agent(conn: &wtd_transport::Connection, name: &str) -> anyhow::Result<AgentId> {
+    if let Ok(id) = name.parse::<AgentId>() {
+        return Ok(id);
+    }
+    let roster = proxy::roster(conn).await?;
+    let matches: Vec<&wtd_wire::AgentInfo> = roster
+        .iter()
+        .filter(|a| {
+            a.advert.name == name
+                || a.id
+                    .parse()
+                    .is_ok_and(|k: wtd_keys::PublicId| k.short() == name || k.to_string() == name)
+        })
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(AgentId(one.id.parse().map_err(|e| anyhow::anyhow!("{e}"))?)),
+        [] => Err(Exit::new(
+            exit::UNREACHABLE,
+            format!(
+                "no online agent is called {name}; to queue a job for an agent that is offline, give its full id \
+                 (wtd1..., as `wtd ls` showed it)"
+            ),
+        )
+        .into()),
+        _ => Err(Exit::new(
+            exit::USAGE,
+            format!("{} agents answer to {name}; give its full id (wtd1...) instead", matches.len()),
+        )
+        .into()),
+    }
+}
+
+/// Says once per wtd home who can read a queued call's arguments.
+fn warn_readable_once(ctx: &Context) {
+    let marker = ctx.home.dir().join("jobs-warned");
+    if marker.exists() {
+        return;
+    }
+    eprintln!(
+        "wtd: note: a queued call's arguments are stored by the proxy until it runs, and the proxy can read \
+         them (it cannot alter them: you signed them). A live `wtd call` is end-to-end encrypted instead. \
+         (Said once.)"
+    );
+    let _ = wtd_store::atomic::write_atomic(&marker, b"", 0o600);
+}

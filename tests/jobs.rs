@@ -1,0 +1,529 @@
+//! Jobs end to end: `wtd push` and `wtd call --async` queue a call on a real `wtd proxy`,
+//! a real `wtd agent` runs it when it comes online, `wtd result` collects it. Alice owns
+//! the agent; Bob pushes.
+//!
+//! - a push while no agent is online runs once after one starts; its result is collected;
+//! - killing the proxy (kill -9) mid-delivery and restarting it does not run a job twice;
+//! - a grant revoked while the job waited: refused at delivery, never run, reported;
+//! - a proxy that alters a queued call (here: its disk) is caught by the agent;
+//! - the bounds: a caller over its limit is refused with what is queued; a job expires.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{wait_for, Agent, Proxy, TestCluster, User};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Lab {
+    lab: TestCluster,
+    proxy: Proxy,
+    alice: User,
+    alice_id: String,
+    bob: User,
+    /// Where the `side` mission's functions leave their traces.
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(proxy_args: &[&str]) -> Lab {
+        let lab = TestCluster::new();
+        let proxy = lab.start_proxy_on(0, proxy_args);
+        let alice = lab.user("alice");
+        let alice_id = alice.init();
+        alice.ok(["join", &proxy.ticket]);
+        let bob = lab.user("bob");
+        let bob_id = bob.init();
+        bob.ok(["join", &proxy.ticket]);
+        alice.ok(["keys", "add", "bob", &bob_id]);
+        let dir = tempfile::Builder::new()
+            .prefix("wtd-jobs")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Lab {
+            lab,
+            proxy,
+            alice,
+            alice_id,
+            bob,
+            dir,
+        }
+    }
+
+    /// `side/mark` appends a line to `ran`; `side/gate` does too, then waits for the file
+    /// `go` (so a test can act while it runs), then answers.
+    fn agent(&self, name: &str) -> Agent {
+        let missions = self.lab.dir().join("agents").join(name).join("missions");
+        std::fs::create_dir_all(&missions).unwrap();
+        let (ran, go) = (self.ran(), self.dir.join("go"));
+        let toml = format!(
+            r#"name = "side"
+version = "1"
+description = "functions that leave traces"
+
+[[functions]]
+name = "mark"
+description = "appends a line to a file"
+exec = ["/bin/sh", "-c", "echo ran >> {ran}; cat"]
+idempotent = false
+
+[[functions]]
+name = "gate"
+description = "appends a line, then waits for a file"
+exec = ["/bin/sh", "-c", "echo ran >> {ran}; while [ ! -e {go} ]; do sleep 0.05; done; echo '{{\"gate\":\"open\"}}'"]
+timeout = "60s"
+idempotent = false
+"#,
+            ran = ran.display(),
+            go = go.display()
+        );
+        std::fs::write(missions.join("side.toml"), toml).unwrap();
+        let agent = self
+            .lab
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
+        self.alice.adopt(&agent);
+        agent
+    }
+
+    fn ran(&self) -> PathBuf {
+        self.dir.join("ran")
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.ran()).map_or(0, |s| s.lines().count())
+    }
+
+    fn grant(&self, mission: &str) {
+        let out: Value =
+            serde_json::from_str(&self.alice.ok(["grant", "bob", "--mission", mission, "--json"])).unwrap();
+        self.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    }
+
+    /// Bob's jobs, as `wtd jobs --json` lists them.
+    fn jobs(&self) -> Vec<Value> {
+        serde_json::from_str(&self.bob.ok(["jobs", "--json"])).unwrap()
+    }
+
+    fn state(&self, job: &str) -> String {
+        self.jobs()
+            .iter()
+            .find(|j| j["job"] == job)
+            .map(|j| j["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The proxy's `/metrics` text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .expect("an HTTP response")
+        .1
+        .to_string()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_push_while_no_agent_is_online_runs_once_after_one_starts_and_its_result_is_collected() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+
+    // Nobody is online: both return at once with a job id.
+    let out = l.bob.cli(["call", "--async", "side/mark", r#"{"msg":"hi"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let collected = stdout(&out).trim().to_string();
+    assert!(collected.starts_with("req-"), "{collected}");
+    assert!(
+        stderr(&out).contains("the proxy can read"),
+        "warned once: {}",
+        stderr(&out)
+    );
+    let out = l.bob.cli(["push", "side/mark", r#"{"msg":"fire"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("the proxy can read"),
+        "only once: {}",
+        stderr(&out)
+    );
+    let pushed = stdout(&out).trim().to_string();
+    assert_eq!(l.state(&collected), "queued");
+    assert_eq!(l.state(&pushed), "queued");
+    // Not finished: `wtd result` says so (exit 5) without waiting.
+    let out = l.bob.cli(["result", &collected]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("queued"), "{}", stderr(&out));
+    assert_eq!(l.runs(), 0);
+
+    // An agent comes online: both run, once each.
+    let _pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &collected, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"msg":"hi"}"#);
+    wait_for("the pushed job done", LIMIT, || l.state(&pushed) == "done");
+    let out = l.bob.cli(["result", &pushed, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["state"], "done");
+    assert_eq!(envelope["status"], "ok");
+    assert_eq!(l.runs(), 2);
+    // Asked again, the result is the same and nothing runs again.
+    let out = l.bob.cli(["result", &collected]);
+    assert_eq!(stdout(&out).trim(), r#"{"msg":"hi"}"#);
+    assert_eq!(l.runs(), 2);
+
+    // Someone else cannot read Bob's result.
+    let eve = l.lab.user("eve");
+    eve.init();
+    eve.ok(["join", &l.proxy.ticket]);
+    let out = eve.cli(["result", &collected]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no job with that id"), "{}", stderr(&out));
+    assert_eq!(eve.ok(["jobs", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn the_same_job_is_not_run_twice_when_the_proxy_is_killed_and_restarted_mid_delivery() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let pi = l.agent("pi-1");
+    wait_for("pi-1 online", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    let job = l.bob.ok(["call", "--async", "side/gate"]).trim().to_string();
+    // It runs (and waits for the gate) on pi-1.
+    wait_for("the job running", LIMIT, || l.runs() == 1);
+    let port = l.proxy.addr.port();
+    l.proxy.daemon.kill();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    // The restarted proxy delivers it again (at least once), while it still runs.
+    wait_for("the agent back", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    wait_for("a second delivery", LIMIT, || {
+        pi.daemon.output().contains("delivered again")
+            || ["delivered", "running"].contains(&l.state(&job).as_str())
+    });
+    std::fs::write(l.dir.join("go"), b"").unwrap();
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"gate":"open"}"#);
+    wait_for("the repeat answered from the seen-set", LIMIT, || {
+        pi.daemon.output().contains("delivered again")
+    });
+    assert_eq!(l.runs(), 1, "ran once, though delivered twice");
+
+    // The agent restarting keeps its seen-set too: kill -9 it and the proxy, queue the
+    // job's delivery again by restarting both, and it still does not run.
+    let mut pi = pi;
+    pi.daemon.kill();
+    l.proxy.daemon.kill();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    pi.restart();
+    wait_for("the agent back", LIMIT, || l.bob.agent_names() == ["pi-1"]);
+    assert_eq!(l.state(&job), "done");
+    assert_eq!(l.runs(), 1);
+}
+
+#[test]
+fn a_job_whose_grant_was_revoked_while_it_waited_is_refused_at_delivery_and_reported() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    l.alice.ok(["revoke", "bob", "--mission", "side"]);
+    let _pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    let listed = l.jobs();
+    assert_eq!(listed[0]["state"], "refused");
+    assert!(
+        listed[0]["detail"].as_str().unwrap().contains("revoked"),
+        "{listed:?}"
+    );
+    assert_eq!(l.runs(), 0, "it never ran");
+
+    // Without any grant, a push is refused at once: it could never run.
+    let out = l.bob.cli(["push", "demo/echo"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no unexpired grant"), "{}", stderr(&out));
+}
+
+/// Rewrites the record of `jobs.log` holding `from` so it holds `to` instead, with a valid
+/// checksum: what a proxy that alters what it stores would do.
+fn alter_queue(state_dir: &Path, from: &[u8], to: &[u8]) {
+    use sha2::Digest;
+    let path = state_dir.join("jobs").join("jobs.log");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut out = bytes[..8].to_vec();
+    let mut pos = 8;
+    let mut altered = false;
+    while pos < bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let mut record = bytes[pos + 4..pos + 4 + len].to_vec();
+        if let Some(at) = record.windows(from.len()).position(|w| w == from) {
+            record[at..at + from.len()].copy_from_slice(to);
+            altered = true;
+        }
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(&record);
+        out.extend_from_slice(&sha2::Sha256::digest(&record)[..8]);
+        pos += 4 + len + 8;
+    }
+    assert!(altered, "found the bytes to alter");
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn a_proxy_that_alters_a_queued_call_is_detected_and_nothing_runs() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let job = l
+        .bob
+        .ok(["call", "--async", "side/mark", r#"{"amount":10}"#])
+        .trim()
+        .to_string();
+    let port = l.proxy.addr.port();
+    l.proxy.daemon.kill();
+    alter_queue(&l.proxy.state_dir, br#"{"amount":10}"#, br#"{"amount":99}"#);
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    let pi = l.agent("pi-1");
+    let out = l.bob.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("altered"), "{}", stderr(&out));
+    assert_eq!(l.runs(), 0, "the altered call never ran");
+    assert!(
+        pi.daemon.output().contains("refused a queued call"),
+        "{}",
+        pi.daemon.output()
+    );
+}
+
+#[test]
+fn bounds_refuse_clearly_and_jobs_expire() {
+    let metrics = format!("127.0.0.1:{}", common::mosquitto::free_port());
+    let l = Lab::new(&["--max-jobs-per-caller", "2", "--metrics", &metrics]);
+    l.grant("side");
+    l.bob.ok(["push", "side/mark"]);
+    l.bob.ok(["push", "side/mark"]);
+    let out = l.bob.cli(["push", "side/mark"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("queue full for your key: 2 jobs waiting, the oldest queued"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(l.jobs().len(), 2, "nothing queued was dropped to make room");
+    // The operator sees it too.
+    let text = scrape(&metrics);
+    for line in [
+        "wtd_proxy_jobs_waiting 2",
+        "wtd_proxy_jobs_pushed_total 2",
+        "wtd_proxy_jobs_refused_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+
+    // A bad expiry is refused on the command line.
+    let out = l.bob.cli(["push", "side/mark", "--expires", "8days"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at most"), "{}", stderr(&out));
+
+    // Another caller still has room; its job expires unrun with no agent online.
+    let carol = l.lab.user("carol");
+    let carol_id = carol.init();
+    carol.ok(["join", &l.proxy.ticket]);
+    l.alice.ok(["keys", "add", "carol", &carol_id]);
+    let out: Value =
+        serde_json::from_str(&l.alice.ok(["grant", "carol", "--mission", "side", "--json"])).unwrap();
+    carol.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    let job = carol
+        .ok(["call", "--async", "side/mark", "--expires", "2s"])
+        .trim()
+        .to_string();
+    let out = carol.cli(["result", &job, "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no agent"), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&carol.ok(["jobs", "--json"])).unwrap();
+    assert_eq!(listed[0]["state"], "expired");
+    // An agent that comes later never runs it.
+    let _pi = l.agent("pi-1");
+    wait_for("bob's jobs done", LIMIT, || {
+        l.jobs().iter().all(|j| j["state"] == "done")
+    });
+    assert_eq!(l.runs(), 2, "bob's two ran, carol's expired one did not");
+}
+
+#[test]
+fn an_agent_of_an_older_protocol_is_admitted_and_never_sent_a_job() {
+    use wtd_wire::{decode, encode, Advert, AgentHello, FunctionInfo, MissionInfo, Open, ToAgent};
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // A version-4 agent (it knows no jobs) that offers side/mark, online first.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = wtd_keys::SecretKey::generate();
+    let advert = Advert {
+        name: "old-pi".into(),
+        owners: vec![wtd_wire::Key::from(
+            l.alice_id.parse::<wtd_keys::PublicId>().unwrap(),
+        )],
+        missions: vec![MissionInfo {
+            name: "side".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "mark".into(),
+                description: String::new(),
+                idempotent: false,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "wtd 0.0 (version 4)".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let (addr, proxy_key) = (l.proxy.addr, *l.proxy.id.key());
+    let (_client, _conn, _send, recv, reply) = rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(addr, proxy_key).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = Open::Agent(AgentHello {
+            version: 4,
+            advert,
+            heads: vec![],
+        });
+        wtd_transport::write_frame(&mut send, &encode(&hello))
+            .await
+            .unwrap();
+        let first = wtd_transport::read_frame(&mut recv, wtd_wire::defaults::MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        (client, conn, send, recv, decode::<ToAgent>(&first).unwrap())
+    });
+    assert!(matches!(reply, ToAgent::Welcome { .. }), "{reply:?}");
+    wait_for("old-pi online", LIMIT, || l.bob.agent_names() == ["old-pi"]);
+    // Pushed while only the old agent offers it: it waits (had the old agent been sent it,
+    // it would be marked delivered to it, and only it).
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    assert_eq!(l.state(&job), "queued");
+    let pi = l.agent("pi-1");
+    let out = l
+        .bob
+        .cli(["result", &job, "--wait", "--timeout", "60s", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["agent"], pi.id(), "run by the version-5 agent");
+    assert_eq!(l.runs(), 1);
+    drop(recv);
+}
+
+#[test]
+fn a_result_signed_by_a_machine_the_owner_never_adopted_is_not_shown() {
+    use wtd_keys::job::{result_for, SignedJob};
+    use wtd_wire::jobs::{JobOutcome, JobUpdate};
+    use wtd_wire::{decode, encode, Advert, AgentHello, FromAgent, FunctionInfo, MissionInfo, Open, ToAgent};
+    let l = Lab::new(&[]);
+    l.grant("side");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    // A machine that claims Alice but that she never adopted (the proxy's own, say) takes
+    // the job and answers it with a result it signs itself, without running anything.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = wtd_keys::SecretKey::generate();
+    let advert = Advert {
+        name: "rogue".into(),
+        owners: vec![wtd_wire::Key::from(
+            l.alice_id.parse::<wtd_keys::PublicId>().unwrap(),
+        )],
+        missions: vec![MissionInfo {
+            name: "side".into(),
+            version: "1".into(),
+            description: String::new(),
+            functions: vec![FunctionInfo {
+                name: "mark".into(),
+                description: String::new(),
+                idempotent: false,
+            }],
+        }],
+        tags: vec![],
+        model: None,
+        software: "rogue".into(),
+        warnings: vec![],
+        enrollment: None,
+    };
+    let (addr, proxy_key) = (l.proxy.addr, *l.proxy.id.key());
+    let _kept = rt.block_on(async {
+        let client = wtd_transport::Client::bind(&key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client.connect(addr, proxy_key).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = Open::Agent(AgentHello {
+            version: wtd_wire::PROTOCOL_VERSION,
+            advert,
+            heads: vec![],
+        });
+        wtd_transport::write_frame(&mut send, &encode(&hello))
+            .await
+            .unwrap();
+        let delivery = loop {
+            let frame = wtd_transport::read_frame(&mut recv, wtd_wire::defaults::MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            if let ToAgent::Job(d) = decode::<ToAgent>(&frame).unwrap() {
+                break d;
+            }
+        };
+        let signed_job = SignedJob::decode(&delivery.job).unwrap();
+        let output = br#"{"forged":true}"#.to_vec();
+        let result = result_for(
+            &signed_job,
+            wtd_keys::AgentId(key.public()),
+            wtd_keys::call::CallStatus::Ok,
+            &output,
+            wtd_keys::Timestamp(1),
+        )
+        .sign(&key);
+        let update = FromAgent::JobUpdate(JobUpdate {
+            id: signed_job.job().request_id.0,
+            caller: wtd_wire::Key::from(*signed_job.job().caller.key()),
+            outcome: Some(JobOutcome::Ran {
+                status: wtd_wire::call::Status::Ok,
+                output,
+                detail: String::new(),
+                signed: result.bytes().to_vec(),
+            }),
+        });
+        wtd_transport::write_frame(&mut send, &encode(&update))
+            .await
+            .unwrap();
+        (client, conn, send, recv)
+    });
+    wait_for("the forged outcome stored", LIMIT, || l.state(&job) == "done");
+    let out = l.bob.cli(["result", &job]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("has not adopted"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("forged"), "not a byte of it is printed");
+    assert_eq!(l.runs(), 0);
+}
