@@ -461,18 +461,41 @@ impl Run {
         }
         // `exec 2>&1`: stderr and stdout in one pipe, in the order they were written,
         // as a terminal shows them. `timeout`: no command of a lesson runs for minutes.
-        let child = self
+        let mut child = self
             .as_person(&mut Command::new("timeout"), &cmd.person)
             .args(["120", "bash", "-c"])
             .arg(format!("exec 2>&1; {command}"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("run bash");
+        // With `unplug-busy`, what the command prints is read as it comes, so the plug is
+        // pulled only once the call has visibly started (its first progress line reached
+        // the caller), as a person watching the terminal does; on a loaded machine the
+        // agent can fork the handler well before that line makes it through.
+        let mut reader = None;
         if std::mem::take(&mut self.unplug_busy) {
+            let mut stdout = child.stdout.take().expect("piped stdout");
+            let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = printed.clone();
+            reader = Some((
+                printed,
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stdout.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                }),
+            ));
+            let printed = &reader.as_ref().unwrap().0;
             // Pull the plug of whichever agent is running the call, once it runs one.
             let agents = self.up_agent_pids();
-            wait_for("an agent running the call", LIMIT, || {
-                agents.iter().any(|(_, pid)| !children_of(*pid).is_empty())
+            wait_for("an agent running the call, and its first line", LIMIT, || {
+                printed.lock().unwrap().contains(&b'\n')
+                    && agents.iter().any(|(_, pid)| !children_of(*pid).is_empty())
             });
             let (name, pid) = agents
                 .iter()
@@ -486,7 +509,11 @@ impl Run {
                 .status()
                 .unwrap();
         }
-        let out = child.wait_with_output().expect("run bash");
+        let mut out = child.wait_with_output().expect("run bash");
+        if let Some((printed, thread)) = reader {
+            thread.join().expect("the output reader");
+            out.stdout = std::mem::take(&mut *printed.lock().unwrap());
+        }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         // The last grant ticket printed: what Alice would read out or send to Bob.
         if cmd.command.starts_with("wtd grant") {
