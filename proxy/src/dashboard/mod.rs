@@ -205,6 +205,9 @@ pub(crate) fn log_event(entry: &wtd_keys::log::SignedEntry, now_ms: u64) -> serd
                     None,
                     format!("all of {}'s grants", u.key().short()),
                 ),
+                wtd_keys::revocation::Target::Grants { label, grants } => {
+                    (None, None, format!("the {} grants of {label}", grants.len()))
+                }
             };
             json!({
                 "type": "revocation",
