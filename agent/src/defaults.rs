@@ -233,3 +233,9 @@ pub const CALL_REPORTS_BURST: u32 = 60;
 /// Call reports waiting for the control stream (the newest are dropped once it is full, as
 /// while the proxy is away). A report is about 150 bytes.
 pub const CALL_REPORT_QUEUE: usize = 64;
+
+/// The QUIC send priority of the control stream (heartbeats, events, reports), above the
+/// callers' sessions on the same connection (quinn's default, 0): under congestion a
+/// heartbeat goes out before queued answers. Heartbeats are about 100 bytes a second, so
+/// this costs the sessions nothing.
+pub const CONTROL_STREAM_PRIORITY: i32 = 1;
