@@ -92,6 +92,9 @@ fn an_agent_busy_with_exec_calls_is_not_dropped() {
         !agent_log.contains("silent for too long"),
         "the agent was told it was silent:\n{agent_log}"
     );
-    assert!(failures.is_empty(), "calls failed: {failures:#?}\nagent log:\n{agent_log}");
+    assert!(
+        failures.is_empty(),
+        "calls failed: {failures:#?}\nagent log:\n{agent_log}"
+    );
     assert_eq!(alice.agent_names(), ["busy"], "still online");
 }
