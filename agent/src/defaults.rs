@@ -280,3 +280,9 @@ pub const SUBSCRIBE_RETRY: std::time::Duration = std::time::Duration::from_secs(
 /// Times a handler is tried on one event before the event is skipped (logged), so that one
 /// event a handler cannot take does not stop every later one.
 pub const HANDLER_ATTEMPTS: u32 = 3;
+
+/// The QUIC send priority of the control stream (heartbeats, events, reports), above the
+/// callers' sessions on the same connection (quinn's default, 0): under congestion a
+/// heartbeat goes out before queued answers. Heartbeats are about 100 bytes a second, so
+/// this costs the sessions nothing.
+pub const CONTROL_STREAM_PRIORITY: i32 = 1;

@@ -114,7 +114,7 @@ use wtd_keys::{FunctionName, MissionName};
 
 use crate::missions::{Function, Limits, Run};
 use crate::sandbox::{
-    CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_PROGRAM, EXEC_FAILED_STATUS, OVER_MEMORY,
+    off_thread, CallBox, LimitHit, Sandbox, EXEC_FAILED, EXEC_FAILED_PROGRAM, EXEC_FAILED_STATUS, OVER_MEMORY,
 };
 
 // Numbers with a reason, each a candidate for `defaults.rs` (kept here while this module is new).
@@ -410,7 +410,7 @@ pub async fn run(
         Ok(run_as) => run_as,
         Err(reason) => return ExecOutcome::CouldNotStart { reason },
     };
-    let (mut handler, pipes) = match Handler::start(&req, run_as) {
+    let (mut handler, pipes) = match Handler::start(&req, run_as).await {
         Ok(started) => started,
         Err(reason) => return ExecOutcome::CouldNotStart { reason },
     };
@@ -505,15 +505,17 @@ struct Handler {
 }
 
 impl Handler {
-    fn start(req: &ExecRequest<'_>, run_as: Resolved) -> Result<(Handler, Pipes), String> {
+    async fn start(req: &ExecRequest<'_>, run_as: Resolved) -> Result<(Handler, Pipes), String> {
         let (program, _) = check_argv(req)?;
         let owner = match run_as.user {
             RunAs::CurrentUser => None,
             RunAs::Unprivileged { uid, gid } => Some((uid, gid)),
         };
-        let call_box = req
-            .sandbox
-            .open(req.limits, owner)
+        // Its directory and cgroup, made off the agent's async thread (see `off_thread`).
+        let (sandbox, limits) = (req.sandbox.clone(), req.limits);
+        let call_box = off_thread(move || sandbox.open(limits, owner))
+            .await
+            .ok_or("the agent is stopping")?
             .map_err(|e| format!("cannot make a private directory for the call: {e}"))?;
         let child = command(req, &call_box, run_as)
             .spawn()
@@ -583,14 +585,14 @@ impl Handler {
                 status = self.child.wait() => break match status {
                     // A handler the kernel stopped at its cgroup limit just looks killed:
                     // the cgroup's count says why.
-                    Ok(status) if !status.success() => match self.group.limit_hit() {
+                    Ok(status) if !status.success() => match self.group.limit_hit().await {
                         Some(hit) => Ending::Limit(hit),
                         None => Ending::Exited(status),
                     },
                     Ok(status) => Ending::Exited(status),
                     Err(e) => Ending::Lost(e),
                 },
-                _ = watchdog.tick() => if let Some(hit) = self.group.limit_hit() {
+                _ = watchdog.tick() => if let Some(hit) = self.group.limit_hit().await {
                     break Ending::Limit(hit);
                 },
                 () = &mut feed, if !fed => fed = true,
@@ -641,7 +643,7 @@ impl Handler {
     /// Stops a running handler: asks every process of its box to end (SIGTERM), gives the
     /// box [`TERM_GRACE`] to empty, then kills what is left.
     async fn stop(&mut self) {
-        self.group.terminate();
+        self.group.terminate().await;
         // The box's first stage ends once the handler has, having killed the rest.
         let _ = tokio::time::timeout(TERM_GRACE, self.child.wait()).await;
         self.kill().await;
@@ -663,7 +665,7 @@ impl Handler {
     /// through every pid to reach this one again. The same holds for the look for the
     /// leader's descendants; and by then the leader (the box) has killed them itself.
     async fn kill(&mut self) {
-        self.group.kill();
+        self.group.kill_off_thread().await;
         self.group.armed = false;
         if tokio::time::timeout(REAP_TIMEOUT, self.child.wait())
             .await
@@ -915,15 +917,29 @@ impl Group {
         }
     }
 
-    /// Asks every process of the call to end: the group, and those that left it.
-    fn terminate(&self) {
+    /// Asks every process of the call to end: the group, and those that left it (found by
+    /// a scan of `/proc`, off the async thread).
+    async fn terminate(&self) {
         self.signal(Signal::SIGTERM);
-        if let Some(call_box) = &self.call_box {
-            call_box.signal_descendants(self.id, Signal::SIGTERM);
+        if let Some(call_box) = self.call_box.clone() {
+            let root = self.id;
+            off_thread(move || call_box.signal_descendants(root, Signal::SIGTERM)).await;
         }
     }
 
-    /// Kills every process of the call, wherever it went.
+    /// [`Group::kill`], with the cgroup write and the scan of `/proc` off the async thread.
+    async fn kill_off_thread(&self) {
+        if let Some(call_box) = self.call_box.clone() {
+            let root = self.id;
+            if off_thread(move || call_box.kill_all(root)).await.is_none() {
+                // No blocking pool (the agent is stopping): kill right here.
+                self.kill();
+            }
+        }
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// Kills every process of the call, wherever it went. Synchronous, for `Drop`.
     fn kill(&self) {
         match &self.call_box {
             Some(call_box) => call_box.kill_all(self.id),
@@ -932,8 +948,12 @@ impl Group {
         self.signal(Signal::SIGKILL);
     }
 
-    fn limit_hit(&self) -> Option<LimitHit> {
-        self.call_box.as_ref()?.limit_hit(self.id)
+    /// The limit the call is over, if any, read off the async thread (cgroup files, or
+    /// a scan of `/proc`).
+    async fn limit_hit(&self) -> Option<LimitHit> {
+        let call_box = self.call_box.clone()?;
+        let root = self.id;
+        off_thread(move || call_box.limit_hit(root)).await.flatten()
     }
 }
 

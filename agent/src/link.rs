@@ -282,6 +282,11 @@ impl Link {
             .open_bi()
             .await
             .map_err(|e| SessionError::Open(e.into()))?;
+        // The callers' sessions share this connection. When it cannot send everything at
+        // once (its congestion window is full), quinn sends the highest-priority stream's
+        // data first: a heartbeat must not queue behind a burst of answers, or the proxy
+        // drops us and every session with us. Fails only on a closed stream: harmless.
+        let _ = send.set_priority(defaults::CONTROL_STREAM_PRIORITY);
         let hello = Open::Agent(AgentHello {
             version: self.version,
             advert: self.advert.clone(),

@@ -338,7 +338,10 @@ fn private_dir(owner: Option<(u32, u32)>) -> io::Result<PathBuf> {
 }
 
 /// One call's box: what [`exec`](crate::exec) starts and later empties.
-#[derive(Debug)]
+///
+/// `Clone` so that a copy can be moved to the blocking pool for a limit check or a kill
+/// (see [`off_thread`]); only the call's own box is ever closed.
+#[derive(Debug, Clone)]
 pub struct CallBox {
     program: PathBuf,
     prefix: Vec<OsString>,
@@ -347,7 +350,7 @@ pub struct CallBox {
     limits: Limits,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CallCgroup {
     dir: PathBuf,
     memory: bool,
@@ -480,7 +483,13 @@ impl CallBox {
         if let Some(cgroup) = &self.cgroup {
             // A killed process leaves its cgroup a moment after it is reaped.
             for _ in 0..100 {
-                match fs::remove_dir(&cgroup.dir) {
+                let dir = cgroup.dir.clone();
+                let removed = match off_thread(move || fs::remove_dir(dir)).await {
+                    Some(removed) => removed,
+                    // The agent is stopping: `close_now`'s single try, then leave it.
+                    None => fs::remove_dir(&cgroup.dir),
+                };
+                match removed {
                     Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
@@ -495,6 +504,25 @@ impl CallBox {
         if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
             log::warn!(dir:% = self.dir.display(); "cannot remove a call's directory: {e}");
         }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool and waits for it; `None` if the pool is gone (the
+/// agent is stopping).
+///
+/// For the box's file-system work: making and removing cgroups and writing their files,
+/// scanning `/proc` for a call's processes. Each is quick on an idle machine, but cgroupfs
+/// `mkdir` and `rmdir` wait for the kernel (RCU grace periods), and with many calls on a
+/// busy machine one took up to 2.8 s. The agent has a single async thread: work done there
+/// stalls everything else on it, the heartbeats first, and the proxy drops an agent that
+/// misses two (`benches/callers.rs` showed it: 40 agents with 25 callers each were all
+/// dropped within seconds). Awaited right here, so it stays owned by the call; if the call
+/// is dropped meanwhile, the work still ends on its own (each piece is bounded).
+pub async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 
