@@ -378,6 +378,21 @@ fn the_image_boots_enrolls_and_serves_and_survives_a_broken_wtd_toml() {
         "{}",
         guest.console()
     );
+    // Where boot 1's time went, for the closing figures (`--nocapture` shows it; nothing is
+    // asserted on it): systemd's own account, and the console kept as target/image-boot-1.log.
+    let timing = ssh(
+        &key,
+        ssh_port,
+        "systemd-analyze; systemd-analyze critical-chain wtd-agent.service; \
+         systemd-analyze blame | head -n 15; \
+         journalctl -b -o short-monotonic -u wtd-agent -u wtd-firstboot | head -n 30",
+        &guest,
+    );
+    println!("boot 1, as systemd saw it:\n{timing}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/image-boot-1.log"),
+        guest.console(),
+    );
     // Mallory holds no grant: refused (exit 3) by the agent on the guest.
     let mallory = lab.user("mallory");
     mallory.init();
