@@ -50,6 +50,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// arriving in one burst; a bigger cap would spare the proxy little and break the promise.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
+/// How often an agent with no route to its proxy yet (at boot, before DHCP or Wi-Fi) checks
+/// again: one `connect` of a UDP socket, nothing sent, so checking often costs nothing, and
+/// the agent is connecting within this of the network coming up (`link::wait_for_route`).
+pub const ROUTE_POLL: Duration = Duration::from_millis(200);
+
 /// How long the proxy has to answer the hello with `Welcome` or `Refused`. A proxy on a LAN
 /// answers in milliseconds; one that accepts the connection but never answers is broken,
 /// and retrying (with backoff) is better than waiting on it forever.

@@ -247,6 +247,17 @@ impl Link {
         welcomed_at: &mut Option<Instant>,
         shutdown: &CancellationToken,
     ) -> Result<Stopped, SessionError> {
+        if wait_for_route(addr, route_to, defaults::ROUTE_POLL, shutdown, |e| {
+            log::info!(
+                agent:% = self.id, peer:% = addr;
+                "no route to the proxy at {addr} yet ({e}): the network is not up (no address or no default route); connecting as soon as it is"
+            )
+        })
+        .await
+        .is_none()
+        {
+            return Ok(Stopped::Abruptly);
+        }
         log::debug!(agent:% = self.id, peer:% = addr; "connecting to the proxy");
         let connection = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Stopped::Abruptly),
@@ -526,6 +537,62 @@ impl RefusalLog {
     }
 }
 
+/// Whether this machine has a route to `addr` now: a UDP socket's `connect` asks the
+/// kernel for one and sends nothing. `Err` with "network unreachable" (no address, no
+/// default route), "no route to host" or "cannot assign address" means none yet.
+fn route_to(addr: SocketAddr) -> std::io::Result<()> {
+    let any: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(any)?.connect(addr)
+}
+
+/// The errors of [`route_to`] that mean "no route yet"; any other error is left for the
+/// connection attempt to report.
+fn no_route(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    let none_yet = [Errno::ENETUNREACH, Errno::EHOSTUNREACH, Errno::EADDRNOTAVAIL];
+    e.raw_os_error()
+        .is_some_and(|code| none_yet.iter().any(|n| *n as i32 == code))
+}
+
+/// Waits until `probe` finds a route to `addr`, checking every `poll`; `Some(polls)` (how
+/// many checks found none) once there is one, `None` if `shutdown` came first. `said` is
+/// told the first "no route" (once per wait).
+///
+/// At boot the agent starts before DHCP or Wi-Fi have given the Pi an address (it does not
+/// wait for network-online.target). A QUIC attempt then fails at once to send, but only
+/// gives up after its handshake timeout, and the next waits out a backoff: seconds lost
+/// after the network came up. Checking the route first, cheaply, connects within `poll`
+/// of the network being there.
+async fn wait_for_route(
+    addr: SocketAddr,
+    probe: impl Fn(SocketAddr) -> std::io::Result<()>,
+    poll: Duration,
+    shutdown: &CancellationToken,
+    said: impl FnOnce(&std::io::Error),
+) -> Option<u64> {
+    let mut said = Some(said);
+    let mut polls = 0u64;
+    loop {
+        match probe(addr) {
+            Err(e) if no_route(&e) => {
+                if let Some(say) = said.take() {
+                    say(&e);
+                }
+            }
+            _ => return Some(polls),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(poll) => {}
+        }
+        polls += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +610,74 @@ mod tests {
         struct Inner;
         assert_eq!(explain(&Quotes(Inner)), "outer: inner");
         assert_eq!(explain(&Wraps(Inner)), "outer: inner");
+    }
+
+    #[test]
+    fn a_route_is_found_to_loopback_and_no_route_means_only_unreachable() {
+        assert!(route_to("127.0.0.1:9".parse().unwrap()).is_ok());
+        let errno = |n: nix::errno::Errno| std::io::Error::from_raw_os_error(n as i32);
+        assert!(no_route(&errno(nix::errno::Errno::ENETUNREACH)));
+        assert!(no_route(&errno(nix::errno::Errno::EHOSTUNREACH)));
+        assert!(no_route(&errno(nix::errno::Errno::EADDRNOTAVAIL)));
+        // Anything else is for the connection attempt to report.
+        assert!(!no_route(&errno(nix::errno::Errno::EACCES)));
+        assert!(!no_route(&std::io::Error::other("not an OS error")));
+    }
+
+    #[tokio::test]
+    async fn the_agent_waits_for_a_route_then_connects_and_says_so_once() {
+        let addr: SocketAddr = "10.0.2.2:4433".parse().unwrap();
+        let unreachable = || std::io::Error::from_raw_os_error(nix::errno::Errno::ENETUNREACH as i32);
+        // No route for the first three checks (the Pi's network coming up), then one.
+        let checks = std::cell::Cell::new(0);
+        let probe = |_| {
+            checks.set(checks.get() + 1);
+            if checks.get() <= 3 {
+                Err(unreachable())
+            } else {
+                Ok(())
+            }
+        };
+        let said = std::cell::Cell::new(0);
+        let shutdown = CancellationToken::new();
+        let polls = wait_for_route(addr, probe, Duration::from_millis(1), &shutdown, |_| {
+            said.set(said.get() + 1)
+        })
+        .await;
+        assert_eq!(polls, Some(3));
+        assert_eq!(said.get(), 1, "said once, not at every check");
+        // A route at once: no wait, nothing said.
+        let polls = wait_for_route(
+            addr,
+            |_| Ok(()),
+            Duration::from_millis(1),
+            &shutdown,
+            |_| panic!("nothing to say"),
+        )
+        .await;
+        assert_eq!(polls, Some(0));
+        // Another error: not waited for (the connection attempt reports it).
+        let other = |_| {
+            Err(std::io::Error::from_raw_os_error(
+                nix::errno::Errno::EACCES as i32,
+            ))
+        };
+        let polls = wait_for_route(addr, other, Duration::from_millis(1), &shutdown, |_| {
+            panic!("not a missing route")
+        })
+        .await;
+        assert_eq!(polls, Some(0));
+        // Never a route, and the agent is told to stop: it stops waiting.
+        shutdown.cancel();
+        let polls = wait_for_route(
+            addr,
+            |_| Err(unreachable()),
+            Duration::from_secs(3600),
+            &shutdown,
+            |_| {},
+        )
+        .await;
+        assert_eq!(polls, None);
     }
 
     #[test]
