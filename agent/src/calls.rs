@@ -14,7 +14,8 @@
 //!    seen before (`wtd_keys::call::check_receipt_call`);
 //! 4. the caller is an owner who adopted this agent (her own call, no grant needed), or
 //!    holds a grant: owner-signed by an owner whose log adopts this agent, for this caller,
-//!    mission and agent, unexpired, unrevoked, within its rate and concurrency
+//!    mission and agent, unexpired (by [`crate::clock`], never earlier than the time
+//!    floor), unrevoked, within its rate and concurrency
 //!    (`wtd_keys::authz::authorize`);
 //!
 //! and only then the function runs. Built-in functions answer at once, inside the read
@@ -48,6 +49,7 @@ use wtd_wire::codec::decode_with_limit;
 use wtd_wire::defaults::MAX_FRAME;
 use wtd_wire::{decode, encode_frame_into, Key, Relayed};
 
+use crate::clock::Clock;
 use crate::defaults;
 use crate::events::MissionEvents;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
@@ -194,13 +196,8 @@ pub struct CallService {
     reports: Arc<CallReports>,
     /// The signed event logs handlers' `wtd-emit:` lines are appended to.
     streams: Arc<crate::streams::EventStreams>,
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Timestamp(ms)
+    /// The wall clock every grant, job window and time floor is checked by (see `clock`).
+    clock: Clock,
 }
 
 impl CallService {
@@ -216,6 +213,7 @@ impl CallService {
         mission_events: Arc<MissionEvents>,
         reports: Arc<CallReports>,
         streams: Arc<crate::streams::EventStreams>,
+        clock: Clock,
     ) -> Self {
         let floor = match wtd_store::floor::read(&floor_path) {
             Ok(floor) => floor.unwrap_or_default(),
@@ -247,10 +245,18 @@ impl CallService {
             streams,
             metrics: {
                 let m = Arc::new(AgentMetrics::default());
-                m.up_since.set(now().0 as f64 / 1000.0);
+                // When it started, by the real clock: metrics decide nothing.
+                m.up_since.set(Clock::system().now().0 as f64 / 1000.0);
                 m
             },
+            clock,
         }
+    }
+
+    /// Now, by the agent's clock: what grants, job windows and the time floor are checked
+    /// against, and the time signed into results.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The call counters and durations, for the metrics endpoint.
@@ -539,7 +545,7 @@ impl CallService {
             );
             return Some(refused(id, "unknown_function", msg, None));
         };
-        let now = now();
+        let now = self.now();
         // A receipt call: the caller's signature over exactly this call, on this session.
         let receipt = match signed {
             None => None,
@@ -732,7 +738,7 @@ impl CallService {
         receipt: Option<&SignedCall>,
     ) -> AgentMsg {
         let signed = receipt.map(|call| {
-            CallResult::for_call(call, status, &output, now())
+            CallResult::for_call(call, status, &output, self.now())
                 .sign(&self.secret)
                 .bytes()
                 .to_vec()
@@ -899,7 +905,7 @@ impl CallService {
                 retry_after_ms: None,
             });
         }
-        let authority = match self.authorize(&j.caller, &j.mission, &j.function, now()) {
+        let authority = match self.authorize(&j.caller, &j.mission, &j.function, self.now()) {
             Ok(a) => a,
             Err(deny) => {
                 log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "job denied: {deny:?}");
@@ -996,7 +1002,7 @@ impl CallService {
 
     /// This agent's signed result for a job it ran.
     pub(crate) fn sign_job_result(&self, job: &SignedJob, status: CallStatus, output: &[u8]) -> Vec<u8> {
-        wtd_keys::job::result_for(job, self.id, status, output, now())
+        wtd_keys::job::result_for(job, self.id, status, output, self.now())
             .sign(&self.secret)
             .bytes()
             .to_vec()

@@ -186,14 +186,6 @@ fn data_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn now() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
-}
-
 fn refusal(kind: &str, message: String) -> JobOutcome {
     JobOutcome::Refused(Refused {
         kind: kind.into(),
@@ -249,7 +241,7 @@ async fn handle(
     shutdown: &CancellationToken,
 ) -> Option<([u8; 16], Key, JobOutcome)> {
     let me = calls.agent_id();
-    let job = match check_job(&delivery.job, &delivery.args, &me, now()) {
+    let job = match check_job(&delivery.job, &delivery.args, &me, calls.now()) {
         Ok(job) => job,
         Err(e) => {
             // If it still decodes, we can say which job it was and why it did not run.
@@ -290,7 +282,7 @@ async fn handle(
             Ok(p) => break p,
             Err(r) if r.kind == "rate_limited" || r.kind == "concurrency" => {
                 let wait = r.retry_after_ms.unwrap_or(1000).clamp(100, 60_000);
-                if now().plus_ms(wait) > j.expires_at {
+                if calls.now().plus_ms(wait) > j.expires_at {
                     return Some((id, caller, JobOutcome::Refused(r)));
                 }
                 tokio::select! {
@@ -301,7 +293,7 @@ async fn handle(
             Err(r) => return Some((id, caller, JobOutcome::Refused(r))),
         }
     };
-    if let Err(e) = seen.start(&job, now()) {
+    if let Err(e) = seen.start(&job, calls.now()) {
         calls.release_job(permit);
         let kind = if matches!(e, SeenError::Full(_)) {
             "busy"
