@@ -122,6 +122,11 @@ fn call(student: &User) -> std::process::Output {
     student.cli(["call", "demo/echo", "{\"hi\":1}"])
 }
 
+/// `call` on the agent named `agent` only.
+fn call_on(user: &User, agent: &str) -> std::process::Output {
+    user.cli(["call", "--agent", agent, "demo/echo", "{\"hi\":1}"])
+}
+
 /// What `wtd call` printed on stderr.
 fn said(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -317,11 +322,20 @@ fn a_class_expires_together_on_the_agents_clock() {
     for (student, g) in class.students.iter().zip(&grants) {
         student.ok(["grants", "import", g["ticket"].as_str().unwrap()]);
     }
+    // Each on every agent by name: each agent decides by its own clock and floor, and the
+    // selector alone might never pick one of them.
     let everyone_calls = |class: &Class| {
-        for user in class.students.iter().chain([&ta]) {
-            wait_for(&format!("{}'s call to work", user.name), LIMIT, || {
-                call(user).status.success()
-            });
+        for (user, a) in class
+            .students
+            .iter()
+            .chain([&ta])
+            .flat_map(|u| class.agents.iter().map(move |a| (u, a)))
+        {
+            wait_for(
+                &format!("{}'s call on {} to work", user.name, a.name),
+                LIMIT,
+                || call_on(user, &a.name).status.success(),
+            );
         }
     };
     everyone_calls(&class);
@@ -339,20 +353,34 @@ fn a_class_expires_together_on_the_agents_clock() {
     let after = offset_to(end + Duration::from_secs(120));
     class.restart_agents(&[("WTD_TEST_CLOCK_OFFSET", &after)]);
     let every_student_expired = |class: &Class| {
-        for (student, g) in class.students.iter().zip(&grants) {
-            let out = call(student);
-            assert_eq!(out.status.code(), Some(3), "{}: {}", student.name, said(&out));
-            let expected = format!(
-                "your grant {} for `demo` expired",
-                g["grant_id"].as_str().unwrap()
+        for a in &class.agents {
+            for (student, g) in class.students.iter().zip(&grants) {
+                let out = call_on(student, &a.name);
+                let what = format!("{} on {}: {}", student.name, a.name, said(&out));
+                assert_eq!(out.status.code(), Some(3), "{what}");
+                let expected = format!(
+                    "{} refused the call: your grant {} for `demo` expired",
+                    a.name,
+                    g["grant_id"].as_str().unwrap()
+                );
+                assert!(said(&out).contains(&expected), "{what}");
+                assert!(said(&out).contains("ask the owner to renew it"), "{what}");
+            }
+        }
+    };
+    let the_longer_grant_works = |class: &Class| {
+        for a in &class.agents {
+            let out = call_on(&ta, &a.name);
+            assert!(
+                out.status.success(),
+                "the longer grant on {}: {}",
+                a.name,
+                said(&out)
             );
-            assert!(said(&out).contains(&expected), "{}: {}", student.name, said(&out));
-            assert!(said(&out).contains("ask the owner to renew it"), "{}", said(&out));
         }
     };
     every_student_expired(&class);
-    let out = call(&ta);
-    assert!(out.status.success(), "the longer grant: {}", said(&out));
+    the_longer_grant_works(&class);
     // The teacher's list is by her own (real) clock: to her the lesson still runs.
     assert!(class.issued().iter().all(|g| g["status"] == "active"));
 
@@ -360,8 +388,7 @@ fn a_class_expires_together_on_the_agents_clock() {
     // clock that went back from reviving the lesson.
     class.restart_agents(&[]);
     every_student_expired(&class);
-    let out = call(&ta);
-    assert!(out.status.success(), "the longer grant: {}", said(&out));
+    the_longer_grant_works(&class);
 }
 
 /// A fake clock the agent cannot read stops it at start, saying how to write one, rather
