@@ -17,10 +17,10 @@
 //!
 //! A release build (`cargo build --release`, the Pi image) never honours it: a variable
 //! set in a unit file or a shell must not move a real agent's idea of the time, which
-//! would let whoever sets it revive expired grants (a negative offset) or end them all.
-//! If it is set there, the agent logs that it is ignored, so nobody thinks they changed
-//! the clock. Durations other than the offset (timeouts, heartbeats) use the monotonic
-//! clock and are never moved.
+//! would let whoever sets it end every grant early or (on an agent whose time floor has
+//! not yet seen a later time) revive expired ones. If it is set there, the agent logs that
+//! it is ignored, so nobody thinks they changed the clock. Timeouts and heartbeats use the
+//! monotonic clock, which the offset never moves.
 //!
 //! Log lines, metrics timestamps and the agent's signed event streams keep the real clock:
 //! none of them decides who may call.
