@@ -457,7 +457,7 @@ fn a_caller_whose_session_key_is_not_the_grants_subject_is_refused_and_nothing_r
         let mut refused = Vec::new();
         // Both forms: a live call, and a receipt call (signed by Carol, so also not Bob's).
         for receipt in [false, true] {
-            let pending = session.call(&mission, &function, b"{}", receipt).await.unwrap();
+            let pending = session.call(&mission, &function, b"{}", receipt, &[]).await.unwrap();
             match pending.finish(&mut |_| {}).await {
                 Err(wtd_caller::CallError::Refused(r)) => refused.push(r.kind),
                 other => panic!("Carol's call was not refused: {other:?}"),
