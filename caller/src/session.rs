@@ -191,10 +191,24 @@ impl Session {
             }
         }
         let (tls, binding) = handshake?;
+        Ok(Session::over_handshake(me, agent, tls, binding))
+    }
+
+    /// A session over the end-to-end stream our handshake with `agent` just made: whether
+    /// the agent reads a call's cause comes from the handshake (`e2e::speaks_v6`).
+    pub fn over_handshake<IO>(
+        me: Arc<SecretKey>,
+        agent: AgentId,
+        tls: e2e::CallerStream<IO>,
+        binding: ChannelBinding,
+    ) -> Session
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let takes_cause = e2e::speaks_v6(tls.get_ref().1);
         let mut session = Session::over(me, agent, tls, binding);
         session.takes_cause = takes_cause;
-        Ok(session)
+        session
     }
 
     /// A session over an established end-to-end stream `tls` whose binding is `binding`:
@@ -508,6 +522,70 @@ async fn read_loop<R: AsyncRead + Unpin>(rd: R, routes: &Routes) {
         // A message for a call nobody waits for (cancelled, dropped) is dropped too.
         if let Some(tx) = route {
             let _ = tx.send(msg).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::event::LogId;
+    use wtd_transport::session::{accept_offering, connect_as, SESSION_PROTOCOLS};
+    use wtd_transport::ALPN;
+
+    /// One call with a cause to a fake agent choosing among `agent_offers`: what the agent
+    /// received, and whether the answer says the cause was dropped.
+    async fn call_with_cause(agent_offers: &'static [&'static [u8]]) -> (CallerMsg, bool) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let agent_key = SecretKey::generate();
+        let agent = AgentId(agent_key.public());
+        let me = Arc::new(SecretKey::generate());
+        let fake_agent = tokio::spawn(async move {
+            let identity = wtd_transport::certified_key(&agent_key).unwrap();
+            let (mut tls, _, _) = accept_offering(identity, b, agent_offers).await.unwrap();
+            let bytes = e2e::read_msg(&mut tls, 1 << 20).await.unwrap().unwrap();
+            let msg: CallerMsg = wtd_wire::decode(&bytes).unwrap();
+            let done = AgentMsg::Done {
+                id: 1,
+                status: Status::Ok,
+                output: b"{}".to_vec(),
+                detail: String::new(),
+                signed: None,
+            };
+            e2e::write_msg(&mut tls, &encode(&done)).await.unwrap();
+            msg
+        });
+        let identity = wtd_transport::certified_key(&me).unwrap();
+        let (tls, binding) = connect_as(identity, *agent.key(), a).await.unwrap();
+        let session = Arc::new(Session::over_handshake(me, agent, tls, binding));
+        let cause = [Dep {
+            log: LogId {
+                publisher: agent,
+                mission: MissionName::new("social").unwrap(),
+            },
+            seq: 1,
+        }];
+        let (m, f) = (MissionName::new("photos").unwrap(), FunctionName::new("post").unwrap());
+        let pending = session.call(&m, &f, b"{}", false, &cause).await.unwrap();
+        let answer = pending.finish(&mut |_| {}).await.unwrap();
+        (fake_agent.await.unwrap(), answer.cause_dropped)
+    }
+
+    #[tokio::test]
+    async fn a_cause_goes_only_to_an_agent_that_reads_it() {
+        match call_with_cause(SESSION_PROTOCOLS).await {
+            (CallerMsg::CallCaused { cause, .. }, false) => {
+                assert_eq!(cause.len(), 1);
+                assert_eq!(cause[0].mission, "social");
+                assert_eq!(cause[0].seq, 1);
+            }
+            other => panic!("a version-6 agent was not sent the cause: {other:?}"),
+        }
+        // An agent before version 6 would end the session on `CallCaused`: it gets the
+        // plain call, and the answer says the cause was left out.
+        match call_with_cause(&[ALPN]).await {
+            (CallerMsg::Call { mission, .. }, true) => assert_eq!(mission, "photos"),
+            other => panic!("an older agent was sent what it cannot read: {other:?}"),
         }
     }
 }

@@ -39,6 +39,9 @@ pub type ChannelBinding = [u8; 32];
 /// The choice is inside the authenticated handshake: the proxy cannot change it.
 pub const SESSION_ALPN_V6: &[u8] = b"wtd/1 v6";
 
+/// The caller's end of an established session.
+pub type CallerStream<IO> = tokio_rustls::client::TlsStream<IO>;
+
 /// What an end-to-end session offers, newest first.
 pub const SESSION_PROTOCOLS: &[&[u8]] = &[SESSION_ALPN_V6, ALPN];
 
