@@ -457,7 +457,10 @@ fn a_caller_whose_session_key_is_not_the_grants_subject_is_refused_and_nothing_r
         let mut refused = Vec::new();
         // Both forms: a live call, and a receipt call (signed by Carol, so also not Bob's).
         for receipt in [false, true] {
-            let pending = session.call(&mission, &function, b"{}", receipt, &[]).await.unwrap();
+            let pending = session
+                .call(&mission, &function, b"{}", receipt, &[])
+                .await
+                .unwrap();
             match pending.finish(&mut |_| {}).await {
                 Err(wtd_caller::CallError::Refused(r)) => refused.push(r.kind),
                 other => panic!("Carol's call was not refused: {other:?}"),
@@ -690,7 +693,8 @@ fn an_agent_refuses_a_call_with_a_malformed_cause_and_only_that_call() {
     rt.block_on(async {
         let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
         let mut id = 0;
-        let mut cases: Vec<(Vec<LogPosition>, &str)> = bad.into_iter().map(|(p, says)| (vec![p], says)).collect();
+        let mut cases: Vec<(Vec<LogPosition>, &str)> =
+            bad.into_iter().map(|(p, says)| (vec![p], says)).collect();
         cases.push((many, "more than"));
         for (cause, says) in cases {
             id += 1;

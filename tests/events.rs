@@ -886,7 +886,9 @@ timeout = "10s"
 
     // E1: Ann unfriends her parents. The helper handles it and calls photos/post: E2.
     ann.ok(["call", "social/unfriend", r#"{"user":"ann","friend":"parents"}"#]);
-    wait_for("the feed to handle E1 and E2", LIMIT, || outbox_lines().len() >= 2);
+    wait_for("the feed to handle E1 and E2", LIMIT, || {
+        outbox_lines().len() >= 2
+    });
     // The relay passed E2 first; the feed still handled E1 first, because E2 depends on it.
     assert_eq!(
         delivered.lock().unwrap()[..2],
@@ -908,7 +910,9 @@ timeout = "10s"
         "social/unfriend",
         r#"{"user":"ann","friend":"bob","plain":true}"#,
     ]);
-    wait_for("the feed to handle E3 and E4", LIMIT, || outbox_lines().len() >= 4);
+    wait_for("the feed to handle E3 and E4", LIMIT, || {
+        outbox_lines().len() >= 4
+    });
     assert_eq!(
         outbox_lines(),
         [

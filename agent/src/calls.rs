@@ -1148,12 +1148,15 @@ fn cause_from_wire(cause: &[LogPosition]) -> Result<Vec<Dep>, String> {
     }
     let mut deps = Vec::with_capacity(cause.len());
     for p in cause {
-        let publisher = p
-            .publisher
-            .parse()
-            .map_err(|e| format!("the call's cause names an event of an invalid publisher key ({e}); {fix}"))?;
-        let mission = MissionName::new(&p.mission)
-            .map_err(|e| format!("the call's cause names an event of mission `{}` ({e}); {fix}", p.mission))?;
+        let publisher = p.publisher.parse().map_err(|e| {
+            format!("the call's cause names an event of an invalid publisher key ({e}); {fix}")
+        })?;
+        let mission = MissionName::new(&p.mission).map_err(|e| {
+            format!(
+                "the call's cause names an event of mission `{}` ({e}); {fix}",
+                p.mission
+            )
+        })?;
         if p.seq == 0 {
             return Err(format!(
                 "the call's cause names event 0 of {mission}, and events are numbered from 1; {fix}"

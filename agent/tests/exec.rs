@@ -590,10 +590,7 @@ async fn a_call_with_a_cause_gives_the_handler_wtd_cause() {
     let lab = Lab::new();
     let cause = "wtd1example:social:3";
     let env = lab.call(&["/usr/bin/env"]).cause(cause).run().await.ok();
-    assert!(
-        env.lines().any(|l| l == format!("WTD_CAUSE={cause}")),
-        "{env}"
-    );
+    assert!(env.lines().any(|l| l == format!("WTD_CAUSE={cause}")), "{env}");
     let env = lab.call(&["/usr/bin/env"]).run().await.ok();
     assert!(!env.contains("WTD_CAUSE"), "{env}");
 }

@@ -565,7 +565,10 @@ mod tests {
             },
             seq: 1,
         }];
-        let (m, f) = (MissionName::new("photos").unwrap(), FunctionName::new("post").unwrap());
+        let (m, f) = (
+            MissionName::new("photos").unwrap(),
+            FunctionName::new("post").unwrap(),
+        );
         let pending = session.call(&m, &f, b"{}", false, &cause).await.unwrap();
         let answer = pending.finish(&mut |_| {}).await.unwrap();
         (fake_agent.await.unwrap(), answer.cause_dropped)

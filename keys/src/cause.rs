@@ -80,7 +80,8 @@ pub fn parse(text: &str) -> Result<Vec<Dep>, CauseError> {
             why,
         };
         let mut parts = entry.split(':');
-        let (Some(p), Some(m), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(p), Some(m), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(bad("it has not three parts".into()));
         };
         let publisher: AgentId = p.parse().map_err(|e| bad(format!("publisher `{p}`: {e}")))?;
