@@ -491,46 +491,15 @@ async fn relay_subscription(
     });
     // The mailer's acknowledgements are read and dropped.
     tokio::spawn(async move { while let Ok(Some(_)) = read_frame(&mut recv, 1 << 20).await {} });
-    if let Hold::UntilNextOther = delay {
-        let mut held: Vec<(String, Vec<u8>)> = Vec::new();
-        loop {
-            let frame = match tokio::time::timeout(LIMIT, read_frame(&mut up_recv, 1 << 20)).await {
-                Ok(Ok(Some(frame))) => frame,
-                Ok(_) => break,
-                Err(_) => {
-                    // Every wait is bounded: nothing else came, so let them go.
-                    for (label, frame) in held.drain(..) {
-                        log.lock().unwrap().push(label);
-                        let _ = tx.send(frame).await;
-                    }
-                    continue;
-                }
-            };
-            let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
-                break;
-            };
-            let Delivery::Event(bytes) = &d else {
-                let _ = tx.send(frame).await;
-                continue;
-            };
-            let e = SignedEvent::decode(bytes).unwrap();
-            let label = format!("{}/{}", e.event().log.mission, e.event().topic);
-            if e.event().log.mission.as_str() == "social" {
-                held.push((label, frame));
-                continue;
-            }
-            log.lock().unwrap().push(label);
-            let _ = tx.send(frame).await;
-            for (label, frame) in held.drain(..) {
-                log.lock().unwrap().push(label);
-                let _ = tx.send(frame).await;
-            }
+    let delay = match delay {
+        Hold::For(delay) => delay,
+        Hold::UntilNextOther => {
+            hold_until_next_other(&mut up_recv, &tx, &log).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
         }
-        drop(tx);
-        let _ = writer.await;
-        return;
-    }
-    let Hold::For(delay) = delay else { unreachable!() };
+    };
     while let Ok(Some(frame)) = read_frame(&mut up_recv, 1 << 20).await {
         let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
             break;
@@ -562,6 +531,49 @@ async fn relay_subscription(
 impl From<Duration> for Hold {
     fn from(d: Duration) -> Hold {
         Hold::For(d)
+    }
+}
+
+/// [`Hold::UntilNextOther`]: passes every event on at once but `social` ones, which wait
+/// until the next event of another mission has gone (or nothing came for [`LIMIT`]).
+async fn hold_until_next_other(
+    up_recv: &mut wtd_transport::RecvStream,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    log: &Mutex<Vec<String>>,
+) {
+    let mut held: Vec<(String, Vec<u8>)> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(LIMIT, read_frame(up_recv, 1 << 20)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(_) => break,
+            Err(_) => {
+                // Every wait is bounded: nothing else came, so let them go.
+                for (label, frame) in held.drain(..) {
+                    log.lock().unwrap().push(label);
+                    let _ = tx.send(frame).await;
+                }
+                continue;
+            }
+        };
+        let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
+            break;
+        };
+        let Delivery::Event(bytes) = &d else {
+            let _ = tx.send(frame).await;
+            continue;
+        };
+        let e = SignedEvent::decode(bytes).unwrap();
+        let label = format!("{}/{}", e.event().log.mission, e.event().topic);
+        if e.event().log.mission.as_str() == "social" {
+            held.push((label, frame));
+            continue;
+        }
+        log.lock().unwrap().push(label);
+        let _ = tx.send(frame).await;
+        for (label, frame) in held.drain(..) {
+            log.lock().unwrap().push(label);
+            let _ = tx.send(frame).await;
+        }
     }
 }
 
