@@ -978,6 +978,16 @@ timeout = "10s"
     assert_eq!(bad.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("WTD_CAUSE is set but unusable"), "{stderr}");
     assert!(stderr.contains("env -u WTD_CAUSE"), "{stderr}");
+    // A queued call cannot carry a cause yet, and says so rather than drop it silently.
+    let pushed = std::process::Command::new(common::wtd_bin())
+        .args(["push", "social/unfriend", r#"{"user":"ann","friend":"y"}"#])
+        .env("WTD_HOME", &ann.home)
+        .env("WTD_CAUSE", &e1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "{stderr}");
+    assert!(stderr.contains("does not carry WTD_CAUSE"), "{stderr}");
 }
 
 /// Publishing is refused, saying what was dropped and why, to a connection that is not an
