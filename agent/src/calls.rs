@@ -458,83 +458,79 @@ impl CallService {
                     return false;
                 }
             };
-            match msg {
+            let (id, mission, function, args, signed, cause) = match msg {
                 CallerMsg::Cancel { id } => {
                     if let Some(cancel) = st.running.get(&id) {
                         cancel.cancel();
                     }
+                    continue;
                 }
-                call @ (CallerMsg::Call { .. } | CallerMsg::CallCaused { .. }) => {
-                    let (id, mission, function, args, signed, cause) = match call {
-                        CallerMsg::Call {
-                            id,
-                            mission,
-                            function,
-                            args,
-                            signed,
-                        } => (id, mission, function, args, signed, Ok(Vec::new())),
-                        CallerMsg::CallCaused {
-                            id,
-                            mission,
-                            function,
-                            args,
-                            signed,
-                            cause,
-                        } => (id, mission, function, args, signed, cause_from_wire(&cause)),
-                        CallerMsg::Cancel { .. } => unreachable!("matched above"),
-                    };
-                    if id <= st.last_call {
-                        let why = format!(
-                            "call number {id} is not above the last one ({}); a session's call numbers only go up",
-                            st.last_call
-                        );
-                        let _ = out.send(refused(id, "bad_call", why, None)).await;
+                CallerMsg::Call {
+                    id,
+                    mission,
+                    function,
+                    args,
+                    signed,
+                } => (id, mission, function, args, signed, Ok(Vec::new())),
+                CallerMsg::CallCaused {
+                    id,
+                    mission,
+                    function,
+                    args,
+                    signed,
+                    cause,
+                } => (id, mission, function, args, signed, cause_from_wire(&cause)),
+            };
+            if id <= st.last_call {
+                let why = format!(
+                    "call number {id} is not above the last one ({}); a session's call numbers only go up",
+                    st.last_call
+                );
+                let _ = out.send(refused(id, "bad_call", why, None)).await;
+                return false;
+            }
+            st.last_call = id;
+            let cause = match cause {
+                Ok(cause) => cause,
+                Err(why) => {
+                    // Only this call is refused: the session itself is sound.
+                    if out.send(refused(id, "bad_call", why, None)).await.is_err() {
                         return false;
                     }
-                    st.last_call = id;
-                    let cause = match cause {
-                        Ok(cause) => cause,
-                        Err(why) => {
-                            // Only this call is refused: the session itself is sound.
-                            if out.send(refused(id, "bad_call", why, None)).await.is_err() {
-                                return false;
-                            }
-                            continue;
-                        }
-                    };
-                    // Metric labels only for functions we offer: a stranger's made-up
-                    // names must not grow the metrics without bound.
-                    let offered = MissionName::new(&mission)
-                        .ok()
-                        .zip(FunctionName::new(&function).ok())
-                        .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
-                    let labels = if offered {
-                        (mission.clone(), function.clone())
-                    } else {
-                        (String::new(), String::new())
-                    };
-                    let arrived = std::time::Instant::now();
-                    let call = Incoming {
-                        id,
-                        mission,
-                        function,
-                        args,
-                        signed,
-                        cause,
-                    };
-                    if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
-                        self.metrics.answered(&labels.0, &labels.1, &answer);
-                        self.reports.answered(
-                            Key::from(*st.caller.key()),
-                            &labels.0,
-                            &labels.1,
-                            &answer,
-                            arrived.elapsed(),
-                        );
-                        if out.send(answer).await.is_err() {
-                            return false;
-                        }
-                    }
+                    continue;
+                }
+            };
+            // Metric labels only for functions we offer: a stranger's made-up
+            // names must not grow the metrics without bound.
+            let offered = MissionName::new(&mission)
+                .ok()
+                .zip(FunctionName::new(&function).ok())
+                .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
+            let labels = if offered {
+                (mission.clone(), function.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            let arrived = std::time::Instant::now();
+            let call = Incoming {
+                id,
+                mission,
+                function,
+                args,
+                signed,
+                cause,
+            };
+            if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
+                self.metrics.answered(&labels.0, &labels.1, &answer);
+                self.reports.answered(
+                    Key::from(*st.caller.key()),
+                    &labels.0,
+                    &labels.1,
+                    &answer,
+                    arrived.elapsed(),
+                );
+                if out.send(answer).await.is_err() {
+                    return false;
                 }
             }
         }
@@ -1135,8 +1131,8 @@ pub(crate) fn wire_status(s: CallStatus) -> Status {
 
 /// A call's cause as it came on the wire, checked: at most `MAX_CAUSE` events, each of a
 /// valid publisher key and mission name, numbered from 1. A cause is only the caller's
-/// claim, and needs no more checking than that: it can only make subscribers wait for
-/// events that exist (see `wtd_keys::cause`).
+/// claim, and this agent cannot check it against logs it does not have; it can only make
+/// subscribers wait, never hide or forge an event (see `wtd_keys::cause`).
 fn cause_from_wire(cause: &[LogPosition]) -> Result<Vec<Dep>, String> {
     let fix = "the calling wtd sent a malformed WTD_CAUSE; call again without it, or with the positions `wtd subscribe` prints";
     if cause.len() > wtd_keys::defaults::MAX_CAUSE {

@@ -17,8 +17,9 @@
 //! A cause is only the caller's claim, and that is safe: it can make a subscriber *wait* for
 //! an event (on a log the subscriber reads, until that event is delivered), never hide or
 //! forge one, since events are signed by their publisher and a subscriber checks each log's
-//! chain. A made-up cause naming an event that never comes holds back only the caller's own
-//! events, and a subscriber's held events are bounded (`MAX_HELD_EVENTS`).
+//! chain. A made-up cause naming an event that never comes holds back the called function's
+//! events (and the later events of their log) at subscribers that read the named log, up to
+//! `MAX_HELD_EVENTS`, when they stop and say which event they wait for.
 
 use std::collections::BTreeMap;
 
