@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::authz::{authorize, Decision, Deny, Permit, Policy, RateLimits, Request};
 use wtd_keys::call::{check_receipt_call, CallResult, CallStatus, ReplayGuard, SignedCall};
+use wtd_keys::event::{Dep, LogId};
 use wtd_keys::job::SignedJob;
 use wtd_keys::time::human_duration;
 use wtd_keys::{
@@ -47,7 +48,7 @@ use wtd_transport::{read_frame, Connection, RecvStream, SendStream};
 use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
 use wtd_wire::codec::decode_with_limit;
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode_frame_into, Key, Relayed};
+use wtd_wire::{decode, encode_frame_into, Key, LogPosition, Relayed};
 
 use crate::clock::Clock;
 use crate::defaults;
@@ -144,6 +145,8 @@ struct Incoming {
     function: String,
     args: Vec<u8>,
     signed: Option<Vec<u8>>,
+    /// The events the call was made because of, checked (`cause_from_wire`).
+    cause: Vec<Dep>,
 }
 
 /// An exec call that passed every check, on its way to run.
@@ -153,6 +156,8 @@ struct Running {
     function: FunctionName,
     args: Vec<u8>,
     receipt: Option<SignedCall>,
+    /// What every event the function emits depends on (the call's cause).
+    cause: Vec<Dep>,
     cancel: CancellationToken,
     /// Its entry in `State::in_flight`.
     key: u64,
@@ -459,11 +464,12 @@ impl CallService {
                     return false;
                 }
             };
-            match msg {
+            let (id, mission, function, args, signed, cause) = match msg {
                 CallerMsg::Cancel { id } => {
                     if let Some(cancel) = st.running.get(&id) {
                         cancel.cancel();
                     }
+                    continue;
                 }
                 CallerMsg::Call {
                     id,
@@ -471,48 +477,66 @@ impl CallService {
                     function,
                     args,
                     signed,
-                } => {
-                    if id <= st.last_call {
-                        let why = format!(
-                            "call number {id} is not above the last one ({}); a session's call numbers only go up",
-                            st.last_call
-                        );
-                        let _ = out.send(refused(id, "bad_call", why, None)).await;
+                } => (id, mission, function, args, signed, Ok(Vec::new())),
+                CallerMsg::CallCaused {
+                    id,
+                    mission,
+                    function,
+                    args,
+                    signed,
+                    cause,
+                } => (id, mission, function, args, signed, cause_from_wire(&cause)),
+            };
+            if id <= st.last_call {
+                let why = format!(
+                    "call number {id} is not above the last one ({}); a session's call numbers only go up",
+                    st.last_call
+                );
+                let _ = out.send(refused(id, "bad_call", why, None)).await;
+                return false;
+            }
+            st.last_call = id;
+            let cause = match cause {
+                Ok(cause) => cause,
+                Err(why) => {
+                    // Only this call is refused: the session itself is sound.
+                    if out.send(refused(id, "bad_call", why, None)).await.is_err() {
                         return false;
                     }
-                    st.last_call = id;
-                    // Metric labels only for functions we offer: a stranger's made-up
-                    // names must not grow the metrics without bound.
-                    let offered = MissionName::new(&mission)
-                        .ok()
-                        .zip(FunctionName::new(&function).ok())
-                        .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
-                    let labels = if offered {
-                        (mission.clone(), function.clone())
-                    } else {
-                        (String::new(), String::new())
-                    };
-                    let arrived = std::time::Instant::now();
-                    let call = Incoming {
-                        id,
-                        mission,
-                        function,
-                        args,
-                        signed,
-                    };
-                    if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
-                        self.metrics.answered(&labels.0, &labels.1, &answer);
-                        self.reports.answered(
-                            Key::from(*st.caller.key()),
-                            &labels.0,
-                            &labels.1,
-                            &answer,
-                            arrived.elapsed(),
-                        );
-                        if out.send(answer).await.is_err() {
-                            return false;
-                        }
-                    }
+                    continue;
+                }
+            };
+            // Metric labels only for functions we offer: a stranger's made-up
+            // names must not grow the metrics without bound.
+            let offered = MissionName::new(&mission)
+                .ok()
+                .zip(FunctionName::new(&function).ok())
+                .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
+            let labels = if offered {
+                (mission.clone(), function.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            let arrived = std::time::Instant::now();
+            let call = Incoming {
+                id,
+                mission,
+                function,
+                args,
+                signed,
+                cause,
+            };
+            if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
+                self.metrics.answered(&labels.0, &labels.1, &answer);
+                self.reports.answered(
+                    Key::from(*st.caller.key()),
+                    &labels.0,
+                    &labels.1,
+                    &answer,
+                    arrived.elapsed(),
+                );
+                if out.send(answer).await.is_err() {
+                    return false;
                 }
             }
         }
@@ -534,6 +558,7 @@ impl CallService {
             function,
             args,
             signed,
+            cause,
         } = call;
         let names = MissionName::new(&mission)
             .ok()
@@ -625,6 +650,7 @@ impl CallService {
             function,
             args,
             receipt,
+            cause,
             cancel,
             key,
             authority,
@@ -690,7 +716,7 @@ impl CallService {
             .expect("checked before the call started");
         let started = std::time::Instant::now();
         let (status, output, mut detail) = self
-            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &[])
+            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &run.cause)
             .await;
         self.metrics
             .durations
@@ -798,6 +824,8 @@ impl CallService {
         };
         // Whatever the mission file says, a result must fit the caller's answer limit.
         req.output_cap = req.output_cap.min(defaults::MAX_OUTPUT);
+        // So a call the handler makes carries the cause on (causality is transitive).
+        req.cause = wtd_keys::cause::format(cause);
         let (tx, mut rx) = tokio::sync::mpsc::channel(defaults::EVENT_QUEUE);
         let run = exec::run(req, tx, cancel.clone());
         tokio::pin!(run);
@@ -1105,6 +1133,46 @@ pub(crate) fn wire_status(s: CallStatus) -> Status {
         CallStatus::Cancelled => Status::Cancelled,
         CallStatus::OutputTooLarge => Status::OutputTooLarge,
     }
+}
+
+/// A call's cause as it came on the wire, checked: at most `MAX_CAUSE` events, each of a
+/// valid publisher key and mission name, numbered from 1. A cause is only the caller's
+/// claim, and this agent cannot check it against logs it does not have; it can only make
+/// subscribers wait, never hide or forge an event (see `wtd_keys::cause`).
+fn cause_from_wire(cause: &[LogPosition]) -> Result<Vec<Dep>, String> {
+    let fix = "the calling wtd sent a malformed WTD_CAUSE; call again without it, or with the positions `wtd subscribe` prints";
+    if cause.len() > wtd_keys::defaults::MAX_CAUSE {
+        return Err(format!(
+            "the call's cause names {} events, more than {}; {fix}",
+            cause.len(),
+            wtd_keys::defaults::MAX_CAUSE
+        ));
+    }
+    let mut deps = Vec::with_capacity(cause.len());
+    for p in cause {
+        let publisher = p.publisher.parse().map_err(|e| {
+            format!("the call's cause names an event of an invalid publisher key ({e}); {fix}")
+        })?;
+        let mission = MissionName::new(&p.mission).map_err(|e| {
+            format!(
+                "the call's cause names an event of mission `{}` ({e}); {fix}",
+                p.mission
+            )
+        })?;
+        if p.seq == 0 {
+            return Err(format!(
+                "the call's cause names event 0 of {mission}, and events are numbered from 1; {fix}"
+            ));
+        }
+        deps.push(Dep {
+            log: LogId {
+                publisher: AgentId(publisher),
+                mission,
+            },
+            seq: p.seq,
+        });
+    }
+    wtd_keys::cause::check(deps).map_err(|e| format!("{e}; {fix}"))
 }
 
 fn refused(id: CallNumber, kind: &str, message: String, retry_after_ms: Option<u64>) -> AgentMsg {

@@ -84,6 +84,14 @@ pub fn submit(ctx: &Context, s: Submit<'_>) -> anyhow::Result<()> {
         )
     })?;
     let args = serde_json::to_vec(&parsed)?;
+    if std::env::var_os(wtd_keys::cause::CAUSE_VAR).is_some_and(|v| !v.is_empty()) {
+        // A job is a signed record the proxy queues; it has no field for a cause yet.
+        eprintln!(
+            "wtd: note: a queued job does not carry {} (the event this handler handles); the events \
+             {mission}/{function} emits will not wait for it. Use `wtd call` (without --async) for that",
+            wtd_keys::cause::CAUSE_VAR
+        );
+    }
     let now = now();
     let expires_at = match s.expires {
         None => now.plus_ms(DEFAULT_JOB_EXPIRY_MS),
