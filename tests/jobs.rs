@@ -6,7 +6,10 @@
 //! - killing the proxy (kill -9) mid-delivery and restarting it does not run a job twice;
 //! - a grant revoked while the job waited: refused at delivery, never run, reported;
 //! - a proxy that alters a queued call (here: its disk) is caught by the agent;
-//! - the bounds: a caller over its limit is refused with what is queued; a job expires.
+//! - the bounds: a caller over its limit is refused with what is queued; a job expires;
+//! - selectors: a `--tag` job waits for, and runs only on, a tagged agent, even while an
+//!   untagged one is online first; a default job goes to the less loaded of two online
+//!   agents; `--all` and `--random` are refused with what to do instead.
 
 mod common;
 
@@ -59,6 +62,11 @@ impl Lab {
     /// `side/mark` appends a line to `ran`; `side/gate` does too, then waits for the file
     /// `go` (so a test can act while it runs), then answers.
     fn agent(&self, name: &str) -> Agent {
+        self.agent_with(name, "")
+    }
+
+    /// [`Lab::agent`] with `extra` lines in its agent.toml (tags, a test-only load).
+    fn agent_with(&self, name: &str, extra: &str) -> Agent {
         let missions = self.lab.dir().join("agents").join(name).join("missions");
         std::fs::create_dir_all(&missions).unwrap();
         let (ran, go) = (self.ran(), self.dir.join("go"));
@@ -86,7 +94,7 @@ idempotent = false
         std::fs::write(missions.join("side.toml"), toml).unwrap();
         let agent = self
             .lab
-            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra);
         self.alice.adopt(&agent);
         agent
     }
@@ -111,11 +119,27 @@ idempotent = false
     }
 
     fn state(&self, job: &str) -> String {
+        self.field(job, "state")
+    }
+
+    /// A field of one of Bob's jobs in `wtd jobs --json` ("" if absent or null).
+    fn field(&self, job: &str, field: &str) -> String {
         self.jobs()
             .iter()
             .find(|j| j["job"] == job)
-            .map(|j| j["state"].as_str().unwrap().to_string())
+            .and_then(|j| j[field].as_str().map(str::to_string))
             .unwrap_or_default()
+    }
+
+    /// Waits until Bob's `wtd ls` shows the agent `name` reporting load `load1` (its
+    /// first heartbeat reached the proxy: until then the proxy knows no load for it).
+    fn wait_online(&self, name: &str, load1: f64) {
+        wait_for(&format!("{name} online with load {load1}"), LIMIT, || {
+            self.bob
+                .ls()
+                .iter()
+                .any(|a| a["name"] == name && a["load1"].as_f64().is_some_and(|l| (l - load1).abs() < 0.01))
+        });
     }
 }
 
@@ -526,4 +550,93 @@ fn a_result_signed_by_a_machine_the_owner_never_adopted_is_not_shown() {
     assert!(stderr(&out).contains("has not adopted"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("forged"), "not a byte of it is printed");
     assert_eq!(l.runs(), 0);
+}
+
+#[test]
+fn a_tagged_job_runs_only_on_a_tagged_agent_even_when_an_untagged_one_is_online_first() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // The untagged agent is online, and the least loaded of all.
+    let plain = l.agent_with("pi-plain", "test_pinned_load = 0.1");
+    l.wait_online("pi-plain", 0.1);
+    let tagged = l
+        .bob
+        .ok(["push", "side/mark", r#"{"for":"gpu"}"#, "--tag", "gpu"])
+        .trim()
+        .to_string();
+    // A job pushed after it, with no tag, runs on the untagged agent: that agent's session
+    // has looked at the queue, oldest job first, since the tagged job was there.
+    let untagged = l.bob.ok(["push", "side/mark", "{}"]).trim().to_string();
+    wait_for("the untagged job done", LIMIT, || l.state(&untagged) == "done");
+    assert_eq!(l.field(&untagged, "agent"), plain.id());
+    assert_eq!(l.state(&tagged), "queued");
+    // Never even delivered to it (an agent that refused it would be named in the detail:
+    // it runs the jobs it is given in order, so that refusal would have come first).
+    assert_eq!(
+        l.field(&tagged, "detail"),
+        "",
+        "never given to the untagged agent"
+    );
+    assert_eq!(l.runs(), 1);
+
+    // A busier agent with the tag comes online: it takes the tagged job.
+    let gpu = l.agent_with("pi-gpu", "tags = [\"gpu\"]\ntest_pinned_load = 3.0");
+    wait_for("the tagged job done", LIMIT, || l.state(&tagged) == "done");
+    assert_eq!(l.field(&tagged, "agent"), gpu.id());
+    assert_eq!(l.runs(), 2);
+
+    // The same with `wtd call --async --tag`, and its result names the gpu agent.
+    let job = l
+        .bob
+        .ok(["call", "--async", "side/mark", r#"{"n":3}"#, "--tag", "gpu"])
+        .trim()
+        .to_string();
+    let out = l
+        .bob
+        .cli(["result", &job, "--wait", "--json", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["agent"], gpu.id());
+    assert_eq!(envelope["output"], serde_json::json!({"n": 3}));
+
+    // Selectors that cannot apply to one queued job are refused with what to do instead.
+    for (args, hint) in [
+        (vec!["push", "side/mark", "--all"], "--agent"),
+        (vec!["call", "--async", "side/mark", "--all"], "--agent"),
+        (vec!["push", "side/mark", "--random"], "least-loaded"),
+        (
+            vec!["call", "--async", "side/mark", "--round-robin"],
+            "least-loaded",
+        ),
+        (vec!["push", "side/mark", "--tag", "Not A Tag"], "--tag"),
+    ] {
+        let out = l.bob.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(hint), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(l.runs(), 3);
+}
+
+#[test]
+fn a_default_job_goes_to_the_less_loaded_of_two_online_agents() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // The busy agent connects first: "first to connect" would pick it.
+    let _busy = l.agent_with("pi-busy", "test_pinned_load = 5.0");
+    l.wait_online("pi-busy", 5.0);
+    let idle = l.agent_with("pi-idle", "test_pinned_load = 0.2");
+    l.wait_online("pi-idle", 0.2);
+    let jobs: Vec<String> = (0..3)
+        .map(|n| {
+            l.bob
+                .ok(["push", "side/mark", &format!(r#"{{"n":{n}}}"#)])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    for job in &jobs {
+        wait_for("the job done", LIMIT, || l.state(job) == "done");
+        assert_eq!(l.field(job, "agent"), idle.id(), "job {job}");
+    }
+    assert_eq!(l.runs(), 3);
 }

@@ -243,7 +243,15 @@ impl Agent {
         let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(defaults::JOB_UPDATES);
         let seen = crate::jobs::SeenJobs::open(&self.config.state_dir.join("jobs"), defaults::MAX_SEEN_JOBS)
             .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
-        let job_runner = crate::jobs::run(calls.clone(), seen, jobs_rx, updates_tx, shutdown.clone());
+        // The tags it advertises are the tags it checks a job's signed tag against.
+        let job_runner = crate::jobs::run(
+            calls.clone(),
+            self.advert.tags.clone(),
+            seen,
+            jobs_rx,
+            updates_tx,
+            shutdown.clone(),
+        );
         let link = Link {
             calls: calls.clone(),
             id: self.id,

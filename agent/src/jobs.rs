@@ -7,7 +7,9 @@
 //! stored the first time. For each delivered job, in this order:
 //!
 //! 1. `wtd_keys::job::check_job`: the caller's signature over the job, this agent if it
-//!    names one, the argument bytes, the time window (refused: never run, reported);
+//!    names one, this agent's tags if it names one (`wtd push --tag gpu`: the proxy cannot
+//!    drop the tag, it is signed, and a Pi without it refuses the job, which then waits
+//!    for one with it), the argument bytes, the time window (refused: never run, reported);
 //! 2. the seen-set: seen and finished, send the stored outcome again; seen and not
 //!    finished (this agent stopped while it ran), say so in a signed result; never rerun;
 //! 3. authorization *now* (`CallService::authorize_job`): grant, revocation, adoption and
@@ -208,6 +210,7 @@ fn refusal(kind: &str, message: String) -> JobOutcome {
 /// once it is back.
 pub async fn run(
     calls: Arc<CallService>,
+    tags: Vec<String>,
     mut seen: SeenJobs,
     mut deliveries: mpsc::Receiver<JobDelivery>,
     updates: mpsc::Sender<JobUpdate>,
@@ -221,7 +224,8 @@ pub async fn run(
                 None => return,
             },
         };
-        let Some((id, caller, outcome)) = handle(&calls, &mut seen, delivery, &updates, &shutdown).await
+        let Some((id, caller, outcome)) =
+            handle(&calls, &tags, &mut seen, delivery, &updates, &shutdown).await
         else {
             continue;
         };
@@ -243,13 +247,14 @@ pub async fn run(
 /// names no job we can answer for; the agent logs it).
 async fn handle(
     calls: &Arc<CallService>,
+    tags: &[String],
     seen: &mut SeenJobs,
     delivery: JobDelivery,
     updates: &mpsc::Sender<JobUpdate>,
     shutdown: &CancellationToken,
 ) -> Option<([u8; 16], Key, JobOutcome)> {
     let me = calls.agent_id();
-    let job = match check_job(&delivery.job, &delivery.args, &me, now()) {
+    let job = match check_job(&delivery.job, &delivery.args, &me, tags, now()) {
         Ok(job) => job,
         Err(e) => {
             // If it still decodes, we can say which job it was and why it did not run.
