@@ -34,13 +34,26 @@ struct Lab {
 
 impl Lab {
     fn new(proxy_args: &[&str]) -> Lab {
+        Lab::with_config(proxy_args, |_| None)
+    }
+
+    /// [`Lab::new`] with a proxy.toml written from Alice's and Bob's ids, if `config` gives
+    /// one (so it can name them as owners).
+    fn with_config(proxy_args: &[&str], config: impl Fn(&[&str; 2]) -> Option<String>) -> Lab {
         let lab = TestCluster::new();
-        let proxy = lab.start_proxy_on(0, proxy_args);
         let alice = lab.user("alice");
         let alice_id = alice.init();
-        alice.ok(["join", &proxy.ticket]);
         let bob = lab.user("bob");
         let bob_id = bob.init();
+        let mut args: Vec<String> = proxy_args.iter().map(|a| a.to_string()).collect();
+        if let Some(text) = config(&[&alice_id, &bob_id]) {
+            let path = lab.dir().join("proxy.toml");
+            std::fs::write(&path, text).unwrap();
+            args.extend(["--config".to_string(), path.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proxy = lab.start_proxy_on(0, &args);
+        alice.ok(["join", &proxy.ticket]);
         bob.ok(["join", &proxy.ticket]);
         alice.ok(["keys", "add", "bob", &bob_id]);
         let dir = tempfile::Builder::new()
@@ -639,4 +652,37 @@ fn a_default_job_goes_to_the_less_loaded_of_two_online_agents() {
         assert_eq!(l.field(job, "agent"), idle.id(), "job {job}");
     }
     assert_eq!(l.runs(), 3);
+}
+
+#[test]
+fn an_owner_s_own_share_of_the_queue_from_proxy_toml_bounds_her_jobs() {
+    // Every owner may have 5 jobs waiting; Alice, by her own line, only 2.
+    let l = Lab::with_config(&[], |[alice, _]| {
+        Some(format!(
+            "[jobs]\nmax_waiting = 5\n[[jobs.owner]]\nowner = \"{alice}\"\nmax_waiting = 2\n"
+        ))
+    });
+    l.grant("side");
+    for _ in 0..2 {
+        l.bob.ok(["push", "side/mark", "{}"]);
+    }
+    let out = l.bob.cli(["push", "side/mark", "{}"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("queue full for the owner"), "{text}");
+    assert!(text.contains("2 jobs waiting"), "{text}");
+    // Jobs under another owner's authority (Carol's grant) have the default share of 5.
+    let carol = l.lab.user("carol");
+    carol.init();
+    carol.ok(["join", &l.proxy.ticket]);
+    carol.ok(["keys", "add", "bob", &l.bob.id()]);
+    let out: Value =
+        serde_json::from_str(&carol.ok(["grant", "bob", "--mission", "other", "--json"])).unwrap();
+    l.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    for _ in 0..5 {
+        l.bob.ok(["push", "other/thing", "{}"]);
+    }
+    let out = l.bob.cli(["push", "other/thing", "{}"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("5 jobs waiting"), "{}", stderr(&out));
 }

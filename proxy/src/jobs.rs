@@ -24,10 +24,14 @@
 //!   the stored outcome, and no other agent can run it a second time. If that agent never
 //!   returns, the job expires.
 //! - **Bounded.** Per caller, per owner (the owner whose authority the job names) and in
-//!   all, by count and by bytes, with numbers in [`crate::defaults`]. A push over a bound
-//!   is refused with what is queued and since when; nothing queued is ever dropped to make
-//!   room. A job no agent took before its expiry is marked expired. Final jobs are kept
-//!   for [`JOB_RETENTION`], then forgotten.
+//!   all, by count and by bytes, with numbers in [`crate::defaults`]; each owner's share
+//!   ([`OwnerRetention`]: jobs waiting, bytes held, how long finished jobs are kept) may be
+//!   set apart in proxy.toml (`[jobs]`, `[[jobs.owner]]`). A push over a bound is refused
+//!   with what is queued and since when; nothing queued is ever dropped to make room. An
+//!   output over a bound is not kept, and its job's detail says which bound. A job no
+//!   agent took before its expiry is marked expired. Final jobs are kept for their
+//!   owner's `keep_finished` ([`JOB_RETENTION`] by default), counted from when they
+//!   finished (that time is on disk), then forgotten.
 //!
 //! The logic is pure (every method takes `now_ms`); the sessions in `session` and
 //! `requests` do the I/O.
@@ -47,7 +51,8 @@ use wtd_wire::{Advert, Key, Load, JOBS_VERSION, JOB_SELECTORS_VERSION};
 
 use crate::defaults::{
     JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOBS, MAX_JOBS_IN_FLIGHT_PER_AGENT, MAX_JOBS_PER_CALLER,
-    MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_OUTPUT, MAX_JOB_REFUSALS, MAX_QUEUE_BYTES,
+    MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_BYTES_PER_OWNER, MAX_JOB_OUTPUT, MAX_JOB_REFUSALS,
+    MAX_QUEUE_BYTES,
 };
 
 const MAGIC: [u8; 8] = *b"WTDJOBS1";
@@ -86,6 +91,16 @@ enum Change {
         detail: String,
         refusals: u32,
         retry_at_ms: u64,
+    },
+    /// A job's outcome arrived at `at_ms` (from which its retention counts, across
+    /// restarts). Written in place of `Outcome`, which older proxies wrote and which is
+    /// still read (see [`JobQueue::open`]). New variants go last: postcard numbers them.
+    OutcomeAt {
+        caller: Key,
+        id: JobId,
+        agent: Key,
+        outcome: JobOutcome,
+        at_ms: u64,
     },
 }
 
@@ -177,25 +192,76 @@ pub enum PushError {
         "the proxy's queue holds {bytes} bytes of jobs, as much as it keeps; wait for some to run or expire"
     )]
     FullBytes { bytes: usize },
+    /// The owner's byte share is used up, by waiting jobs and kept results.
+    #[error(
+        "queue full for the owner {owner}: her jobs hold {bytes} bytes of the {max} this proxy keeps for her \
+         ({waiting} waiting, {kept} finished with their results kept for {keep_for}); wait for them to run, \
+         or for old results to go, or ask the proxy's operator to raise her max_bytes in [[jobs.owner]]"
+    )]
+    OwnerBytes {
+        owner: String,
+        bytes: usize,
+        max: usize,
+        waiting: usize,
+        kept: usize,
+        keep_for: String,
+    },
     #[error("the proxy could not store the job ({0}); try again later")]
     Store(String),
 }
 
-/// How many jobs may wait at once (queued, delivered or running), by whom.
+/// One owner's share of the queue: the jobs under her authority, from every caller
+/// (`[jobs]` and `[[jobs.owner]]` in proxy.toml).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRetention {
+    /// Jobs waiting (queued, delivered or running) at once.
+    pub max_waiting: usize,
+    /// Bytes held: waiting jobs with their arguments, and the outputs kept for `wtd
+    /// result`. A push over it is refused; an output over it is not kept (and its job's
+    /// detail says so).
+    pub max_bytes: usize,
+    /// How long a finished (done, failed, expired, refused) job is listed and its result
+    /// kept.
+    pub keep_finished: std::time::Duration,
+}
+
+impl Default for OwnerRetention {
+    fn default() -> Self {
+        OwnerRetention {
+            max_waiting: MAX_JOBS_PER_OWNER,
+            max_bytes: MAX_JOB_BYTES_PER_OWNER,
+            keep_finished: JOB_RETENTION,
+        }
+    }
+}
+
+/// How many jobs may wait at once (queued, delivered or running), by whom, and how much
+/// is kept per owner and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobLimits {
     pub per_caller: usize,
-    pub per_owner: usize,
+    /// Every owner's share, unless `owners` gives her another.
+    pub per_owner: OwnerRetention,
+    /// Owners with a share of their own (`[[jobs.owner]]`).
+    pub owners: std::collections::HashMap<wtd_keys::OwnerKey, OwnerRetention>,
     pub total: usize,
     /// Bytes of jobs, arguments and kept outputs.
     pub bytes: usize,
+}
+
+impl JobLimits {
+    /// The share of `owner`.
+    pub fn of(&self, owner: &wtd_keys::OwnerKey) -> OwnerRetention {
+        self.owners.get(owner).copied().unwrap_or(self.per_owner)
+    }
 }
 
 impl Default for JobLimits {
     fn default() -> Self {
         JobLimits {
             per_caller: MAX_JOBS_PER_CALLER,
-            per_owner: MAX_JOBS_PER_OWNER,
+            per_owner: OwnerRetention::default(),
+            owners: std::collections::HashMap::new(),
             total: MAX_JOBS,
             bytes: MAX_QUEUE_BYTES,
         }
@@ -253,6 +319,12 @@ impl JobQueue {
             if matches!(e.state, JobState::Delivered | JobState::Running) {
                 e.state = JobState::Queued;
                 report.requeued += 1;
+            }
+            if e.state.is_final() && e.final_at_ms == 0 {
+                // Finished at an unknown time (an `Outcome` written by an older proxy):
+                // count from its expiry, by which it had finished, or from now if that
+                // is sooner. Records written now carry the time (`OutcomeAt`).
+                e.final_at_ms = e.job.job().expires_at.0.min(now_ms);
             }
         }
         q.bytes = q.jobs.values().map(Entry::bytes).sum();
@@ -317,25 +389,14 @@ impl JobQueue {
                 id,
                 agent,
                 outcome,
-            } => {
-                let Some(e) = self.jobs.get_mut(&(caller.0, id)) else {
-                    return false;
-                };
-                e.agent = Some(agent);
-                (e.state, e.detail) = match &outcome {
-                    JobOutcome::Ran { status, detail, .. } => (
-                        if *status == Status::Ok {
-                            JobState::Done
-                        } else {
-                            JobState::Failed
-                        },
-                        detail.clone(),
-                    ),
-                    JobOutcome::Refused(r) => (JobState::Refused, r.message.clone()),
-                };
-                e.outcome = Some(outcome);
-                true
-            }
+            } => self.apply_outcome(caller, id, agent, outcome, 0),
+            Change::OutcomeAt {
+                caller,
+                id,
+                agent,
+                outcome,
+                at_ms,
+            } => self.apply_outcome(caller, id, agent, outcome, at_ms),
             Change::Retry {
                 caller,
                 id,
@@ -356,6 +417,28 @@ impl JobQueue {
         }
     }
 
+    /// Applies an outcome that arrived at `at_ms` (0: unknown, see [`Change::OutcomeAt`]).
+    fn apply_outcome(&mut self, caller: Key, id: JobId, agent: Key, outcome: JobOutcome, at_ms: u64) -> bool {
+        let Some(e) = self.jobs.get_mut(&(caller.0, id)) else {
+            return false;
+        };
+        e.agent = Some(agent);
+        (e.state, e.detail) = match &outcome {
+            JobOutcome::Ran { status, detail, .. } => (
+                if *status == Status::Ok {
+                    JobState::Done
+                } else {
+                    JobState::Failed
+                },
+                detail.clone(),
+            ),
+            JobOutcome::Refused(r) => (JobState::Refused, r.message.clone()),
+        };
+        e.outcome = Some(outcome);
+        e.final_at_ms = at_ms;
+        true
+    }
+
     fn write(&mut self, change: &Change) -> Result<(), PushError> {
         let bytes = wtd_wire::encode(change);
         self.file
@@ -370,6 +453,7 @@ impl JobQueue {
             Change::Queued { .. } => None,
             Change::State { caller, id, .. }
             | Change::Outcome { caller, id, .. }
+            | Change::OutcomeAt { caller, id, .. }
             | Change::Retry { caller, id, .. } => Some((caller.0, *id)),
         };
         let before = key.and_then(|k| self.jobs.get(&k)).map_or(0, Entry::bytes);
@@ -415,11 +499,12 @@ impl JobQueue {
                 }));
             }
             if let (Some(outcome), Some(agent)) = (&e.outcome, e.agent) {
-                records.push(wtd_wire::encode(&Change::Outcome {
+                records.push(wtd_wire::encode(&Change::OutcomeAt {
                     caller: e.caller(),
                     id: e.job.job().request_id.0,
                     agent,
                     outcome: outcome.clone(),
+                    at_ms: e.final_at_ms,
                 }));
             }
         }
@@ -466,18 +551,30 @@ impl JobQueue {
         if of_caller.len() >= self.limits.per_caller {
             return Err(full("your key", &of_caller, now_ms));
         }
+        let share = self.limits.of(&j.owner);
         let of_owner: Vec<&Entry> = self
             .jobs
             .values()
             .filter(waiting)
             .filter(|e| e.job.job().owner == j.owner)
             .collect();
-        if of_owner.len() >= self.limits.per_owner {
+        if of_owner.len() >= share.max_waiting {
             return Err(full(
                 &format!("the owner {}", j.owner.key().short()),
                 &of_owner,
                 now_ms,
             ));
+        }
+        let owner_bytes = self.owner_bytes(&j.owner);
+        if owner_bytes + job.len() + args.len() > share.max_bytes {
+            return Err(PushError::OwnerBytes {
+                owner: j.owner.key().short(),
+                bytes: owner_bytes,
+                max: share.max_bytes,
+                waiting: of_owner.len(),
+                kept: self.kept_results(&j.owner),
+                keep_for: human_duration(share.keep_finished.as_millis() as u64),
+            });
         }
         let all: Vec<&Entry> = self.jobs.values().filter(waiting).collect();
         if all.len() >= self.limits.total {
@@ -493,6 +590,23 @@ impl JobQueue {
             queued_at_ms: now_ms,
         })?;
         Ok(expires)
+    }
+
+    /// Bytes held under `owner`'s authority: waiting jobs and kept results.
+    fn owner_bytes(&self, owner: &wtd_keys::OwnerKey) -> usize {
+        self.jobs
+            .values()
+            .filter(|e| e.job.job().owner == *owner)
+            .map(Entry::bytes)
+            .sum()
+    }
+
+    /// Finished jobs of `owner` still listed.
+    fn kept_results(&self, owner: &wtd_keys::OwnerKey) -> usize {
+        self.jobs
+            .values()
+            .filter(|e| e.job.job().owner == *owner && e.state.is_final())
+            .count()
     }
 
     /// Marks expired every waiting job past its expiry, and forgets final jobs older than
@@ -515,10 +629,12 @@ impl JobQueue {
                 e.final_at_ms = now_ms;
             }
         }
-        let retention = JOB_RETENTION.as_millis() as u64;
         let before = self.jobs.len();
-        self.jobs
-            .retain(|_, e| !(e.state.is_final() && now_ms.saturating_sub(e.final_at_ms) > retention));
+        let limits = &self.limits;
+        self.jobs.retain(|_, e| {
+            let keep = limits.of(&e.job.job().owner).keep_finished.as_millis() as u64;
+            !(e.state.is_final() && now_ms.saturating_sub(e.final_at_ms) > keep)
+        });
         if self.jobs.len() != before {
             self.bytes = self.jobs.values().map(Entry::bytes).sum();
         }
@@ -604,6 +720,9 @@ impl JobQueue {
             return false;
         }
         let keep = e.job.job().keep_result;
+        let owner = e.job.job().owner;
+        let share = self.limits.of(&owner);
+        let owner_bytes = self.owner_bytes(&owner);
         let change = match u.outcome {
             None => Change::State {
                 caller: u.caller,
@@ -636,6 +755,15 @@ impl JobQueue {
                             output.len()
                         );
                         output.clear();
+                    } else if owner_bytes + output.len() > share.max_bytes {
+                        *detail = format!(
+                            "{detail} (its {}-byte output was not kept: the jobs of the owner {} hold {owner_bytes} \
+                             bytes, and this proxy keeps at most {} for her)",
+                            output.len(),
+                            owner.key().short(),
+                            share.max_bytes
+                        );
+                        output.clear();
                     } else if self.bytes + output.len() > self.limits.bytes {
                         *detail = format!(
                             "{detail} (its {}-byte output was not kept: the proxy holds {} bytes of jobs, as much as it keeps)",
@@ -645,11 +773,12 @@ impl JobQueue {
                         output.clear();
                     }
                 }
-                Change::Outcome {
+                Change::OutcomeAt {
                     caller: u.caller,
                     id: u.id,
                     agent: *agent,
                     outcome,
+                    at_ms: now_ms,
                 }
             }
         };
@@ -1163,6 +1292,124 @@ mod tests {
         // The idle agent refused it: the busy one gets it, though more loaded.
         assert!(q.claim(&idle, &both, 4, later).0.is_empty());
         assert_eq!(q.claim(&busy, &both, 4, later).0.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_s_own_share_bounds_her_jobs_and_how_long_they_are_kept() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let bob_key = UserKey(bob.public());
+        let caller = Key::from(bob.public());
+        let (alice, carol) = (OwnerKey(key(1).public()), OwnerKey(key(2).public()));
+        let mut limits = JobLimits::default();
+        // Alice: two jobs waiting at most, 100 KiB, finished jobs kept an hour; Carol:
+        // 100 KiB, and the default count and retention (a day).
+        limits.owners.insert(
+            alice,
+            OwnerRetention {
+                max_waiting: 2,
+                max_bytes: 100 * 1024,
+                keep_finished: Duration::from_secs(3600),
+            },
+        );
+        limits.owners.insert(
+            carol,
+            OwnerRetention {
+                max_bytes: 100 * 1024,
+                ..OwnerRetention::default()
+            },
+        );
+        let (mut q, _) = JobQueue::open(dir.path(), limits.clone(), T0).unwrap();
+        let first = job_for(&bob, 1, None, true);
+        q.push(&bob_key, &first, b"{}".to_vec(), T0).unwrap();
+        // (Later: the claim below, oldest first, takes `first`.)
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0 + 1)
+            .unwrap();
+        let err = q
+            .push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0 + 1)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "queue full for the owner {}: 2 jobs waiting",
+                alice.key().short()
+            )),
+            "{err}"
+        );
+        // Carol's jobs are not bounded by Alice's share.
+        for _ in 0..3 {
+            q.push(&bob_key, &job_for(&bob, 2, None, true), b"{}".to_vec(), T0 + 1)
+                .unwrap();
+        }
+        // A big output over Alice's bytes is not kept, and her job says why.
+        assert_eq!(solo(&mut q, &Key([10; 32]), true, 1, T0).len(), 1);
+        let big = vec![b'x'; 120 * 1024];
+        assert!(q.update(
+            &Key([10; 32]),
+            JobUpdate {
+                id: id_of(&first),
+                caller,
+                outcome: Some(JobOutcome::Ran {
+                    status: Status::Ok,
+                    output: big,
+                    detail: String::new(),
+                    signed: vec![1],
+                }),
+            },
+            T0,
+        ));
+        let a = q.answer(&bob_key, &id_of(&first), T0).unwrap();
+        assert!(a.info.detail.contains("output was not kept"), "{}", a.info.detail);
+        assert!(
+            a.info.detail.contains("at most 102400 for her"),
+            "{}",
+            a.info.detail
+        );
+        assert!(matches!(a.outcome, Some(JobOutcome::Ran { output, .. }) if output.is_empty()));
+        // Pushes over her bytes are refused with what holds them.
+        let fat = b"\""
+            .iter()
+            .chain(vec![b'y'; 60 * 1024].iter())
+            .chain(b"\"")
+            .copied()
+            .collect::<Vec<u8>>();
+        let fat_job = |caller: &SecretKey, owner: OwnerKey| {
+            let j = Job::new(
+                UserKey(caller.public()),
+                None,
+                MissionName::new("demo").unwrap(),
+                FunctionName::new("echo").unwrap(),
+                &fat,
+                Timestamp(T0),
+                Timestamp(T0 + HOUR),
+                true,
+                owner,
+            );
+            j.sign(caller).bytes().to_vec()
+        };
+        q.push(&bob_key, &fat_job(&bob, carol), fat.clone(), T0).unwrap();
+        let err = q
+            .push(&bob_key, &fat_job(&bob, carol), fat.clone(), T0)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("of the 102400 this proxy keeps for her"), "{text}");
+        assert!(
+            text.contains("(4 waiting, 0 finished with their results kept for 24 h)"),
+            "{text}"
+        );
+        // Alice's share has room in bytes for one (her big output was not kept), then not
+        // in count.
+        q.push(&bob_key, &fat_job(&bob, alice), fat.clone(), T0).unwrap();
+        let err = q
+            .push(&bob_key, &fat_job(&bob, alice), fat.clone(), T0)
+            .unwrap_err();
+        assert!(err.to_string().contains("2 jobs waiting"), "{err}");
+        // After her hour, her finished job is forgotten; Carol's would be kept a day.
+        assert!(q.answer(&bob_key, &id_of(&first), T0 + HOUR + 1).is_none());
+        drop(q);
+        // The share applies the same after a restart.
+        let (mut q, _) = JobQueue::open(dir.path(), limits, T0 + HOUR + 2).unwrap();
+        assert!(q.answer(&bob_key, &id_of(&first), T0 + HOUR + 2).is_none());
     }
 
     #[test]
