@@ -686,3 +686,313 @@ fn an_owner_s_own_share_of_the_queue_from_proxy_toml_bounds_her_jobs() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("5 jobs waiting"), "{}", stderr(&out));
 }
+
+/// xorshift64*: a tiny seeded generator, so a failing power-cut case reruns by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Where each frame of a record file (`store/src/records.rs`) starts, after its magic.
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 8;
+    let mut starts = Vec::new();
+    while at + 4 <= bytes.len() {
+        starts.push(at);
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len + 8;
+    }
+    starts
+}
+
+#[test]
+fn power_cuts_of_the_queue_and_of_the_agent_s_record_never_start_a_wrong_state() {
+    use wtd_agent::jobs::{Known, SeenJobs};
+    use wtd_proxy::jobs::{JobLimits, JobQueue};
+    use wtd_wire::jobs::JobState;
+
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let mut pi = l.agent("pi-1");
+    // Jobs in the states the files hold: collected results, a pushed job (its output not
+    // kept), one waiting for an agent that is offline, one for a tag no agent has.
+    let mut ran = Vec::new();
+    for n in 0..3 {
+        let arg = format!(r#"{{"n":{n}}}"#);
+        ran.push(
+            l.bob
+                .ok(["call", "--async", "side/mark", &arg])
+                .trim()
+                .to_string(),
+        );
+    }
+    ran.push(l.bob.ok(["push", "side/mark", "{}"]).trim().to_string());
+    l.bob.ok(["push", "side/mark", "{}", "--tag", "gpu"]);
+    let offline = wtd_keys::SecretKey::generate().public().to_string();
+    l.bob.ok(["push", "side/mark", "{}", "--agent", &offline]);
+    for job in &ran {
+        wait_for("the job done", LIMIT, || l.state(job) == "done");
+    }
+    pi.daemon.stop();
+    l.proxy.daemon.stop();
+    let bob: wtd_keys::UserKey = wtd_keys::UserKey(l.bob.id().parse().unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let proxy_jobs = l.proxy.state_dir.join("jobs");
+    let agent_jobs = pi.dir.join("state").join("jobs");
+
+    // The good state, read from copies (opening rewrites the queue compactly).
+    let now = now_ms();
+    copy_dir(&proxy_jobs, &scratch.path().join("good-proxy"));
+    let (mut good_q, _) =
+        JobQueue::open(&scratch.path().join("good-proxy"), JobLimits::default(), now).unwrap();
+    let good: std::collections::HashMap<[u8; 16], wtd_wire::jobs::JobAnswer> = good_q
+        .list(&bob, now)
+        .iter()
+        .map(|j| (j.id, good_q.answer(&bob, &j.id, now).unwrap()))
+        .collect();
+    assert_eq!(good.len(), 6);
+    let ran_jobs: Vec<wtd_keys::job::SignedJob> = good
+        .values()
+        .filter(|a| a.info.state == JobState::Done)
+        .map(|a| wtd_keys::job::SignedJob::decode(&a.job).unwrap())
+        .collect();
+    assert_eq!(ran_jobs.len(), 4);
+    copy_dir(&agent_jobs, &scratch.path().join("good-agent"));
+    let good_seen = SeenJobs::open(&scratch.path().join("good-agent"), 64, wtd_keys::Timestamp(now)).unwrap();
+    let good_known: Vec<Known> = ran_jobs.iter().map(|j| good_seen.known(j)).collect();
+    assert!(
+        good_known.iter().all(|k| matches!(k, Known::Finished(_))),
+        "{good_known:?}"
+    );
+    let mut outcome_files: Vec<String> = std::fs::read_dir(&agent_jobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".outcome"))
+        .collect();
+    outcome_files.sort();
+    assert_eq!(outcome_files.len(), 4);
+
+    let seed: u64 = std::env::var("WTD_POWER_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0b5e_55ed_10b5);
+    let cases: usize = std::env::var("WTD_POWER_CUT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = Rng(seed | 1);
+    let mut tallies: std::collections::BTreeMap<&str, [usize; 3]> = Default::default();
+    for case in 0..cases {
+        let proxy_side = rng.below(2) == 1;
+        let dir = scratch.path().join(format!("case-{case}"));
+        let (pristine, file) = if proxy_side {
+            (&proxy_jobs, "jobs.log".to_string())
+        } else if rng.below(2) == 0 {
+            (&agent_jobs, "seen".to_string())
+        } else {
+            (&agent_jobs, outcome_files[rng.below(4) as usize].clone())
+        };
+        copy_dir(pristine, &dir);
+        let path = dir.join(&file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len() as u64;
+        let at = rng.below(len) as usize;
+        let how = match rng.below(3) {
+            0 => {
+                bytes.truncate(at);
+                format!("cut at {at}")
+            }
+            1 => {
+                let n = 1 + rng.below(64) as usize;
+                let end = (at + n).min(bytes.len());
+                bytes[at..end].fill(0);
+                format!("{n} zeros at {at}")
+            }
+            _ => {
+                bytes[at..].fill(0);
+                format!("zeros from {at}")
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let what = format!("seed {seed} case {case}: {file} {how}");
+        let kind = if proxy_side {
+            "proxy jobs.log"
+        } else if file == "seen" {
+            "agent jobs/seen"
+        } else {
+            "agent *.outcome"
+        };
+        let tally = tallies.entry(kind).or_default();
+        if proxy_side {
+            match JobQueue::open(&dir, JobLimits::default(), now) {
+                Ok((mut q, _)) => {
+                    // Every job it holds is one of the good ones, in the same state (with
+                    // the same outcome) or waiting again: a prefix of its history.
+                    let listed = q.list(&bob, now);
+                    let mut same = listed.len() == good.len();
+                    for j in &listed {
+                        let g = good
+                            .get(&j.id)
+                            .unwrap_or_else(|| panic!("{what}: a job that never was"));
+                        if j.state == g.info.state {
+                            let a = q.answer(&bob, &j.id, now).unwrap();
+                            assert_eq!(a.outcome, g.outcome, "{what}: another outcome");
+                            assert_eq!(a.job, g.job, "{what}: another job");
+                        } else {
+                            assert_eq!(
+                                j.state,
+                                JobState::Queued,
+                                "{what}: {:?} for {:?}",
+                                j.state,
+                                g.info.state
+                            );
+                            same = false;
+                        }
+                    }
+                    tally[if same { 0 } else { 1 }] += 1;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.contains("jobs.log") && msg.contains("damaged") && msg.contains("move it aside"),
+                        "{what}: {msg}"
+                    );
+                    tally[2] += 1;
+                }
+            }
+        } else {
+            // The agent always starts (a damaged record is moved aside), and no job that ran
+            // here may run again: each is known with its outcome, or refused as "may have run"
+            // or "its outcome was lost".
+            let seen = SeenJobs::open(&dir, 64, wtd_keys::Timestamp(now))
+                .unwrap_or_else(|e| panic!("{what}: the agent would not start: {e:#}"));
+            let mut same = true;
+            for (job, good) in ran_jobs.iter().zip(&good_known) {
+                match seen.known(job) {
+                    k @ Known::Finished(_) => assert_eq!(&k, good, "{what}: another outcome"),
+                    Known::MayHaveRun { .. } | Known::OutcomeLost => same = false,
+                    other => panic!("{what}: a job that ran would be {other:?}"),
+                }
+            }
+            if file == "seen" && !same {
+                assert!(dir.join("seen.damaged").exists(), "{what}: kept aside");
+            }
+            tally[if same { 0 } else { 1 }] += 1;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("job power cuts, seed {seed}, {cases} cases (whole = every job as it was; shorter = a torn tail cut off, jobs waiting again, or refused as \"may have run\"; refused = a clear error):");
+    for (what, [whole, shorter, refused]) in &tallies {
+        println!("  {what:<18} whole {whole:>4}  shorter {shorter:>4}  refused {refused:>4}");
+    }
+}
+
+#[test]
+fn a_real_agent_with_a_damaged_record_never_runs_a_job_twice_and_a_damaged_queue_refuses() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let mut pi = l.agent("pi-1");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    wait_for("the job done", LIMIT, || l.state(&job) == "done");
+    assert_eq!(l.runs(), 1);
+    pi.daemon.stop();
+    l.proxy.daemon.stop();
+
+    // The power went just as the proxy stored the job's outcome (its last record cut
+    // off): it will deliver the job to the agent again. And the agent's record of what it
+    // ran was damaged too: the worst case for "never twice".
+    let log = l.proxy.state_dir.join("jobs").join("jobs.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let last = *frame_starts(&bytes).last().unwrap();
+    std::fs::write(&log, &bytes[..last + 5]).unwrap();
+    let seen = pi.dir.join("state/jobs/seen");
+    let mut record = std::fs::read(&seen).unwrap();
+    let end = record.len().min(40);
+    record[20..end].fill(0);
+    std::fs::write(&seen, &record).unwrap();
+
+    let port = l.proxy.addr.port();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    assert!(
+        l.proxy.daemon.output().contains("cut off"),
+        "{}",
+        l.proxy.daemon.output()
+    );
+    pi.restart();
+    wait_for("the repeat refused", LIMIT, || l.state(&job) == "refused");
+    let detail = l.field(&job, "detail");
+    assert!(detail.contains("may have run"), "{detail}");
+    assert!(detail.contains("Push it again"), "{detail}");
+    assert_eq!(l.runs(), 1, "not run a second time");
+    let out = pi.daemon.output();
+    assert!(
+        out.contains("was damaged") && out.contains("seen.damaged"),
+        "{out}"
+    );
+    // A job pushed within the clock skew a job may have (a minute) of the agent's restart
+    // is refused the same way: a caller's clock ahead could date one that ran before it
+    // that late. (Later ones run as usual: `cargo test -p wtd-agent jobs`.)
+    let fresh = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    wait_for("the new job refused", LIMIT, || l.state(&fresh) == "refused");
+    assert!(l.field(&fresh, "detail").contains("may have run"));
+    assert_eq!(l.runs(), 1);
+
+    // A record in the middle of the queue zeroed: not a torn write. The proxy refuses to
+    // start, naming the file and what to do.
+    l.proxy.daemon.stop();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let second = frame_starts(&bytes)[1];
+    bytes[second - 20..second - 10].fill(0);
+    std::fs::write(&log, &bytes).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "proxy".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--state-dir".as_ref(),
+        l.proxy.state_dir.as_os_str(),
+    ];
+    let mut proxy = common::Daemon::spawn(
+        "proxy",
+        l.lab.dir().join("proxy-damaged.log"),
+        &args,
+        &l.lab.dir().join("proxy-home"),
+    );
+    let mut status = None;
+    wait_for("the proxy to refuse and exit", LIMIT, || {
+        status = proxy.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    let out = proxy.output();
+    assert!(
+        out.contains("jobs.log") && out.contains("damaged") && out.contains("move it aside"),
+        "{out}"
+    );
+}

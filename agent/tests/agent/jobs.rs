@@ -78,7 +78,7 @@ async fn a_job_signed_for_a_tag_this_agent_lacks_is_refused_by_the_agent() {
     assert!(r.message.contains("tagged `gpu`"), "{}", r.message);
     assert!(r.message.contains("wrong agent"), "{}", r.message);
     // Refused before the seen-set: nothing was recorded as run.
-    let seen = wtd_agent::jobs::SeenJobs::open(&dir.state().join("jobs"), 16).unwrap();
+    let seen = wtd_agent::jobs::SeenJobs::open(&dir.state().join("jobs"), 16, now()).unwrap();
     assert!(seen.is_empty());
 
     // Its own tag passes the tag check; the job is then refused for another reason (the
