@@ -257,6 +257,7 @@ impl Agent {
             defaults::MAX_SEEN_JOBS,
             clock.max(floor),
         )
+        .map(|seen| seen.with_per_caller(defaults::MAX_SEEN_JOBS_PER_CALLER))
         .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
         // The tags it advertises are the tags it checks a job's signed tag against.
         let job_runner = crate::jobs::run(

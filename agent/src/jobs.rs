@@ -19,8 +19,12 @@
 //! 5. the outcome, with this agent's signed result, is stored and then sent.
 //!
 //! The seen-set may forget a job once it has expired: step 1 refuses any later copy. It is
-//! bounded ([`defaults::MAX_SEEN_JOBS`]); when full of unexpired jobs, new ones are refused
-//! ("busy") rather than risk forgetting one that could be delivered again.
+//! bounded ([`defaults::MAX_SEEN_JOBS`] in all, [`defaults::MAX_SEEN_JOBS_PER_CALLER`] per
+//! caller, [`defaults::MAX_STORED_JOB_OUTPUT`] of each output); when full of unexpired
+//! jobs, new ones are refused ("busy", saying when the first expires: the proxy tries
+//! another agent, then gives up with that reason) rather than forget one that could be
+//! delivered again. Its files are checksummed; a damaged record is handled in
+//! [`SeenJobs::open`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,11 +99,23 @@ fn open_file<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<Option<&'a [u8]>, &
 /// Why the seen-set could not take a job.
 #[derive(Debug, thiserror::Error)]
 pub enum SeenError {
+    /// As many unexpired jobs as it keeps ([`defaults::MAX_SEEN_JOBS`]): forgetting one
+    /// could let it run twice, so new jobs are refused (the proxy tries another agent,
+    /// then gives up with this reason) until the first expires.
     #[error(
-        "this agent remembers {0} unexpired jobs, as many as it can; it refuses new ones rather than \
-         risk running one twice; push again later"
+        "this agent remembers {limit} unexpired jobs it ran, as many as it keeps; it refuses new ones \
+         rather than forget one (which could then run twice); the first of them expires in {frees_in}: \
+         push again then, or to another agent"
     )]
-    Full(usize),
+    Full { limit: usize, frees_in: String },
+    /// As many unexpired jobs of this caller as it keeps for one caller (a quarter of the
+    /// whole), so one caller's flood does not lock everyone else out for a week.
+    #[error(
+        "this agent remembers {limit} unexpired jobs of yours, as many as it keeps for one caller; it \
+         refuses more rather than forget one (which could then run twice); the first of yours expires \
+         in {frees_in}: push again then, and give jobs a shorter --expires so they are forgotten sooner"
+    )]
+    CallerFull { limit: usize, frees_in: String },
     #[error("{0}")]
     Store(#[from] wtd_store::IoError),
 }
@@ -127,6 +143,8 @@ pub struct SeenJobs {
     dir: PathBuf,
     entries: HashMap<([u8; 32], [u8; 16]), Seen>,
     limit: usize,
+    /// Entries one caller may hold ([`SeenJobs::with_per_caller`]; `limit` unless set).
+    per_caller: usize,
     /// Jobs issued up to this time are refused: the record of what ran was lost then.
     lost_before: Option<Timestamp>,
 }
@@ -150,6 +168,7 @@ impl SeenJobs {
             dir: dir.to_path_buf(),
             entries: HashMap::new(),
             limit,
+            per_caller: limit,
             lost_before: None,
         };
         let bytes = match std::fs::read(&path) {
@@ -199,6 +218,13 @@ impl SeenJobs {
             }
         }
         Ok(seen)
+    }
+
+    /// The same seen-set, keeping at most `n` unexpired jobs per caller (the agent uses
+    /// [`defaults::MAX_SEEN_JOBS_PER_CALLER`]).
+    pub fn with_per_caller(mut self, n: usize) -> SeenJobs {
+        self.per_caller = n.max(1);
+        self
     }
 
     fn outcome_path(&self, caller: &[u8; 32], id: &[u8; 16]) -> PathBuf {
@@ -266,11 +292,26 @@ impl SeenJobs {
     /// Records that the job is about to run. Durable when it returns Ok.
     pub fn start(&mut self, job: &SignedJob, now: Timestamp) -> Result<(), SeenError> {
         self.prune(now);
-        if self.entries.len() >= self.limit {
-            return Err(SeenError::Full(self.limit));
-        }
         let j = job.job();
         let key = (*j.caller.key().as_bytes(), j.request_id.0);
+        // The first to expire among `of`, for when room comes back.
+        let frees_in = |of: &mut dyn Iterator<Item = &Seen>| {
+            let first = of.map(|s| s.expires_at).min().unwrap_or(now.0);
+            wtd_keys::time::human_duration(now.until(Timestamp(first)))
+        };
+        if self.entries.len() >= self.limit {
+            return Err(SeenError::Full {
+                limit: self.limit,
+                frees_in: frees_in(&mut self.entries.values()),
+            });
+        }
+        let mine = self.entries.values().filter(|s| s.caller == key.0);
+        if mine.clone().count() >= self.per_caller {
+            return Err(SeenError::CallerFull {
+                limit: self.per_caller,
+                frees_in: frees_in(&mut mine.into_iter()),
+            });
+        }
         self.entries.insert(
             key,
             Seen {
@@ -287,13 +328,29 @@ impl SeenJobs {
         Ok(())
     }
 
-    /// Stores a finished job's outcome, then marks it finished.
+    /// Stores a finished job's outcome, then marks it finished. An output over
+    /// [`defaults::MAX_STORED_JOB_OUTPUT`] is not stored (a repeat delivery is answered
+    /// with the signed result and a detail saying so), which bounds the record's disk.
     pub fn finish(&mut self, job: &SignedJob, outcome: &JobOutcome) -> Result<(), SeenError> {
         let j = job.job();
         let key = (*j.caller.key().as_bytes(), j.request_id.0);
+        let mut stored = outcome.clone();
+        if let JobOutcome::Ran { output, detail, .. } = &mut stored {
+            if output.len() > defaults::MAX_STORED_JOB_OUTPUT {
+                *detail = format!(
+                    "{detail} (delivered again: its {}-byte output was sent once and not kept on the agent, which \
+                     keeps at most {} bytes of a job's output to answer a repeat)",
+                    output.len(),
+                    defaults::MAX_STORED_JOB_OUTPUT
+                )
+                .trim_start()
+                .to_string();
+                output.clear();
+            }
+        }
         wtd_store::atomic::write_atomic(
             &self.outcome_path(&key.0, &key.1),
-            &seal_file(OUTCOME_MAGIC, &wtd_wire::encode(outcome)),
+            &seal_file(OUTCOME_MAGIC, &wtd_wire::encode(&stored)),
             0o600,
         )?;
         if let Some(s) = self.entries.get_mut(&key) {
@@ -469,7 +526,7 @@ async fn handle(
     };
     if let Err(e) = seen.start(&job, now()) {
         calls.release_job(permit);
-        let kind = if matches!(e, SeenError::Full(_)) {
+        let kind = if matches!(e, SeenError::Full { .. } | SeenError::CallerFull { .. }) {
             "busy"
         } else {
             "store"
@@ -543,7 +600,7 @@ mod tests {
         // Full of unexpired jobs: a third is refused.
         assert!(matches!(
             seen.start(&job(9000), Timestamp(2000)),
-            Err(SeenError::Full(2))
+            Err(SeenError::Full { limit: 2, .. })
         ));
         drop(seen);
         let mut seen = SeenJobs::open(dir.path(), 2, Timestamp(2000)).unwrap();
@@ -613,6 +670,106 @@ mod tests {
             assert!(seen.lost_before().is_none(), "case {n}");
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    /// A job from caller `c`, issued at 1000, expiring at `expires`.
+    fn job_of(c: u8, expires: u64) -> SignedJob {
+        let key = SecretKey::from_seed(&[c; 32]);
+        let mut j = job(expires).job().clone();
+        j.caller = UserKey(key.public());
+        j.sign(&key)
+    }
+
+    #[test]
+    fn a_flood_of_unexpired_jobs_is_refused_never_forgotten() {
+        use crate::defaults::{MAX_SEEN_JOBS, MAX_SEEN_JOBS_PER_CALLER};
+        // On tmpfs where there is one: 4,096 atomic rewrites of a growing file.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let now = Timestamp(2000);
+        let mut seen = SeenJobs::open(dir.path(), MAX_SEEN_JOBS, now)
+            .unwrap()
+            .with_per_caller(MAX_SEEN_JOBS_PER_CALLER);
+        let callers = (MAX_SEEN_JOBS / MAX_SEEN_JOBS_PER_CALLER) as u8;
+        let mut ran = Vec::new();
+        for c in 0..callers {
+            for n in 0..MAX_SEEN_JOBS_PER_CALLER {
+                // The first caller's first job expires first (in an hour); the rest later.
+                let j = job_of(10 + c, 2 * HOUR + (c as u64 * 10_000) + n as u64);
+                seen.start(&j, now).unwrap();
+                ran.push(j);
+            }
+            if c + 1 == callers {
+                break;
+            }
+            // This caller's share is used up: one more is refused, saying when room comes.
+            let err = seen.start(&job_of(10 + c, 3 * HOUR), now).unwrap_err();
+            assert!(matches!(err, SeenError::CallerFull { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("1024 unexpired jobs of yours"), "{text}");
+            assert!(text.contains("shorter --expires"), "{text}");
+        }
+        assert_eq!(seen.len(), MAX_SEEN_JOBS);
+        // Full: a new caller is refused too, with when the first expires.
+        let err = seen.start(&job_of(99, 3 * HOUR), now).unwrap_err();
+        assert!(matches!(err, SeenError::Full { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("4096 unexpired jobs"), "{text}");
+        assert!(text.contains("expires in 119 min"), "{text}");
+        assert_eq!(seen.len(), MAX_SEEN_JOBS, "bounded");
+        // Not one of those it ran was forgotten to make room, now or after a restart.
+        let check = |seen: &SeenJobs| {
+            for j in &ran {
+                assert_eq!(seen.known(j), Known::Unfinished);
+            }
+        };
+        check(&seen);
+        drop(seen);
+        let mut seen = SeenJobs::open(dir.path(), MAX_SEEN_JOBS, now)
+            .unwrap()
+            .with_per_caller(MAX_SEEN_JOBS_PER_CALLER);
+        check(&seen);
+        // Once the first has expired, there is room for one more, and only it was forgotten.
+        let later = Timestamp(2 * HOUR + 1);
+        seen.start(&job_of(99, 3 * HOUR), later).unwrap();
+        assert_eq!(seen.known(&ran[0]), Known::New);
+        for j in &ran[1..] {
+            assert_eq!(seen.known(j), Known::Unfinished);
+        }
+    }
+
+    #[test]
+    fn a_big_output_is_not_kept_to_answer_a_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = SeenJobs::open(dir.path(), 8, Timestamp(2000)).unwrap();
+        let (small, big) = (job(HOUR), job(HOUR));
+        for (j, len) in [(&small, 10), (&big, crate::defaults::MAX_STORED_JOB_OUTPUT + 1)] {
+            seen.start(j, Timestamp(2000)).unwrap();
+            let outcome = JobOutcome::Ran {
+                status: Status::Ok,
+                output: vec![b'x'; len],
+                detail: String::new(),
+                signed: vec![1],
+            };
+            seen.finish(j, &outcome).unwrap();
+        }
+        let Known::Finished(JobOutcome::Ran { output, .. }) = seen.known(&small) else {
+            panic!("small")
+        };
+        assert_eq!(output.len(), 10);
+        let Known::Finished(JobOutcome::Ran {
+            output,
+            detail,
+            signed,
+            ..
+        }) = seen.known(&big)
+        else {
+            panic!("big")
+        };
+        assert!(output.is_empty());
+        assert_eq!(signed, vec![1], "the signed result is kept");
+        assert!(detail.contains("not kept on the agent"), "{detail}");
     }
 
     #[test]
