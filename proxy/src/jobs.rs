@@ -641,11 +641,9 @@ impl JobQueue {
     }
 
     /// Claims up to `room` queued jobs for agent `me`, one of the online job agents
-    /// `peers` (each with its advert, load and protocol version): those it suits, and is
-    /// the best suitable agent online for (see [`best_for`]). Each is marked delivered
-    /// (fsynced) before it is returned to send. A job for another agent, or already
-    /// delivered to another, is never claimed. The second value says whether jobs this
-    /// agent was best for were left for lack of room: other agents should look again.
+    /// `peers` (each with its advert, load and protocol version): [`JobQueue::pick`], then
+    /// [`JobQueue::deliver`]. The second value says whether jobs this agent was best for
+    /// were left for lack of room: other agents should look again.
     pub fn claim(
         &mut self,
         me: &Key,
@@ -653,9 +651,17 @@ impl JobQueue {
         room: usize,
         now_ms: u64,
     ) -> (Vec<JobDelivery>, bool) {
+        let picked = self.pick(me, peers, room, now_ms);
+        self.deliver(me, picked)
+    }
+
+    /// Which queued jobs agent `me` should take now, oldest first, without changing
+    /// anything (no disk, so the caller may hold the roster lock for it): those it suits
+    /// and is the best suitable agent online for (see [`best_for`]), up to `room`.
+    pub fn pick(&mut self, me: &Key, peers: &[Peer<'_>], room: usize, now_ms: u64) -> Picked {
         self.sweep(now_ms);
         let Some(my) = peers.iter().find(|p| p.id == *me) else {
-            return (Vec::new(), false);
+            return Picked::default();
         };
         let mut busy: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
         for e in self.jobs.values() {
@@ -675,11 +681,26 @@ impl JobQueue {
             .filter(|(_, e)| best_for(e, &free).is_none_or(|best| best == *me))
             .map(|(k, e)| (e.queued_at_ms, k.0, k.1))
             .collect();
-        // Oldest first.
         mine.sort();
         let left_over = mine.len() > room;
+        Picked {
+            jobs: mine.into_iter().take(room).map(|(_, c, id)| (c, id)).collect(),
+            left_over,
+        }
+    }
+
+    /// Marks the `picked` jobs delivered to `me` (fsynced, each before it is returned to
+    /// send), skipping any that is no longer queued.
+    pub fn deliver(&mut self, me: &Key, picked: Picked) -> (Vec<JobDelivery>, bool) {
         let mut out = Vec::new();
-        for (_, caller, id) in mine.into_iter().take(room) {
+        for (caller, id) in picked.jobs {
+            if self
+                .jobs
+                .get(&(caller, id))
+                .is_none_or(|e| e.state != JobState::Queued)
+            {
+                continue;
+            }
             let change = Change::State {
                 caller: Key(caller),
                 id,
@@ -698,7 +719,7 @@ impl JobQueue {
             });
         }
         let claimed_some = !out.is_empty();
-        (out, left_over && claimed_some)
+        (out, picked.left_over && claimed_some)
     }
 
     /// Jobs delivered to `agent` and not answered yet.
@@ -861,6 +882,15 @@ const AGENT_REASONS: &[&str] = &[
     "busy",
     "store",
 ];
+
+/// What [`JobQueue::pick`] chose, for [`JobQueue::deliver`].
+#[derive(Debug, Default)]
+pub struct Picked {
+    /// (caller, id) of each job, oldest first.
+    jobs: Vec<([u8; 32], JobId)>,
+    /// Jobs it was best for were left over for lack of room.
+    left_over: bool,
+}
 
 /// An online agent as the queue sees it when it hands out jobs: what it offers and claims
 /// (its advert), how busy and hot it is (its last heartbeat), and which protocol version

@@ -405,7 +405,8 @@ fn dashboard_report(
 /// The queued jobs this agent can take now: those it suits (offers the function, names the
 /// owner, has the signed tag) and is the best online agent for, up to its free slots. Each
 /// is marked delivered (on disk) before it is returned. The roster lock is held while the
-/// queue picks (lock order: roster, then jobs), so no advert or load is copied.
+/// queue picks (lock order: roster, then jobs), so no advert or load is copied; it is let
+/// go before the deliveries' fsyncs, so heartbeats do not wait for the disk.
 fn claim_jobs(ctx: &StreamCtx) -> Vec<wtd_wire::jobs::JobDelivery> {
     let id = Key::from(ctx.peer);
     let (claimed, left_over) = {
@@ -426,7 +427,10 @@ fn claim_jobs(ctx: &StreamCtx) -> Vec<wtd_wire::jobs::JobDelivery> {
         if room == 0 {
             return Vec::new();
         }
-        jobs.claim(&id, &peers, room, now_ms())
+        let picked = jobs.pick(&id, &peers, room, now_ms());
+        drop(peers);
+        drop(state);
+        jobs.deliver(&id, picked)
     };
     if left_over {
         // This agent is full now: the others may take what it was best for.
