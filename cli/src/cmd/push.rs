@@ -41,8 +41,8 @@ pub struct Args {
     /// The arguments, as JSON (default `{}`).
     pub args: Option<String>,
     /// Only this agent runs it: its name (it must be online now) or its full id
-    /// (`wtd1...`, for an agent that is offline). Without it, any agent that offers the
-    /// function and honours your grant.
+    /// (`wtd1...`, for an agent that is offline). Without it, the best online agent that
+    /// offers the function and honours your grant, when it is delivered.
     #[arg(long)]
     pub agent: Option<String>,
     /// Only an agent with this tag runs it (the tag is signed: an agent without it refuses
