@@ -250,9 +250,33 @@ impl Agent {
         // Jobs: the link hands deliveries to the runner, which answers through the link.
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(defaults::JOB_QUEUE);
         let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(defaults::JOB_UPDATES);
-        let seen = crate::jobs::SeenJobs::open(&self.config.state_dir.join("jobs"), defaults::MAX_SEEN_JOBS)
-            .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
-        let job_runner = crate::jobs::run(calls.clone(), seen, jobs_rx, updates_tx, shutdown.clone());
+        // "Now" for the seen-set's horizon, should its record be damaged: the later of the
+        // clock and the time floor (a Pi without a clock may boot in the past).
+        let clock = wtd_keys::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        );
+        let floor = wtd_store::floor::read(&self.config.state_dir.join("time-floor"))
+            .ok()
+            .flatten()
+            .map_or(clock, |f| f.0);
+        let seen = crate::jobs::SeenJobs::open(
+            &self.config.state_dir.join("jobs"),
+            defaults::MAX_SEEN_JOBS,
+            clock.max(floor),
+        )
+        .map(|seen| seen.with_per_caller(defaults::MAX_SEEN_JOBS_PER_CALLER))
+        .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
+        // The tags it advertises are the tags it checks a job's signed tag against.
+        let job_runner = crate::jobs::run(
+            calls.clone(),
+            self.advert.tags.clone(),
+            seen,
+            jobs_rx,
+            updates_tx,
+            shutdown.clone(),
+        );
         let link = Link {
             calls: calls.clone(),
             id: self.id,

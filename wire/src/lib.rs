@@ -66,20 +66,29 @@ pub mod roster;
 /// was made because of, inside an end-to-end session. The proxy never reads a session, so
 /// the two ends agree on it themselves: a version-6 caller and agent offer the session ALPN
 /// `wtd/1 v6` as well as `wtd/1` (`wtd_transport::session::SESSION_ALPN_V6`), and a caller
-/// sends `CallCaused` only when the agent chose it.
+/// sends `CallCaused` only when the agent chose it. A version-6 agent also decodes and
+/// checks jobs with a selector (`wtd push --tag`, `--coolest`: format version 2 of
+/// `wtd_keys::job`); the proxy knows which agents can check a job's tag by their version.
 pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
 /// knows no `MissionEvent`, 4 from 5 in that it knows no `CallReport`, no jobs and no
-/// signed events, and 5 from 6 in that it reads no call's cause: a proxy admits older
-/// agents (they never send what they do not know, and a proxy never delivers a job to
-/// one), an agent refused by an older proxy says hello again in that proxy's version and
-/// sends only what it knows (it receives no jobs and publishes no signed events there), and
-/// a caller sends an older agent plain `Call`s (see [`CALL_CAUSES_VERSION`]).
+/// signed events, and 5 from 6 in that it reads no call's cause and cannot decode a job
+/// with a selector: a proxy admits older agents (they never send what they do not know,
+/// and a proxy never delivers a job to one it cannot check), an agent refused by an older
+/// proxy says hello again in that proxy's version and sends only what it knows (it
+/// receives no jobs and publishes no signed events there), and a caller sends an older
+/// agent plain `Call`s (see [`CALL_CAUSES_VERSION`]).
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// The first version with jobs: never send a [`ToAgent::Job`] to an older agent.
 pub const JOBS_VERSION: u16 = 5;
+
+/// The first version whose agents decode and check jobs with a selector (a tag, an order
+/// other than least loaded; `wtd_keys::job::SELECTOR_VERSION`): the proxy delivers such a
+/// job to no older agent (a version-5 agent would refuse it as malformed, never run it on
+/// the wrong machine). A job with the default selector goes to any job agent.
+pub const JOB_SELECTORS_VERSION: u16 = 6;
 
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;

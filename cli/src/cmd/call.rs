@@ -75,7 +75,9 @@ pub struct Args {
     pub receipt: bool,
     /// Do not wait: queue the call on the proxy and print its job id at once; it runs when
     /// an agent can take it, and `wtd result <job>` collects the result (see `wtd push`).
-    #[arg(long = "async", conflicts_with_all = ["all", "random", "round_robin", "tag", "receipt"])]
+    /// `--tag`, `--coolest` and `--least-loaded` apply to it (signed with the job);
+    /// `--all`, `--random` and `--round-robin` do not, and are refused with what to do.
+    #[arg(long = "async", conflicts_with_all = ["receipt"])]
     pub async_: bool,
     /// With `--async`: how long it may wait for an agent (`1h` by default, at most `7days`).
     #[arg(long, requires = "async_")]
@@ -90,6 +92,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 target: &args.target,
                 args: args.args.as_deref(),
                 agent: args.agent.as_deref(),
+                selector: crate::cmd::push::selector(
+                    args.tag.as_deref(),
+                    &crate::cmd::push::QueuedOrder {
+                        least_loaded: args.least_loaded,
+                        coolest: args.coolest,
+                        random: args.random,
+                        round_robin: args.round_robin,
+                        all: args.all,
+                    },
+                )?,
                 expires: args.expires.as_deref(),
                 keep_result: true,
                 json: args.json,
