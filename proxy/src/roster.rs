@@ -82,6 +82,11 @@ impl Roster {
         self.agents.values().map(|e| (&e.info, e.version))
     }
 
+    /// Everything the roster holds about `id` now (a copy), if it is in the roster.
+    pub fn info_of(&self, id: &Key) -> Option<AgentInfo> {
+        self.agents.get(id).map(|e| e.info.clone())
+    }
+
     /// What `id` advertises now, if it is in the roster.
     pub fn advert_of(&self, id: &Key) -> Option<&Advert> {
         self.agents.get(id).map(|e| &e.info.advert)

@@ -394,7 +394,16 @@ fn dashboard_report(
     if !budget.take(now_ms()) {
         return refused("over its budget");
     }
-    match dashboard.change(|f| f.report(agent, report, now_ms())) {
+    let mut shown = dashboard.change(|f| f.report(agent, report, now_ms()));
+    if shown == Err(crate::dashboard::ReportRefused::NotInRoster) {
+        // The feed learns of agents from the roster's batches (every 250 ms), and a call
+        // made the moment an agent joined is reported before that: its card is made from
+        // the roster now, so the first calls of a lesson are not missing from the page.
+        if crate::dashboard::card_from_roster(&ctx.shared, dashboard, agent) {
+            shown = dashboard.change(|f| f.report(agent, report, now_ms()));
+        }
+    }
+    match shown {
         Ok(_) => {
             ctx.shared.metrics.call_reports.inc();
         }
