@@ -418,7 +418,7 @@ mod callers {
             loop {
                 if let Ok(s) = wtd_caller::Session::open(bob.clone(), &conn, agent).await {
                     let s = Arc::new(s);
-                    if let Ok(p) = s.call(&ping.0, &ping.1, b"{}", false).await {
+                    if let Ok(p) = s.call(&ping.0, &ping.1, b"{}", false, &[]).await {
                         if matches!(p.finish(&mut |_| {}).await, Ok(a) if a.status == CallStatus::Ok) {
                             return Some((client, conn, s));
                         }
@@ -456,7 +456,7 @@ mod callers {
                 (&ping.0, &ping.1, &b"{}"[..])
             };
             let started = Instant::now();
-            let answer = match session.call(m, f, args, false).await {
+            let answer = match session.call(m, f, args, false, &[]).await {
                 Ok(p) => p.finish(&mut |_| {}).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

@@ -553,7 +553,7 @@ impl Caller {
     /// form, verified before it counts.
     async fn call(&self, s: &Session, receipt: bool) -> Result<(), CallFailed> {
         let pending = s
-            .call(&self.mission, &self.function, &self.args, receipt)
+            .call(&self.mission, &self.function, &self.args, receipt, &[])
             .await
             .map_err(|e| CallFailed::Broken(e.into()))?;
         match pending.finish(&mut |_| {}).await {

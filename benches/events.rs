@@ -271,7 +271,7 @@ async fn baseline(
     let (m, f) = (MissionName::new("sys")?, FunctionName::new("ping")?);
     // Until the agent has the grant (it comes through the proxy), calls are refused.
     loop {
-        let p = session.call(&m, &f, b"{}", false).await?;
+        let p = session.call(&m, &f, b"{}", false, &[]).await?;
         match p.finish(&mut |_| {}).await {
             Ok(_) => break,
             Err(_) if start.elapsed() < LIMIT => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -280,7 +280,7 @@ async fn baseline(
     }
     let start = Instant::now();
     for _ in 0..n {
-        let p = session.call(&m, &f, b"{}", false).await?;
+        let p = session.call(&m, &f, b"{}", false, &[]).await?;
         p.finish(&mut |_| {}).await?;
     }
     let took = start.elapsed();

@@ -302,7 +302,7 @@ fn main() -> anyhow::Result<()> {
         for i in 0..warm + 10 {
             let t = Instant::now();
             session
-                .call(&m, &f, ARGS, false)
+                .call(&m, &f, ARGS, false, &[])
                 .await?
                 .finish(&mut |_| {})
                 .await?;

@@ -532,7 +532,7 @@ impl Caller {
     }
 
     async fn call(&self, s: &Session) -> anyhow::Result<()> {
-        let pending = s.call(&self.mission, &self.function, b"{}", false).await?;
+        let pending = s.call(&self.mission, &self.function, b"{}", false, &[]).await?;
         let answer = pending.finish(&mut |_| {}).await?;
         if answer.status != CallStatus::Ok {
             bail!("sys/ping ended {}", answer.status);
@@ -596,7 +596,7 @@ mod rows {
             loops.spawn(async move {
                 let mut done = 0u64;
                 while done < each && Instant::now() < deadline {
-                    let pending = s.call(&mission, &function, b"{}", false).await?;
+                    let pending = s.call(&mission, &function, b"{}", false, &[]).await?;
                     let a = pending.finish(&mut |_| {}).await?;
                     if a.status != CallStatus::Ok {
                         bail!("sys/ping ended {}", a.status);

@@ -457,7 +457,10 @@ fn a_caller_whose_session_key_is_not_the_grants_subject_is_refused_and_nothing_r
         let mut refused = Vec::new();
         // Both forms: a live call, and a receipt call (signed by Carol, so also not Bob's).
         for receipt in [false, true] {
-            let pending = session.call(&mission, &function, b"{}", receipt).await.unwrap();
+            let pending = session
+                .call(&mission, &function, b"{}", receipt, &[])
+                .await
+                .unwrap();
             match pending.finish(&mut |_| {}).await {
                 Err(wtd_caller::CallError::Refused(r)) => refused.push(r.kind),
                 other => panic!("Carol's call was not refused: {other:?}"),
@@ -624,6 +627,101 @@ fn an_agent_closes_a_session_that_reuses_a_call_number_or_sends_garbage() {
         assert!(read_agent_msg(&mut tls).await.is_none(), "the session was closed");
     });
     assert_eq!(lines(), 2, "calls 5 and 9 ran, once each; nothing else did");
+}
+
+/// A call's cause (wire version 6) is checked by the agent: a malformed one refuses that
+/// call alone, saying what is wrong; the session goes on, and a well-formed one runs.
+#[test]
+fn an_agent_refuses_a_call_with_a_malformed_cause_and_only_that_call() {
+    use wtd_wire::call::{AgentMsg, CallerMsg};
+    use wtd_wire::{Key, LogPosition};
+    let l = Lab::new();
+    let (side, mark) = side_effect_mission(&l.lab);
+    let pi = l.agent("pi-1", "", Some(&side));
+    l.wait_agents(1);
+    l.grant("side", &[]);
+    let lines = || std::fs::read_to_string(&mark).unwrap_or_default().lines().count();
+    let publisher: wtd_keys::PublicId = pi.id().parse().unwrap();
+    let good = LogPosition {
+        publisher: Key::from(publisher),
+        mission: "social".into(),
+        seq: 1,
+    };
+    let call = |id, cause: Vec<LogPosition>| {
+        wtd_wire::encode(&CallerMsg::CallCaused {
+            id,
+            mission: "side".into(),
+            function: "mark".into(),
+            args: b"{}".to_vec(),
+            signed: None,
+            cause,
+        })
+    };
+    let many: Vec<LogPosition> = (0..=wtd_keys::defaults::MAX_CAUSE)
+        .map(|i| LogPosition {
+            mission: format!("m{i}"),
+            ..good.clone()
+        })
+        .collect();
+    let bad = [
+        (
+            LogPosition {
+                seq: 0,
+                ..good.clone()
+            },
+            "event 0",
+        ),
+        (
+            LogPosition {
+                publisher: Key([0; 32]),
+                ..good.clone()
+            },
+            "invalid publisher key",
+        ),
+        (
+            LogPosition {
+                mission: "Not A Mission".into(),
+                ..good.clone()
+            },
+            "mission `Not A Mission`",
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_client, _conn, mut tls) = raw_session(&l.bob, &l.proxy, &pi).await;
+        let mut id = 0;
+        let mut cases: Vec<(Vec<LogPosition>, &str)> =
+            bad.into_iter().map(|(p, says)| (vec![p], says)).collect();
+        cases.push((many, "more than"));
+        for (cause, says) in cases {
+            id += 1;
+            wtd_transport::session::write_msg(&mut tls, &call(id, cause))
+                .await
+                .unwrap();
+            match read_agent_msg(&mut tls).await {
+                Some(AgentMsg::Refused { id: got, refused }) => {
+                    assert_eq!(got, id);
+                    assert_eq!(refused.kind, "bad_call");
+                    assert!(refused.message.contains(says), "{says}: {}", refused.message);
+                    assert!(refused.message.contains("WTD_CAUSE"), "{}", refused.message);
+                }
+                other => panic!("a malformed cause ({says}) was not refused: {other:?}"),
+            }
+        }
+        // The session is still open, and a call with a sound cause runs.
+        id += 1;
+        wtd_transport::session::write_msg(&mut tls, &call(id, vec![good.clone()]))
+            .await
+            .unwrap();
+        match read_agent_msg(&mut tls).await {
+            Some(AgentMsg::Done { id: got, .. }) => assert_eq!(got, id),
+            other => panic!("a call with a sound cause did not run: {other:?}"),
+        }
+    });
+    assert_eq!(lines(), 1, "only the call with a sound cause ran");
 }
 
 #[test]

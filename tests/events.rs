@@ -10,6 +10,12 @@
 //!   posts a photo" (which therefore depends on it); a mailer agent subscribed to both gets
 //!   them through a relay the test owns that delays the first and passes the second at
 //!   once, and still handles the unfriending first.
+//! - `a_call_made_because_of_an_event_carries_it_as_its_cause`: the same across a call. A
+//!   handler of "ann unfriends" *calls* another agent's function, which publishes "photo
+//!   posted": through `WTD_CAUSE` and the call, that event depends on the unfriending, and
+//!   a subscriber behind a reordering relay handles it second; a plain call (the variable
+//!   unset) makes an independent event, which is not held back. A malformed `WTD_CAUSE` is
+//!   refused by `wtd call`.
 
 mod common;
 
@@ -381,17 +387,28 @@ fn a_proxy_that_alters_reorders_or_drops_an_event_is_caught() {
     assert_eq!(seqs(&lines(&String::from_utf8_lossy(&out.stdout))), [1, 2, 3]);
 }
 
+/// How the relay holds `social` events back.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// For this long each.
+    For(Duration),
+    /// Until the next event of another mission has been passed on (or nothing came from the
+    /// proxy for [`LIMIT`]): the reordering no longer depends on how fast anything runs.
+    UntilNextOther,
+}
+
 /// The relay in front of the mailer: it plays the proxy for the mailer agent (welcomes it,
 /// serves its subscription) with events it reads from the real proxy as `reader`, except
-/// that it holds every `social` event back for `delay` and passes `photos` ones at once.
+/// that it holds every `social` event back (see [`Hold`]) and passes others at once.
 /// Returns what it delivered, in order.
 fn delaying_relay(
     key: SecretKey,
     socket: std::net::UdpSocket,
     upstream: ProxyInfo,
     reader: SecretKey,
-    delay: Duration,
+    delay: impl Into<Hold>,
 ) -> Arc<Mutex<Vec<String>>> {
+    let delay = delay.into();
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let log = delivered.clone();
     std::thread::spawn(move || {
@@ -446,7 +463,7 @@ async fn relay_subscription(
     send: wtd_transport::SendStream,
     mut recv: wtd_transport::RecvStream,
     log: Arc<Mutex<Vec<String>>>,
-    delay: Duration,
+    delay: Hold,
 ) {
     let Ok(conn) = client.connect(upstream.addrs[0], *upstream.id.key()).await else {
         return;
@@ -474,6 +491,15 @@ async fn relay_subscription(
     });
     // The mailer's acknowledgements are read and dropped.
     tokio::spawn(async move { while let Ok(Some(_)) = read_frame(&mut recv, 1 << 20).await {} });
+    let delay = match delay {
+        Hold::For(delay) => delay,
+        Hold::UntilNextOther => {
+            hold_until_next_other(&mut up_recv, &tx, &log).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
     while let Ok(Some(frame)) = read_frame(&mut up_recv, 1 << 20).await {
         let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
             break;
@@ -500,6 +526,55 @@ async fn relay_subscription(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+impl From<Duration> for Hold {
+    fn from(d: Duration) -> Hold {
+        Hold::For(d)
+    }
+}
+
+/// [`Hold::UntilNextOther`]: passes every event on at once but `social` ones, which wait
+/// until the next event of another mission has gone (or nothing came for [`LIMIT`]).
+async fn hold_until_next_other(
+    up_recv: &mut wtd_transport::RecvStream,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    log: &Mutex<Vec<String>>,
+) {
+    let mut held: Vec<(String, Vec<u8>)> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(LIMIT, read_frame(up_recv, 1 << 20)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(_) => break,
+            Err(_) => {
+                // Every wait is bounded: nothing else came, so let them go.
+                for (label, frame) in held.drain(..) {
+                    log.lock().unwrap().push(label);
+                    let _ = tx.send(frame).await;
+                }
+                continue;
+            }
+        };
+        let Ok(Response::Delivery(d)) = decode::<Response>(&frame) else {
+            break;
+        };
+        let Delivery::Event(bytes) = &d else {
+            let _ = tx.send(frame).await;
+            continue;
+        };
+        let e = SignedEvent::decode(bytes).unwrap();
+        let label = format!("{}/{}", e.event().log.mission, e.event().topic);
+        if e.event().log.mission.as_str() == "social" {
+            held.push((label, frame));
+            continue;
+        }
+        log.lock().unwrap().push(label);
+        let _ = tx.send(frame).await;
+        for (label, frame) in held.drain(..) {
+            log.lock().unwrap().push(label);
+            let _ = tx.send(frame).await;
+        }
+    }
 }
 
 /// A directory every handler user can write (handlers may run as an unprivileged user).
@@ -654,6 +729,265 @@ timeout = "10s"
         !log.contains("stopped:"),
         "the mailer's subscription ran without errors:\n{log}"
     );
+}
+
+/// Copies `home` into `to`, readable by every user: a handler (another user) copies it
+/// again into its own directory before using it (the key must be its own, mode 0600).
+fn world_readable_copy(home: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(home).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            world_readable_copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_call_made_because_of_an_event_carries_it_as_its_cause() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let alice = lab.user("alice");
+    let alice_id = alice.init();
+    alice.ok(["join", &proxy.ticket]);
+    let ann = lab.user("ann");
+    let ann_id = ann.init();
+    ann.ok(["join", &proxy.ticket]);
+    alice.ok(["keys", "add", "ann", &ann_id]);
+    let shared = shared_dir();
+    let d = shared.path().display();
+
+    // Agent 1, mission A: the social network, where Ann unfriends.
+    std::fs::write(mission_dir(&lab, "pi-social").join("social.toml"), SOCIAL).unwrap();
+    let social = lab.add_agent(&proxy.ticket, "pi-social", &[&alice_id], "");
+    alice.adopt(&social);
+    // Agent 2, mission B: photos. `post` publishes a photo; it notes the WTD_CAUSE it got.
+    let photos_toml = format!(
+        r#"
+name = "photos"
+version = "1.0"
+
+[[functions]]
+name = "post"
+exec = ["/bin/sh", "-c", "read -r a; echo \"$WTD_CAUSE\" >> {d}/post-causes; echo \"wtd-emit: posted $a\" >&2; echo '{{}}'"]
+timeout = "10s"
+"#
+    );
+    std::fs::write(mission_dir(&lab, "pi-photos").join("photos.toml"), photos_toml).unwrap();
+    let photos = lab.add_agent(&proxy.ticket, "pi-photos", &[&alice_id], "");
+    alice.adopt(&photos);
+    // Agent 3: the publisher's helper. Handling each unfriending, it *calls* photos/post
+    // with `wtd call`, as its own user "helper" with a grant for photos. Asked for a plain
+    // call, it unsets WTD_CAUSE first.
+    let helper = lab.user("helper");
+    let helper_id = helper.init();
+    helper.ok(["join", &proxy.ticket]);
+    let out: serde_json::Value =
+        serde_json::from_str(&alice.ok(["grant", &helper_id, "--mission", "photos", "--json"])).unwrap();
+    helper.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    world_readable_copy(&helper.home, &shared.path().join("helper-home"));
+    let script = shared.path().join("helper.sh");
+    write_world(
+        &script,
+        &format!(
+            r#"a=$(cat)
+case "$a" in *'"plain":true'*) unset WTD_CAUSE ;; esac
+echo "$WTD_CAUSE" >> {d}/helper-causes
+h="$TMPDIR/home"; cp -r {d}/helper-home "$h"; chmod 700 "$h"; chmod 600 "$h/identity.key"
+WTD_HOME="$h" {wtd} call photos/post '{{"photo":"beach.jpg"}}' >/dev/null 2>>{d}/helper.err || exit 1
+echo '{{}}'
+"#,
+            wtd = common::wtd_bin().display()
+        ),
+    );
+    let helper_toml = format!(
+        r#"
+name = "helper"
+version = "1.0"
+memory = "512MiB"
+pids = 128
+
+[[functions]]
+name = "on_unfriend"
+subscribe = ["social/unfriend"]
+exec = ["/bin/sh", "{}"]
+timeout = "30s"
+"#,
+        script.display()
+    );
+    std::fs::write(mission_dir(&lab, "pi-helper").join("helper.toml"), helper_toml).unwrap();
+    let helper_pi = lab.add_agent(&proxy.ticket, "pi-helper", &[&alice_id], "");
+    alice.adopt(&helper_pi);
+    alice.ok(["grant", &helper_pi.id(), "--mission", "social"]);
+
+    // Agent 4: the feed, subscribed to both A and B, behind a relay that holds every
+    // social event back until the next photos event has gone through.
+    let outbox = shared.path().join("outbox");
+    write_world(&outbox, "");
+    let feed_script = shared.path().join("feed.sh");
+    write_world(
+        &feed_script,
+        &format!(
+            r#"a=$(cat)
+m=$(echo "$a" | sed 's/.*"mission":"\([a-z]*\)".*/\1/')
+t=$(echo "$a" | sed 's/.*"topic":"\([a-z]*\)".*/\1/')
+n=$(echo "$a" | sed 's/.*"seq":\([0-9]*\).*/\1/')
+echo "$m/$t $n" >> {d}/outbox
+echo '{{}}'
+"#
+        ),
+    );
+    let feed_toml = format!(
+        r#"
+name = "feed"
+version = "1.0"
+
+[[functions]]
+name = "log"
+subscribe = ["social/unfriend", "photos/posted"]
+exec = ["/bin/sh", "{}"]
+timeout = "10s"
+"#,
+        feed_script.display()
+    );
+    std::fs::write(mission_dir(&lab, "pi-feed").join("feed.toml"), feed_toml).unwrap();
+    let relay_key = SecretKey::generate();
+    let reader = SecretKey::generate();
+    alice.ok(["grant", &reader.public().to_string(), "--mission", "social"]);
+    alice.ok(["grant", &reader.public().to_string(), "--mission", "photos"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let relay_info = ProxyInfo {
+        id: ProxyId(relay_key.public()),
+        addrs: vec![socket.local_addr().unwrap()],
+    };
+    let upstream = Ticket::from_text(&proxy.ticket).unwrap().proxy.unwrap();
+    let delivered = delaying_relay(relay_key, socket, upstream, reader, Hold::UntilNextOther);
+    let relay_ticket = Ticket {
+        proxy: Some(relay_info),
+        grants: vec![],
+    }
+    .to_text();
+    let feed: Agent = lab.add_agent(&relay_ticket, "pi-feed", &[&alice_id], "");
+    wait_for("social, photos and the helper online", LIMIT, || {
+        alice.agent_names() == ["pi-helper", "pi-photos", "pi-social"]
+    });
+    let out: serde_json::Value =
+        serde_json::from_str(&alice.ok(["grant", "ann", "--mission", "social", "--json"])).unwrap();
+    ann.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    let outbox_lines = || {
+        std::fs::read_to_string(&outbox)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let explain = || {
+        format!(
+            "relay delivered {:?}\nhelper stderr: {}\nhelper agent:\n{}\nfeed agent:\n{}",
+            delivered.lock().unwrap(),
+            std::fs::read_to_string(shared.path().join("helper.err")).unwrap_or_default(),
+            helper_pi.daemon.output(),
+            feed.daemon.output()
+        )
+    };
+
+    // E1: Ann unfriends her parents. The helper handles it and calls photos/post: E2.
+    ann.ok(["call", "social/unfriend", r#"{"user":"ann","friend":"parents"}"#]);
+    wait_for("the feed to handle E1 and E2", LIMIT, || {
+        outbox_lines().len() >= 2
+    });
+    // The relay passed E2 first; the feed still handled E1 first, because E2 depends on it.
+    assert_eq!(
+        delivered.lock().unwrap()[..2],
+        ["photos/posted", "social/unfriend"],
+        "{}",
+        explain()
+    );
+    assert_eq!(
+        outbox_lines(),
+        ["social/unfriend 1", "photos/posted 1"],
+        "{}",
+        explain()
+    );
+
+    // E3, and a plain call: the helper unsets WTD_CAUSE, so E4 depends on nothing and the
+    // feed handles it at once, before E3 (which the relay still holds).
+    ann.ok([
+        "call",
+        "social/unfriend",
+        r#"{"user":"ann","friend":"bob","plain":true}"#,
+    ]);
+    wait_for("the feed to handle E3 and E4", LIMIT, || {
+        outbox_lines().len() >= 4
+    });
+    assert_eq!(
+        outbox_lines(),
+        [
+            "social/unfriend 1",
+            "photos/posted 1",
+            "photos/posted 2",
+            "social/unfriend 2"
+        ],
+        "{}",
+        explain()
+    );
+
+    // What each handler was given, and what the photo events record.
+    let e1 = format!("{}:social:1", social.id());
+    let causes = |name: &str| {
+        std::fs::read_to_string(shared.path().join(name))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(causes("helper-causes"), [e1.clone(), String::new()]);
+    // The called function has the cause too, to pass on to any call it makes.
+    assert_eq!(causes("post-causes"), [e1.clone(), String::new()]);
+    let posted = lines(&alice.ok([
+        "subscribe",
+        "photos",
+        "--from",
+        "start",
+        "--count",
+        "2",
+        "--idle",
+        "10s",
+    ]));
+    assert_eq!(posted[0]["deps"], serde_json::json!([e1]));
+    assert_eq!(posted[1]["deps"], serde_json::json!([]));
+    assert!(
+        !feed.daemon.output().contains("stopped:"),
+        "the feed's subscription ran without errors:\n{}",
+        feed.daemon.output()
+    );
+
+    // A malformed WTD_CAUSE is refused by `wtd call`, saying what to do; nothing is sent.
+    let bad = std::process::Command::new(common::wtd_bin())
+        .args(["call", "social/unfriend", r#"{"user":"ann","friend":"x"}"#])
+        .env("WTD_HOME", &ann.home)
+        .env("WTD_CAUSE", "social:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("WTD_CAUSE is set but unusable"), "{stderr}");
+    assert!(stderr.contains("env -u WTD_CAUSE"), "{stderr}");
+    // A queued call cannot carry a cause yet, and says so rather than drop it silently.
+    let pushed = std::process::Command::new(common::wtd_bin())
+        .args(["push", "social/unfriend", r#"{"user":"ann","friend":"y"}"#])
+        .env("WTD_HOME", &ann.home)
+        .env("WTD_CAUSE", &e1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "{stderr}");
+    assert!(stderr.contains("does not carry WTD_CAUSE"), "{stderr}");
 }
 
 /// Publishing is refused, saying what was dropped and why, to a connection that is not an

@@ -6,7 +6,10 @@
 //! - killing the proxy (kill -9) mid-delivery and restarting it does not run a job twice;
 //! - a grant revoked while the job waited: refused at delivery, never run, reported;
 //! - a proxy that alters a queued call (here: its disk) is caught by the agent;
-//! - the bounds: a caller over its limit is refused with what is queued; a job expires.
+//! - the bounds: a caller over its limit is refused with what is queued; a job expires;
+//! - selectors: a `--tag` job waits for, and runs only on, a tagged agent, even while an
+//!   untagged one is online first; a default job goes to the less loaded of two online
+//!   agents; `--all` and `--random` are refused with what to do instead.
 
 mod common;
 
@@ -31,13 +34,26 @@ struct Lab {
 
 impl Lab {
     fn new(proxy_args: &[&str]) -> Lab {
+        Lab::with_config(proxy_args, |_| None)
+    }
+
+    /// [`Lab::new`] with a proxy.toml written from Alice's and Bob's ids, if `config` gives
+    /// one (so it can name them as owners).
+    fn with_config(proxy_args: &[&str], config: impl Fn(&[&str; 2]) -> Option<String>) -> Lab {
         let lab = TestCluster::new();
-        let proxy = lab.start_proxy_on(0, proxy_args);
         let alice = lab.user("alice");
         let alice_id = alice.init();
-        alice.ok(["join", &proxy.ticket]);
         let bob = lab.user("bob");
         let bob_id = bob.init();
+        let mut args: Vec<String> = proxy_args.iter().map(|a| a.to_string()).collect();
+        if let Some(text) = config(&[&alice_id, &bob_id]) {
+            let path = lab.dir().join("proxy.toml");
+            std::fs::write(&path, text).unwrap();
+            args.extend(["--config".to_string(), path.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proxy = lab.start_proxy_on(0, &args);
+        alice.ok(["join", &proxy.ticket]);
         bob.ok(["join", &proxy.ticket]);
         alice.ok(["keys", "add", "bob", &bob_id]);
         let dir = tempfile::Builder::new()
@@ -59,6 +75,11 @@ impl Lab {
     /// `side/mark` appends a line to `ran`; `side/gate` does too, then waits for the file
     /// `go` (so a test can act while it runs), then answers.
     fn agent(&self, name: &str) -> Agent {
+        self.agent_with(name, "")
+    }
+
+    /// [`Lab::agent`] with `extra` lines in its agent.toml (tags, a test-only load).
+    fn agent_with(&self, name: &str, extra: &str) -> Agent {
         let missions = self.lab.dir().join("agents").join(name).join("missions");
         std::fs::create_dir_all(&missions).unwrap();
         let (ran, go) = (self.ran(), self.dir.join("go"));
@@ -86,7 +107,7 @@ idempotent = false
         std::fs::write(missions.join("side.toml"), toml).unwrap();
         let agent = self
             .lab
-            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], "");
+            .add_agent(&self.proxy.ticket, name, &[&self.alice_id], extra);
         self.alice.adopt(&agent);
         agent
     }
@@ -111,11 +132,27 @@ idempotent = false
     }
 
     fn state(&self, job: &str) -> String {
+        self.field(job, "state")
+    }
+
+    /// A field of one of Bob's jobs in `wtd jobs --json` ("" if absent or null).
+    fn field(&self, job: &str, field: &str) -> String {
         self.jobs()
             .iter()
             .find(|j| j["job"] == job)
-            .map(|j| j["state"].as_str().unwrap().to_string())
+            .and_then(|j| j[field].as_str().map(str::to_string))
             .unwrap_or_default()
+    }
+
+    /// Waits until Bob's `wtd ls` shows the agent `name` reporting load `load1` (its
+    /// first heartbeat reached the proxy: until then the proxy knows no load for it).
+    fn wait_online(&self, name: &str, load1: f64) {
+        wait_for(&format!("{name} online with load {load1}"), LIMIT, || {
+            self.bob
+                .ls()
+                .iter()
+                .any(|a| a["name"] == name && a["load1"].as_f64().is_some_and(|l| (l - load1).abs() < 0.01))
+        });
     }
 }
 
@@ -526,4 +563,436 @@ fn a_result_signed_by_a_machine_the_owner_never_adopted_is_not_shown() {
     assert!(stderr(&out).contains("has not adopted"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("forged"), "not a byte of it is printed");
     assert_eq!(l.runs(), 0);
+}
+
+#[test]
+fn a_tagged_job_runs_only_on_a_tagged_agent_even_when_an_untagged_one_is_online_first() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // The untagged agent is online, and the least loaded of all.
+    let plain = l.agent_with("pi-plain", "test_pinned_load = 0.1");
+    l.wait_online("pi-plain", 0.1);
+    let tagged = l
+        .bob
+        .ok(["push", "side/mark", r#"{"for":"gpu"}"#, "--tag", "gpu"])
+        .trim()
+        .to_string();
+    // A job pushed after it, with no tag, runs on the untagged agent: that agent's session
+    // has looked at the queue, oldest job first, since the tagged job was there.
+    let untagged = l.bob.ok(["push", "side/mark", "{}"]).trim().to_string();
+    wait_for("the untagged job done", LIMIT, || l.state(&untagged) == "done");
+    assert_eq!(l.field(&untagged, "agent"), plain.id());
+    assert_eq!(l.state(&tagged), "queued");
+    // Never even delivered to it (an agent that refused it would be named in the detail:
+    // it runs the jobs it is given in order, so that refusal would have come first).
+    assert_eq!(
+        l.field(&tagged, "detail"),
+        "",
+        "never given to the untagged agent"
+    );
+    assert_eq!(l.runs(), 1);
+
+    // A busier agent with the tag comes online: it takes the tagged job.
+    let gpu = l.agent_with("pi-gpu", "tags = [\"gpu\"]\ntest_pinned_load = 3.0");
+    wait_for("the tagged job done", LIMIT, || l.state(&tagged) == "done");
+    assert_eq!(l.field(&tagged, "agent"), gpu.id());
+    assert_eq!(l.runs(), 2);
+
+    // The same with `wtd call --async --tag`, and its result names the gpu agent.
+    let job = l
+        .bob
+        .ok(["call", "--async", "side/mark", r#"{"n":3}"#, "--tag", "gpu"])
+        .trim()
+        .to_string();
+    let out = l
+        .bob
+        .cli(["result", &job, "--wait", "--json", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let envelope: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(envelope["agent"], gpu.id());
+    assert_eq!(envelope["output"], serde_json::json!({"n": 3}));
+
+    // Selectors that cannot apply to one queued job are refused with what to do instead.
+    for (args, hint) in [
+        (vec!["push", "side/mark", "--all"], "--agent"),
+        (vec!["call", "--async", "side/mark", "--all"], "--agent"),
+        (vec!["push", "side/mark", "--random"], "least-loaded"),
+        (
+            vec!["call", "--async", "side/mark", "--round-robin"],
+            "least-loaded",
+        ),
+        (vec!["push", "side/mark", "--tag", "Not A Tag"], "--tag"),
+    ] {
+        let out = l.bob.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(hint), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(l.runs(), 3);
+}
+
+#[test]
+fn a_default_job_goes_to_the_less_loaded_of_two_online_agents() {
+    let l = Lab::new(&[]);
+    l.grant("side");
+    // The busy agent connects first: "first to connect" would pick it.
+    let _busy = l.agent_with("pi-busy", "test_pinned_load = 5.0");
+    l.wait_online("pi-busy", 5.0);
+    let idle = l.agent_with("pi-idle", "test_pinned_load = 0.2");
+    l.wait_online("pi-idle", 0.2);
+    let jobs: Vec<String> = (0..3)
+        .map(|n| {
+            l.bob
+                .ok(["push", "side/mark", &format!(r#"{{"n":{n}}}"#)])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    for job in &jobs {
+        wait_for("the job done", LIMIT, || l.state(job) == "done");
+        assert_eq!(l.field(job, "agent"), idle.id(), "job {job}");
+    }
+    assert_eq!(l.runs(), 3);
+}
+
+#[test]
+fn an_owner_s_own_share_of_the_queue_from_proxy_toml_bounds_her_jobs() {
+    // Every owner may have 5 jobs waiting; Alice, by her own line, only 2.
+    let l = Lab::with_config(&[], |[alice, _]| {
+        Some(format!(
+            "[jobs]\nmax_waiting = 5\n[[jobs.owner]]\nowner = \"{alice}\"\nmax_waiting = 2\n"
+        ))
+    });
+    l.grant("side");
+    for _ in 0..2 {
+        l.bob.ok(["push", "side/mark", "{}"]);
+    }
+    let out = l.bob.cli(["push", "side/mark", "{}"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("queue full for the owner"), "{text}");
+    assert!(text.contains("2 jobs waiting"), "{text}");
+    // Jobs under another owner's authority (Carol's grant) have the default share of 5.
+    let carol = l.lab.user("carol");
+    carol.init();
+    carol.ok(["join", &l.proxy.ticket]);
+    carol.ok(["keys", "add", "bob", &l.bob.id()]);
+    let out: Value =
+        serde_json::from_str(&carol.ok(["grant", "bob", "--mission", "other", "--json"])).unwrap();
+    l.bob.ok(["grants", "import", out["ticket"].as_str().unwrap()]);
+    for _ in 0..5 {
+        l.bob.ok(["push", "other/thing", "{}"]);
+    }
+    let out = l.bob.cli(["push", "other/thing", "{}"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("5 jobs waiting"), "{}", stderr(&out));
+}
+
+/// xorshift64*: a tiny seeded generator, so a failing power-cut case reruns by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Where each frame of a record file (`store/src/records.rs`) starts, after its magic.
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 8;
+    let mut starts = Vec::new();
+    while at + 4 <= bytes.len() {
+        starts.push(at);
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len + 8;
+    }
+    starts
+}
+
+#[test]
+fn power_cuts_of_the_queue_and_of_the_agent_s_record_never_start_a_wrong_state() {
+    use wtd_agent::jobs::{Known, SeenJobs};
+    use wtd_proxy::jobs::{JobLimits, JobQueue};
+    use wtd_wire::jobs::JobState;
+
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let mut pi = l.agent("pi-1");
+    // Jobs in the states the files hold: collected results, a pushed job (its output not
+    // kept), one waiting for an agent that is offline, one for a tag no agent has.
+    let mut ran = Vec::new();
+    for n in 0..3 {
+        let arg = format!(r#"{{"n":{n}}}"#);
+        ran.push(
+            l.bob
+                .ok(["call", "--async", "side/mark", &arg])
+                .trim()
+                .to_string(),
+        );
+    }
+    ran.push(l.bob.ok(["push", "side/mark", "{}"]).trim().to_string());
+    l.bob.ok(["push", "side/mark", "{}", "--tag", "gpu"]);
+    let offline = wtd_keys::SecretKey::generate().public().to_string();
+    l.bob.ok(["push", "side/mark", "{}", "--agent", &offline]);
+    for job in &ran {
+        wait_for("the job done", LIMIT, || l.state(job) == "done");
+    }
+    pi.daemon.stop();
+    l.proxy.daemon.stop();
+    let bob: wtd_keys::UserKey = wtd_keys::UserKey(l.bob.id().parse().unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let proxy_jobs = l.proxy.state_dir.join("jobs");
+    let agent_jobs = pi.dir.join("state").join("jobs");
+
+    // The good state, read from copies (opening rewrites the queue compactly).
+    let now = now_ms();
+    copy_dir(&proxy_jobs, &scratch.path().join("good-proxy"));
+    let (mut good_q, _) =
+        JobQueue::open(&scratch.path().join("good-proxy"), JobLimits::default(), now).unwrap();
+    let good: std::collections::HashMap<[u8; 16], wtd_wire::jobs::JobAnswer> = good_q
+        .list(&bob, now)
+        .iter()
+        .map(|j| (j.id, good_q.answer(&bob, &j.id, now).unwrap()))
+        .collect();
+    assert_eq!(good.len(), 6);
+    let ran_jobs: Vec<wtd_keys::job::SignedJob> = good
+        .values()
+        .filter(|a| a.info.state == JobState::Done)
+        .map(|a| wtd_keys::job::SignedJob::decode(&a.job).unwrap())
+        .collect();
+    assert_eq!(ran_jobs.len(), 4);
+    copy_dir(&agent_jobs, &scratch.path().join("good-agent"));
+    let good_seen = SeenJobs::open(&scratch.path().join("good-agent"), 64, wtd_keys::Timestamp(now)).unwrap();
+    let good_known: Vec<Known> = ran_jobs.iter().map(|j| good_seen.known(j)).collect();
+    assert!(
+        good_known.iter().all(|k| matches!(k, Known::Finished(_))),
+        "{good_known:?}"
+    );
+    let mut outcome_files: Vec<String> = std::fs::read_dir(&agent_jobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".outcome"))
+        .collect();
+    outcome_files.sort();
+    assert_eq!(outcome_files.len(), 4);
+
+    let seed: u64 = std::env::var("WTD_POWER_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0b5e_55ed_10b5);
+    let cases: usize = std::env::var("WTD_POWER_CUT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = Rng(seed | 1);
+    let mut tallies: std::collections::BTreeMap<&str, [usize; 3]> = Default::default();
+    for case in 0..cases {
+        let proxy_side = rng.below(2) == 1;
+        let dir = scratch.path().join(format!("case-{case}"));
+        let (pristine, file) = if proxy_side {
+            (&proxy_jobs, "jobs.log".to_string())
+        } else if rng.below(2) == 0 {
+            (&agent_jobs, "seen".to_string())
+        } else {
+            (&agent_jobs, outcome_files[rng.below(4) as usize].clone())
+        };
+        copy_dir(pristine, &dir);
+        let path = dir.join(&file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len() as u64;
+        let at = rng.below(len) as usize;
+        let how = match rng.below(3) {
+            0 => {
+                bytes.truncate(at);
+                format!("cut at {at}")
+            }
+            1 => {
+                let n = 1 + rng.below(64) as usize;
+                let end = (at + n).min(bytes.len());
+                bytes[at..end].fill(0);
+                format!("{n} zeros at {at}")
+            }
+            _ => {
+                bytes[at..].fill(0);
+                format!("zeros from {at}")
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let what = format!("seed {seed} case {case}: {file} {how}");
+        let kind = if proxy_side {
+            "proxy jobs.log"
+        } else if file == "seen" {
+            "agent jobs/seen"
+        } else {
+            "agent *.outcome"
+        };
+        let tally = tallies.entry(kind).or_default();
+        if proxy_side {
+            match JobQueue::open(&dir, JobLimits::default(), now) {
+                Ok((mut q, _)) => {
+                    // Every job it holds is one of the good ones, in the same state (with
+                    // the same outcome) or waiting again: a prefix of its history.
+                    let listed = q.list(&bob, now);
+                    let mut same = listed.len() == good.len();
+                    for j in &listed {
+                        let g = good
+                            .get(&j.id)
+                            .unwrap_or_else(|| panic!("{what}: a job that never was"));
+                        if j.state == g.info.state {
+                            let a = q.answer(&bob, &j.id, now).unwrap();
+                            assert_eq!(a.outcome, g.outcome, "{what}: another outcome");
+                            assert_eq!(a.job, g.job, "{what}: another job");
+                        } else {
+                            assert_eq!(
+                                j.state,
+                                JobState::Queued,
+                                "{what}: {:?} for {:?}",
+                                j.state,
+                                g.info.state
+                            );
+                            same = false;
+                        }
+                    }
+                    tally[if same { 0 } else { 1 }] += 1;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.contains("jobs.log") && msg.contains("damaged") && msg.contains("move it aside"),
+                        "{what}: {msg}"
+                    );
+                    tally[2] += 1;
+                }
+            }
+        } else {
+            // The agent always starts (a damaged record is moved aside), and no job that ran
+            // here may run again: each is known with its outcome, or refused as "may have run"
+            // or "its outcome was lost".
+            let seen = SeenJobs::open(&dir, 64, wtd_keys::Timestamp(now))
+                .unwrap_or_else(|e| panic!("{what}: the agent would not start: {e:#}"));
+            let mut same = true;
+            for (job, good) in ran_jobs.iter().zip(&good_known) {
+                match seen.known(job) {
+                    k @ Known::Finished(_) => assert_eq!(&k, good, "{what}: another outcome"),
+                    Known::MayHaveRun { .. } | Known::OutcomeLost => same = false,
+                    other => panic!("{what}: a job that ran would be {other:?}"),
+                }
+            }
+            if file == "seen" && !same {
+                assert!(dir.join("seen.damaged").exists(), "{what}: kept aside");
+            }
+            tally[if same { 0 } else { 1 }] += 1;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("job power cuts, seed {seed}, {cases} cases (whole = every job as it was; shorter = a torn tail cut off, jobs waiting again, or refused as \"may have run\"; refused = a clear error):");
+    for (what, [whole, shorter, refused]) in &tallies {
+        println!("  {what:<18} whole {whole:>4}  shorter {shorter:>4}  refused {refused:>4}");
+    }
+}
+
+#[test]
+fn a_real_agent_with_a_damaged_record_never_runs_a_job_twice_and_a_damaged_queue_refuses() {
+    let mut l = Lab::new(&[]);
+    l.grant("side");
+    let mut pi = l.agent("pi-1");
+    let job = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    wait_for("the job done", LIMIT, || l.state(&job) == "done");
+    assert_eq!(l.runs(), 1);
+    pi.daemon.stop();
+    l.proxy.daemon.stop();
+
+    // The power went just as the proxy stored the job's outcome (its last record cut
+    // off): it will deliver the job to the agent again. And the agent's record of what it
+    // ran was damaged too: the worst case for "never twice".
+    let log = l.proxy.state_dir.join("jobs").join("jobs.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let last = *frame_starts(&bytes).last().unwrap();
+    std::fs::write(&log, &bytes[..last + 5]).unwrap();
+    let seen = pi.dir.join("state/jobs/seen");
+    let mut record = std::fs::read(&seen).unwrap();
+    let end = record.len().min(40);
+    record[20..end].fill(0);
+    std::fs::write(&seen, &record).unwrap();
+
+    let port = l.proxy.addr.port();
+    l.proxy = l.lab.start_proxy_on(port, &[]);
+    assert!(
+        l.proxy.daemon.output().contains("cut off"),
+        "{}",
+        l.proxy.daemon.output()
+    );
+    pi.restart();
+    wait_for("the repeat refused", LIMIT, || l.state(&job) == "refused");
+    let detail = l.field(&job, "detail");
+    assert!(detail.contains("may have run"), "{detail}");
+    assert!(detail.contains("Push it again"), "{detail}");
+    assert_eq!(l.runs(), 1, "not run a second time");
+    let out = pi.daemon.output();
+    assert!(
+        out.contains("was damaged") && out.contains("seen.damaged"),
+        "{out}"
+    );
+    // A job pushed within the clock skew a job may have (a minute) of the agent's restart
+    // is refused the same way: a caller's clock ahead could date one that ran before it
+    // that late. (Later ones run as usual: `cargo test -p wtd-agent jobs`.)
+    let fresh = l.bob.ok(["call", "--async", "side/mark"]).trim().to_string();
+    wait_for("the new job refused", LIMIT, || l.state(&fresh) == "refused");
+    assert!(l.field(&fresh, "detail").contains("may have run"));
+    assert_eq!(l.runs(), 1);
+
+    // A record in the middle of the queue zeroed: not a torn write. The proxy refuses to
+    // start, naming the file and what to do.
+    l.proxy.daemon.stop();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let second = frame_starts(&bytes)[1];
+    bytes[second - 20..second - 10].fill(0);
+    std::fs::write(&log, &bytes).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "proxy".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--state-dir".as_ref(),
+        l.proxy.state_dir.as_os_str(),
+    ];
+    let mut proxy = common::Daemon::spawn(
+        "proxy",
+        l.lab.dir().join("proxy-damaged.log"),
+        &args,
+        &l.lab.dir().join("proxy-home"),
+    );
+    let mut status = None;
+    wait_for("the proxy to refuse and exit", LIMIT, || {
+        status = proxy.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    let out = proxy.output();
+    assert!(
+        out.contains("jobs.log") && out.contains("damaged") && out.contains("move it aside"),
+        "{out}"
+    );
 }

@@ -1,16 +1,20 @@
 //! Lesson grants, end to end: a teacher grants a whole roster at once, every student calls,
-//! and one record ends the lesson for everyone. Real `wtd proxy`, `wtd agent`s and CLI
-//! processes on 127.0.0.1. Also `wtd keys add` with ids pasted as they come.
+//! one record ends the lesson for everyone, and so does the lesson's end on the agents'
+//! clock. Real `wtd proxy`, `wtd agent`s and CLI processes on 127.0.0.1. Also `wtd keys
+//! add` with ids pasted as they come.
 //!
 //! # Index
 //! - a bad roster grants nobody, and says which lines are wrong
 //! - granted together (one expiry, one label), revoked together by label, in one record
+//! - expired together: agents restarted on a fake clock past the lesson's end refuse every
+//!   student as "expired", while a longer grant still works; the time floor keeps it so
 //! - `--class` revocation of what still runs, `--until` refusing a time already past
 //! - `wtd keys add` with `wtd id`'s whole output, a `name id` line, a `wtd:` URI, a typo
 //!
-//! Expiry together is shown here by the grants' one expiry; their *expiring* together, to
-//! the millisecond, is tested on a fake clock in keys/tests/authz.rs (agents use the real
-//! clock, and the 60 s skew allowance makes a real wait slow).
+//! The fake clock is `WTD_TEST_CLOCK_OFFSET` (see `wtd_agent::clock`): a signed duration
+//! the agent adds to the system clock, read once at start. Only debug builds honour it,
+//! which is what `cargo test` builds; a release build (and the Pi image) ignores it and
+//! logs that it did. So no test here waits for a grant to run out.
 
 mod common;
 
@@ -23,10 +27,10 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 struct Class {
     lab: TestCluster,
-    _proxy: common::Proxy,
+    proxy: common::Proxy,
     teacher: User,
     students: Vec<User>,
-    _agents: Vec<common::Agent>,
+    agents: Vec<common::Agent>,
 }
 
 impl Class {
@@ -59,10 +63,10 @@ impl Class {
         });
         Class {
             lab,
-            _proxy: proxy,
+            proxy,
             teacher,
             students,
-            _agents: agents,
+            agents,
         }
     }
 
@@ -87,6 +91,24 @@ impl Class {
         )
     }
 
+    /// Stops both agents, waits until the proxy lists neither (so no call reaches an old
+    /// process), and starts them again with `env`, the same state on disk; then waits
+    /// until both are back.
+    fn restart_agents(&mut self, env: &[(&str, &str)]) {
+        for a in &mut self.agents {
+            a.daemon.stop();
+        }
+        wait_for("both agents offline", LIMIT, || {
+            self.students[0].agent_names().is_empty()
+        });
+        for a in &mut self.agents {
+            a.restart_with_env(env);
+        }
+        wait_for("both agents back", LIMIT, || {
+            self.students[0].agent_names().len() == 2
+        });
+    }
+
     fn issued(&self) -> Vec<Value> {
         self.teacher
             .grants()
@@ -98,6 +120,44 @@ impl Class {
 
 fn call(student: &User) -> std::process::Output {
     student.cli(["call", "demo/echo", "{\"hi\":1}"])
+}
+
+/// `call` on the agent named `agent` only.
+fn call_on(user: &User, agent: &str) -> std::process::Output {
+    user.cli(["call", "--agent", agent, "demo/echo", "{\"hi\":1}"])
+}
+
+/// What `wtd call` printed on stderr.
+fn said(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--until` two hours from now on this machine's clock, as a teacher would type it
+/// (`14:05`, or `tomorrow 00:30` late in the evening).
+fn two_hours_from_now() -> String {
+    let later = std::process::Command::new("date")
+        .args(["-d", "+2 hours", "+%H:%M %d"])
+        .output()
+        .unwrap();
+    let later = String::from_utf8(later.stdout).unwrap();
+    let today = std::process::Command::new("date").arg("+%d").output().unwrap();
+    let (clock, day) = later.trim().split_once(' ').unwrap();
+    if day == String::from_utf8(today.stdout).unwrap().trim() {
+        clock.to_string()
+    } else {
+        format!("tomorrow {clock}")
+    }
+}
+
+/// A `WTD_TEST_CLOCK_OFFSET` that puts an agent's clock at `at` (`+7385s`). Computed when
+/// the agent is about to start: the real clock keeps running after, so an offset meant to
+/// land before an end leaves minutes of room, and one meant to land after an end only
+/// moves further past it.
+fn offset_to(at: std::time::SystemTime) -> String {
+    let ahead = at
+        .duration_since(std::time::SystemTime::now())
+        .expect("the lesson ends in the future");
+    format!("+{}s", ahead.as_secs())
 }
 
 #[test]
@@ -217,23 +277,149 @@ fn a_class_is_granted_together_and_revoked_in_one_record() {
     assert!(err.contains("nothing to revoke"), "{err}");
 }
 
+/// Expired together, on a fake clock. The lesson ends at `--until`; each agent allows
+/// 60 s of clock skew past a grant's end (`wtd_keys::defaults::CLOCK_SKEW_MS`). Restarted
+/// with their clocks 10 min before the end, the agents still serve every student; with
+/// their clocks two minutes past the end, every student is refused as "expired", while
+/// the teaching assistant's day-long grant still works. Nothing but the agents' clock
+/// changed between those two runs. Set back to the real clock afterwards, they still
+/// refuse: the time floor each agent saved remembers how late it has been.
+#[test]
+fn a_class_expires_together_on_the_agents_clock() {
+    let mut class = Class::new();
+    let roster = class.good_roster();
+    let lesson: Value = serde_json::from_str(&class.teacher.ok([
+        "grant",
+        "--class",
+        &roster,
+        "--mission",
+        "demo",
+        "--until",
+        &two_hours_from_now(),
+        "--label",
+        "lesson-3",
+        "--json",
+    ]))
+    .unwrap();
+    let end = humantime::parse_rfc3339(lesson["expires"].as_str().unwrap()).unwrap();
+    let grants = lesson["grants"].as_array().unwrap().clone();
+    // A teaching assistant, outside the roster, whose grant outlasts the lesson. (Not the
+    // teacher: she owns the agents, and an owner's own calls need no grant.)
+    let ta = class.lab.user("ta");
+    let ta_id = ta.init();
+    ta.ok(["join", &class.proxy.ticket]);
+    let ta_grant: Value = serde_json::from_str(&class.teacher.ok([
+        "grant",
+        &ta_id,
+        "--mission",
+        "demo",
+        "--expires",
+        "1day",
+        "--json",
+    ]))
+    .unwrap();
+    ta.ok(["grants", "import", ta_grant["ticket"].as_str().unwrap()]);
+    for (student, g) in class.students.iter().zip(&grants) {
+        student.ok(["grants", "import", g["ticket"].as_str().unwrap()]);
+    }
+    // Each on every agent by name: each agent decides by its own clock and floor, and the
+    // selector alone might never pick one of them.
+    let everyone_calls = |class: &Class| {
+        for (user, a) in class
+            .students
+            .iter()
+            .chain([&ta])
+            .flat_map(|u| class.agents.iter().map(move |a| (u, a)))
+        {
+            wait_for(
+                &format!("{}'s call on {} to work", user.name, a.name),
+                LIMIT,
+                || call_on(user, &a.name).status.success(),
+            );
+        }
+    };
+    everyone_calls(&class);
+
+    // Ten minutes before the end, by the agents' clocks: still the lesson.
+    let before = offset_to(end - Duration::from_secs(600));
+    class.restart_agents(&[("WTD_TEST_CLOCK_OFFSET", &before)]);
+    for a in &class.agents {
+        let log = a.daemon.output();
+        assert!(log.contains("this agent's clock is moved"), "{}: {log}", a.name);
+    }
+    everyone_calls(&class);
+
+    // Two minutes past the end: one minute past the skew allowance.
+    let after = offset_to(end + Duration::from_secs(120));
+    class.restart_agents(&[("WTD_TEST_CLOCK_OFFSET", &after)]);
+    let every_student_expired = |class: &Class| {
+        for a in &class.agents {
+            for (student, g) in class.students.iter().zip(&grants) {
+                let out = call_on(student, &a.name);
+                let what = format!("{} on {}: {}", student.name, a.name, said(&out));
+                assert_eq!(out.status.code(), Some(3), "{what}");
+                let expected = format!(
+                    "{} refused the call: your grant {} for `demo` expired",
+                    a.name,
+                    g["grant_id"].as_str().unwrap()
+                );
+                assert!(said(&out).contains(&expected), "{what}");
+                assert!(said(&out).contains("ask the owner to renew it"), "{what}");
+            }
+        }
+    };
+    let the_longer_grant_works = |class: &Class| {
+        for a in &class.agents {
+            let out = call_on(&ta, &a.name);
+            assert!(
+                out.status.success(),
+                "the longer grant on {}: {}",
+                a.name,
+                said(&out)
+            );
+        }
+    };
+    every_student_expired(&class);
+    the_longer_grant_works(&class);
+    // The teacher's list is by her own (real) clock: to her the lesson still runs.
+    assert!(class.issued().iter().all(|g| g["status"] == "active"));
+
+    // The real clock again: the agents' time floors (saved while they ran late) stop a
+    // clock that went back from reviving the lesson.
+    class.restart_agents(&[]);
+    every_student_expired(&class);
+    the_longer_grant_works(&class);
+}
+
+/// A fake clock the agent cannot read stops it at start, saying how to write one, rather
+/// than leaving it on the real clock for a test to pass or fail for the wrong reason.
+#[test]
+fn an_unreadable_test_clock_stops_the_agent_at_start() {
+    let lab = TestCluster::new();
+    let proxy = lab.start_proxy();
+    let teacher = lab.user("teacher");
+    let teacher_id = teacher.init();
+    let mut pi = lab.add_agent(&proxy.ticket, "pi-1", &[&teacher_id], "");
+    pi.restart_with_env(&[("WTD_TEST_CLOCK_OFFSET", "after lunch")]);
+    let mut status = None;
+    wait_for("the agent to refuse to start", LIMIT, || {
+        status = pi.daemon.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    let log = pi.daemon.output();
+    assert!(
+        log.contains("WTD_TEST_CLOCK_OFFSET=\"after lunch\" is not a clock offset"),
+        "{log}"
+    );
+    assert!(log.contains("like `+3h`"), "{log}");
+}
+
 #[test]
 fn revoke_by_roster_ends_what_still_runs_and_until_sets_one_end() {
     let class = Class::new();
     let roster = class.good_roster();
-    // Two hours from now on this machine's clock, as the teacher would type it.
-    let later = std::process::Command::new("date")
-        .args(["-d", "+2 hours", "+%H:%M %d"])
-        .output()
-        .unwrap();
-    let later = String::from_utf8(later.stdout).unwrap();
-    let today = std::process::Command::new("date").arg("+%d").output().unwrap();
-    let (clock, day) = later.trim().split_once(' ').unwrap();
-    let until = if day == String::from_utf8(today.stdout).unwrap().trim() {
-        clock.to_string()
-    } else {
-        format!("tomorrow {clock}")
-    };
+    let until = two_hours_from_now();
     let said = class.teacher.ok([
         "grant",
         "--class",

@@ -31,6 +31,7 @@ use wtd_wire::{Advert, PROTOCOL_VERSION};
 use crate::advert;
 use crate::backoff::Backoff;
 use crate::calls::CallService;
+use crate::clock::Clock;
 use crate::config::{AgentConfig, ConfigError, ProxySource};
 use crate::defaults;
 use crate::events::MissionEvents;
@@ -78,6 +79,9 @@ pub enum AgentError {
     /// The record of queued calls this agent ran cannot be read (the message says what to do).
     #[error("the agent's record of jobs it ran: {0}")]
     Jobs(String),
+    /// The test-only clock offset is set but unreadable (debug builds; see `clock`).
+    #[error(transparent)]
+    Clock(#[from] crate::clock::OffsetError),
 }
 
 /// A started agent: identity loaded, logs open, missions read, not yet connected.
@@ -91,6 +95,8 @@ pub struct Agent {
     logs: OwnerLogs,
     /// The first sensor reading, taken at start for the model in the advert.
     pi: PiSensors,
+    /// The wall clock grants are checked by, read from the environment once, here.
+    clock: Clock,
 }
 
 impl Agent {
@@ -98,6 +104,7 @@ impl Agent {
     /// in `state_dir`, opens and verifies the owner logs, and reads the mission files.
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         config.validate()?;
+        let clock = Clock::from_env()?;
         let (secret, created) = load_or_create(&config.identity_path())?;
         let id = AgentId(secret.public());
         if created {
@@ -129,6 +136,7 @@ impl Agent {
             advert,
             logs,
             pi,
+            clock,
         })
     }
 
@@ -203,6 +211,7 @@ impl Agent {
             Arc::new(mission_events),
             Arc::new(reports),
             streams.clone(),
+            self.clock,
         ));
         // Mission events go to the agent's own broker if it has one, else to the proxy.
         let mut events_rx = Some(events_rx);
@@ -241,9 +250,33 @@ impl Agent {
         // Jobs: the link hands deliveries to the runner, which answers through the link.
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(defaults::JOB_QUEUE);
         let (updates_tx, updates_rx) = tokio::sync::mpsc::channel(defaults::JOB_UPDATES);
-        let seen = crate::jobs::SeenJobs::open(&self.config.state_dir.join("jobs"), defaults::MAX_SEEN_JOBS)
-            .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
-        let job_runner = crate::jobs::run(calls.clone(), seen, jobs_rx, updates_tx, shutdown.clone());
+        // "Now" for the seen-set's horizon, should its record be damaged: the later of the
+        // clock and the time floor (a Pi without a clock may boot in the past).
+        let clock = wtd_keys::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        );
+        let floor = wtd_store::floor::read(&self.config.state_dir.join("time-floor"))
+            .ok()
+            .flatten()
+            .map_or(clock, |f| f.0);
+        let seen = crate::jobs::SeenJobs::open(
+            &self.config.state_dir.join("jobs"),
+            defaults::MAX_SEEN_JOBS,
+            clock.max(floor),
+        )
+        .map(|seen| seen.with_per_caller(defaults::MAX_SEEN_JOBS_PER_CALLER))
+        .map_err(|e| AgentError::Jobs(format!("{e:#}")))?;
+        // The tags it advertises are the tags it checks a job's signed tag against.
+        let job_runner = crate::jobs::run(
+            calls.clone(),
+            self.advert.tags.clone(),
+            seen,
+            jobs_rx,
+            updates_tx,
+            shutdown.clone(),
+        );
         let link = Link {
             calls: calls.clone(),
             id: self.id,

@@ -14,7 +14,8 @@
 //!    seen before (`wtd_keys::call::check_receipt_call`);
 //! 4. the caller is an owner who adopted this agent (her own call, no grant needed), or
 //!    holds a grant: owner-signed by an owner whose log adopts this agent, for this caller,
-//!    mission and agent, unexpired, unrevoked, within its rate and concurrency
+//!    mission and agent, unexpired (by [`crate::clock`], never earlier than the time
+//!    floor), unrevoked, within its rate and concurrency
 //!    (`wtd_keys::authz::authorize`);
 //!
 //! and only then the function runs. Built-in functions answer at once, inside the read
@@ -35,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::authz::{authorize, Decision, Deny, Permit, Policy, RateLimits, Request};
 use wtd_keys::call::{check_receipt_call, CallResult, CallStatus, ReplayGuard, SignedCall};
+use wtd_keys::event::{Dep, LogId};
 use wtd_keys::job::SignedJob;
 use wtd_keys::time::human_duration;
 use wtd_keys::{
@@ -46,8 +48,9 @@ use wtd_transport::{read_frame, Connection, RecvStream, SendStream};
 use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
 use wtd_wire::codec::decode_with_limit;
 use wtd_wire::defaults::MAX_FRAME;
-use wtd_wire::{decode, encode_frame_into, Key, Relayed};
+use wtd_wire::{decode, encode_frame_into, Key, LogPosition, Relayed};
 
+use crate::clock::Clock;
 use crate::defaults;
 use crate::events::MissionEvents;
 use crate::exec::{self, ExecEvent, ExecOutcome, ExecRequest, RunAs};
@@ -142,6 +145,8 @@ struct Incoming {
     function: String,
     args: Vec<u8>,
     signed: Option<Vec<u8>>,
+    /// The events the call was made because of, checked (`cause_from_wire`).
+    cause: Vec<Dep>,
 }
 
 /// An exec call that passed every check, on its way to run.
@@ -151,6 +156,8 @@ struct Running {
     function: FunctionName,
     args: Vec<u8>,
     receipt: Option<SignedCall>,
+    /// What every event the function emits depends on (the call's cause).
+    cause: Vec<Dep>,
     cancel: CancellationToken,
     /// Its entry in `State::in_flight`.
     key: u64,
@@ -194,13 +201,8 @@ pub struct CallService {
     reports: Arc<CallReports>,
     /// The signed event logs handlers' `wtd-emit:` lines are appended to.
     streams: Arc<crate::streams::EventStreams>,
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Timestamp(ms)
+    /// The wall clock every grant, job window and time floor is checked by (see `clock`).
+    clock: Clock,
 }
 
 impl CallService {
@@ -216,6 +218,7 @@ impl CallService {
         mission_events: Arc<MissionEvents>,
         reports: Arc<CallReports>,
         streams: Arc<crate::streams::EventStreams>,
+        clock: Clock,
     ) -> Self {
         let floor = match wtd_store::floor::read(&floor_path) {
             Ok(floor) => floor.unwrap_or_default(),
@@ -247,10 +250,18 @@ impl CallService {
             streams,
             metrics: {
                 let m = Arc::new(AgentMetrics::default());
-                m.up_since.set(now().0 as f64 / 1000.0);
+                // When it started, by the real clock: metrics decide nothing.
+                m.up_since.set(Clock::system().now().0 as f64 / 1000.0);
                 m
             },
+            clock,
         }
+    }
+
+    /// Now, by the agent's clock: what grants, job windows and the time floor are checked
+    /// against, and the time signed into results.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The call counters and durations, for the metrics endpoint.
@@ -453,11 +464,12 @@ impl CallService {
                     return false;
                 }
             };
-            match msg {
+            let (id, mission, function, args, signed, cause) = match msg {
                 CallerMsg::Cancel { id } => {
                     if let Some(cancel) = st.running.get(&id) {
                         cancel.cancel();
                     }
+                    continue;
                 }
                 CallerMsg::Call {
                     id,
@@ -465,48 +477,66 @@ impl CallService {
                     function,
                     args,
                     signed,
-                } => {
-                    if id <= st.last_call {
-                        let why = format!(
-                            "call number {id} is not above the last one ({}); a session's call numbers only go up",
-                            st.last_call
-                        );
-                        let _ = out.send(refused(id, "bad_call", why, None)).await;
+                } => (id, mission, function, args, signed, Ok(Vec::new())),
+                CallerMsg::CallCaused {
+                    id,
+                    mission,
+                    function,
+                    args,
+                    signed,
+                    cause,
+                } => (id, mission, function, args, signed, cause_from_wire(&cause)),
+            };
+            if id <= st.last_call {
+                let why = format!(
+                    "call number {id} is not above the last one ({}); a session's call numbers only go up",
+                    st.last_call
+                );
+                let _ = out.send(refused(id, "bad_call", why, None)).await;
+                return false;
+            }
+            st.last_call = id;
+            let cause = match cause {
+                Ok(cause) => cause,
+                Err(why) => {
+                    // Only this call is refused: the session itself is sound.
+                    if out.send(refused(id, "bad_call", why, None)).await.is_err() {
                         return false;
                     }
-                    st.last_call = id;
-                    // Metric labels only for functions we offer: a stranger's made-up
-                    // names must not grow the metrics without bound.
-                    let offered = MissionName::new(&mission)
-                        .ok()
-                        .zip(FunctionName::new(&function).ok())
-                        .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
-                    let labels = if offered {
-                        (mission.clone(), function.clone())
-                    } else {
-                        (String::new(), String::new())
-                    };
-                    let arrived = std::time::Instant::now();
-                    let call = Incoming {
-                        id,
-                        mission,
-                        function,
-                        args,
-                        signed,
-                    };
-                    if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
-                        self.metrics.answered(&labels.0, &labels.1, &answer);
-                        self.reports.answered(
-                            Key::from(*st.caller.key()),
-                            &labels.0,
-                            &labels.1,
-                            &answer,
-                            arrived.elapsed(),
-                        );
-                        if out.send(answer).await.is_err() {
-                            return false;
-                        }
-                    }
+                    continue;
+                }
+            };
+            // Metric labels only for functions we offer: a stranger's made-up
+            // names must not grow the metrics without bound.
+            let offered = MissionName::new(&mission)
+                .ok()
+                .zip(FunctionName::new(&function).ok())
+                .is_some_and(|(m, f)| self.catalogue.function(&m, &f).is_some());
+            let labels = if offered {
+                (mission.clone(), function.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            let arrived = std::time::Instant::now();
+            let call = Incoming {
+                id,
+                mission,
+                function,
+                args,
+                signed,
+                cause,
+            };
+            if let Some(answer) = self.start_call(st, out, stop, call, arrived) {
+                self.metrics.answered(&labels.0, &labels.1, &answer);
+                self.reports.answered(
+                    Key::from(*st.caller.key()),
+                    &labels.0,
+                    &labels.1,
+                    &answer,
+                    arrived.elapsed(),
+                );
+                if out.send(answer).await.is_err() {
+                    return false;
                 }
             }
         }
@@ -528,6 +558,7 @@ impl CallService {
             function,
             args,
             signed,
+            cause,
         } = call;
         let names = MissionName::new(&mission)
             .ok()
@@ -539,7 +570,7 @@ impl CallService {
             );
             return Some(refused(id, "unknown_function", msg, None));
         };
-        let now = now();
+        let now = self.now();
         // A receipt call: the caller's signature over exactly this call, on this session.
         let receipt = match signed {
             None => None,
@@ -619,6 +650,7 @@ impl CallService {
             function,
             args,
             receipt,
+            cause,
             cancel,
             key,
             authority,
@@ -684,7 +716,7 @@ impl CallService {
             .expect("checked before the call started");
         let started = std::time::Instant::now();
         let (status, output, mut detail) = self
-            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &[])
+            .run_function(run.id, f, &run.mission, &run.args, &run.cancel, &out, &run.cause)
             .await;
         self.metrics
             .durations
@@ -732,7 +764,7 @@ impl CallService {
         receipt: Option<&SignedCall>,
     ) -> AgentMsg {
         let signed = receipt.map(|call| {
-            CallResult::for_call(call, status, &output, now())
+            CallResult::for_call(call, status, &output, self.now())
                 .sign(&self.secret)
                 .bytes()
                 .to_vec()
@@ -792,6 +824,8 @@ impl CallService {
         };
         // Whatever the mission file says, a result must fit the caller's answer limit.
         req.output_cap = req.output_cap.min(defaults::MAX_OUTPUT);
+        // So a call the handler makes carries the cause on (causality is transitive).
+        req.cause = wtd_keys::cause::format(cause);
         let (tx, mut rx) = tokio::sync::mpsc::channel(defaults::EVENT_QUEUE);
         let run = exec::run(req, tx, cancel.clone());
         tokio::pin!(run);
@@ -899,7 +933,7 @@ impl CallService {
                 retry_after_ms: None,
             });
         }
-        let authority = match self.authorize(&j.caller, &j.mission, &j.function, now()) {
+        let authority = match self.authorize(&j.caller, &j.mission, &j.function, self.now()) {
             Ok(a) => a,
             Err(deny) => {
                 log::info!(agent:% = self.id, caller:% = j.caller.key().short(), mission = j.mission.as_str(); "job denied: {deny:?}");
@@ -996,7 +1030,7 @@ impl CallService {
 
     /// This agent's signed result for a job it ran.
     pub(crate) fn sign_job_result(&self, job: &SignedJob, status: CallStatus, output: &[u8]) -> Vec<u8> {
-        wtd_keys::job::result_for(job, self.id, status, output, now())
+        wtd_keys::job::result_for(job, self.id, status, output, self.now())
             .sign(&self.secret)
             .bytes()
             .to_vec()
@@ -1099,6 +1133,46 @@ pub(crate) fn wire_status(s: CallStatus) -> Status {
         CallStatus::Cancelled => Status::Cancelled,
         CallStatus::OutputTooLarge => Status::OutputTooLarge,
     }
+}
+
+/// A call's cause as it came on the wire, checked: at most `MAX_CAUSE` events, each of a
+/// valid publisher key and mission name, numbered from 1. A cause is only the caller's
+/// claim, and this agent cannot check it against logs it does not have; it can only make
+/// subscribers wait, never hide or forge an event (see `wtd_keys::cause`).
+fn cause_from_wire(cause: &[LogPosition]) -> Result<Vec<Dep>, String> {
+    let fix = "the calling wtd sent a malformed WTD_CAUSE; call again without it, or with the positions `wtd subscribe` prints";
+    if cause.len() > wtd_keys::defaults::MAX_CAUSE {
+        return Err(format!(
+            "the call's cause names {} events, more than {}; {fix}",
+            cause.len(),
+            wtd_keys::defaults::MAX_CAUSE
+        ));
+    }
+    let mut deps = Vec::with_capacity(cause.len());
+    for p in cause {
+        let publisher = p.publisher.parse().map_err(|e| {
+            format!("the call's cause names an event of an invalid publisher key ({e}); {fix}")
+        })?;
+        let mission = MissionName::new(&p.mission).map_err(|e| {
+            format!(
+                "the call's cause names an event of mission `{}` ({e}); {fix}",
+                p.mission
+            )
+        })?;
+        if p.seq == 0 {
+            return Err(format!(
+                "the call's cause names event 0 of {mission}, and events are numbered from 1; {fix}"
+            ));
+        }
+        deps.push(Dep {
+            log: LogId {
+                publisher: AgentId(publisher),
+                mission,
+            },
+            seq: p.seq,
+        });
+    }
+    wtd_keys::cause::check(deps).map_err(|e| format!("{e}; {fix}"))
 }
 
 fn refused(id: CallNumber, kind: &str, message: String, retry_after_ms: Option<u64>) -> AgentMsg {

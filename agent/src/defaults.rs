@@ -243,6 +243,17 @@ pub const CALL_REPORT_QUEUE: usize = 64;
 /// more than a Pi runs in that time at the proxy's pace (4 jobs out at once), and the file
 /// holding them stays under 300 KB, rewritten atomically on each job.
 pub const MAX_SEEN_JOBS: usize = 4_096;
+/// Of those, how many one caller key may hold: a quarter, so one caller's flood of
+/// week-long jobs (each remembered until it expires) cannot lock every other caller out
+/// of this agent for a week. Over either bound a job is refused ("busy", saying when room
+/// comes back), never run while another is forgotten.
+pub const MAX_SEEN_JOBS_PER_CALLER: usize = MAX_SEEN_JOBS / 4;
+
+/// Bytes of a job's output the agent keeps to answer a repeat delivery (the output is sent
+/// once in any case). With [`MAX_SEEN_JOBS`] outcomes kept, 16 KiB each bounds the record
+/// at about 64 MiB of an SD card, where full 256 KiB outputs would take 1 GiB. A repeat of
+/// a job with a bigger output is answered with its signed result and no output.
+pub const MAX_STORED_JOB_OUTPUT: usize = 16 * 1024;
 
 /// Largest output a queued call sends back: what the proxy keeps for `wtd result`
 /// (`wtd_proxy::defaults::MAX_JOB_OUTPUT`), so one update fits in a frame.

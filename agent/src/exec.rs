@@ -29,8 +29,9 @@
 //!   option (`--delete`). On stdin it is a stream of bytes the handler parses as JSON.
 //! - **A scrubbed environment.** The agent's own variables (a proxy address, a debugging
 //!   token, `LD_PRELOAD`) are none of the handler's business, and some would change how it
-//!   behaves. A handler sees exactly `PATH`, `HOME`, `LANG`, `WTD_MISSION` and
-//!   `WTD_FUNCTION`, the same on every Pi, so a mission behaves the same everywhere.
+//!   behaves. A handler sees exactly `PATH`, `HOME`, `LANG`, `TMPDIR`, `WTD_MISSION` and
+//!   `WTD_FUNCTION`, the same on every Pi, so a mission behaves the same everywhere, and
+//!   `WTD_CAUSE` when it runs because of events (`wtd_keys::cause`).
 //! - **A box that nothing leaves.** A handler is often a script that starts other programs,
 //!   which may start others, and some (a daemon, a `setsid`, a double fork) try to leave.
 //!   Killing only the program we started would leave them running, orphaned. The mission
@@ -83,6 +84,7 @@
 //!     mission_user: None,
 //!     limits: Default::default(),
 //!     sandbox: wtd_agent::sandbox::Sandbox::global(),
+//!     cause: String::new(),
 //! };
 //! let (events, mut progress) = tokio::sync::mpsc::channel(16);
 //! let cancel = tokio_util::sync::CancellationToken::new();
@@ -193,6 +195,10 @@ pub struct ExecRequest<'a> {
     pub limits: Limits,
     /// The box it runs in.
     pub sandbox: &'a Sandbox,
+    /// The events this call runs because of (`wtd_keys::cause::format`), given to the
+    /// handler as `WTD_CAUSE` so a `wtd call` it makes carries them on; empty: none, and
+    /// the variable is not set.
+    pub cause: String,
 }
 
 /// Which user of its own a mission's handlers run as, when the agent runs as root.
@@ -232,6 +238,7 @@ impl<'a> ExecRequest<'a> {
                 },
                 limits: function.limits,
                 sandbox: Sandbox::global(),
+                cause: String::new(),
             }),
             Run::Builtin(_) => None,
         }
@@ -707,7 +714,11 @@ fn command(req: &ExecRequest<'_>, call_box: &CallBox, run_as: Resolved) -> Comma
         .env("LANG", HANDLER_LANG)
         .env("TMPDIR", call_box.dir())
         .env("WTD_MISSION", req.mission.as_str())
-        .env("WTD_FUNCTION", req.function.as_str())
+        .env("WTD_FUNCTION", req.function.as_str());
+    if !req.cause.is_empty() {
+        command.env(wtd_keys::cause::CAUSE_VAR, &req.cause);
+    }
+    command
         // Not the agent's directory: the handler must not depend on, or write into, it.
         .current_dir(call_box.dir())
         .stdin(Stdio::piped())

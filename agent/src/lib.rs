@@ -19,6 +19,7 @@
 //! - [`sandbox`]: the mission box: a call's cgroup or subreaper, limits, private directory.
 //! - [`owner_logs`]: the owners' logs, verified, stored, and shared ([`LogsHandle`]).
 //! - [`backoff`]: how long to wait before reconnecting (pure, exponential, jittered).
+//! - [`clock`]: the wall clock grants are checked by (and its test-only offset, debug builds).
 //! - [`events`]: mission events from handlers, allowed per mission, bounded ([`events::MissionEvents`]).
 //! - [`reports`]: call reports for the proxy's dashboard, the owner's opt-in, bounded.
 //! - [`streams`]: signed event logs of handlers' `wtd-emit:` lines, sent to the proxy.
@@ -41,6 +42,7 @@ pub mod agent;
 pub mod backoff;
 pub mod calls;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod defaults;
 pub mod events;

@@ -93,6 +93,7 @@ struct Call<'a> {
     timeout: Duration,
     cap: usize,
     run_as: RunAs,
+    cause: String,
 }
 
 impl Lab {
@@ -125,6 +126,7 @@ impl Lab {
             timeout: LONG,
             cap: 64 * 1024,
             run_as: RunAs::CurrentUser,
+            cause: String::new(),
         }
     }
 
@@ -165,6 +167,11 @@ impl Call<'_> {
         self
     }
 
+    fn cause(mut self, cause: &str) -> Self {
+        self.cause = cause.to_string();
+        self
+    }
+
     fn run_as(mut self, run_as: RunAs) -> Self {
         self.run_as = run_as;
         self
@@ -182,6 +189,7 @@ impl Call<'_> {
             mission_user: None,
             limits: Limits::default(),
             sandbox: sandbox(),
+            cause: self.cause.clone(),
         }
     }
 
@@ -574,6 +582,18 @@ async fn programs_that_cannot_start_say_why() {
 }
 
 // ---- confinement ----
+
+/// A call made because of events hands them to the handler in `WTD_CAUSE` (so a `wtd call`
+/// it makes carries them on); a call without a cause sets no such variable.
+#[tokio::test]
+async fn a_call_with_a_cause_gives_the_handler_wtd_cause() {
+    let lab = Lab::new();
+    let cause = "wtd1example:social:3";
+    let env = lab.call(&["/usr/bin/env"]).cause(cause).run().await.ok();
+    assert!(env.lines().any(|l| l == format!("WTD_CAUSE={cause}")), "{env}");
+    let env = lab.call(&["/usr/bin/env"]).run().await.ok();
+    assert!(!env.contains("WTD_CAUSE"), "{env}");
+}
 
 #[tokio::test]
 async fn the_handler_sees_only_the_scrubbed_environment_and_runs_in_root() {

@@ -157,6 +157,7 @@ fn request<'a>(lab: &'a Lab, argv: &'a [String], sandbox: &'a Sandbox, timeout: 
         mission_user: None,
         limits: Limits::default(),
         sandbox,
+        cause: String::new(),
     }
 }
 

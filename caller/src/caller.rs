@@ -29,6 +29,9 @@ pub struct CallRequest {
     pub args: Vec<u8>,
     /// Ask for a receipt: the call is signed and the agent signs its result.
     pub receipt: bool,
+    /// The events this call is made because of (`wtd_keys::cause`; `wtd call` reads them
+    /// from `WTD_CAUSE`): the events the function emits depend on them. Empty for most.
+    pub cause: Vec<wtd_keys::event::Dep>,
 }
 
 /// A call request that cannot be made.
@@ -53,6 +56,7 @@ impl CallRequest {
             function: FunctionName::new(function)?,
             args,
             receipt: false,
+            cause: Vec::new(),
         })
     }
 }
@@ -213,7 +217,7 @@ impl Caller {
     ) -> Result<Answer, CallError> {
         let session = self.session(agent.id).await?;
         let pending = session
-            .call(&req.mission, &req.function, &req.args, req.receipt)
+            .call(&req.mission, &req.function, &req.args, req.receipt, &req.cause)
             .await?;
         pending.finish(on_event).await
     }

@@ -14,6 +14,11 @@
 //! hands each message to the call it names. When the session ends (the agent went away,
 //! the proxy dropped it), every call still waiting learns it at once, as
 //! [`CallError::Lost`]: it may have run.
+//!
+//! A call may carry its *cause* (`wtd_keys::cause`: the events it was made because of).
+//! Only an agent of wire protocol version 6 reads one, and the handshake says whether this
+//! agent does (`e2e::speaks_v6`); an older agent gets the plain call, and the answer says
+//! the cause was left out ([`Answer::cause_dropped`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +29,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wtd_keys::call::{verify_result, Call, CallStatus, RequestId, ResultError, SignedCall};
+use wtd_keys::event::Dep;
 use wtd_keys::{AgentId, FunctionName, MissionName, SecretKey, Timestamp, UserKey};
 use wtd_transport::session::{self as e2e, ChannelBinding, SessionError};
 use wtd_transport::{write_frame, CertifiedKey, Connection};
 use wtd_wire::call::{AgentMsg, CallNumber, CallerMsg, Refused, Status};
-use wtd_wire::{encode, encode_frame_into, Key, Open, RelayReply};
+use wtd_wire::{encode, encode_frame_into, Key, LogPosition, Open, RelayReply};
 
 use crate::defaults::{
     EVENTS_PER_CALL, MAX_ANSWER, MAX_CALLS_IN_FLIGHT, OUT_QUEUE, READ_BUFFER, WRITE_BATCH,
@@ -97,6 +103,9 @@ pub struct Answer {
     /// The request id that receipt is for (checked with it; a name to show or file it
     /// under without checking it again).
     pub receipt_id: Option<RequestId>,
+    /// The call had a cause, and the agent is too old to read one (before version 6), so
+    /// it was sent without: events the function emitted do not depend on it.
+    pub cause_dropped: bool,
 }
 
 /// What a waiting call hears next.
@@ -117,6 +126,8 @@ pub struct Session {
     agent: AgentId,
     me: Arc<SecretKey>,
     binding: ChannelBinding,
+    /// The agent chose the session ALPN of version 6: it reads a call's cause.
+    takes_cause: bool,
     out: mpsc::Sender<CallerMsg>,
     routes: Routes,
     next: AtomicU64,
@@ -180,11 +191,29 @@ impl Session {
             }
         }
         let (tls, binding) = handshake?;
-        Ok(Session::over(me, agent, tls, binding))
+        Ok(Session::over_handshake(me, agent, tls, binding))
+    }
+
+    /// A session over the end-to-end stream our handshake with `agent` just made: whether
+    /// the agent reads a call's cause comes from the handshake (`e2e::speaks_v6`).
+    pub fn over_handshake<IO>(
+        me: Arc<SecretKey>,
+        agent: AgentId,
+        tls: e2e::CallerStream<IO>,
+        binding: ChannelBinding,
+    ) -> Session
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let takes_cause = e2e::speaks_v6(tls.get_ref().1);
+        let mut session = Session::over(me, agent, tls, binding);
+        session.takes_cause = takes_cause;
+        session
     }
 
     /// A session over an established end-to-end stream `tls` whose binding is `binding`:
-    /// starts its I/O task.
+    /// starts its I/O task. It sends no cause: an agent is known to read one only from the
+    /// handshake ([`Session::open`]).
     pub fn over<S>(me: Arc<SecretKey>, agent: AgentId, tls: S, binding: ChannelBinding) -> Session
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -198,6 +227,7 @@ impl Session {
             agent,
             me,
             binding,
+            takes_cause: false,
             out,
             routes,
             next: AtomicU64::new(0),
@@ -211,6 +241,11 @@ impl Session {
         self.agent
     }
 
+    /// Whether the agent reads a call's cause (it speaks version 6).
+    pub fn takes_cause(&self) -> bool {
+        self.takes_cause
+    }
+
     /// True once the session has ended; a new call then needs a new session.
     pub fn is_closed(&self) -> bool {
         self.ended.is_cancelled()
@@ -220,12 +255,15 @@ impl Session {
     /// from the returned [`PendingCall`]. Waits only when [`MAX_CALLS_IN_FLIGHT`] calls are
     /// already in flight on this session. With `receipt`, the call is signed (bound to this
     /// session) and the agent's signed result is verified before the answer is given.
+    /// `cause`: the events this call is made because of (checked by the caller, see
+    /// `wtd_keys::cause::check`); empty for most calls.
     pub async fn call(
         self: &Arc<Self>,
         mission: &MissionName,
         function: &FunctionName,
         args: &[u8],
         receipt: bool,
+        cause: &[Dep],
     ) -> Result<PendingCall, CallError> {
         let not_sent = || CallError::NotSent("the session to this agent has ended".into());
         if self.is_closed() {
@@ -258,14 +296,35 @@ impl Session {
             receipt: signed.as_ref().map(|s| (s.clone(), args.to_vec())),
             events: Vec::new(),
             finished: false,
+            cause_dropped: !cause.is_empty() && !self.takes_cause,
             _slot: slot,
         };
-        let msg = CallerMsg::Call {
-            id,
-            mission: mission.as_str().to_string(),
-            function: function.as_str().to_string(),
-            args: args.to_vec(),
-            signed: signed.map(|s| s.bytes().to_vec()),
+        let (mission, function) = (mission.as_str().to_string(), function.as_str().to_string());
+        let (args, signed) = (args.to_vec(), signed.map(|s| s.bytes().to_vec()));
+        let msg = if cause.is_empty() || !self.takes_cause {
+            CallerMsg::Call {
+                id,
+                mission,
+                function,
+                args,
+                signed,
+            }
+        } else {
+            CallerMsg::CallCaused {
+                id,
+                mission,
+                function,
+                args,
+                signed,
+                cause: cause
+                    .iter()
+                    .map(|d| LogPosition {
+                        publisher: Key::from(*d.log.publisher.key()),
+                        mission: d.log.mission.to_string(),
+                        seq: d.seq,
+                    })
+                    .collect(),
+            }
         };
         if self.out.send(msg).await.is_err() {
             pending.finished = true;
@@ -291,6 +350,8 @@ pub struct PendingCall {
     receipt: Option<(SignedCall, Vec<u8>)>,
     events: Vec<String>,
     finished: bool,
+    /// See [`Answer::cause_dropped`].
+    cause_dropped: bool,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -363,6 +424,7 @@ impl PendingCall {
                     events: std::mem::take(&mut self.events),
                     receipt,
                     receipt_id,
+                    cause_dropped: self.cause_dropped,
                 }))
             }
         }
@@ -460,6 +522,73 @@ async fn read_loop<R: AsyncRead + Unpin>(rd: R, routes: &Routes) {
         // A message for a call nobody waits for (cancelled, dropped) is dropped too.
         if let Some(tx) = route {
             let _ = tx.send(msg).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wtd_keys::event::LogId;
+    use wtd_transport::session::{accept_offering, connect_as, SESSION_PROTOCOLS};
+    use wtd_transport::ALPN;
+
+    /// One call with a cause to a fake agent choosing among `agent_offers`: what the agent
+    /// received, and whether the answer says the cause was dropped.
+    async fn call_with_cause(agent_offers: &'static [&'static [u8]]) -> (CallerMsg, bool) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let agent_key = SecretKey::generate();
+        let agent = AgentId(agent_key.public());
+        let me = Arc::new(SecretKey::generate());
+        let fake_agent = tokio::spawn(async move {
+            let identity = wtd_transport::certified_key(&agent_key).unwrap();
+            let (mut tls, _, _) = accept_offering(identity, b, agent_offers).await.unwrap();
+            let bytes = e2e::read_msg(&mut tls, 1 << 20).await.unwrap().unwrap();
+            let msg: CallerMsg = wtd_wire::decode(&bytes).unwrap();
+            let done = AgentMsg::Done {
+                id: 1,
+                status: Status::Ok,
+                output: b"{}".to_vec(),
+                detail: String::new(),
+                signed: None,
+            };
+            e2e::write_msg(&mut tls, &encode(&done)).await.unwrap();
+            msg
+        });
+        let identity = wtd_transport::certified_key(&me).unwrap();
+        let (tls, binding) = connect_as(identity, *agent.key(), a).await.unwrap();
+        let session = Arc::new(Session::over_handshake(me, agent, tls, binding));
+        let cause = [Dep {
+            log: LogId {
+                publisher: agent,
+                mission: MissionName::new("social").unwrap(),
+            },
+            seq: 1,
+        }];
+        let (m, f) = (
+            MissionName::new("photos").unwrap(),
+            FunctionName::new("post").unwrap(),
+        );
+        let pending = session.call(&m, &f, b"{}", false, &cause).await.unwrap();
+        let answer = pending.finish(&mut |_| {}).await.unwrap();
+        (fake_agent.await.unwrap(), answer.cause_dropped)
+    }
+
+    #[tokio::test]
+    async fn a_cause_goes_only_to_an_agent_that_reads_it() {
+        match call_with_cause(SESSION_PROTOCOLS).await {
+            (CallerMsg::CallCaused { cause, .. }, false) => {
+                assert_eq!(cause.len(), 1);
+                assert_eq!(cause[0].mission, "social");
+                assert_eq!(cause[0].seq, 1);
+            }
+            other => panic!("a version-6 agent was not sent the cause: {other:?}"),
+        }
+        // An agent before version 6 would end the session on `CallCaused`: it gets the
+        // plain call, and the answer says the cause was left out.
+        match call_with_cause(&[ALPN]).await {
+            (CallerMsg::Call { mission, .. }, true) => assert_eq!(mission, "photos"),
+            other => panic!("an older agent was sent what it cannot read: {other:?}"),
         }
     }
 }

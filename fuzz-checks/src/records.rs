@@ -52,7 +52,10 @@ pub fn decode_call(data: &[u8]) {
         assert_eq!(wtd_keys::job::SignedJob::decode(j.bytes()).as_ref(), Ok(&j));
         let job = j.job();
         let me = job.agent.unwrap_or(wtd_keys::AgentId(*job.caller.key()));
-        let _ = wtd_keys::job::check_job(data, data, &me, job.issued_at);
+        // With the job's own tag, and without: both tag branches run.
+        let tags: Vec<String> = job.selector.tag.iter().map(|t| t.to_string()).collect();
+        let _ = wtd_keys::job::check_job(data, data, &me, &tags, job.issued_at);
+        let _ = wtd_keys::job::check_job(data, data, &me, &[], job.issued_at);
     }
     if let Ok(c) = SignedCall::decode(data) {
         assert_eq!(c.bytes(), data);

@@ -118,7 +118,31 @@ pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("decode_advert", "advert", encode(&advert())),
         ("decode_frames", "agent-hello", frames),
         ("decode_event", "event", event().bytes().to_vec()),
+        ("decode_call", "tagged-job", tagged_job().bytes().to_vec()),
     ]
+}
+
+/// A job with a selector (format version 2: a tag and `--coolest`), signed by its caller,
+/// so the fuzzer starts past the signature and into the selector fields.
+pub fn tagged_job() -> wtd_keys::job::SignedJob {
+    use wtd_keys::job::{Job, JobSelector, Order};
+    let bob = SecretKey::from_seed(&[2; 32]);
+    Job::new(
+        UserKey(bob.public()),
+        None,
+        "demo".parse().expect("a name"),
+        "echo".parse().expect("a name"),
+        b"{}",
+        Timestamp(1_000),
+        Timestamp(3_601_000),
+        true,
+        OwnerKey(owner_secret().public()),
+    )
+    .with_selector(JobSelector {
+        tag: Some("gpu".parse().expect("a name")),
+        order: Order::Coolest,
+    })
+    .sign(&bob)
 }
 
 /// A real signed event, with a dependency, as an agent publishes one.

@@ -100,6 +100,16 @@ pub const MAX_EVENT_BODY: usize = 4 * 1024;
 /// that one and on what it depended on; a few dozen covers any real chain of services.
 pub const MAX_EVENT_DEPS: usize = 32;
 
+/// Most events a call's *cause* names (`WTD_CAUSE`, and the cause a call carries on the
+/// wire). They become dependencies of the events the called function emits, one per log,
+/// so the bound is the same as an event's: a longer cause could never be signed.
+pub const MAX_CAUSE: usize = MAX_EVENT_DEPS;
+
+/// Longest cause text (`WTD_CAUSE`), in bytes: [`MAX_CAUSE`] entries of
+/// `<publisher>:<mission>:<seq>` (60 + 64 + 20 characters, and separators) fit in it.
+/// Checked before the text is split, so a huge variable costs nothing to refuse.
+pub const MAX_CAUSE_TEXT: usize = MAX_CAUSE * 150;
+
 /// Longest encoded event: its body, its dependencies (up to 105 bytes each) and headers.
 pub const MAX_EVENT_LEN: usize = MAX_EVENT_BODY + MAX_EVENT_DEPS * 105 + 512;
 

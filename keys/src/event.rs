@@ -29,7 +29,7 @@
 //! This module is pure: no clock, no disk. `wtd-store` keeps the bytes on disk; the agent,
 //! the proxy and the subscriber call the checks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -119,15 +119,7 @@ impl fmt::Debug for SignedEvent {
 
 /// Normalizes a dependency list: one per log (the highest seq), none on `own`, sorted.
 pub fn normalize_deps(own: &LogId, deps: impl IntoIterator<Item = Dep>) -> Vec<Dep> {
-    let mut by_log: BTreeMap<LogId, u64> = BTreeMap::new();
-    for d in deps {
-        if &d.log == own || d.seq == 0 {
-            continue;
-        }
-        let seq = by_log.entry(d.log).or_default();
-        *seq = (*seq).max(d.seq);
-    }
-    by_log.into_iter().map(|(log, seq)| Dep { log, seq }).collect()
+    crate::cause::normalize(deps.into_iter().filter(|d| &d.log != own))
 }
 
 impl SignedEvent {

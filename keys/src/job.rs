@@ -30,9 +30,23 @@
 //!          8 expires_at   u64 ms since epoch: no agent runs it after this
 //!          9 keep_result  u8: 1 = keep the result for `wtd result`, 0 = fire and forget
 //!         10 owner        owner key (32): whose authority it runs under (her grant, or her own)
+//!         11 tag          canonical name, optional (version 2 only): only an agent with this tag
+//!         12 order        u8 (version 2 only): 0 least loaded, 1 coolest
 //!        255 signature    by caller, domain "wtd job v1"
 //! job_hash(job) = SHA-256("wtd job hash v1" || 0 || job bytes)
 //! ```
+//!
+//! # Selectors, and the two versions
+//! A job with the default selector (no tag, least loaded) is written as version 1, byte
+//! for byte as before selectors existed, so every agent that runs jobs runs it. A job with
+//! a tag or `--coolest` is version 2: fields 11 and 12 are signed with the rest, so the
+//! proxy cannot drop the tag and send a `--tag gpu` job to a Pi without one: the agent
+//! checks the tag against its own ([`check_job`]) and refuses it otherwise. The order
+//! (least loaded or coolest) is signed too, but only the proxy can apply it (no agent
+//! knows the others' loads); like delivery itself, it is trusted to. A version-2 record
+//! with neither a tag nor `--coolest` is refused: it would be a second encoding of a
+//! version-1 job. An agent of before version 2 (protocol version 5) cannot decode one,
+//! so the proxy never delivers one to it (`wtd_wire::JOB_SELECTORS_VERSION`).
 //!
 //! A job is its own record kind and domain, not a call with an empty session: a job can
 //! never be passed off as a live call's receipt, nor the reverse.
@@ -55,9 +69,41 @@ use crate::record::{self, RecordError, SIGNATURE_TAG};
 use crate::time::{human_duration, Timestamp};
 
 pub const KIND: u8 = 7;
+/// The format of a job with the default selector (and of every job before selectors).
 pub const VERSION: u8 = 1;
+/// The format of a job with a tag or an order other than least loaded.
+pub const SELECTOR_VERSION: u8 = 2;
 pub const DOMAIN: Domain = Domain("wtd job v1");
 const KNOWN: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, SIGNATURE_TAG];
+const KNOWN_V2: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, SIGNATURE_TAG];
+
+/// How the proxy picks among the agents that may run a job (a queued call's share of the
+/// live selectors of `wtd call`; `--all`, `--random` and `--round-robin` make no sense for
+/// one job that runs once, and the CLI refuses them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Lowest reported load at delivery time (the default); throttled Pis last.
+    #[default]
+    LeastLoaded,
+    /// Lowest reported temperature at delivery time; throttled Pis last.
+    Coolest,
+}
+
+/// Which agents may run a job, and which of them is preferred. Signed with the job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSelector {
+    /// Only an agent with this tag (`wtd push --tag gpu`); checked by the agent itself.
+    pub tag: Option<MissionName>,
+    /// Which of the suitable agents online the proxy hands it to.
+    pub order: Order,
+}
+
+impl JobSelector {
+    /// Whether this is the default (no tag, least loaded): a version-1 job.
+    pub fn is_default(&self) -> bool {
+        self.tag.is_none() && self.order == Order::LeastLoaded
+    }
+}
 const JOB_HASH_DOMAIN: &[u8] = b"wtd job hash v1\0";
 
 /// The content of a job. Sign it with [`Job::sign`].
@@ -84,6 +130,8 @@ pub struct Job {
     /// caller herself as an owner. The agent runs it only under exactly that owner's
     /// authority, and the proxy bounds the jobs queued per owner by it.
     pub owner: OwnerKey,
+    /// Which agents may run it (a tag), and which the proxy prefers.
+    pub selector: JobSelector,
 }
 
 impl fmt::Debug for Job {
@@ -98,6 +146,7 @@ impl fmt::Debug for Job {
             .field("expires_at", &self.expires_at)
             .field("keep_result", &self.keep_result)
             .field("owner", &self.owner)
+            .field("selector", &self.selector)
             .finish()
     }
 }
@@ -127,6 +176,22 @@ impl Job {
             expires_at,
             keep_result,
             owner,
+            selector: JobSelector::default(),
+        }
+    }
+
+    /// The same job with `selector` (a tag, an order).
+    pub fn with_selector(mut self, selector: JobSelector) -> Job {
+        self.selector = selector;
+        self
+    }
+
+    /// The record format this job is written in: 1 unless it has a selector.
+    pub fn format_version(&self) -> u8 {
+        if self.selector.is_default() {
+            VERSION
+        } else {
+            SELECTOR_VERSION
         }
     }
 
@@ -137,7 +202,7 @@ impl Job {
             *self.caller.key(),
             "a job is signed by its caller"
         );
-        let mut w = Writer::new(KIND, VERSION);
+        let mut w = Writer::new(KIND, self.format_version());
         w.key(1, self.caller.key());
         if let Some(agent) = &self.agent {
             w.key(2, agent.key());
@@ -150,6 +215,18 @@ impl Job {
             .u64(8, self.expires_at.0)
             .u8(9, u8::from(self.keep_result))
             .key(10, self.owner.key());
+        if !self.selector.is_default() {
+            if let Some(tag) = &self.selector.tag {
+                w.str(11, tag.as_str());
+            }
+            w.u8(
+                12,
+                match self.selector.order {
+                    Order::LeastLoaded => 0,
+                    Order::Coolest => 1,
+                },
+            );
+        }
         let bytes = record::seal(w, DOMAIN, caller);
         SignedJob { job: self, bytes }
     }
@@ -189,13 +266,18 @@ impl SignedJob {
     /// Decodes a job and verifies its signature by the caller it names. Checks nothing
     /// else: see [`check_job`].
     pub fn decode(bytes: &[u8]) -> Result<SignedJob, RecordError> {
-        let mut r = Reader::new(bytes, MAX_RECORD_LEN, "job", KIND, VERSION, KNOWN)?;
+        // Two formats: version 2 adds the selector fields (see the module doc).
+        let (version, known) = match bytes.get(1) {
+            Some(&SELECTOR_VERSION) => (SELECTOR_VERSION, KNOWN_V2),
+            _ => (VERSION, KNOWN),
+        };
+        let mut r = Reader::new(bytes, MAX_RECORD_LEN, "job", KIND, version, known)?;
         let caller = UserKey(r.key(1, "caller")?);
         let agent = match r.optional(2, "agent")? {
             Some(v) => Some(AgentId(key_value(v, "agent")?)),
             None => None,
         };
-        let job = Job {
+        let mut job = Job {
             caller,
             agent,
             mission: r.name(3, "mission")?,
@@ -216,7 +298,34 @@ impl SignedJob {
                 }
             },
             owner: OwnerKey(r.key(10, "owner")?),
+            selector: JobSelector::default(),
         };
+        if version == SELECTOR_VERSION {
+            let tag = match r.optional(11, "tag")? {
+                Some(v) => Some(crate::encoding::name_value(v, "tag")?),
+                None => None,
+            };
+            let order = match r.u8(12, "order")? {
+                0 => Order::LeastLoaded,
+                1 => Order::Coolest,
+                _ => {
+                    return Err(crate::encoding::DecodeError::BadValue {
+                        field: "order",
+                        reason: "must be 0 (least loaded) or 1 (coolest)",
+                    }
+                    .into())
+                }
+            };
+            job.selector = JobSelector { tag, order };
+            if job.selector.is_default() {
+                // One meaning, one encoding: a default selector is written as version 1.
+                return Err(crate::encoding::DecodeError::BadValue {
+                    field: "order",
+                    reason: "a version-2 job must carry a tag or a non-default order",
+                }
+                .into());
+            }
+        }
         record::open(r, DOMAIN, caller.key())?;
         Ok(SignedJob {
             job,
@@ -238,6 +347,14 @@ pub enum JobError {
         .intended.key().short(), .me.key().short()
     )]
     WrongAgent { intended: AgentId, me: AgentId },
+    /// Signed for agents with a tag this one does not have: the proxy delivered it to the
+    /// wrong agent (or this agent's tags changed since it was chosen).
+    #[error(
+        "this queued call was signed for agents tagged `{tag}`, and this agent ({}) has no such tag: the proxy \
+         delivered it to the wrong agent",
+        .me.key().short()
+    )]
+    WrongTag { tag: MissionName, me: AgentId },
     /// The argument bytes are not the ones the caller signed.
     #[error("the arguments of this queued call are not the ones the caller signed: they were altered while it waited")]
     ArgsMismatch,
@@ -267,6 +384,7 @@ impl JobError {
         match self {
             JobError::Record(_) => "bad_call",
             JobError::WrongAgent { .. } => "not_for_this_agent",
+            JobError::WrongTag { .. } => "not_for_this_agent",
             JobError::ArgsMismatch => "bad_call",
             JobError::Expired { .. } => "expired",
             JobError::FromTheFuture { .. } => "not_yet_valid",
@@ -287,15 +405,30 @@ pub fn check_lifetime(job: &Job) -> Result<(), JobError> {
 }
 
 /// The agent's check of a delivered job, before the seen-set and authorization. In this
-/// order: it decodes and its signature verifies; if it names an agent, that is `me`; `args`
-/// are the bytes it was signed with; its lifetime is allowed; it is not dated in the future
-/// (beyond [`CALL_FRESHNESS_MS`] of clock skew); it has not expired at `now`.
-pub fn check_job(bytes: &[u8], args: &[u8], me: &AgentId, now: Timestamp) -> Result<SignedJob, JobError> {
+/// order: it decodes and its signature verifies; if it names an agent, that is `me`; if its
+/// selector names a tag, `my_tags` has it; `args` are the bytes it was signed with; its
+/// lifetime is allowed; it is not dated in the future (beyond [`CALL_FRESHNESS_MS`] of
+/// clock skew); it has not expired at `now`.
+pub fn check_job(
+    bytes: &[u8],
+    args: &[u8],
+    me: &AgentId,
+    my_tags: &[String],
+    now: Timestamp,
+) -> Result<SignedJob, JobError> {
     let signed = SignedJob::decode(bytes)?;
     let job = &signed.job;
     if let Some(intended) = job.agent {
         if intended != *me {
             return Err(JobError::WrongAgent { intended, me: *me });
+        }
+    }
+    if let Some(tag) = &job.selector.tag {
+        if !my_tags.iter().any(|t| t == tag.as_str()) {
+            return Err(JobError::WrongTag {
+                tag: tag.clone(),
+                me: *me,
+            });
         }
     }
     if job.args_hash != args_hash(args) {
@@ -404,7 +537,7 @@ mod tests {
             let back = SignedJob::decode(signed.bytes()).unwrap();
             assert_eq!(back, signed);
             assert_eq!(
-                check_job(signed.bytes(), b"{}", &pi, T0.plus_ms(1000)).unwrap(),
+                check_job(signed.bytes(), b"{}", &pi, &[], T0.plus_ms(1000)).unwrap(),
                 signed
             );
         }
@@ -419,22 +552,28 @@ mod tests {
         for i in 2..for_pi.bytes().len() {
             let mut bytes = for_pi.bytes().to_vec();
             bytes[i] ^= 1;
-            assert!(check_job(&bytes, b"{}", &pi, now).is_err(), "byte {i}");
+            assert!(check_job(&bytes, b"{}", &pi, &[], now).is_err(), "byte {i}");
         }
         assert!(matches!(
-            check_job(for_pi.bytes(), b"{}", &other, now),
+            check_job(for_pi.bytes(), b"{}", &other, &[], now),
             Err(JobError::WrongAgent { .. })
         ));
         assert_eq!(
-            check_job(for_pi.bytes(), b"{\"x\":1}", &pi, now),
+            check_job(for_pi.bytes(), b"{\"x\":1}", &pi, &[], now),
             Err(JobError::ArgsMismatch)
         );
         assert!(matches!(
-            check_job(for_pi.bytes(), b"{}", &pi, T0.plus_ms(HOUR + 1)),
+            check_job(for_pi.bytes(), b"{}", &pi, &[], T0.plus_ms(HOUR + 1)),
             Err(JobError::Expired { ago_ms: 1 })
         ));
         assert!(matches!(
-            check_job(for_pi.bytes(), b"{}", &pi, T0.minus_ms(CALL_FRESHNESS_MS + 1)),
+            check_job(
+                for_pi.bytes(),
+                b"{}",
+                &pi,
+                &[],
+                T0.minus_ms(CALL_FRESHNESS_MS + 1)
+            ),
             Err(JobError::FromTheFuture { .. })
         ));
         // Too long a life, or one that ends before it starts.
@@ -444,7 +583,7 @@ mod tests {
             j.expires_at = expires;
             let s = j.sign(&bob);
             assert!(matches!(
-                check_job(s.bytes(), b"{}", &pi, T0),
+                check_job(s.bytes(), b"{}", &pi, &[], T0),
                 Err(JobError::TooLong { .. })
             ));
         }
@@ -453,6 +592,95 @@ mod tests {
         forged.caller = UserKey(key(3).public());
         let bytes = std::panic::catch_unwind(|| forged.clone().sign(&bob));
         assert!(bytes.is_err(), "sign refuses a foreign caller");
+    }
+
+    #[test]
+    fn a_default_selector_keeps_the_version_1_bytes() {
+        let (_, plain) = job(None);
+        assert_eq!(plain.bytes()[1], VERSION);
+        // The same job with the default selector spelled out is the same record.
+        let bob = key(2);
+        let again = plain
+            .job()
+            .clone()
+            .with_selector(JobSelector::default())
+            .sign(&bob);
+        assert_eq!(again.bytes(), plain.bytes());
+    }
+
+    #[test]
+    fn a_selector_is_signed_and_the_agent_checks_the_tag() {
+        let bob = key(2);
+        let pi = AgentId(key(10).public());
+        let now = T0.plus_ms(1000);
+        let (_, plain) = job(None);
+        let gpu = MissionName::new("gpu").unwrap();
+        for selector in [
+            JobSelector {
+                tag: Some(gpu.clone()),
+                order: Order::LeastLoaded,
+            },
+            JobSelector {
+                tag: Some(gpu.clone()),
+                order: Order::Coolest,
+            },
+            JobSelector {
+                tag: None,
+                order: Order::Coolest,
+            },
+        ] {
+            let signed = plain.job().clone().with_selector(selector.clone()).sign(&bob);
+            assert_eq!(signed.bytes()[1], SELECTOR_VERSION);
+            let back = SignedJob::decode(signed.bytes()).unwrap();
+            assert_eq!(back.job().selector, selector);
+            // Altered anywhere (the tag dropped or changed included): the signature fails.
+            for i in 0..signed.bytes().len() {
+                let mut bytes = signed.bytes().to_vec();
+                bytes[i] ^= 1;
+                assert!(SignedJob::decode(&bytes).is_err(), "byte {i}");
+            }
+            let tagged = vec!["lab".to_string(), "gpu".to_string()];
+            assert_eq!(
+                check_job(signed.bytes(), b"{}", &pi, &tagged, now).unwrap(),
+                signed
+            );
+            let untagged = check_job(signed.bytes(), b"{}", &pi, &["lab".to_string()], now);
+            if selector.tag.is_some() {
+                let err = untagged.unwrap_err();
+                assert!(matches!(err, JobError::WrongTag { .. }), "{err}");
+                assert_eq!(err.kind(), "not_for_this_agent");
+                assert!(err.to_string().contains("tagged `gpu`"), "{err}");
+            } else {
+                assert!(untagged.is_ok(), "an order alone constrains no agent");
+            }
+        }
+        // A version-2 record without a selector is a second encoding: refused.
+        let mut w = Writer::new(KIND, SELECTOR_VERSION);
+        let j = plain.job();
+        w.key(1, j.caller.key())
+            .str(3, j.mission.as_str())
+            .str(4, j.function.as_str())
+            .bytes(5, &j.args_hash)
+            .bytes(6, &j.request_id.0)
+            .u64(7, j.issued_at.0)
+            .u64(8, j.expires_at.0)
+            .u8(9, 1)
+            .key(10, j.owner.key())
+            .u8(12, 0);
+        let bytes = record::seal(w, DOMAIN, &bob);
+        assert!(SignedJob::decode(&bytes).is_err());
+        // Nor may a version-1 record carry the selector fields.
+        let tagged = plain
+            .job()
+            .clone()
+            .with_selector(JobSelector {
+                tag: Some(gpu),
+                order: Order::LeastLoaded,
+            })
+            .sign(&bob);
+        let mut v1 = tagged.bytes().to_vec();
+        v1[1] = VERSION;
+        assert!(SignedJob::decode(&v1).is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`adoption`]: owner-signed adoption (and disowning) of agents; who counts as whose.
 //! - [`enroll`]: one-time enrollment tokens and the proof a headless Pi shows with one.
 //! - [`event`]: signed, hash-chained event logs per agent and mission; causal order.
+//! - [`cause`]: a call's cause: the events it was made because of, and their text form.
 //! - [`log`]: the owner's hash-chained log of grants, revocations and adoptions.
 //! - [`seal`]: re-reading a log this machine verified before without verifying it again.
 //! - [`authz`]: authorization as one pure function, with token buckets.
@@ -28,6 +29,7 @@
 pub mod adoption;
 pub mod authz;
 pub mod call;
+pub mod cause;
 pub mod defaults;
 pub mod encoding;
 pub mod enroll;

@@ -116,6 +116,128 @@ struct ConfigFile {
     dashboard: Option<SocketAddr>,
     /// How much and how long signed events are kept, for everyone and per owner.
     events: Option<EventsFile>,
+    /// The job queue's bounds and retention, for everyone and per owner.
+    jobs: Option<JobsFile>,
+}
+
+/// `[jobs]`: bounds and retention of the job queue (the defaults are in `defaults.rs`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsFile {
+    /// Jobs one caller key may have waiting at once (as `max_jobs_per_caller`).
+    max_per_caller: Option<usize>,
+    /// Jobs waiting under one owner's authority at once (as `max_jobs_per_owner`).
+    max_waiting: Option<usize>,
+    /// Bytes of waiting jobs and kept results under one owner's authority.
+    max_bytes: Option<usize>,
+    /// How long a finished job is listed and its result kept ("1d", "12h").
+    keep_finished: Option<String>,
+    /// Another share for some owners.
+    #[serde(default)]
+    owner: Vec<OwnerJobsFile>,
+}
+
+/// `[[jobs.owner]]`: one owner's share of the queue.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerJobsFile {
+    owner: String,
+    max_waiting: Option<usize>,
+    max_bytes: Option<usize>,
+    keep_finished: Option<String>,
+}
+
+/// `base` with what a `[jobs]` or `[[jobs.owner]]` table sets, each value checked.
+fn owner_jobs(
+    base: crate::jobs::OwnerRetention,
+    max_waiting: Option<usize>,
+    max_bytes: Option<usize>,
+    keep_finished: Option<&str>,
+) -> anyhow::Result<crate::jobs::OwnerRetention> {
+    let mut r = base;
+    if let Some(n) = max_waiting {
+        anyhow::ensure!(
+            n >= 1,
+            "jobs max_waiting is 0, which would refuse every push; use at least 1"
+        );
+        r.max_waiting = n;
+    }
+    if let Some(b) = max_bytes {
+        anyhow::ensure!(
+            b >= defaults::MIN_JOB_BYTES_PER_OWNER,
+            "jobs max_bytes is {b}; keep at least {} (one job with the largest arguments)",
+            defaults::MIN_JOB_BYTES_PER_OWNER
+        );
+        r.max_bytes = b;
+    }
+    if let Some(a) = keep_finished {
+        let d = humantime::parse_duration(a)
+            .with_context(|| format!("jobs keep_finished `{a}` is not a duration (try \"1d\" or \"12h\")"))?;
+        anyhow::ensure!(
+            (defaults::MIN_JOB_KEEP_FINISHED..=defaults::MAX_JOB_KEEP_FINISHED).contains(&d),
+            "jobs keep_finished `{a}` is out of range: keep finished jobs between {} and {}",
+            humantime::format_duration(defaults::MIN_JOB_KEEP_FINISHED),
+            humantime::format_duration(defaults::MAX_JOB_KEEP_FINISHED)
+        );
+        r.keep_finished = d;
+    }
+    Ok(r)
+}
+
+/// The job queue's limits: `[jobs]` (or the older top-level `max_jobs_per_caller` and
+/// `max_jobs_per_owner`, not both), then the flags over them, then each `[[jobs.owner]]`
+/// on top of that (what a line does not set, it takes from the rest).
+fn job_limits(
+    flag_per_caller: Option<usize>,
+    flag_per_owner: Option<usize>,
+    file: &ConfigFile,
+) -> anyhow::Result<crate::jobs::JobLimits> {
+    let mut limits = crate::jobs::JobLimits::default();
+    let empty = JobsFile::default();
+    let jobs = file.jobs.as_ref().unwrap_or(&empty);
+    anyhow::ensure!(
+        file.max_jobs_per_caller.is_none() || jobs.max_per_caller.is_none(),
+        "proxy.toml sets both max_jobs_per_caller and [jobs] max_per_caller; keep one"
+    );
+    anyhow::ensure!(
+        file.max_jobs_per_owner.is_none() || jobs.max_waiting.is_none(),
+        "proxy.toml sets both max_jobs_per_owner and [jobs] max_waiting; keep one"
+    );
+    if let Some(n) = flag_per_caller
+        .or(jobs.max_per_caller)
+        .or(file.max_jobs_per_caller)
+    {
+        anyhow::ensure!(
+            n >= 1,
+            "max_jobs_per_caller is 0, which would refuse every push; use at least 1"
+        );
+        limits.per_caller = n;
+    }
+    limits.per_owner = owner_jobs(
+        limits.per_owner,
+        flag_per_owner.or(jobs.max_waiting).or(file.max_jobs_per_owner),
+        jobs.max_bytes,
+        jobs.keep_finished.as_deref(),
+    )?;
+    for o in &jobs.owner {
+        let owner: OwnerKey = o
+            .owner
+            .parse()
+            .with_context(|| format!("[[jobs.owner]] owner `{}` is not an owner id (wtd1...)", o.owner))?;
+        let share = owner_jobs(
+            limits.per_owner,
+            o.max_waiting,
+            o.max_bytes,
+            o.keep_finished.as_deref(),
+        )
+        .with_context(|| format!("[[jobs.owner]] for {}", owner.key().short()))?;
+        anyhow::ensure!(
+            limits.owners.insert(owner, share).is_none(),
+            "[[jobs.owner]] lists the owner {} twice; keep one line per owner",
+            owner.key().short()
+        );
+    }
+    Ok(limits)
 }
 
 /// `[events]`: retention of signed events (the defaults are in `defaults.rs`).
@@ -183,6 +305,7 @@ pub fn check_config_text(text: &str) -> anyhow::Result<()> {
     let file = toml::from_str::<ConfigFile>(text)?;
     connection_limits(&args_from_nothing(), &file)?;
     events_config(&file.events)?;
+    job_limits(None, None, &file)?;
     if let Some(m) = &file.mqtt {
         let mut m = m.clone();
         m.password_file = None;
@@ -273,20 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         config.max_agents = n;
     }
-    if let Some(n) = args.max_jobs_per_caller.or(file.max_jobs_per_caller) {
-        anyhow::ensure!(
-            n >= 1,
-            "max_jobs_per_caller is 0, which would refuse every push; use at least 1"
-        );
-        config.job_limits.per_caller = n;
-    }
-    if let Some(n) = args.max_jobs_per_owner.or(file.max_jobs_per_owner) {
-        anyhow::ensure!(
-            n >= 1,
-            "max_jobs_per_owner is 0, which would refuse every push; use at least 1"
-        );
-        config.job_limits.per_owner = n;
-    }
+    config.job_limits = job_limits(args.max_jobs_per_caller, args.max_jobs_per_owner, &file)?;
     let mut mqtt = file.mqtt.clone();
     if args.mqtt.is_some() || args.mqtt_cluster.is_some() {
         let m = mqtt.get_or_insert_with(Default::default);
@@ -496,5 +606,77 @@ mod tests {
         );
         assert!(check_config_text("[events]\nmax_age = \"soon\"").is_err());
         assert!(check_config_text("[[events.owner]]\nowner = \"alice\"").is_err());
+    }
+
+    #[test]
+    fn the_job_queue_is_configured_per_owner_and_bad_values_are_refused() {
+        let alice = wtd_keys::SecretKey::from_seed(&[1; 32]).public();
+        let bob = wtd_keys::SecretKey::from_seed(&[2; 32]).public();
+        let text = format!(
+            "[jobs]\nmax_per_caller = 7\nmax_waiting = 50\nmax_bytes = 1048576\nkeep_finished = \"2h\"\n\
+             [[jobs.owner]]\nowner = \"{alice}\"\nmax_waiting = 500\nkeep_finished = \"7d\"\n"
+        );
+        let l = job_limits(None, None, &file(&text)).unwrap();
+        assert_eq!(l.per_caller, 7);
+        assert_eq!(l.per_owner.max_waiting, 50);
+        assert_eq!(l.per_owner.max_bytes, 1_048_576);
+        assert_eq!(l.per_owner.keep_finished, std::time::Duration::from_secs(7200));
+        let a = l.of(&OwnerKey(alice));
+        assert_eq!(a.max_waiting, 500);
+        assert_eq!(
+            a.max_bytes, 1_048_576,
+            "what her line does not set comes from [jobs]"
+        );
+        assert_eq!(a.keep_finished, std::time::Duration::from_secs(7 * 86400));
+        assert_eq!(l.of(&OwnerKey(bob)), l.per_owner);
+        // The flags still win over the file, and the older top-level keys still work.
+        let l = job_limits(Some(3), Some(9), &file(&text)).unwrap();
+        assert_eq!((l.per_caller, l.per_owner.max_waiting), (3, 9));
+        assert_eq!(l.of(&OwnerKey(alice)).max_waiting, 500);
+        let l = job_limits(
+            None,
+            None,
+            &file("max_jobs_per_caller = 4\nmax_jobs_per_owner = 8"),
+        )
+        .unwrap();
+        assert_eq!((l.per_caller, l.per_owner.max_waiting), (4, 8));
+        assert_eq!(
+            job_limits(None, None, &file("")).unwrap(),
+            crate::jobs::JobLimits::default()
+        );
+        // Every bad value is refused, with what is wrong.
+        for (bad, says) in [
+            ("[jobs]\nmax_waiting = 0".to_string(), "max_waiting is 0"),
+            (
+                "[jobs]\nmax_per_caller = 0".to_string(),
+                "max_jobs_per_caller is 0",
+            ),
+            ("[jobs]\nmax_bytes = 100".to_string(), "keep at least"),
+            ("[jobs]\nkeep_finished = \"soon\"".to_string(), "not a duration"),
+            ("[jobs]\nkeep_finished = \"1s\"".to_string(), "out of range"),
+            ("[jobs]\nkeep_finished = \"400d\"".to_string(), "out of range"),
+            ("[jobs]\nmax_age = \"1d\"".to_string(), "unknown field"),
+            ("[[jobs.owner]]\nowner = \"alice\"".to_string(), "not an owner id"),
+            (
+                format!("[[jobs.owner]]\nowner = \"{alice}\"\nmax_waiting = 0"),
+                "max_waiting is 0",
+            ),
+            (
+                format!("[[jobs.owner]]\nowner = \"{alice}\"\n[[jobs.owner]]\nowner = \"{alice}\""),
+                "twice",
+            ),
+            (
+                "max_jobs_per_owner = 5\n[jobs]\nmax_waiting = 6".to_string(),
+                "keep one",
+            ),
+            (
+                "max_jobs_per_caller = 5\n[jobs]\nmax_per_caller = 6".to_string(),
+                "keep one",
+            ),
+        ] {
+            let err = check_config_text(&bad).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(says), "{bad}: {text}");
+        }
     }
 }

@@ -157,6 +157,22 @@ pub const MAX_JOBS_PER_CALLER: usize = 100;
 /// keys (each within its own bound) can pile onto one owner's agents.
 pub const MAX_JOBS_PER_OWNER: usize = 1_000;
 
+/// Bytes held under one owner's authority (waiting jobs with their arguments, and kept
+/// results): a quarter of [`MAX_QUEUE_BYTES`], so one owner's crowd of callers cannot take
+/// the whole queue from the others; still 64 full-size results, or thousands of small jobs.
+pub const MAX_JOB_BYTES_PER_OWNER: usize = MAX_QUEUE_BYTES / 4;
+
+/// The smallest `max_bytes` proxy.toml may give an owner's jobs: one job with the largest
+/// arguments, and a little more, so a push can ever fit.
+pub const MIN_JOB_BYTES_PER_OWNER: usize = MAX_JOB_ARGS + 16 * 1024;
+
+/// The shortest `keep_finished` proxy.toml may set: long enough for `wtd result --wait`,
+/// which asks again every [`MAX_RESULT_WAIT`], to see a result before it goes.
+pub const MIN_JOB_KEEP_FINISHED: Duration = Duration::from_secs(5 * 60);
+
+/// The longest `keep_finished` proxy.toml may set: results are disk on a Pi's SD card.
+pub const MAX_JOB_KEEP_FINISHED: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Jobs waiting on the proxy in all.
 pub const MAX_JOBS: usize = 10_000;
 

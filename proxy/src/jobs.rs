@@ -11,16 +11,27 @@
 //!   file of `wtd_store::records`, fsynced) *before* it is acknowledged or acted on: a job
 //!   is stored before `wtd push` hears "queued", and marked delivered before it is sent. A
 //!   torn last record is cut off on open; it was never acknowledged.
+//! - **To the best suitable agent online.** A job goes only to an agent that offers its
+//!   function, names its owner, has the tag its caller signed (if any) and can check it
+//!   (protocol [`JOB_SELECTORS_VERSION`] for a job with a selector), and has a free slot.
+//!   Among those online at delivery time, the least loaded gets it (or the coolest, if
+//!   the caller signed `--coolest`); Pis throttled right now come last, as in live
+//!   dispatch (`wtd_caller::dispatch`). An agent that refused it for a reason of its own
+//!   is passed over while another can take it. If none is online, it waits.
 //! - **At least once, never on two agents.** A job marked delivered whose outcome never
 //!   came back (the agent vanished, the proxy was killed) goes back to the queue, but only
 //!   for the agent it was first delivered to: that agent's seen-set answers a repeat with
 //!   the stored outcome, and no other agent can run it a second time. If that agent never
 //!   returns, the job expires.
 //! - **Bounded.** Per caller, per owner (the owner whose authority the job names) and in
-//!   all, by count and by bytes, with numbers in [`crate::defaults`]. A push over a bound
-//!   is refused with what is queued and since when; nothing queued is ever dropped to make
-//!   room. A job no agent took before its expiry is marked expired. Final jobs are kept
-//!   for [`JOB_RETENTION`], then forgotten.
+//!   all, by count and by bytes, with numbers in [`crate::defaults`]; each owner's share
+//!   ([`OwnerRetention`]: jobs waiting, bytes held, how long finished jobs are kept) may be
+//!   set apart in proxy.toml (`[jobs]`, `[[jobs.owner]]`). A push over a bound is refused
+//!   with what is queued and since when; nothing queued is ever dropped to make room. An
+//!   output over a bound is not kept, and its job's detail says which bound. A job no
+//!   agent took before its expiry is marked expired. Final jobs are kept for their
+//!   owner's `keep_finished` ([`JOB_RETENTION`] by default), counted from when they
+//!   finished (that time is on disk), then forgotten.
 //!
 //! The logic is pure (every method takes `now_ms`); the sessions in `session` and
 //! `requests` do the I/O.
@@ -36,11 +47,12 @@ use wtd_keys::{Timestamp, UserKey};
 use wtd_store::records::RecordFile;
 use wtd_wire::call::Status;
 use wtd_wire::jobs::{JobAnswer, JobDelivery, JobId, JobInfo, JobOutcome, JobState, JobUpdate};
-use wtd_wire::Key;
+use wtd_wire::{Advert, Key, Load, JOBS_VERSION, JOB_SELECTORS_VERSION};
 
 use crate::defaults::{
-    JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOBS, MAX_JOBS_PER_CALLER, MAX_JOBS_PER_OWNER, MAX_JOB_ARGS,
-    MAX_JOB_OUTPUT, MAX_JOB_REFUSALS, MAX_QUEUE_BYTES,
+    JOB_RETENTION, JOB_RETRY_AFTER, MAX_JOBS, MAX_JOBS_IN_FLIGHT_PER_AGENT, MAX_JOBS_PER_CALLER,
+    MAX_JOBS_PER_OWNER, MAX_JOB_ARGS, MAX_JOB_BYTES_PER_OWNER, MAX_JOB_OUTPUT, MAX_JOB_REFUSALS,
+    MAX_QUEUE_BYTES,
 };
 
 const MAGIC: [u8; 8] = *b"WTDJOBS1";
@@ -80,6 +92,16 @@ enum Change {
         refusals: u32,
         retry_at_ms: u64,
     },
+    /// A job's outcome arrived at `at_ms` (from which its retention counts, across
+    /// restarts). Written in place of `Outcome`, which older proxies wrote and which is
+    /// still read (see [`JobQueue::open`]). New variants go last: postcard numbers them.
+    OutcomeAt {
+        caller: Key,
+        id: JobId,
+        agent: Key,
+        outcome: JobOutcome,
+        at_ms: u64,
+    },
 }
 
 /// A job as the queue holds it.
@@ -98,6 +120,10 @@ struct Entry {
     /// Refusals by agents for reasons of their own, and when it may be delivered again.
     refusals: u32,
     retry_at_ms: u64,
+    /// The agents that refused it for a reason of their own, passed over while another
+    /// can take it. Memory only (at most [`MAX_JOB_REFUSALS`]): after a restart they are
+    /// simply tried again.
+    refused_by: Vec<Key>,
 }
 
 impl Entry {
@@ -166,25 +192,76 @@ pub enum PushError {
         "the proxy's queue holds {bytes} bytes of jobs, as much as it keeps; wait for some to run or expire"
     )]
     FullBytes { bytes: usize },
+    /// The owner's byte share is used up, by waiting jobs and kept results.
+    #[error(
+        "queue full for the owner {owner}: her jobs hold {bytes} bytes of the {max} this proxy keeps for her \
+         ({waiting} waiting, {kept} finished with their results kept for {keep_for}); wait for them to run, \
+         or for old results to go, or ask the proxy's operator to raise her max_bytes in [[jobs.owner]]"
+    )]
+    OwnerBytes {
+        owner: String,
+        bytes: usize,
+        max: usize,
+        waiting: usize,
+        kept: usize,
+        keep_for: String,
+    },
     #[error("the proxy could not store the job ({0}); try again later")]
     Store(String),
 }
 
-/// How many jobs may wait at once (queued, delivered or running), by whom.
+/// One owner's share of the queue: the jobs under her authority, from every caller
+/// (`[jobs]` and `[[jobs.owner]]` in proxy.toml).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRetention {
+    /// Jobs waiting (queued, delivered or running) at once.
+    pub max_waiting: usize,
+    /// Bytes held: waiting jobs with their arguments, and the outputs kept for `wtd
+    /// result`. A push over it is refused; an output over it is not kept (and its job's
+    /// detail says so).
+    pub max_bytes: usize,
+    /// How long a finished (done, failed, expired, refused) job is listed and its result
+    /// kept.
+    pub keep_finished: std::time::Duration,
+}
+
+impl Default for OwnerRetention {
+    fn default() -> Self {
+        OwnerRetention {
+            max_waiting: MAX_JOBS_PER_OWNER,
+            max_bytes: MAX_JOB_BYTES_PER_OWNER,
+            keep_finished: JOB_RETENTION,
+        }
+    }
+}
+
+/// How many jobs may wait at once (queued, delivered or running), by whom, and how much
+/// is kept per owner and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobLimits {
     pub per_caller: usize,
-    pub per_owner: usize,
+    /// Every owner's share, unless `owners` gives her another.
+    pub per_owner: OwnerRetention,
+    /// Owners with a share of their own (`[[jobs.owner]]`).
+    pub owners: std::collections::HashMap<wtd_keys::OwnerKey, OwnerRetention>,
     pub total: usize,
     /// Bytes of jobs, arguments and kept outputs.
     pub bytes: usize,
+}
+
+impl JobLimits {
+    /// The share of `owner`.
+    pub fn of(&self, owner: &wtd_keys::OwnerKey) -> OwnerRetention {
+        self.owners.get(owner).copied().unwrap_or(self.per_owner)
+    }
 }
 
 impl Default for JobLimits {
     fn default() -> Self {
         JobLimits {
             per_caller: MAX_JOBS_PER_CALLER,
-            per_owner: MAX_JOBS_PER_OWNER,
+            per_owner: OwnerRetention::default(),
+            owners: std::collections::HashMap::new(),
             total: MAX_JOBS,
             bytes: MAX_QUEUE_BYTES,
         }
@@ -243,6 +320,12 @@ impl JobQueue {
                 e.state = JobState::Queued;
                 report.requeued += 1;
             }
+            if e.state.is_final() && e.final_at_ms == 0 {
+                // Finished at an unknown time (an `Outcome` written by an older proxy):
+                // count from its expiry, by which it had finished, or from now if that
+                // is sooner. Records written now carry the time (`OutcomeAt`).
+                e.final_at_ms = e.job.job().expires_at.0.min(now_ms);
+            }
         }
         q.bytes = q.jobs.values().map(Entry::bytes).sum();
         q.sweep(now_ms);
@@ -279,6 +362,7 @@ impl JobQueue {
                         final_at_ms: 0,
                         refusals: 0,
                         retry_at_ms: 0,
+                        refused_by: Vec::new(),
                     },
                 );
                 true
@@ -305,25 +389,14 @@ impl JobQueue {
                 id,
                 agent,
                 outcome,
-            } => {
-                let Some(e) = self.jobs.get_mut(&(caller.0, id)) else {
-                    return false;
-                };
-                e.agent = Some(agent);
-                (e.state, e.detail) = match &outcome {
-                    JobOutcome::Ran { status, detail, .. } => (
-                        if *status == Status::Ok {
-                            JobState::Done
-                        } else {
-                            JobState::Failed
-                        },
-                        detail.clone(),
-                    ),
-                    JobOutcome::Refused(r) => (JobState::Refused, r.message.clone()),
-                };
-                e.outcome = Some(outcome);
-                true
-            }
+            } => self.apply_outcome(caller, id, agent, outcome, 0),
+            Change::OutcomeAt {
+                caller,
+                id,
+                agent,
+                outcome,
+                at_ms,
+            } => self.apply_outcome(caller, id, agent, outcome, at_ms),
             Change::Retry {
                 caller,
                 id,
@@ -344,6 +417,28 @@ impl JobQueue {
         }
     }
 
+    /// Applies an outcome that arrived at `at_ms` (0: unknown, see [`Change::OutcomeAt`]).
+    fn apply_outcome(&mut self, caller: Key, id: JobId, agent: Key, outcome: JobOutcome, at_ms: u64) -> bool {
+        let Some(e) = self.jobs.get_mut(&(caller.0, id)) else {
+            return false;
+        };
+        e.agent = Some(agent);
+        (e.state, e.detail) = match &outcome {
+            JobOutcome::Ran { status, detail, .. } => (
+                if *status == Status::Ok {
+                    JobState::Done
+                } else {
+                    JobState::Failed
+                },
+                detail.clone(),
+            ),
+            JobOutcome::Refused(r) => (JobState::Refused, r.message.clone()),
+        };
+        e.outcome = Some(outcome);
+        e.final_at_ms = at_ms;
+        true
+    }
+
     fn write(&mut self, change: &Change) -> Result<(), PushError> {
         let bytes = wtd_wire::encode(change);
         self.file
@@ -358,6 +453,7 @@ impl JobQueue {
             Change::Queued { .. } => None,
             Change::State { caller, id, .. }
             | Change::Outcome { caller, id, .. }
+            | Change::OutcomeAt { caller, id, .. }
             | Change::Retry { caller, id, .. } => Some((caller.0, *id)),
         };
         let before = key.and_then(|k| self.jobs.get(&k)).map_or(0, Entry::bytes);
@@ -403,11 +499,12 @@ impl JobQueue {
                 }));
             }
             if let (Some(outcome), Some(agent)) = (&e.outcome, e.agent) {
-                records.push(wtd_wire::encode(&Change::Outcome {
+                records.push(wtd_wire::encode(&Change::OutcomeAt {
                     caller: e.caller(),
                     id: e.job.job().request_id.0,
                     agent,
                     outcome: outcome.clone(),
+                    at_ms: e.final_at_ms,
                 }));
             }
         }
@@ -454,18 +551,30 @@ impl JobQueue {
         if of_caller.len() >= self.limits.per_caller {
             return Err(full("your key", &of_caller, now_ms));
         }
+        let share = self.limits.of(&j.owner);
         let of_owner: Vec<&Entry> = self
             .jobs
             .values()
             .filter(waiting)
             .filter(|e| e.job.job().owner == j.owner)
             .collect();
-        if of_owner.len() >= self.limits.per_owner {
+        if of_owner.len() >= share.max_waiting {
             return Err(full(
                 &format!("the owner {}", j.owner.key().short()),
                 &of_owner,
                 now_ms,
             ));
+        }
+        let owner_bytes = self.owner_bytes(&j.owner);
+        if owner_bytes + job.len() + args.len() > share.max_bytes {
+            return Err(PushError::OwnerBytes {
+                owner: j.owner.key().short(),
+                bytes: owner_bytes,
+                max: share.max_bytes,
+                waiting: of_owner.len(),
+                kept: self.kept_results(&j.owner),
+                keep_for: human_duration(share.keep_finished.as_millis() as u64),
+            });
         }
         let all: Vec<&Entry> = self.jobs.values().filter(waiting).collect();
         if all.len() >= self.limits.total {
@@ -481,6 +590,23 @@ impl JobQueue {
             queued_at_ms: now_ms,
         })?;
         Ok(expires)
+    }
+
+    /// Bytes held under `owner`'s authority: waiting jobs and kept results.
+    fn owner_bytes(&self, owner: &wtd_keys::OwnerKey) -> usize {
+        self.jobs
+            .values()
+            .filter(|e| e.job.job().owner == *owner)
+            .map(Entry::bytes)
+            .sum()
+    }
+
+    /// Finished jobs of `owner` still listed.
+    fn kept_results(&self, owner: &wtd_keys::OwnerKey) -> usize {
+        self.jobs
+            .values()
+            .filter(|e| e.job.job().owner == *owner && e.state.is_final())
+            .count()
     }
 
     /// Marks expired every waiting job past its expiry, and forgets final jobs older than
@@ -503,44 +629,83 @@ impl JobQueue {
                 e.final_at_ms = now_ms;
             }
         }
-        let retention = JOB_RETENTION.as_millis() as u64;
         let before = self.jobs.len();
-        self.jobs
-            .retain(|_, e| !(e.state.is_final() && now_ms.saturating_sub(e.final_at_ms) > retention));
+        let limits = &self.limits;
+        self.jobs.retain(|_, e| {
+            let keep = limits.of(&e.job.job().owner).keep_finished.as_millis() as u64;
+            !(e.state.is_final() && now_ms.saturating_sub(e.final_at_ms) > keep)
+        });
         if self.jobs.len() != before {
             self.bytes = self.jobs.values().map(Entry::bytes).sum();
         }
     }
 
-    /// Claims up to `room` queued jobs for agent `agent`, which offers `offers`: each is
-    /// marked delivered (fsynced) before it is returned to send. A job for another agent,
-    /// or already delivered to another, is never claimed.
+    /// Claims up to `room` queued jobs for agent `me`, one of the online job agents
+    /// `peers` (each with its advert, load and protocol version): [`JobQueue::pick`], then
+    /// [`JobQueue::deliver`]. The second value says whether jobs this agent was best for
+    /// were left for lack of room: other agents should look again.
     pub fn claim(
         &mut self,
-        agent: &Key,
-        offers: impl Fn(&str, &str) -> bool,
+        me: &Key,
+        peers: &[Peer<'_>],
         room: usize,
         now_ms: u64,
-    ) -> Vec<JobDelivery> {
+    ) -> (Vec<JobDelivery>, bool) {
+        let picked = self.pick(me, peers, room, now_ms);
+        self.deliver(me, picked)
+    }
+
+    /// Which queued jobs agent `me` should take now, oldest first, without changing
+    /// anything (no disk, so the caller may hold the roster lock for it): those it suits
+    /// and is the best suitable agent online for (see [`best_for`]), up to `room`.
+    pub fn pick(&mut self, me: &Key, peers: &[Peer<'_>], room: usize, now_ms: u64) -> Picked {
         self.sweep(now_ms);
+        let Some(my) = peers.iter().find(|p| p.id == *me) else {
+            return Picked::default();
+        };
+        let mut busy: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
+        for e in self.jobs.values() {
+            if let (Some(a), JobState::Delivered | JobState::Running) = (e.agent, e.state) {
+                *busy.entry(a).or_default() += 1;
+            }
+        }
+        let free: Vec<&Peer<'_>> = peers
+            .iter()
+            .filter(|p| busy.get(&p.id).copied().unwrap_or(0) < MAX_JOBS_IN_FLIGHT_PER_AGENT)
+            .collect();
         let mut mine: Vec<(u64, [u8; 32], JobId)> = self
             .jobs
             .iter()
             .filter(|(_, e)| e.state == JobState::Queued && e.retry_at_ms <= now_ms)
-            .filter(|(_, e)| e.agent.is_none_or(|a| a == *agent))
-            .filter(|(_, e)| e.job.job().agent.is_none_or(|a| Key::from(*a.key()) == *agent))
-            .filter(|(_, e)| offers(e.job.job().mission.as_str(), e.job.job().function.as_str()))
+            .filter(|(_, e)| suits(e, my))
+            .filter(|(_, e)| best_for(e, &free).is_none_or(|best| best == *me))
             .map(|(k, e)| (e.queued_at_ms, k.0, k.1))
             .collect();
-        // Oldest first.
         mine.sort();
+        let left_over = mine.len() > room;
+        Picked {
+            jobs: mine.into_iter().take(room).map(|(_, c, id)| (c, id)).collect(),
+            left_over,
+        }
+    }
+
+    /// Marks the `picked` jobs delivered to `me` (fsynced, each before it is returned to
+    /// send), skipping any that is no longer queued.
+    pub fn deliver(&mut self, me: &Key, picked: Picked) -> (Vec<JobDelivery>, bool) {
         let mut out = Vec::new();
-        for (_, caller, id) in mine.into_iter().take(room) {
+        for (caller, id) in picked.jobs {
+            if self
+                .jobs
+                .get(&(caller, id))
+                .is_none_or(|e| e.state != JobState::Queued)
+            {
+                continue;
+            }
             let change = Change::State {
                 caller: Key(caller),
                 id,
                 state: JobState::Delivered,
-                agent: Some(*agent),
+                agent: Some(*me),
                 detail: String::new(),
             };
             if let Err(e) = self.commit(change) {
@@ -553,7 +718,8 @@ impl JobQueue {
                 args: e.args.clone(),
             });
         }
-        out
+        let claimed_some = !out.is_empty();
+        (out, picked.left_over && claimed_some)
     }
 
     /// Jobs delivered to `agent` and not answered yet.
@@ -575,6 +741,9 @@ impl JobQueue {
             return false;
         }
         let keep = e.job.job().keep_result;
+        let owner = e.job.job().owner;
+        let share = self.limits.of(&owner);
+        let owner_bytes = self.owner_bytes(&owner);
         let change = match u.outcome {
             None => Change::State {
                 caller: u.caller,
@@ -607,6 +776,15 @@ impl JobQueue {
                             output.len()
                         );
                         output.clear();
+                    } else if owner_bytes + output.len() > share.max_bytes {
+                        *detail = format!(
+                            "{detail} (its {}-byte output was not kept: the jobs of the owner {} hold {owner_bytes} \
+                             bytes, and this proxy keeps at most {} for her)",
+                            output.len(),
+                            owner.key().short(),
+                            share.max_bytes
+                        );
+                        output.clear();
                     } else if self.bytes + output.len() > self.limits.bytes {
                         *detail = format!(
                             "{detail} (its {}-byte output was not kept: the proxy holds {} bytes of jobs, as much as it keeps)",
@@ -616,16 +794,27 @@ impl JobQueue {
                         output.clear();
                     }
                 }
-                Change::Outcome {
+                Change::OutcomeAt {
                     caller: u.caller,
                     id: u.id,
                     agent: *agent,
                     outcome,
+                    at_ms: now_ms,
                 }
             }
         };
+        let retry = matches!(change, Change::Retry { .. });
         match self.commit(change) {
-            Ok(()) => true,
+            Ok(()) => {
+                if retry {
+                    if let Some(e) = self.jobs.get_mut(&key) {
+                        if !e.refused_by.contains(agent) && e.refused_by.len() < MAX_JOB_REFUSALS as usize {
+                            e.refused_by.push(*agent);
+                        }
+                    }
+                }
+                true
+            }
             Err(e) => {
                 log::warn!("could not store a job's outcome: {e}; it is delivered again later");
                 false
@@ -694,6 +883,86 @@ const AGENT_REASONS: &[&str] = &[
     "store",
 ];
 
+/// What [`JobQueue::pick`] chose, for [`JobQueue::deliver`].
+#[derive(Debug, Default)]
+pub struct Picked {
+    /// (caller, id) of each job, oldest first.
+    jobs: Vec<([u8; 32], JobId)>,
+    /// Jobs it was best for were left over for lack of room.
+    left_over: bool,
+}
+
+/// An online agent as the queue sees it when it hands out jobs: what it offers and claims
+/// (its advert), how busy and hot it is (its last heartbeat), and which protocol version
+/// its session speaks (what jobs it can check).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer<'a> {
+    pub id: Key,
+    pub advert: &'a Advert,
+    pub load: &'a Load,
+    pub version: u16,
+}
+
+/// Whether `peer` may be handed this job at all: it speaks jobs (and selectors, for a job
+/// with one); it is the agent the job names, and the one it went to before, if any; it
+/// offers the function; it names the job's owner (it runs jobs under that owner's
+/// authority only); it has the tag the caller signed, if any.
+fn suits(e: &Entry, peer: &Peer<'_>) -> bool {
+    let j = e.job.job();
+    let version_ok = if j.selector.is_default() {
+        peer.version >= JOBS_VERSION
+    } else {
+        peer.version >= JOB_SELECTORS_VERSION
+    };
+    version_ok
+        && e.agent.is_none_or(|a| a == peer.id)
+        && j.agent.is_none_or(|a| Key::from(*a.key()) == peer.id)
+        && peer.advert.missions.iter().any(|m| {
+            m.name == j.mission.as_str() && m.functions.iter().any(|f| f.name == j.function.as_str())
+        })
+        && peer.advert.owners.contains(&Key::from(*j.owner.key()))
+        && j.selector
+            .tag
+            .as_ref()
+            .is_none_or(|t| peer.advert.tags.iter().any(|have| have == t.as_str()))
+}
+
+/// The agent among `free` (online, with a free slot) a job should go to now: `None` if none
+/// suits it (then whoever suits it and asks may take it: it has no better place). A job
+/// bound to one agent (named by its caller, or delivered there before) has only that one.
+/// Otherwise by the signed order, as live dispatch orders candidates: throttled Pis last;
+/// then least loaded (load average, then CPU), or coolest (Pis with no sensor after those
+/// with one, then the less loaded); ties by id, so every session computes the same answer.
+/// Agents that refused the job for a reason of their own come after every other.
+fn best_for(e: &Entry, free: &[&Peer<'_>]) -> Option<Key> {
+    let order = e.job.job().selector.order;
+    let mut cands: Vec<&&Peer<'_>> = free.iter().filter(|p| suits(e, p)).collect();
+    let key = |p: &Peer<'_>| {
+        let t = p.load.temperature_c.filter(|t| t.is_finite());
+        (
+            e.refused_by.contains(&p.id),
+            p.load.throttled_now(),
+            order == wtd_keys::job::Order::Coolest && t.is_none(),
+            if order == wtd_keys::job::Order::Coolest {
+                t.unwrap_or(0.0)
+            } else {
+                0.0
+            },
+        )
+    };
+    cands.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.cmp(&kb.1))
+            .then(ka.2.cmp(&kb.2))
+            .then(ka.3.total_cmp(&kb.3))
+            .then(a.load.load1.total_cmp(&b.load.load1))
+            .then(a.load.cpu_percent.total_cmp(&b.load.cpu_percent))
+            .then(a.id.0.cmp(&b.id.0))
+    });
+    cands.first().map(|p| p.id)
+}
+
 fn agent_short(k: &Key) -> String {
     let key: Result<wtd_keys::PublicId, _> = k.parse();
     key.map_or_else(|_| "?".into(), |k| k.short())
@@ -748,8 +1017,50 @@ mod tests {
         SignedJob::decode(job).unwrap().job().request_id.0
     }
 
-    fn any(_: &str, _: &str) -> bool {
-        true
+    /// An agent's advert: it names owners 1 and 2, and offers demo/echo if `offers`.
+    fn advert(tags: &[&str], offers: bool) -> Advert {
+        Advert {
+            name: "pi".into(),
+            owners: vec![Key::from(key(1).public()), Key::from(key(2).public())],
+            missions: if offers {
+                vec![wtd_wire::MissionInfo {
+                    name: "demo".into(),
+                    version: "1".into(),
+                    description: String::new(),
+                    functions: vec![wtd_wire::FunctionInfo {
+                        name: "echo".into(),
+                        description: String::new(),
+                        idempotent: false,
+                    }],
+                }]
+            } else {
+                vec![]
+            },
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            model: None,
+            software: String::new(),
+            warnings: vec![],
+            enrollment: None,
+        }
+    }
+
+    fn load(load1: f32) -> Load {
+        Load {
+            load1,
+            ..Load::default()
+        }
+    }
+
+    /// A claim by `agent` when it is the only agent online.
+    fn solo(q: &mut JobQueue, agent: &Key, offers: bool, room: usize, now: u64) -> Vec<JobDelivery> {
+        let (a, l) = (advert(&[], offers), Load::default());
+        let peer = Peer {
+            id: *agent,
+            advert: &a,
+            load: &l,
+            version: wtd_wire::PROTOCOL_VERSION,
+        };
+        q.claim(agent, &[peer], room, now).0
     }
 
     #[test]
@@ -764,19 +1075,19 @@ mod tests {
             T0 + HOUR
         );
         // An agent that does not offer it gets nothing.
-        assert!(q.claim(&pi, |_, _| false, 4, T0).is_empty());
-        let sent = q.claim(&pi, any, 4, T0);
+        assert!(solo(&mut q, &pi, false, 4, T0).is_empty());
+        let sent = solo(&mut q, &pi, true, 4, T0);
         assert_eq!(sent.len(), 1);
-        assert!(q.claim(&pi, any, 4, T0).is_empty(), "delivered once");
+        assert!(solo(&mut q, &pi, true, 4, T0).is_empty(), "delivered once");
         // Killed before an answer: on reopen it waits again, for the same agent only.
         drop(q);
         let (mut q, report) = JobQueue::open(dir.path(), JobLimits::default(), T0 + 1).unwrap();
         assert_eq!(report.requeued, 1);
         assert!(
-            q.claim(&other, any, 4, T0 + 1).is_empty(),
+            solo(&mut q, &other, true, 4, T0 + 1).is_empty(),
             "never to a second agent"
         );
-        assert_eq!(q.claim(&pi, any, 4, T0 + 1).len(), 1);
+        assert_eq!(solo(&mut q, &pi, true, 4, T0 + 1).len(), 1);
         let id = id_of(&job);
         let caller = Key::from(bob.public());
         // Updates from another agent are ignored.
@@ -823,6 +1134,312 @@ mod tests {
         // Forgotten after the retention.
         let later = T0 + 2 + JOB_RETENTION.as_millis() as u64 + 1;
         assert!(q.answer(&UserKey(bob.public()), &id, later).is_none());
+    }
+
+    fn job_with(caller: &SecretKey, selector: wtd_keys::job::JobSelector) -> Vec<u8> {
+        let signed = SignedJob::decode(&job_for(caller, 1, None, true)).unwrap();
+        signed
+            .job()
+            .clone()
+            .with_selector(selector)
+            .sign(caller)
+            .bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_job_goes_to_the_best_suitable_agent_online() {
+        use wtd_keys::job::{JobSelector, Order};
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let bob_key = UserKey(bob.public());
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
+        let (busy, idle, hot, old) = (Key([10; 32]), Key([11; 32]), Key([12; 32]), Key([13; 32]));
+        let (plain, gpu) = (advert(&[], true), advert(&["gpu"], true));
+        let (high, low) = (load(3.0), load(0.5));
+        let mut throttled = load(0.1);
+        throttled.throttled = Some(0x4);
+        throttled.temperature_c = Some(40.0);
+        let mut warm = load(2.0);
+        warm.temperature_c = Some(50.0);
+        let peer = |id, advert, load, version| Peer {
+            id,
+            advert,
+            load,
+            version,
+        };
+        let v = wtd_wire::PROTOCOL_VERSION;
+        // Least loaded by default: the idle agent, not the busy one nor the throttled one
+        // (least loaded of all, but slowed down now).
+        let peers = [
+            peer(busy, &gpu, &high, v),
+            peer(idle, &plain, &low, v),
+            peer(hot, &plain, &throttled, v),
+        ];
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
+            .unwrap();
+        assert!(q.claim(&busy, &peers, 4, T0).0.is_empty());
+        assert!(q.claim(&hot, &peers, 4, T0).0.is_empty());
+        assert_eq!(q.claim(&idle, &peers, 4, T0).0.len(), 1);
+        // With the idle agent gone, the busy one (unthrottled) is preferred to the hot one.
+        let without_idle = [peers[0], peers[2]];
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
+            .unwrap();
+        assert!(q.claim(&hot, &without_idle, 4, T0).0.is_empty());
+        assert_eq!(q.claim(&busy, &without_idle, 4, T0).0.len(), 1);
+        // Alone, the throttled one serves.
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
+            .unwrap();
+        assert_eq!(q.claim(&hot, &peers[2..], 4, T0).0.len(), 1);
+
+        // A tag: only the gpu agent, however loaded, and it waits while that one is away.
+        let tagged = job_with(
+            &bob,
+            JobSelector {
+                tag: Some(MissionName::new("gpu").unwrap()),
+                order: Order::LeastLoaded,
+            },
+        );
+        q.push(&bob_key, &tagged, b"{}".to_vec(), T0).unwrap();
+        assert!(
+            q.claim(&idle, &peers[1..], 4, T0).0.is_empty(),
+            "no gpu agent online"
+        );
+        assert!(q.claim(&idle, &peers, 4, T0).0.is_empty());
+        // An agent of protocol version 5 cannot check the tag: never given it.
+        let gpu_old = [peer(old, &gpu, &low, wtd_wire::JOBS_VERSION)];
+        assert!(q.claim(&old, &gpu_old, 4, T0).0.is_empty());
+        assert_eq!(q.claim(&busy, &peers, 4, T0).0.len(), 1);
+
+        // Coolest: the cooler of two unthrottled agents, a sensorless one after both.
+        let coolest = job_with(
+            &bob,
+            JobSelector {
+                tag: None,
+                order: Order::Coolest,
+            },
+        );
+        let mut cool = load(3.5);
+        cool.temperature_c = Some(35.0);
+        let nosensor = load(0.0);
+        let peers = [
+            peer(busy, &plain, &warm, v),
+            peer(idle, &plain, &cool, v),
+            peer(hot, &plain, &nosensor, v),
+        ];
+        q.push(&bob_key, &coolest, b"{}".to_vec(), T0).unwrap();
+        assert!(q.claim(&hot, &peers, 4, T0).0.is_empty());
+        assert!(q.claim(&busy, &peers, 4, T0).0.is_empty());
+        assert_eq!(q.claim(&idle, &peers, 4, T0).0.len(), 1);
+
+        // An agent that does not name the job's owner is never a candidate.
+        let mut strange = advert(&[], true);
+        strange.owners = vec![Key::from(key(9).public())];
+        let peers = [peer(idle, &strange, &low, v), peer(busy, &plain, &high, v)];
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
+            .unwrap();
+        assert!(q.claim(&idle, &peers, 4, T0).0.is_empty());
+        assert_eq!(q.claim(&busy, &peers, 4, T0).0.len(), 1);
+    }
+
+    #[test]
+    fn a_full_agent_leaves_its_jobs_to_the_next_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let bob_key = UserKey(bob.public());
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
+        let (idle, busy) = (Key([11; 32]), Key([10; 32]));
+        let a = advert(&[], true);
+        let (low, high) = (load(0.1), load(5.0));
+        let v = wtd_wire::PROTOCOL_VERSION;
+        let peers = [
+            Peer {
+                id: idle,
+                advert: &a,
+                load: &low,
+                version: v,
+            },
+            Peer {
+                id: busy,
+                advert: &a,
+                load: &high,
+                version: v,
+            },
+        ];
+        for _ in 0..MAX_JOBS_IN_FLIGHT_PER_AGENT + 2 {
+            q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
+                .unwrap();
+        }
+        assert!(q.claim(&busy, &peers, 4, T0).0.is_empty());
+        let (sent, left_over) = q.claim(&idle, &peers, MAX_JOBS_IN_FLIGHT_PER_AGENT, T0);
+        assert_eq!(sent.len(), MAX_JOBS_IN_FLIGHT_PER_AGENT);
+        assert!(left_over, "the others are told to look again");
+        // The idle agent is full: the rest go to the busy one.
+        assert_eq!(q.claim(&busy, &peers, 4, T0).0.len(), 2);
+    }
+
+    #[test]
+    fn an_agent_that_refused_a_job_is_passed_over_while_another_can_take_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let bob_key = UserKey(bob.public());
+        let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), T0).unwrap();
+        let (idle, busy) = (Key([11; 32]), Key([10; 32]));
+        let a = advert(&[], true);
+        let (low, high) = (load(0.1), load(5.0));
+        let v = wtd_wire::PROTOCOL_VERSION;
+        let both = [
+            Peer {
+                id: idle,
+                advert: &a,
+                load: &low,
+                version: v,
+            },
+            Peer {
+                id: busy,
+                advert: &a,
+                load: &high,
+                version: v,
+            },
+        ];
+        let job = job_for(&bob, 1, None, true);
+        q.push(&bob_key, &job, b"{}".to_vec(), T0).unwrap();
+        assert_eq!(q.claim(&idle, &both, 4, T0).0.len(), 1);
+        q.update(
+            &idle,
+            JobUpdate {
+                id: id_of(&job),
+                caller: Key::from(bob.public()),
+                outcome: Some(JobOutcome::Refused(Refused {
+                    kind: "not_adopted".into(),
+                    message: "not adopted yet".into(),
+                    retry_after_ms: None,
+                })),
+            },
+            T0,
+        );
+        let later = T0 + JOB_RETRY_AFTER.as_millis() as u64;
+        // The idle agent refused it: the busy one gets it, though more loaded.
+        assert!(q.claim(&idle, &both, 4, later).0.is_empty());
+        assert_eq!(q.claim(&busy, &both, 4, later).0.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_s_own_share_bounds_her_jobs_and_how_long_they_are_kept() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let bob = key(2);
+        let bob_key = UserKey(bob.public());
+        let caller = Key::from(bob.public());
+        let (alice, carol) = (OwnerKey(key(1).public()), OwnerKey(key(2).public()));
+        let mut limits = JobLimits::default();
+        // Alice: two jobs waiting at most, 100 KiB, finished jobs kept an hour; Carol:
+        // 100 KiB, and the default count and retention (a day).
+        limits.owners.insert(
+            alice,
+            OwnerRetention {
+                max_waiting: 2,
+                max_bytes: 100 * 1024,
+                keep_finished: Duration::from_secs(3600),
+            },
+        );
+        limits.owners.insert(
+            carol,
+            OwnerRetention {
+                max_bytes: 100 * 1024,
+                ..OwnerRetention::default()
+            },
+        );
+        let (mut q, _) = JobQueue::open(dir.path(), limits.clone(), T0).unwrap();
+        let first = job_for(&bob, 1, None, true);
+        q.push(&bob_key, &first, b"{}".to_vec(), T0).unwrap();
+        // (Later: the claim below, oldest first, takes `first`.)
+        q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0 + 1)
+            .unwrap();
+        let err = q
+            .push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0 + 1)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "queue full for the owner {}: 2 jobs waiting",
+                alice.key().short()
+            )),
+            "{err}"
+        );
+        // Carol's jobs are not bounded by Alice's share.
+        for _ in 0..3 {
+            q.push(&bob_key, &job_for(&bob, 2, None, true), b"{}".to_vec(), T0 + 1)
+                .unwrap();
+        }
+        // A big output over Alice's bytes is not kept, and her job says why.
+        assert_eq!(solo(&mut q, &Key([10; 32]), true, 1, T0).len(), 1);
+        let big = vec![b'x'; 120 * 1024];
+        assert!(q.update(
+            &Key([10; 32]),
+            JobUpdate {
+                id: id_of(&first),
+                caller,
+                outcome: Some(JobOutcome::Ran {
+                    status: Status::Ok,
+                    output: big,
+                    detail: String::new(),
+                    signed: vec![1],
+                }),
+            },
+            T0,
+        ));
+        let a = q.answer(&bob_key, &id_of(&first), T0).unwrap();
+        assert!(a.info.detail.contains("output was not kept"), "{}", a.info.detail);
+        assert!(
+            a.info.detail.contains("at most 102400 for her"),
+            "{}",
+            a.info.detail
+        );
+        assert!(matches!(a.outcome, Some(JobOutcome::Ran { output, .. }) if output.is_empty()));
+        // Pushes over her bytes are refused with what holds them.
+        let fat = b"\""
+            .iter()
+            .chain(vec![b'y'; 60 * 1024].iter())
+            .chain(b"\"")
+            .copied()
+            .collect::<Vec<u8>>();
+        let fat_job = |caller: &SecretKey, owner: OwnerKey| {
+            let j = Job::new(
+                UserKey(caller.public()),
+                None,
+                MissionName::new("demo").unwrap(),
+                FunctionName::new("echo").unwrap(),
+                &fat,
+                Timestamp(T0),
+                Timestamp(T0 + HOUR),
+                true,
+                owner,
+            );
+            j.sign(caller).bytes().to_vec()
+        };
+        q.push(&bob_key, &fat_job(&bob, carol), fat.clone(), T0).unwrap();
+        let err = q
+            .push(&bob_key, &fat_job(&bob, carol), fat.clone(), T0)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("of the 102400 this proxy keeps for her"), "{text}");
+        assert!(
+            text.contains("(4 waiting, 0 finished with their results kept for 24 h)"),
+            "{text}"
+        );
+        // Alice's share has room in bytes for one (her big output was not kept), then not
+        // in count.
+        q.push(&bob_key, &fat_job(&bob, alice), fat.clone(), T0).unwrap();
+        let err = q
+            .push(&bob_key, &fat_job(&bob, alice), fat.clone(), T0)
+            .unwrap_err();
+        assert!(err.to_string().contains("2 jobs waiting"), "{err}");
+        // After her hour, her finished job is forgotten; Carol's would be kept a day.
+        assert!(q.answer(&bob_key, &id_of(&first), T0 + HOUR + 1).is_none());
+        drop(q);
+        // The share applies the same after a restart.
+        let (mut q, _) = JobQueue::open(dir.path(), limits, T0 + HOUR + 2).unwrap();
+        assert!(q.answer(&bob_key, &id_of(&first), T0 + HOUR + 2).is_none());
     }
 
     #[test]
@@ -941,16 +1558,16 @@ mod tests {
         let list = q.list(&bob_key, T0 + HOUR + 1);
         assert_eq!(list[0].state, JobState::Expired);
         assert!(list[0].detail.contains("no agent"), "{}", list[0].detail);
-        assert!(q.claim(&pi, any, 4, T0 + HOUR + 1).is_empty());
+        assert!(solo(&mut q, &pi, true, 4, T0 + HOUR + 1).is_empty());
 
         let refused = job_for(&bob, 1, None, true);
         q.push(&bob_key, &refused, b"{}".to_vec(), T0).unwrap();
         let forget = job_for(&bob, 1, Some(AgentId(key(10).public())), false);
         q.push(&bob_key, &forget, b"{}".to_vec(), T0).unwrap();
         // A job for another agent is not given to this one.
-        assert_eq!(q.claim(&pi, any, 4, T0).len(), 1);
+        assert_eq!(solo(&mut q, &pi, true, 4, T0).len(), 1);
         let pi10 = Key::from(key(10).public());
-        assert_eq!(q.claim(&pi10, any, 4, T0).len(), 1);
+        assert_eq!(solo(&mut q, &pi10, true, 4, T0).len(), 1);
         q.update(
             &pi,
             JobUpdate {
@@ -1004,21 +1621,21 @@ mod tests {
                 retry_after_ms: None,
             })),
         };
-        assert_eq!(q.claim(&pi, any, 4, T0).len(), 1);
+        assert_eq!(solo(&mut q, &pi, true, 4, T0).len(), 1);
         assert!(q.update(&pi, not_adopted(1), T0));
         // Not at once, and then to any agent (it never ran on pi).
-        assert!(q.claim(&other, any, 4, T0).is_empty());
+        assert!(solo(&mut q, &other, true, 4, T0).is_empty());
         let later = T0 + JOB_RETRY_AFTER.as_millis() as u64;
         assert!(q.retry_due(later));
         drop(q);
         let (mut q, _) = JobQueue::open(dir.path(), JobLimits::default(), later).unwrap();
-        assert_eq!(q.claim(&other, any, 4, later).len(), 1);
+        assert_eq!(solo(&mut q, &other, true, 4, later).len(), 1);
         // After enough refusals it is final, with the last reason.
         let mut t = later;
         for n in 2..MAX_JOB_REFUSALS {
             assert!(q.update(&other, not_adopted(n), t));
             t += JOB_RETRY_AFTER.as_millis() as u64;
-            assert_eq!(q.claim(&other, any, 4, t).len(), 1, "try {n}");
+            assert_eq!(solo(&mut q, &other, true, 4, t).len(), 1, "try {n}");
         }
         assert!(q.update(&other, not_adopted(99), t));
         let a = q.answer(&UserKey(bob.public()), &id_of(&job), t).unwrap();

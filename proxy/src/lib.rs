@@ -140,7 +140,7 @@ impl Proxy {
         let logs = logs::LogStore::open(&config.state_dir.join("logs"))?;
         let (jobs, opened) = jobs::JobQueue::open(
             &config.state_dir.join("jobs"),
-            config.job_limits,
+            config.job_limits.clone(),
             shared::now_ms(),
         )?;
         if opened.torn_tail_bytes > 0 || opened.skipped > 0 {

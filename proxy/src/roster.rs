@@ -18,6 +18,9 @@ use wtd_wire::{Advert, AgentInfo, Key, LeaveReason, Load, RosterEvent};
 struct Entry {
     info: AgentInfo,
     generation: u64,
+    /// The protocol version its session speaks (what it can be sent: jobs from 5, jobs
+    /// with a selector from 6). 0 until [`Roster::set_version`].
+    version: u16,
 }
 
 /// What changed about one agent since the last [`Roster::take_changes`].
@@ -64,6 +67,24 @@ impl Roster {
     /// The current registration of `id`, to find its connection.
     pub fn generation_of(&self, id: &Key) -> Option<u64> {
         self.agents.get(id).map(|e| e.generation)
+    }
+
+    /// Notes the protocol version the registration `generation` of `id` speaks.
+    pub fn set_version(&mut self, id: &Key, generation: u64, version: u16) {
+        if let Some(e) = self.agents.get_mut(id).filter(|e| e.generation == generation) {
+            e.version = version;
+        }
+    }
+
+    /// Every agent present, with the protocol version it speaks, unordered and uncopied
+    /// (the job queue picks among them under this lock).
+    pub fn agents(&self) -> impl Iterator<Item = (&AgentInfo, u16)> {
+        self.agents.values().map(|e| (&e.info, e.version))
+    }
+
+    /// Everything the roster holds about `id` now (a copy), if it is in the roster.
+    pub fn info_of(&self, id: &Key) -> Option<AgentInfo> {
+        self.agents.get(id).map(|e| e.info.clone())
     }
 
     /// What `id` advertises now, if it is in the roster.
@@ -118,6 +139,7 @@ impl Roster {
                 Entry {
                     info: info.clone(),
                     generation,
+                    version: 0,
                 },
             )
             .map(|old| old.generation);

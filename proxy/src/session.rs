@@ -139,6 +139,7 @@ async fn agent(ctx: StreamCtx, mut send: SendStream, mut recv: RecvStream, hello
     let generation = {
         let mut state = ctx.shared.roster();
         let joined = state.roster.join(id, hello.advert.clone(), now_ms());
+        state.roster.set_version(&id, joined.generation, hello.version);
         if let Some(old) = joined.replaced.and_then(|g| state.conns.remove(&g)) {
             old.close(4u32.into(), b"replaced by a newer connection");
         }
@@ -393,7 +394,16 @@ fn dashboard_report(
     if !budget.take(now_ms()) {
         return refused("over its budget");
     }
-    match dashboard.change(|f| f.report(agent, report, now_ms())) {
+    let mut shown = dashboard.change(|f| f.report(agent, report, now_ms()));
+    if shown == Err(crate::dashboard::ReportRefused::NotInRoster) {
+        // The feed learns of agents from the roster's batches (every 250 ms), and a call
+        // made the moment an agent joined is reported before that: its card is made from
+        // the roster now, so the first calls of a lesson are not missing from the page.
+        if crate::dashboard::card_from_roster(&ctx.shared, dashboard, agent) {
+            shown = dashboard.change(|f| f.report(agent, report, now_ms()));
+        }
+    }
+    match shown {
         Ok(_) => {
             ctx.shared.metrics.call_reports.inc();
         }
@@ -401,25 +411,40 @@ fn dashboard_report(
     }
 }
 
-/// The queued jobs this agent can take now: those its advert offers, for it or for any
-/// agent, up to its free slots. Each is marked delivered (on disk) before it is returned.
+/// The queued jobs this agent can take now: those it suits (offers the function, names the
+/// owner, has the signed tag) and is the best online agent for, up to its free slots. Each
+/// is marked delivered (on disk) before it is returned. The roster lock is held while the
+/// queue picks (lock order: roster, then jobs), so no advert or load is copied; it is let
+/// go before the deliveries' fsyncs, so heartbeats do not wait for the disk.
 fn claim_jobs(ctx: &StreamCtx) -> Vec<wtd_wire::jobs::JobDelivery> {
     let id = Key::from(ctx.peer);
-    let Some(advert) = ctx.shared.roster().roster.advert_of(&id).cloned() else {
-        return Vec::new();
+    let (claimed, left_over) = {
+        let state = ctx.shared.roster();
+        let peers: Vec<crate::jobs::Peer<'_>> = state
+            .roster
+            .agents()
+            .filter(|(_, version)| *version >= wtd_wire::JOBS_VERSION)
+            .map(|(a, version)| crate::jobs::Peer {
+                id: a.id,
+                advert: &a.advert,
+                load: &a.load,
+                version,
+            })
+            .collect();
+        let mut jobs = ctx.shared.jobs();
+        let room = crate::defaults::MAX_JOBS_IN_FLIGHT_PER_AGENT.saturating_sub(jobs.in_flight(&id));
+        if room == 0 {
+            return Vec::new();
+        }
+        let picked = jobs.pick(&id, &peers, room, now_ms());
+        drop(peers);
+        drop(state);
+        jobs.deliver(&id, picked)
     };
-    let offers = |m: &str, f: &str| {
-        advert
-            .missions
-            .iter()
-            .any(|mi| mi.name == m && mi.functions.iter().any(|fi| fi.name == f))
-    };
-    let mut jobs = ctx.shared.jobs();
-    let room = crate::defaults::MAX_JOBS_IN_FLIGHT_PER_AGENT.saturating_sub(jobs.in_flight(&id));
-    if room == 0 {
-        return Vec::new();
+    if left_over {
+        // This agent is full now: the others may take what it was best for.
+        ctx.shared.jobs_changed();
     }
-    let claimed = jobs.claim(&id, offers, room, now_ms());
     if !claimed.is_empty() {
         log::info!("delivering {} jobs to agent {}", claimed.len(), ctx.peer.short());
     }

@@ -152,11 +152,24 @@ impl Daemon {
 
     /// Like [`Daemon::spawn`] with another `wtd` binary (an aarch64 build under qemu).
     pub fn spawn_bin(bin: &Path, name: &str, log: PathBuf, args: &[&OsStr], home: &Path) -> Daemon {
+        Self::spawn_bin_env(bin, name, log, args, home, &[])
+    }
+
+    /// Like [`Daemon::spawn_bin`], with more environment variables (`WTD_TEST_CLOCK_OFFSET`).
+    pub fn spawn_bin_env(
+        bin: &Path,
+        name: &str,
+        log: PathBuf,
+        args: &[&OsStr],
+        home: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin)
             .args(args)
             .env("WTD_HOME", home)
             .env("RUST_LOG", "debug,quinn=info,quinn_proto=info,rustls=info")
+            .envs(env.iter().copied())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out)
             .spawn()
@@ -290,9 +303,23 @@ impl Agent {
 
     /// Starts it again after a stop, with the same state.
     pub fn restart(&mut self) {
+        self.restart_with_env(&[]);
+    }
+
+    /// Like [`Agent::restart`], with more environment variables: `WTD_TEST_CLOCK_OFFSET`
+    /// (e.g. `+3h`) moves its clock, which only this debug build honours. Its log goes to
+    /// `agent.log` again (the previous run's is overwritten).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         self.daemon.kill();
         let args: Vec<&OsStr> = vec!["agent".as_ref(), "--config".as_ref(), self.config.as_os_str()];
-        self.daemon = Daemon::spawn(&self.name, self.dir.join("agent.log"), &args, &self.dir);
+        self.daemon = Daemon::spawn_bin_env(
+            &wtd_bin(),
+            &self.name,
+            self.dir.join("agent.log"),
+            &args,
+            &self.dir,
+            env,
+        );
     }
 }
 

@@ -9,6 +9,10 @@
 //!
 //! Both ends also derive a 32-byte *channel binding* from the TLS exporter. Calls are
 //! signed over it, so a signed call captured on one session is worthless on any other.
+//!
+//! The handshake also says which session messages both ends read (ALPN, see
+//! [`SESSION_ALPN_V6`]): the proxy never reads a session, so it cannot tell either end
+//! what the other speaks, and nobody has to spend a round trip asking.
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use wtd_keys::{PublicId, SecretKey};
 
 use crate::cert::{certified_key, key_in_certificate};
-use crate::tls::{client_tls_config, server_tls_config, TlsSetupError, SERVER_NAME};
+use crate::tls::{client_tls_config, server_tls_config, TlsSetupError, ALPN, SERVER_NAME};
 use crate::verify::{ClientKeyVerifier, PeerKeyError, ServerKeyVerifier};
 
 /// The label both ends feed the TLS exporter (RFC 8446, section 7.5).
@@ -26,6 +30,26 @@ const BINDING_LABEL: &[u8] = wtd_keys::call::SESSION_EXPORTER_LABEL;
 
 /// A 32-byte value unique to one session, known to both ends and to nobody else.
 pub type ChannelBinding = [u8; 32];
+
+/// The session ALPN of wire protocol version 6 (`wtd_wire::CALL_CAUSES_VERSION`): "this end
+/// reads what version 6 added to a session", a call's cause. Callers and agents before it
+/// offered only [`ALPN`] (`wtd/1`); now both ends offer this one first, then `wtd/1`
+/// ([`SESSION_PROTOCOLS`]). The agent picks the first of its own list that the caller
+/// offered, so two new ends agree on this one and a new end with an old one on `wtd/1`.
+/// The choice is inside the authenticated handshake: the proxy cannot change it.
+pub const SESSION_ALPN_V6: &[u8] = b"wtd/1 v6";
+
+/// The caller's end of an established session.
+pub type CallerStream<IO> = tokio_rustls::client::TlsStream<IO>;
+
+/// What an end-to-end session offers, newest first.
+pub const SESSION_PROTOCOLS: &[&[u8]] = &[SESSION_ALPN_V6, ALPN];
+
+/// Whether both ends of a handshake chose [`SESSION_ALPN_V6`], so the other end reads a
+/// call's cause. Pass the TLS stream's connection (`stream.get_ref().1`).
+pub fn speaks_v6(conn: &rustls::CommonState) -> bool {
+    conn.alpn_protocol() == Some(SESSION_ALPN_V6)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -57,18 +81,20 @@ where
     connect_as(certified_key(me)?, agent, io).await
 }
 
-/// [`connect`] with the certificate and signer already made ([`crate::certified_key`]):
-/// a caller opening many sessions makes them once.
-pub async fn connect_as<IO>(
+/// [`connect_as`], offering `protocols` (newest first) instead of [`SESSION_PROTOCOLS`]: a
+/// test plays an older caller with `&[ALPN]`.
+pub async fn connect_offering<IO>(
     identity: Arc<CertifiedKey>,
     agent: PublicId,
     io: IO,
+    protocols: &[&[u8]],
 ) -> Result<(tokio_rustls::client::TlsStream<IO>, ChannelBinding), SessionError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let verifier = Arc::new(ServerKeyVerifier::new(agent));
-    let config = client_tls_config(identity, verifier.clone())?;
+    let mut config = client_tls_config(identity, verifier.clone())?;
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("a valid name");
     let stream = TlsConnector::from(Arc::new(config))
         .connect(name, io)
@@ -79,6 +105,19 @@ where
         })?;
     let b = binding(stream.get_ref().1)?;
     Ok((stream, b))
+}
+
+/// [`connect`] with the certificate and signer already made ([`crate::certified_key`]):
+/// a caller opening many sessions makes them once.
+pub async fn connect_as<IO>(
+    identity: Arc<CertifiedKey>,
+    agent: PublicId,
+    io: IO,
+) -> Result<(tokio_rustls::client::TlsStream<IO>, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    connect_offering(identity, agent, io, SESSION_PROTOCOLS).await
 }
 
 /// Runs the agent's side of the handshake over `io`; returns the caller's proven key.
@@ -92,17 +131,19 @@ where
     accept_as(certified_key(me)?, io).await
 }
 
-/// [`accept`] with the certificate and signer already made ([`crate::certified_key`]):
-/// an agent accepting many sessions makes them once.
-pub async fn accept_as<IO>(
+/// [`accept_as`], choosing among `protocols` (preferred first) instead of
+/// [`SESSION_PROTOCOLS`]: a test plays an older agent with `&[ALPN]`.
+pub async fn accept_offering<IO>(
     identity: Arc<CertifiedKey>,
     io: IO,
+    protocols: &[&[u8]],
 ) -> Result<(tokio_rustls::server::TlsStream<IO>, PublicId, ChannelBinding), SessionError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let verifier = Arc::new(ClientKeyVerifier::new());
-    let config = server_tls_config(identity, verifier.clone())?;
+    let mut config = server_tls_config(identity, verifier.clone())?;
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     let stream = TlsAcceptor::from(Arc::new(config))
         .accept(io)
         .await
@@ -118,6 +159,18 @@ where
     let peer = key_in_certificate(cert).map_err(SessionError::WrongPeer)?;
     let b = binding(conn)?;
     Ok((stream, peer, b))
+}
+
+/// [`accept`] with the certificate and signer already made ([`crate::certified_key`]):
+/// an agent accepting many sessions makes them once.
+pub async fn accept_as<IO>(
+    identity: Arc<CertifiedKey>,
+    io: IO,
+) -> Result<(tokio_rustls::server::TlsStream<IO>, PublicId, ChannelBinding), SessionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_offering(identity, io, SESSION_PROTOCOLS).await
 }
 
 /// Writes one length-prefixed frame to any async stream.
@@ -158,4 +211,34 @@ pub async fn read_msg_into<R: AsyncRead + Unpin>(
     buf.resize(len, 0);
     r.read_exact(buf).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs one handshake, the caller offering `caller` and the agent `agent`; returns
+    /// whether each end thinks the other reads version 6.
+    async fn meet(caller: &[&[u8]], agent: &[&[u8]]) -> (bool, bool) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let agent_key = SecretKey::generate();
+        let caller_key = SecretKey::generate();
+        let (c, s) = tokio::join!(
+            connect_offering(certified_key(&caller_key).unwrap(), agent_key.public(), a, caller),
+            accept_offering(certified_key(&agent_key).unwrap(), b, agent)
+        );
+        let (c, _) = c.unwrap();
+        let (s, peer, _) = s.unwrap();
+        assert_eq!(peer, caller_key.public());
+        (speaks_v6(c.get_ref().1), speaks_v6(s.get_ref().1))
+    }
+
+    #[tokio::test]
+    async fn new_and_old_ends_agree_on_what_both_read() {
+        assert_eq!(meet(SESSION_PROTOCOLS, SESSION_PROTOCOLS).await, (true, true));
+        // An agent of before version 6 offers `wtd/1` only: the caller learns it.
+        assert_eq!(meet(SESSION_PROTOCOLS, &[ALPN]).await, (false, false));
+        // A caller of before version 6: the new agent speaks the old session to it.
+        assert_eq!(meet(&[ALPN], SESSION_PROTOCOLS).await, (false, false));
+    }
 }

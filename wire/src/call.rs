@@ -51,6 +51,9 @@
 //! - [`CallerMsg::Call`]: run `mission/function` with `args`; with a receipt request, the
 //!   signed call record as well.
 //! - [`CallerMsg::Cancel`]: the caller no longer waits for a call; the agent stops it.
+//! - [`CallerMsg::CallCaused`] (version 6): a call made because of events, its *cause*
+//!   (`wtd_keys::cause`); every event the function emits depends on them. Sent only when
+//!   the agent chose the session ALPN `wtd/1 v6`; an older agent is sent a plain `Call`.
 //! - [`AgentMsg::Event`]: a progress line of a running call.
 //! - [`AgentMsg::Done`]: the call ran (or failed, timed out, was cancelled).
 //! - [`AgentMsg::Refused`]: the call did not run, and why.
@@ -77,6 +80,19 @@ pub enum CallerMsg {
     },
     /// The caller no longer waits for call `id`: stop it if it still runs.
     Cancel { id: CallNumber },
+    /// Version 6: [`CallerMsg::Call`], made because of the events in `cause` (at most
+    /// `wtd_keys::defaults::MAX_CAUSE`, one per log, each `seq` at least 1): every event
+    /// the function emits depends on them, and the function sees them in `WTD_CAUSE`.
+    /// Appended last, so the older variants encode as before; never sent to an agent that
+    /// did not choose the session ALPN `wtd/1 v6` (it would end the session on it).
+    CallCaused {
+        id: CallNumber,
+        mission: String,
+        function: String,
+        args: Vec<u8>,
+        signed: Option<Vec<u8>>,
+        cause: Vec<crate::events::LogPosition>,
+    },
 }
 
 /// How a call that ran ended; the same values as `wtd_keys::call::CallStatus`.
@@ -162,6 +178,62 @@ mod tests {
         assert!(done.len() <= 24, "{} bytes", done.len());
     }
 
+    /// `CallerMsg` as every agent before version 6 knows it, to check what such an agent
+    /// makes of what a version-6 caller sends.
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum CallerMsgV5 {
+        Call {
+            id: CallNumber,
+            mission: String,
+            function: String,
+            args: Vec<u8>,
+            signed: Option<Vec<u8>>,
+        },
+        Cancel {
+            id: CallNumber,
+        },
+    }
+
+    #[test]
+    fn an_older_agent_reads_every_message_but_the_caused_call() {
+        let call = CallerMsg::Call {
+            id: 3,
+            mission: "photos".into(),
+            function: "post".into(),
+            args: b"{}".to_vec(),
+            signed: Some(vec![1, 2]),
+        };
+        assert_eq!(
+            decode::<CallerMsgV5>(&encode(&call)).unwrap(),
+            CallerMsgV5::Call {
+                id: 3,
+                mission: "photos".into(),
+                function: "post".into(),
+                args: b"{}".to_vec(),
+                signed: Some(vec![1, 2]),
+            }
+        );
+        assert_eq!(
+            decode::<CallerMsgV5>(&encode(&CallerMsg::Cancel { id: 3 })).unwrap(),
+            CallerMsgV5::Cancel { id: 3 }
+        );
+        // Which is why a caller sends it only to an agent that said it reads it.
+        let caused = CallerMsg::CallCaused {
+            id: 4,
+            mission: "photos".into(),
+            function: "post".into(),
+            args: b"{}".to_vec(),
+            signed: None,
+            cause: vec![crate::LogPosition {
+                publisher: crate::Key([9; 32]),
+                mission: "social".into(),
+                seq: 1,
+            }],
+        };
+        assert!(decode::<CallerMsgV5>(&encode(&caused)).is_err());
+        assert_eq!(decode::<CallerMsg>(&encode(&caused)).unwrap(), caused);
+    }
+
     proptest! {
         #[test]
         fn messages_round_trip(id: u64, line in ".{0,40}", args in proptest::collection::vec(any::<u8>(), 0..64)) {
@@ -174,7 +246,10 @@ mod tests {
                 prop_assert_eq!(m.id(), id);
                 prop_assert_eq!(decode::<AgentMsg>(&encode(&m)).unwrap(), m);
             }
-            let c = CallerMsg::Call { id, mission: line.clone(), function: line, args, signed: None };
+            let c = CallerMsg::Call { id, mission: line.clone(), function: line.clone(), args: args.clone(), signed: None };
+            prop_assert_eq!(decode::<CallerMsg>(&encode(&c)).unwrap(), c);
+            let cause = vec![crate::LogPosition { publisher: crate::Key([id as u8; 32]), mission: line.clone(), seq: id }];
+            let c = CallerMsg::CallCaused { id, mission: line.clone(), function: line, args, signed: None, cause };
             prop_assert_eq!(decode::<CallerMsg>(&encode(&c)).unwrap(), c);
         }
 

@@ -1,4 +1,5 @@
-//! Jobs: calls the proxy holds until an agent can run them (protocol version 5).
+//! Jobs: calls the proxy holds until an agent can run them (protocol version 5; a job with
+//! a selector, `--tag` or `--coolest`, only to agents of version 6, [`crate::JOB_SELECTORS_VERSION`]).
 //!
 //! # Protocol flow
 //!

@@ -62,24 +62,43 @@ pub mod roster;
 /// proxy's dashboard); jobs ([`jobs`]): the proxy may send [`ToAgent::Job`], the agent
 /// answers with [`FromAgent::JobUpdate`], and the CLI may send the job requests; and
 /// signed event streams ([`events`]): `Request::PublishEvents` and `Request::Subscribe`.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// Version 6: a call may carry its cause ([`call::CallerMsg::CallCaused`]), the events it
+/// was made because of, inside an end-to-end session. The proxy never reads a session, so
+/// the two ends agree on it themselves: a version-6 caller and agent offer the session ALPN
+/// `wtd/1 v6` as well as `wtd/1` (`wtd_transport::session::SESSION_ALPN_V6`), and a caller
+/// sends `CallCaused` only when the agent chose it. A version-6 agent also decodes and
+/// checks jobs with a selector (`wtd push --tag`, `--coolest`: format version 2 of
+/// `wtd_keys::job`); the proxy knows which agents can check a job's tag by their version.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The oldest version still spoken. Version 3 differs from 4 only in that a version-3 peer
-/// knows no `MissionEvent`, and 4 from 5 in that it knows no `CallReport`, no jobs and no
-/// signed events: a proxy admits older agents (they never send what they do not know, and a
-/// proxy never delivers a job to one), and an agent refused by an older proxy says hello
-/// again in that proxy's version and sends only what it knows (it receives no jobs and
-/// publishes no signed events there).
+/// knows no `MissionEvent`, 4 from 5 in that it knows no `CallReport`, no jobs and no
+/// signed events, and 5 from 6 in that it reads no call's cause and cannot decode a job
+/// with a selector: a proxy admits older agents (they never send what they do not know,
+/// and a proxy never delivers a job to one it cannot check), an agent refused by an older
+/// proxy says hello again in that proxy's version and sends only what it knows (it
+/// receives no jobs and publishes no signed events there), and a caller sends an older
+/// agent plain `Call`s (see [`CALL_CAUSES_VERSION`]).
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// The first version with jobs: never send a [`ToAgent::Job`] to an older agent.
 pub const JOBS_VERSION: u16 = 5;
+
+/// The first version whose agents decode and check jobs with a selector (a tag, an order
+/// other than least loaded; `wtd_keys::job::SELECTOR_VERSION`): the proxy delivers such a
+/// job to no older agent (a version-5 agent would refuse it as malformed, never run it on
+/// the wrong machine). A job with the default selector goes to any job agent.
+pub const JOB_SELECTORS_VERSION: u16 = 6;
 
 /// The first version with [`FromAgent::MissionEvent`]: never send one to an older peer.
 pub const MISSION_EVENTS_VERSION: u16 = 4;
 
 /// The first version with [`FromAgent::CallReport`]: never send one to an older peer.
 pub const CALL_REPORTS_VERSION: u16 = 5;
+/// The first version with a call's cause ([`call::CallerMsg::CallCaused`]). A session
+/// does not say its version in a message: the agent's choice of the session ALPN
+/// `wtd/1 v6` says it reads version 6 (see [`PROTOCOL_VERSION`]).
+pub const CALL_CAUSES_VERSION: u16 = 6;
 /// The first version with signed event streams: an agent publishes only to a proxy that
 /// speaks it (an older one would close the connection on an unknown request).
 pub const EVENT_STREAMS_VERSION: u16 = 5;

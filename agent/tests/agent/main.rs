@@ -13,6 +13,7 @@
 //! - [`heartbeats`]: load reports (the pinned test load), `Leaving` on shutdown.
 //! - [`owner_logs`]: catch-up verified and persisted, heads in the next hello; strangers'
 //!   entries, altered entries and gaps refused while earlier entries stay.
+//! - [`jobs`]: a job signed for a tag the agent lacks is refused by the agent, with why.
 //! - [`reconnect`]: the proxy restarts on the same port; the agent comes back.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with a backtrace
 
@@ -20,5 +21,6 @@ mod fake_proxy;
 mod harness;
 mod heartbeats;
 mod hello;
+mod jobs;
 mod owner_logs;
 mod reconnect;

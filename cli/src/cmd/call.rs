@@ -13,6 +13,10 @@
 //! 4. If the agent vanishes before answering, an idempotent function is retried on the
 //!    next candidate; any other says it may or may not have run.
 //!
+//! Run by a handler that handles an event, `wtd call` finds the event in `WTD_CAUSE` (the
+//! agent sets it) and sends it with the call as its *cause*: the events the called function
+//! emits then depend on it, so no subscriber sees them before it (`wtd_keys::cause`).
+//!
 //! All of it is `wtd_caller`, the same library the tests and the benchmark use.
 
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use std::sync::Arc;
 use wtd_caller::dispatch::{self, Candidate, Filter, NoCandidate, Selector};
 use wtd_caller::{Answer, CallError, CallRequest, Caller, Failure, Notice};
 use wtd_keys::call::CallStatus;
+use wtd_keys::cause::CAUSE_VAR;
+use wtd_keys::event::Dep;
 use wtd_keys::names::parse_target;
 use wtd_keys::{FunctionName, Grant, MissionName, OwnerKey, UserKey};
 
@@ -69,7 +75,9 @@ pub struct Args {
     pub receipt: bool,
     /// Do not wait: queue the call on the proxy and print its job id at once; it runs when
     /// an agent can take it, and `wtd result <job>` collects the result (see `wtd push`).
-    #[arg(long = "async", conflicts_with_all = ["all", "random", "round_robin", "tag", "receipt"])]
+    /// `--tag`, `--coolest` and `--least-loaded` apply to it (signed with the job);
+    /// `--all`, `--random` and `--round-robin` do not, and are refused with what to do.
+    #[arg(long = "async", conflicts_with_all = ["receipt"])]
     pub async_: bool,
     /// With `--async`: how long it may wait for an agent (`1h` by default, at most `7days`).
     #[arg(long, requires = "async_")]
@@ -84,6 +92,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 target: &args.target,
                 args: args.args.as_deref(),
                 agent: args.agent.as_deref(),
+                selector: crate::cmd::push::selector(
+                    args.tag.as_deref(),
+                    &crate::cmd::push::QueuedOrder {
+                        least_loaded: args.least_loaded,
+                        coolest: args.coolest,
+                        random: args.random,
+                        round_robin: args.round_robin,
+                        all: args.all,
+                    },
+                )?,
                 expires: args.expires.as_deref(),
                 keep_result: true,
                 json: args.json,
@@ -103,6 +121,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut request = CallRequest::new(mission.as_str(), function.as_str(), serde_json::to_vec(&parsed)?)
         .map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
     request.receipt = args.receipt;
+    request.cause = cause_from_env()?;
     let timeout = humantime::parse_duration(&args.timeout).map_err(|_| {
         Exit::new(
             exit::USAGE,
@@ -199,6 +218,36 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// The cause this call carries: `WTD_CAUSE`, which the agent sets for a handler that runs
+/// because of events. Unset or empty: none.
+fn cause_from_env() -> Result<Vec<Dep>, Exit> {
+    let Some(text) = std::env::var_os(CAUSE_VAR) else {
+        return Ok(Vec::new());
+    };
+    let unusable = |why: String| {
+        Exit::new(
+            exit::USAGE,
+            format!(
+                "{CAUSE_VAR} is set but unusable: {why}. The agent sets it for a handler that runs \
+                 because of an event; to call without a cause, unset it (env -u {CAUSE_VAR} wtd call ...)"
+            ),
+        )
+    };
+    let text = text.to_str().ok_or_else(|| unusable("it is not UTF-8".into()))?;
+    wtd_keys::cause::parse(text).map_err(|e| unusable(e.to_string()))
+}
+
+/// Says so when `agent` is too old to take the call's cause (it was sent without it).
+fn note_dropped_cause(agent: &Candidate, answer: &Answer, req: &CallRequest) {
+    if answer.cause_dropped {
+        eprintln!(
+            "wtd: note: {} runs a wtd older than protocol version 6, which does not take a call's cause; \
+             the events {}/{} emitted there do not wait for the events in {CAUSE_VAR}",
+            agent.name, req.mission, req.function
+        );
+    }
+}
+
 /// Tries candidates in order until one answers (the failover rules are `wtd_caller`'s).
 async fn call_one(
     ctx: &Context,
@@ -226,6 +275,7 @@ async fn call_one(
     match caller.call_first(cands, req, &mut notice).await {
         Ok((agent, answer)) => {
             save_receipt(ctx, &answer)?;
+            note_dropped_cause(&agent, &answer, req);
             finish(&[(agent, answer)], json, false)
         }
         Err(Failure::Refused { agent, error }) => Err(refusal(&agent, &error).into()),
@@ -280,6 +330,7 @@ async fn call_all(
         match result {
             Ok(a) => {
                 save_receipt(ctx, &a)?;
+                note_dropped_cause(&agent, &a, req);
                 answers.push((agent, a));
             }
             Err(e @ CallError::Refused(_)) => {

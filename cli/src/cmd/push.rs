@@ -5,8 +5,15 @@
 //!    mission (or you, if you own agents). Without one the job could never run, so it is
 //!    refused here.
 //! 2. Sign the job (`wtd_keys::job`): the function, the hash of the arguments, a fresh
-//!    request id, the agent if `--agent` names one, and its expiry (`--expires`, default
-//!    an hour, at most a week). The proxy stores it; it cannot forge or alter one.
+//!    request id, the agent if `--agent` names one, the selector (`--tag`, `--coolest`),
+//!    and its expiry (`--expires`, default an hour, at most a week). The proxy stores it;
+//!    it cannot forge or alter one.
+//!
+//! Selectors: the proxy hands the job to the least-loaded suitable agent online when it
+//! is delivered (Pis throttled right now last), or the coolest with `--coolest`; `--tag`
+//! keeps it to agents with that tag, and such an agent checks the signed tag itself.
+//! `--all`, `--random` and `--round-robin` are live-call selectors with no meaning for one
+//! queued job that runs once; they are refused with what to do instead.
 //! 3. The agent that takes it checks your signature and your grant *when it runs it*: a
 //!    grant revoked meanwhile means it never runs, and `wtd jobs` says why.
 //!
@@ -17,7 +24,7 @@
 //! only the job's state.
 
 use wtd_keys::defaults::{DEFAULT_JOB_EXPIRY_MS, MAX_JOB_LIFETIME_MS};
-use wtd_keys::job::Job;
+use wtd_keys::job::{Job, JobSelector, Order};
 use wtd_keys::names::parse_target;
 use wtd_keys::time::human_duration;
 use wtd_keys::{AgentId, OwnerKey, UserKey};
@@ -34,10 +41,16 @@ pub struct Args {
     /// The arguments, as JSON (default `{}`).
     pub args: Option<String>,
     /// Only this agent runs it: its name (it must be online now) or its full id
-    /// (`wtd1...`, for an agent that is offline). Without it, any agent that offers the
-    /// function and honours your grant.
+    /// (`wtd1...`, for an agent that is offline). Without it, the best online agent that
+    /// offers the function and honours your grant, when it is delivered.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only an agent with this tag runs it (the tag is signed: an agent without it refuses
+    /// the job, whatever the proxy does).
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    pub order: QueuedOrder,
     /// How long it may wait for an agent: `10min`, `1h` (the default), at most `7days`.
     #[arg(long)]
     pub expires: Option<String>,
@@ -46,12 +59,79 @@ pub struct Args {
     pub json: bool,
 }
 
+/// How a queued call picks among the suitable agents online when it is delivered; and the
+/// live selectors that make no sense for one, accepted only to be refused clearly.
+#[derive(Debug, Default, clap::Args)]
+pub struct QueuedOrder {
+    /// Give it to the agent reporting the lowest load when it is delivered (the default);
+    /// Pis throttled right now only when no other can take it.
+    #[arg(long, group = "queued_order")]
+    pub least_loaded: bool,
+    /// Give it to the agent reporting the lowest temperature when it is delivered.
+    #[arg(long, group = "queued_order")]
+    pub coolest: bool,
+    /// Refused for a queued call (it runs once, on one agent).
+    #[arg(long, group = "queued_order", hide = true)]
+    pub random: bool,
+    /// Refused for a queued call (it runs once, on one agent).
+    #[arg(long, group = "queued_order", hide = true)]
+    pub round_robin: bool,
+    /// Refused for a queued call: push one job per agent with `--agent` instead.
+    #[arg(long, group = "queued_order", hide = true)]
+    pub all: bool,
+}
+
+/// The signed selector of a queued call, from its flags; the live-only selectors are
+/// refused with what to use instead.
+pub fn selector(tag: Option<&str>, order: &QueuedOrder) -> anyhow::Result<JobSelector> {
+    if order.all {
+        return Err(Exit::new(
+            exit::USAGE,
+            "--all does not apply to a queued call: a job runs once, on one agent. To run it on every \
+             agent, push one job per agent with --agent <id> (their ids are in `wtd ls`), or call them \
+             live with `wtd call --all`"
+                .to_string(),
+        )
+        .into());
+    }
+    if order.random || order.round_robin {
+        let flag = if order.random { "--random" } else { "--round-robin" };
+        return Err(Exit::new(
+            exit::USAGE,
+            format!(
+                "{flag} does not apply to a queued call: the proxy gives a job to the least-loaded suitable \
+                 agent online when it is delivered (or the coolest, with --coolest), which spreads jobs by \
+                 itself. Drop {flag}, or use it on a live `wtd call`"
+            ),
+        )
+        .into());
+    }
+    let tag = match tag {
+        None => None,
+        Some(t) => Some(wtd_keys::MissionName::new(t).map_err(|e| {
+            Exit::new(
+                exit::USAGE,
+                format!("--tag {t}: {e}; tags are short lowercase names such as `gpu` or `room-2`"),
+            )
+        })?),
+    };
+    Ok(JobSelector {
+        tag,
+        order: if order.coolest {
+            Order::Coolest
+        } else {
+            Order::LeastLoaded
+        },
+    })
+}
+
 /// What `wtd push` and `wtd call --async` share.
 #[derive(Debug)]
 pub struct Submit<'a> {
     pub target: &'a str,
     pub args: Option<&'a str>,
     pub agent: Option<&'a str>,
+    pub selector: JobSelector,
     pub expires: Option<&'a str>,
     pub keep_result: bool,
     pub json: bool,
@@ -64,6 +144,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             target: &args.target,
             args: args.args.as_deref(),
             agent: args.agent.as_deref(),
+            selector: selector(args.tag.as_deref(), &args.order)?,
             expires: args.expires.as_deref(),
             keep_result: false,
             json: args.json,
@@ -84,6 +165,14 @@ pub fn submit(ctx: &Context, s: Submit<'_>) -> anyhow::Result<()> {
         )
     })?;
     let args = serde_json::to_vec(&parsed)?;
+    if std::env::var_os(wtd_keys::cause::CAUSE_VAR).is_some_and(|v| !v.is_empty()) {
+        // A job is a signed record the proxy queues; it has no field for a cause yet.
+        eprintln!(
+            "wtd: note: a queued job does not carry {} (the event this handler handles); the events \
+             {mission}/{function} emits will not wait for it. Use `wtd call` (without --async) for that",
+            wtd_keys::cause::CAUSE_VAR
+        );
+    }
     let now = now();
     let expires_at = match s.expires {
         None => now.plus_ms(DEFAULT_JOB_EXPIRY_MS),
@@ -122,6 +211,7 @@ pub fn submit(ctx: &Context, s: Submit<'_>) -> anyhow::Result<()> {
             s.keep_result,
             owner,
         )
+        .with_selector(s.selector.clone())
         .sign(&me);
         let id = job.job().request_id;
         let mut recv = proxy::request(&conn, Request::Push { job: job.bytes().to_vec(), args }).await?;

@@ -110,6 +110,16 @@ fn apply(shared: &Shared, dashboard: &Dashboard, event: &RosterEvent) {
     dashboard.change(|f| f.apply(event, now_ms(), &|a| adopted.contains(&a.id)));
 }
 
+/// Makes (or refreshes) `id`'s card from the roster as it is now, if the agent is in it;
+/// for a report that arrives before the roster's batch with the agent's join.
+pub(crate) fn card_from_roster(shared: &Shared, dashboard: &Dashboard, id: &Key) -> bool {
+    let Some(info) = shared.roster().roster.info_of(id) else {
+        return false;
+    };
+    apply(shared, dashboard, &RosterEvent::Upsert(info));
+    true
+}
+
 /// An owner published adoptions or disownings: every card's "adopted" again.
 pub(crate) fn refresh_adoptions(shared: &Shared, dashboard: &Dashboard) {
     let claims = dashboard.feed().claims();
