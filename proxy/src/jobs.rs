@@ -1044,6 +1044,15 @@ mod tests {
         }
     }
 
+    fn peer<'a>(id: Key, advert: &'a Advert, load: &'a Load, version: u16) -> Peer<'a> {
+        Peer {
+            id,
+            advert,
+            load,
+            version,
+        }
+    }
+
     fn load(load1: f32) -> Load {
         Load {
             load1,
@@ -1162,12 +1171,6 @@ mod tests {
         throttled.temperature_c = Some(40.0);
         let mut warm = load(2.0);
         warm.temperature_c = Some(50.0);
-        let peer = |id, advert, load, version| Peer {
-            id,
-            advert,
-            load,
-            version,
-        };
         let v = wtd_wire::PROTOCOL_VERSION;
         // Least loaded by default: the idle agent, not the busy one nor the throttled one
         // (least loaded of all, but slowed down now).
@@ -1252,20 +1255,7 @@ mod tests {
         let a = advert(&[], true);
         let (low, high) = (load(0.1), load(5.0));
         let v = wtd_wire::PROTOCOL_VERSION;
-        let peers = [
-            Peer {
-                id: idle,
-                advert: &a,
-                load: &low,
-                version: v,
-            },
-            Peer {
-                id: busy,
-                advert: &a,
-                load: &high,
-                version: v,
-            },
-        ];
+        let peers = [peer(idle, &a, &low, v), peer(busy, &a, &high, v)];
         for _ in 0..MAX_JOBS_IN_FLIGHT_PER_AGENT + 2 {
             q.push(&bob_key, &job_for(&bob, 1, None, true), b"{}".to_vec(), T0)
                 .unwrap();
@@ -1288,20 +1278,7 @@ mod tests {
         let a = advert(&[], true);
         let (low, high) = (load(0.1), load(5.0));
         let v = wtd_wire::PROTOCOL_VERSION;
-        let both = [
-            Peer {
-                id: idle,
-                advert: &a,
-                load: &low,
-                version: v,
-            },
-            Peer {
-                id: busy,
-                advert: &a,
-                load: &high,
-                version: v,
-            },
-        ];
+        let both = [peer(idle, &a, &low, v), peer(busy, &a, &high, v)];
         let job = job_for(&bob, 1, None, true);
         q.push(&bob_key, &job, b"{}".to_vec(), T0).unwrap();
         assert_eq!(q.claim(&idle, &both, 4, T0).0.len(), 1);
